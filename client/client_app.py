@@ -1,0 +1,105 @@
+"""The aptfleet ClientApp: Flower wiring around :mod:`apt_core.federated` (no ML here).
+
+A train reply carries three records:
+
+* ``arrays`` (ArrayRecord): the trained model in transport form: one uint8 array
+  ``apt-payload`` holding the bit-packed model for apt, the float state dict otherwise;
+* ``metrics`` (MetricRecord): ``num-examples``, ``train-loss``, ``energy-j``,
+  ``param-bytes``, ``peak-memory-bytes``, ``uplink-bytes``, ``policy-version``,
+  ``layer-bits`` / ``layer-exponents`` (lists in the model's ``apt_layers`` order, empty
+  for float methods) and this round's precision history as parallel lists
+  ``history-step``, ``history-layer`` (index into that order), ``history-bits``,
+  ``history-gavg``, ``history-underflow``;
+* ``device`` (ConfigRecord): ``device-class`` and ``partition-id``.
+
+Node config: ``partition-id``, ``num-partitions``, ``device-class`` (default "standard")
+and the test hook ``fail-at-round`` (raise in train at that server round).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from apt_core import federated as fed
+from apt_core import record_keys as keys
+from client.device import DeviceConfig, local_data, remembered_bits, remember_bits
+
+
+def _arrays(record: ArrayRecord) -> dict:
+    return {k: v.numpy() for k, v in record.items()}
+
+
+def _array_record(arrays: Mapping) -> ArrayRecord:
+    return ArrayRecord({k: Array(v) for k, v in arrays.items()})
+
+
+def create_client_app(fail_at: Mapping[int, int] | None = None) -> ClientApp:
+    """A ClientApp; ``fail_at`` maps partition id -> server round at which train raises
+    (the simulation's way to set the ``fail-at-round`` hook per device)."""
+    app = ClientApp()
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        torch.set_num_threads(1)  # simulated devices share two cores
+        cfg = msg.content[keys.CONFIG]
+        device = DeviceConfig.from_node_config(context.node_config, fail_at)
+        server_round = int(cfg[keys.SERVER_ROUND])
+        device.maybe_fail(server_round)
+        run = fed.RunSettings.from_config(cfg)
+        version, policy, overrides = fed.policy_from_config(cfg)
+        eff = fed.effective_policy(policy, overrides, device.device_class)
+        model = fed.make_model(run.task, run.arch, run.method, eff)
+        fed.load_arrays(model, _arrays(msg.content[keys.ARRAYS]), run.method)
+        train_set, _ = local_data(run, device)
+        res = fed.local_round(
+            model, train_set, method=run.method, policy=eff if run.method == "apt" else None,
+            device_bits=remembered_bits(context, model), epochs=run.local_epochs, lr=run.lr,
+            batch_size=run.batch_size, momentum=run.momentum, weight_decay=run.weight_decay,
+            seed=fed.round_seed(run.seed, device.partition_id, server_round))
+        remember_bits(context, res.bits)
+        arrays = fed.model_arrays(res.model, run.method)
+        layer_index = {name: i for i, name in enumerate(res.bits)}
+        metrics = MetricRecord({
+            keys.NUM_EXAMPLES: res.num_examples,
+            keys.TRAIN_LOSS: float(res.train_loss),
+            keys.ENERGY_J: float(res.energy_j),
+            keys.PARAM_BYTES: res.param_bytes,
+            keys.PEAK_MEMORY_BYTES: res.peak_memory_bytes,
+            keys.UPLINK_BYTES: fed.arrays_nbytes(arrays),
+            keys.POLICY_VERSION: version,
+            keys.LAYER_BITS: list(res.bits.values()),
+            keys.LAYER_EXPONENTS: list(res.exponents.values()),
+            keys.HISTORY_STEP: [int(h["step"]) for h in res.history],
+            keys.HISTORY_LAYER: [layer_index[h["layer"]] for h in res.history],
+            keys.HISTORY_BITS: [int(h["bits"]) for h in res.history],
+            keys.HISTORY_GAVG: [float(h["gavg"]) for h in res.history],
+            keys.HISTORY_UNDERFLOW: [float(h["underflow"]) for h in res.history],
+        })
+        who = ConfigRecord({keys.DEVICE_CLASS: device.device_class,
+                            keys.PARTITION_ID: device.partition_id})
+        content = RecordDict({keys.ARRAYS: _array_record(arrays), keys.METRICS: metrics,
+                              keys.DEVICE: who})
+        return Message(content=content, reply_to=msg)
+
+    @app.evaluate()
+    def evaluate(msg: Message, context: Context) -> Message:
+        torch.set_num_threads(1)
+        cfg = msg.content[keys.CONFIG]
+        device = DeviceConfig.from_node_config(context.node_config, fail_at)
+        run = fed.RunSettings.from_config(cfg)
+        model = fed.make_model(run.task, run.arch, run.method)
+        fed.load_arrays(model, _arrays(msg.content[keys.ARRAYS]), run.method)
+        _, held_out = local_data(run, device)
+        acc, loss = fed.evaluate_model(model, held_out, run.method)
+        metrics = MetricRecord({keys.NUM_EXAMPLES: len(held_out), keys.EVAL_ACCURACY: acc,
+                                keys.EVAL_LOSS: loss})
+        return Message(content=RecordDict({keys.METRICS: metrics}), reply_to=msg)
+
+    return app
+
+
+app = create_client_app()

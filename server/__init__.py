@@ -1,0 +1,1 @@
+"""aptfleet coordinator: FastAPI service, storage and Flower ServerApp."""

@@ -1,0 +1,12 @@
+"""The /api/v1 router: every resource router, all behind a bearer token."""
+
+from fastapi import APIRouter, Depends
+
+from server.api.deps import get_current_token
+from server.api.routes import devices, policy, precision, runs
+
+api_router = APIRouter(dependencies=[Depends(get_current_token)])
+api_router.include_router(runs.router)
+api_router.include_router(precision.router)
+api_router.include_router(devices.router)
+api_router.include_router(policy.router)

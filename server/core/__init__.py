@@ -1,0 +1,1 @@
+"""Coordinator infrastructure: settings, database, security, metrics."""

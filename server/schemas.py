@@ -1,0 +1,247 @@
+"""Request and response models of the REST API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
+
+from apt_core.config import PolicyError, resolve_policy
+
+Task = Literal["digits", "mnist1d"]
+Method = Literal["apt", "fp32", "qat8"]
+RunStatus = Literal["pending", "running", "completed", "failed", "stopped", "interrupted"]
+
+_INT32_MAX = 2**31 - 1
+
+
+class _Public(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class Message(BaseModel):
+    """A plain status or error message."""
+
+    detail: str
+
+
+class RunCreate(BaseModel):
+    """Body of ``POST /api/v1/runs``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: Task
+    method: Method
+    clients: int = Field(default=10, ge=1, le=100)
+    fraction: float = Field(default=1.0, gt=0, le=1)
+    rounds: int = Field(default=10, ge=1, le=500)
+    alpha: float = Field(default=1.0, gt=0, allow_inf_nan=False)
+    seed: int = Field(default=0, ge=0, le=_INT32_MAX)
+    policy: str | None = Field(
+        default=None, max_length=200,
+        description="A named policy (default, aggressive, accurate) or 'key=value,...' "
+                    "overrides of the default; empty uses the fleet's current policy.")
+
+    @field_validator("policy")
+    @classmethod
+    def _known_policy(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                resolve_policy(value)
+            except PolicyError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+
+class RunPublic(_Public):
+    """A run as the API shows it."""
+
+    id: int
+    task: str
+    method: str
+    clients: int
+    fraction: float
+    rounds: int
+    alpha: float
+    seed: int
+    policy: str | None
+    status: RunStatus
+    flower_run_id: int | None
+    current_round: int
+    latest_accuracy: float | None
+    savings: dict[str, Any] | None = Field(
+        description="Savings versus an fp32 run, as estimated by the launcher; null until known.")
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def progress(self) -> float:
+        """Share of the planned rounds that finished, in [0, 1]."""
+        return min(1.0, self.current_round / self.rounds) if self.rounds else 0.0
+
+
+class RunsPublic(BaseModel):
+    """One page of runs."""
+
+    data: list[RunPublic]
+    count: int
+
+
+class RoundPublic(_Public):
+    """Aggregate outcome of one round."""
+
+    round: int
+    accuracy: float | None
+    loss: float | None
+    energy_j: float
+    uplink_bytes: int
+    downlink_bytes: int
+    participants: int
+    failures: int
+    rejections: int
+    mean_bits: float | None
+    policy_version: int | None
+    global_bits: dict[str, int]
+    created_at: datetime
+
+
+class RoundsPublic(BaseModel):
+    """Every recorded round of a run, in round order."""
+
+    data: list[RoundPublic]
+    count: int
+
+
+class LayerPrecisionPublic(_Public):
+    """One layer on one device at the end of one round."""
+
+    round: int
+    device_id: int
+    node_id: int
+    layer: str
+    bits: int
+    exponent: int
+    gavg: float
+    underflow: float
+    checks: int
+
+
+class LayerPrecisionsPublic(BaseModel):
+    """One page of per-layer precision rows."""
+
+    data: list[LayerPrecisionPublic]
+    count: int
+
+
+class PrecisionSummaryPublic(_Public):
+    """Bits and Gavg of one layer in one round, aggregated over devices."""
+
+    round: int
+    layer: str
+    devices: int
+    min_bits: int
+    mean_bits: float
+    max_bits: int
+    mean_gavg: float
+
+
+class PrecisionSummariesPublic(BaseModel):
+    """Per-layer, per-round summary of a run."""
+
+    data: list[PrecisionSummaryPublic]
+    count: int
+
+
+class DevicePublic(_Public):
+    """A Flower node seen by the coordinator."""
+
+    id: int
+    node_id: int
+    device_class: str
+    status: str
+    first_seen: datetime
+    last_seen: datetime
+
+
+class DevicesPublic(BaseModel):
+    """One page of devices."""
+
+    data: list[DevicePublic]
+    count: int
+
+
+class DeviceRunPublic(_Public):
+    """What one device did in one run."""
+
+    run_id: int
+    rounds: int
+    failures: int
+    rejections: int
+    first_round: int
+    last_round: int
+    energy_j: float
+    uplink_bytes: int
+    downlink_bytes: int
+    num_examples: int
+    mean_bits: float | None
+
+
+class DeviceDetailPublic(DevicePublic):
+    """A device with its per-run history."""
+
+    history: list[DeviceRunPublic]
+
+
+class PolicyPublic(_Public):
+    """One version of the fleet precision policy."""
+
+    version: int
+    t_min: float
+    t_max: float
+    bits_min: int
+    bits_max: int
+    bits_init: int
+    check_every: int
+    rounding: str
+    act_bits: int
+    err_bits: int
+    adaptive: bool
+    overrides: dict[str, dict[str, Any]]
+    author: str
+    note: str | None
+    created_at: datetime
+
+
+class PoliciesPublic(BaseModel):
+    """Policy versions, newest first."""
+
+    data: list[PolicyPublic]
+    count: int
+
+
+class PolicyUpdate(BaseModel):
+    """Body of ``PUT /api/v1/policy``: a full or partial policy.
+
+    Fields left out keep their current value; ``t_max: null`` (or a new ``t_min`` without
+    ``t_max``) means ``4 * t_min``. ``overrides``, when given, replaces every class override.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    t_min: float | None = None
+    t_max: float | None = None
+    bits_min: int | None = None
+    bits_max: int | None = None
+    bits_init: int | None = None
+    check_every: int | None = Field(default=None, le=_INT32_MAX)
+    rounding: str | None = None
+    act_bits: int | None = None
+    err_bits: int | None = None
+    adaptive: bool | None = None
+    overrides: dict[str, dict[str, Any]] | None = Field(
+        default=None, examples=[{"mcu": {"bits_max": 8}}])
+    note: str | None = Field(default=None, max_length=2000)

@@ -1,0 +1,1 @@
+"""Coordinator services that sit between routes and crud."""

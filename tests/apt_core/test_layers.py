@@ -1,0 +1,393 @@
+"""Tests of the fixed-point layers and the module swaps in apt_core.layers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+from torch import nn
+
+from apt_core.config import PrecisionPolicy
+from apt_core.layers import (
+    APTConv1d,
+    APTConv2d,
+    APTLayer,
+    APTLinear,
+    apt_layers,
+    layer_bits,
+    to_apt,
+    to_float,
+)
+from apt_core.quant import code_range
+from tests.utils.fixed_point import ref_quantize
+from tests.utils.networks import MixedNet, make_mixed_input, make_mixed_net
+from tests.utils.torch_threads import single_thread
+
+EXPECTED_TYPES = {"conv": APTConv2d, "body.0": APTConv1d, "head": APTLinear}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    with single_thread():
+        yield
+
+
+def _converted(seed: int = 0, policy: PrecisionPolicy | None = None,
+               bias: bool = True) -> nn.Module:
+    return to_apt(make_mixed_net(seed, bias=bias), policy or PrecisionPolicy())
+
+
+def _disable_act_err_quantization(model: nn.Module) -> None:
+    # The policy only allows 2..16 bits; 0 switches the STE off (quantize_* return x).
+    for layer in apt_layers(model).values():
+        layer.act_bits = 0
+        layer.err_bits = 0
+
+
+def test_to_apt_converts_nested_linear_and_conv_layers() -> None:
+    # Prepare
+    model = make_mixed_net()
+
+    # Execute
+    out = to_apt(model, PrecisionPolicy(bits_init=6))
+
+    # Assert
+    assert out is model
+    assert {n: type(m) for n, m in apt_layers(model).items()} == EXPECTED_TYPES
+    leftovers = [n for n, m in model.named_modules()
+                 if type(m) in (nn.Linear, nn.Conv1d, nn.Conv2d)]
+    assert leftovers == []
+    assert isinstance(model.body[1], nn.ReLU)
+    assert layer_bits(model) == {"conv": 6, "body.0": 6, "head": 6}
+
+
+@pytest.mark.parametrize(("bits", "act_bits", "atol"), [(8, 8, 2e-2), (16, 16, 2e-4)])
+def test_to_apt_output_close_to_float_model(bits: int, act_bits: int, atol: float) -> None:
+    # Prepare: outputs are ~0.5 in magnitude; 8-bit weights and activations cost ~1%
+    float_model = make_mixed_net(0)
+    model = _converted(0, PrecisionPolicy(bits_init=bits, act_bits=act_bits))
+    x = make_mixed_input(8)
+
+    # Execute
+    with torch.no_grad():
+        ref = float_model(x)
+        out = model.eval()(x)
+
+    # Assert
+    torch.testing.assert_close(out, ref, rtol=0, atol=atol)
+
+
+def test_to_apt_weights_are_float_weights_rounded_to_nearest() -> None:
+    # Prepare
+    float_model = make_mixed_net(0)
+    model = _converted(0)
+
+    # Execute
+    layers = apt_layers(model)
+
+    # Assert
+    for name, layer in layers.items():
+        f = layer.exponent("weight")
+        ref = float_model.get_submodule(name).weight.detach()
+        torch.testing.assert_close(layer.codes("weight").long(), ref_quantize(ref, 8, f),
+                                   rtol=0, atol=0)
+        assert float(ref.abs().max()) * 2**f <= code_range(8)[1]
+
+
+def test_to_apt_state_dict_holds_only_integer_tensors() -> None:
+    # Prepare
+    model = _converted()
+
+    # Execute
+    state = model.state_dict()
+
+    # Assert
+    assert state
+    floats = {k: v.dtype for k, v in state.items()
+              if v.is_floating_point() or v.is_complex()}
+    assert floats == {}
+    assert {v.dtype for v in state.values()} <= {torch.uint8, torch.int32}
+
+
+def test_to_apt_leaves_no_parameters() -> None:
+    # Prepare
+    model = _converted()
+
+    # Execute
+    params = list(model.named_parameters())
+
+    # Assert
+    assert params == []
+    for layer in apt_layers(model).values():
+        assert list(layer.parameters()) == []
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_apt_layer_registers_code_exponent_and_bits_buffers(bias: bool) -> None:
+    # Prepare
+    model = _converted(bias=bias)
+
+    # Execute
+    buffers = {n: b for n, b in apt_layers(model)["head"].named_buffers()}
+
+    # Assert
+    expected = {"bits", "weight_exp", "weight_codes"} | (
+        {"bias_exp", "bias_codes"} if bias else set())
+    assert set(buffers) == expected
+    assert buffers["bits"].dtype == torch.int32 and int(buffers["bits"]) == 8
+    assert buffers["weight_exp"].dtype == torch.int32
+    assert buffers["weight_codes"].dtype == torch.uint8
+    assert buffers["weight_codes"].numel() == 5 * 6 * 17  # 8 bits: one byte per code
+
+
+@pytest.mark.parametrize("step", [1, 3])
+def test_set_bits_increase_is_lossless(step: int) -> None:
+    # Prepare
+    model = _converted(policy=PrecisionPolicy(bits_init=6))
+    before = {n: (m.dequantized(), m.exponent()) for n, m in apt_layers(model).items()}
+
+    # Execute
+    for layer in apt_layers(model).values():
+        layer.set_bits(6 + step)
+
+    # Assert
+    for name, layer in apt_layers(model).items():
+        (w0, b0), f0 = before[name]
+        w1, b1 = layer.dequantized()
+        assert layer.n_bits == 6 + step
+        assert layer.exponent() == f0 + step
+        torch.testing.assert_close(w1, w0, rtol=0, atol=0)
+        torch.testing.assert_close(b1, b0, rtol=0, atol=0)
+
+
+def test_set_bits_increase_resizes_packed_buffer() -> None:
+    # Prepare
+    layer = apt_layers(_converted(policy=PrecisionPolicy(bits_init=6)))["head"]
+    n = 5 * 6 * 17
+
+    # Execute
+    layer.set_bits(11)
+
+    # Assert
+    assert layer.weight_codes.numel() == (n * 11 + 7) // 8
+    assert layer.bias_codes is not None and layer.bias_codes.numel() == (5 * 11 + 7) // 8
+
+
+def test_set_bits_decrease_moves_values_by_at_most_one_new_step() -> None:
+    # Prepare
+    model = _converted(policy=PrecisionPolicy(bits_init=8))
+    before = {n: (m.codes(), m.exponent()) for n, m in apt_layers(model).items()}
+
+    # Execute
+    for layer in apt_layers(model).values():
+        layer.set_bits(7)
+
+    # Assert
+    for name, layer in apt_layers(model).items():
+        codes0, f0 = before[name]
+        w0 = codes0.double() * 2.0**-f0
+        new_step = 2.0 ** -(f0 - 1)
+        assert layer.n_bits == 7 and layer.exponent() == f0 - 1
+        # reference: halve the codes, round half to even, saturate at the 7-bit range
+        torch.testing.assert_close(layer.codes().long(), ref_quantize(codes0.double() / 2, 7, 0),
+                                   rtol=0, atol=0)
+        w1 = layer.dequantized()[0].double()
+        assert float((w1 - w0).abs().max()) <= new_step
+        assert float((w1 - w0).abs().max()) > 0  # the decrease is lossy here
+
+
+def test_set_bits_same_width_is_a_no_op() -> None:
+    # Prepare
+    layer = apt_layers(_converted())["conv"]
+    codes = layer.weight_codes.clone()
+
+    # Execute
+    layer.set_bits(8)
+
+    # Assert
+    assert torch.equal(layer.weight_codes, codes) and layer.n_bits == 8
+
+
+def test_load_state_dict_round_trip_with_different_bits() -> None:
+    # Prepare: source layers at 5, 8 and 11 bits; target built at 6 bits from other weights
+    source = _converted(0)
+    widths = {"conv": 5, "body.0": 8, "head": 11}
+    for name, layer in apt_layers(source).items():
+        layer.set_bits(widths[name])
+    target = _converted(1, PrecisionPolicy(bits_init=6))
+    x = make_mixed_input(4)
+
+    # Execute
+    result = target.load_state_dict(source.state_dict())
+
+    # Assert
+    assert result.missing_keys == [] and result.unexpected_keys == []
+    assert layer_bits(target) == widths
+    for name, layer in apt_layers(target).items():
+        src = apt_layers(source)[name]
+        assert layer.exponent() == src.exponent()
+        assert layer.exponent("bias") == src.exponent("bias")
+        torch.testing.assert_close(layer.codes(), src.codes(), rtol=0, atol=0)
+        torch.testing.assert_close(layer.codes("bias"), src.codes("bias"), rtol=0, atol=0)
+    with torch.no_grad():
+        torch.testing.assert_close(target.eval()(x), source.eval()(x), rtol=0, atol=0)
+    target_state = target.state_dict()
+    for key, value in source.state_dict().items():
+        assert torch.equal(target_state[key], value), key
+
+
+def test_load_state_dict_codes_inconsistent_with_bits_raises() -> None:
+    # Prepare: claim 12 bits while the packed weight still holds 8-bit codes
+    state = _converted(0).state_dict()
+    state["head.bits"] = torch.tensor(12, dtype=torch.int32)
+    target = _converted(1)
+
+    # Execute / Assert
+    with pytest.raises(RuntimeError, match="head.weight_codes: .* at 12 bits"):
+        target.load_state_dict(state)
+
+
+def test_to_float_gives_plain_torch_layers_with_dequantized_weights() -> None:
+    # Prepare
+    model = _converted(policy=PrecisionPolicy(bits_init=7))
+
+    # Execute
+    plain = to_float(model)
+
+    # Assert
+    assert isinstance(plain, MixedNet)
+    assert type(plain.conv) is nn.Conv2d
+    assert type(plain.body[0]) is nn.Conv1d
+    assert type(plain.head) is nn.Linear
+    assert (plain.body[0].stride, plain.body[0].padding, plain.body[0].dilation,
+            plain.body[0].groups) == ((2,), (1,), (2,), 2)
+    for name, layer in apt_layers(model).items():
+        w, b = layer.dequantized()
+        torch.testing.assert_close(plain.get_submodule(name).weight.detach(), w, rtol=0, atol=0)
+        torch.testing.assert_close(plain.get_submodule(name).bias.detach(), b, rtol=0, atol=0)
+    # the APT model itself is untouched
+    assert {n: type(m) for n, m in apt_layers(model).items()} == EXPECTED_TYPES
+
+
+def test_to_float_outputs_equal_apt_eval_outputs_without_act_quantization() -> None:
+    # Prepare
+    model = _converted(policy=PrecisionPolicy(bits_init=6))
+    _disable_act_err_quantization(model)
+    plain = to_float(model)
+    x = make_mixed_input(8)
+
+    # Execute
+    with torch.no_grad():
+        out = model.eval()(x)
+        ref = plain.eval()(x)
+
+    # Assert
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+
+
+def test_to_float_outputs_close_to_apt_outputs_with_8_bit_activations() -> None:
+    # Prepare
+    model = _converted()
+    plain = to_float(model)
+    x = make_mixed_input(8)
+
+    # Execute
+    with torch.no_grad():
+        out = model.eval()(x)
+        ref = plain.eval()(x)
+
+    # Assert: only the 8-bit activation rounding separates them (~1% of the ~0.5 scale)
+    torch.testing.assert_close(out, ref, rtol=0, atol=2e-2)
+
+
+def test_apt_layer_gradient_flows_through_ste_to_decoded_weight() -> None:
+    # Prepare
+    model = _converted().train()
+    x = make_mixed_input(4)
+
+    # Execute
+    model(x).pow(2).sum().backward()
+
+    # Assert
+    for name, layer in apt_layers(model).items():
+        w, b = layer.live("weight"), layer.live("bias")
+        assert w is not None and w.grad is not None, name
+        assert b is not None and b.grad is not None, name
+        assert w.dtype == torch.float32 and tuple(w.shape) == layer.weight_shape
+        assert float(w.grad.abs().sum()) > 0, name
+
+
+def test_apt_layer_gradient_matches_float_layer_without_quantization() -> None:
+    # Prepare
+    model = _converted().train()
+    _disable_act_err_quantization(model)
+    plain = to_float(model).train()
+    x = make_mixed_input(4)
+
+    # Execute
+    model(x).pow(2).sum().backward()
+    plain(x).pow(2).sum().backward()
+
+    # Assert
+    for name, layer in apt_layers(model).items():
+        ref = plain.get_submodule(name)
+        torch.testing.assert_close(layer.live("weight").grad, ref.weight.grad)
+        torch.testing.assert_close(layer.live("bias").grad, ref.bias.grad)
+
+
+def test_apt_layer_keeps_no_float_tensor_in_eval_or_after_release() -> None:
+    # Prepare
+    model = _converted()
+    x = make_mixed_input(2)
+
+    # Execute
+    with torch.no_grad():
+        model.train()(x)
+    model.eval()(x)
+    no_live_eval = all(m.live("weight") is None for m in apt_layers(model).values())
+    model.train()(x)
+    live_train = all(m.live("weight") is not None for m in apt_layers(model).values())
+    for m in apt_layers(model).values():
+        m.release()
+
+    # Assert
+    assert no_live_eval
+    assert live_train
+    assert all(m.live("weight") is None for m in apt_layers(model).values())
+
+
+def test_extra_repr_shows_bits_and_exponent() -> None:
+    # Prepare
+    layer = apt_layers(_converted())["head"]
+    f = layer.exponent()
+
+    # Execute
+    layer.set_bits(10)
+    text = repr(layer)
+
+    # Assert
+    assert text.startswith("APTLinear(")
+    assert "bits=10" in text
+    assert f"exponent={f + 2}" in text
+
+
+def test_apt_conv_rejects_non_zero_padding_mode() -> None:
+    # Prepare
+    model = nn.Sequential(nn.Conv1d(2, 2, 3, padding=1, padding_mode="reflect"))
+
+    # Execute / Assert
+    with pytest.raises(ValueError, match="padding_mode='reflect'"):
+        to_apt(model)
+
+
+def test_apt_layer_numel_params_counts_weight_and_bias() -> None:
+    # Prepare
+    layers = apt_layers(_converted())
+
+    # Execute
+    counts = {n: m.numel_params() for n, m in layers.items()}
+
+    # Assert
+    assert all(isinstance(m, APTLayer) for m in layers.values())
+    assert counts == {"conv": 4 * 1 * 3 * 3 + 4, "body.0": 6 * 2 * 3 + 6, "head": 5 * 102 + 5}
