@@ -150,7 +150,7 @@ def run_bench(task: str, arch: str, methods: Sequence[str], policies: Sequence[s
         for i, (method, pol) in enumerate(jobs):
             label = method if pol is None else f"apt[{_policy_label(pol)}]"
 
-            def hook(e: EpochLog, label: str = label, i: int = i) -> None:
+            def hook(e: EpochLog, label: str = label, i: int = i, seed: int = seed) -> None:
                 if progress is not None:
                     progress(label, seed, i, e)
             runs.append(run_one(task, arch, method, pol, seed, cfg, hook))

@@ -122,12 +122,16 @@ def profile_layers(model: nn.Module, example: Tensor) -> dict[str, LayerProfile]
     for name, m in model.named_modules():
         if isinstance(m, gemm_types):
             hooks.append(m.register_forward_hook(_hook(name, m)))
+    modes = {m: m.training for m in model.modules()}
+    model.train()  # APT layers only track gradients in training mode
     try:
         with torch.enable_grad():
             model(example)
     finally:
         for h in hooks:
             h.remove()
+        for m, mode in modes.items():
+            m.training = mode
     for m in model.modules():  # a profiling pass must not leave step state behind
         if isinstance(m, APTLayer):
             m.release()
@@ -243,15 +247,16 @@ def activation_bits(profiles: Mapping[str, LayerProfile], batch: int, act_bits: 
 
 
 def tensors_nbytes(tensors: Iterable[Tensor]) -> int:
-    """Measured bytes of distinct tensors (shared storage counted once)."""
+    """Measured bytes of the storages behind ``tensors`` (a shared storage counted once)."""
     seen: set[int] = set()
     total = 0
     for t in tensors:
-        key = t.untyped_storage().data_ptr() if t.numel() else id(t)
+        storage = t.untyped_storage()
+        key = storage.data_ptr() if storage.nbytes() else id(t)
         if key in seen:
             continue
         seen.add(key)
-        total += t.numel() * t.element_size()
+        total += storage.nbytes()
     return total
 
 

@@ -17,7 +17,13 @@ from torch import Tensor, nn
 
 from apt_core.config import PrecisionPolicy
 from apt_core.packing import PackedTensor, pack_bits, packed_nbytes, unpack_bits
-from apt_core.quant import choose_exponent, dequantize, quantize, quantize_activation, quantize_error
+from apt_core.quant import (
+    choose_exponent,
+    dequantize,
+    quantize,
+    quantize_activation,
+    quantize_error,
+)
 
 _FLOAT_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
 
@@ -143,18 +149,27 @@ class APTLayer(nn.Module):
 
     # --- compute ---------------------------------------------------------------------
     def live(self, which: str) -> Tensor | None:
-        """The float tensor decoded for the current step (with its gradient), if any."""
+        """The float tensor decoded for the current step (with its gradient), if any.
+
+        It and :meth:`live_codes` exist only between ``forward`` and the optimizer step.
+        """
         return self._live.get(which)
 
     def release(self) -> None:
         """Drop the float tensors of the current step."""
         self._live.clear()
 
+    def live_codes(self, which: str) -> Tensor:
+        """The integer codes decoded for the current step (int32, real shape)."""
+        return self._live[f"{which}_codes"]
+
     def _decoded(self, which: str) -> Tensor:
-        value = dequantize(self.codes(which), self.exponent(which))
+        codes = self.codes(which)
+        value = dequantize(codes, self.exponent(which))
         if torch.is_grad_enabled() and self.training:
             value.requires_grad_(True)
             self._live[which] = value
+            self._live[f"{which}_codes"] = codes
         return value
 
     def forward(self, x: Tensor) -> Tensor:

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from apt_core.layers import APTLayer, apt_layers
-from apt_core.quant import choose_exponent, code_range, quantize
+from apt_core.quant import MAX_EXPONENT, choose_exponent, code_range, stochastic_round
 
 log = logging.getLogger(__name__)
 
@@ -31,36 +31,12 @@ class LayerStepStats:
     overflow_shifts: int = 0
 
 
-class _Momentum:
-    """One momentum buffer kept in low precision between steps."""
-
-    def __init__(self, fmt: str) -> None:
-        self.fmt = fmt
-        self.value: Tensor | None = None
-        self.exponent = 0
-
-    def read(self) -> Tensor | None:
-        if self.value is None:
-            return None
-        if self.fmt == "int8":
-            return self.value.float() * (2.0 ** -self.exponent)
-        return self.value.float()
-
-    def write(self, m: Tensor, generator: torch.Generator) -> None:
-        if self.fmt == "int8":
-            amax = float(m.abs().max())
-            self.exponent = choose_exponent(amax, 8)
-            # stochastic rounding keeps small entries alive in expectation; the per-tensor
-            # scale is set by the largest one, so nearest rounding would zero most of them
-            self.value = quantize(m, 8, self.exponent, "stochastic", generator).to(torch.int8)
-        elif self.fmt == "bf16":
-            self.value = m.to(torch.bfloat16)
-        else:
-            self.value = m.detach().clone()
-
-
 class APTSGD:
     """SGD (optional momentum and weight decay) that writes Q(w - u) straight into codes.
+
+    All layers are updated together as one flat vector (a few dozen tensor ops per step
+    instead of a few dozen per layer), with per-tensor exponents and bit-widths expanded
+    onto it; per-layer results are read back with segment reductions.
 
     Parameters
     ----------
@@ -74,8 +50,8 @@ class APTSGD:
     rounding : str (default: "nearest")
         Rounding of the updated weight onto its grid: "nearest" or "stochastic".
     momentum_format : str (default: "int8")
-        Storage of momentum buffers between steps: "int8" (per-tensor dynamic fixed
-        point, stochastic rounding), "bf16" or "fp32".
+        Storage of the momentum between steps: "int8" (dynamic fixed point with one
+        exponent per tensor, stochastic rounding), "bf16" or "fp32".
     seed : int (default: 0)
         Seed of the stochastic rounding source.
     """
@@ -99,11 +75,14 @@ class APTSGD:
         self.rounding = rounding
         self.momentum_format = momentum_format
         self.generator = torch.Generator().manual_seed(seed)
-        self._mom: dict[tuple[str, str], _Momentum] = {}
+        # (layer, tensor) slots in flat order, with their sizes
+        self._slots = [(n, w) for n, m in self.layers.items() for w in m.tensors()]
+        self._sizes = [_numel(m, w) for n, m in self.layers.items() for w in m.tensors()]
+        self._mom: Tensor | None = None  # flat momentum, int8 / bf16 / fp32
+        self._mom_exp: Tensor | None = None  # int8 format: one exponent per slot
         self.nonfinite_skips: dict[str, int] = {n: 0 for n in self.layers}
         self.overflow_shifts: dict[str, int] = {n: 0 for n in self.layers}
-        apt_ids = {id(b) for m in self.layers.values() for b in m.buffers()}
-        float_params = [p for p in model.parameters() if id(p) not in apt_ids]
+        float_params = list(model.parameters())  # APT layers own no parameters
         self._float_opt = (torch.optim.SGD(float_params, lr=lr, momentum=momentum,
                                            weight_decay=weight_decay)
                            if float_params else None)
@@ -118,67 +97,144 @@ class APTSGD:
     @torch.no_grad()
     def step(self) -> dict[str, LayerStepStats]:
         """Apply one update to every APT layer that saw a gradient this step."""
-        stats: dict[str, LayerStepStats] = {}
-        for name, layer in self.layers.items():
-            s = self._step_layer(name, layer)
-            if s is not None:
-                stats[name] = s
+        stats = self._step_apt()
         if self._float_opt is not None:
             for g in self._float_opt.param_groups:
                 g["lr"] = self.lr
             self._float_opt.step()
         return stats
 
-    def _step_layer(self, name: str, layer: APTLayer) -> LayerStepStats | None:
-        live = {w: layer.live(w) for w in layer.tensors()}
-        if live["weight"] is None or live["weight"].grad is None:
-            return None
-        grads = {w: t.grad for w, t in live.items() if t is not None and t.grad is not None}
-        if not all(bool(torch.isfinite(g).all()) for g in grads.values()):
-            self.nonfinite_skips[name] += 1
-            log.warning("layer %s: non-finite gradient, step skipped (%s so far)", name,
-                        self.nonfinite_skips[name])
-            layer.release()
-            return LayerStepStats(gavg=0.0, underflow=0.0, skipped=True)
-        out = None
-        bits = layer.n_bits
-        for which, g in grads.items():
-            w = live[which]
-            assert w is not None
-            f = layer.exponent(which)
-            delta = 2.0 ** -f
-            d = g + self.weight_decay * w if self.weight_decay else g
-            if self.momentum:
-                buf = self._mom.setdefault((name, which), _Momentum(self.momentum_format))
-                prev = buf.read()
-                d = d if prev is None else prev.mul_(self.momentum).add_(d)
-                buf.write(d, self.generator)
-            u = self.lr * d
-            w_new = w - u
-            old_codes = torch.round(w * (2.0 ** f)).to(torch.int32)
-            f_new, shifts = _fit_exponent(w_new, bits, f)
-            new_codes = quantize(w_new, bits, f_new, self.rounding, self.generator)
-            layer.store_codes(which, new_codes, f_new)
+    def _step_apt(self) -> dict[str, LayerStepStats]:
+        lives = [self.layers[n].live(w) for n, w in self._slots]
+        if any(t is None or t.grad is None for t in lives):
+            # a layer outside this step's graph: fall back to updating only those with grads
+            active = [i for i, t in enumerate(lives) if t is not None and t.grad is not None]
+            if not active:
+                return {}
+        else:
+            active = list(range(len(lives)))
+        slots = [self._slots[i] for i in active]
+        sizes = [self._sizes[i] for i in active]
+        n_slot = len(slots)
+        seg = torch.repeat_interleave(torch.arange(n_slot), torch.tensor(sizes))
+        w = torch.cat([lives[i].detach().reshape(-1) for i in active])  # type: ignore[union-attr]
+        g = torch.cat([lives[i].grad.reshape(-1) for i in active])  # type: ignore[union-attr]
+        d = g.add_(w, alpha=self.weight_decay) if self.weight_decay else g
+        # momentum lives in one flat buffer over every slot; select the active ones
+        full = len(active) == len(self._slots)
+        mom_all = self._read_momentum() if self.momentum else None
+        idx = None if full else torch.cat([
+            torch.arange(o, o + n) for o, n in zip(self._offsets(active), sizes, strict=True)])
+        prev = None if mom_all is None else (mom_all if idx is None else mom_all[idx])
+        if prev is not None:
+            d = prev.mul(self.momentum).add_(d)
+        u = d * self.lr
+        abs_u = u.abs()
+        abs_sum = torch.zeros(n_slot).index_add_(0, seg, abs_u)
+        bad_layers = {slots[i][0] for i in
+                      torch.nonzero(~torch.isfinite(abs_sum)).flatten().tolist()}
+        if bad_layers:
+            for name in sorted(bad_layers):
+                self.nonfinite_skips[name] += 1
+                log.warning("layer %s: non-finite update, step skipped (%s so far)", name,
+                            self.nonfinite_skips[name])
+            bad = torch.tensor([n in bad_layers for n, _ in slots])[seg]
+            u.masked_fill_(bad, 0.0)
+            abs_u.masked_fill_(bad, 0.0)
+            # a skipped layer keeps its momentum as it was
+            d = d.masked_fill(bad, 0.0) if prev is None else torch.where(bad, prev, d)
+        if self.momentum:
+            if idx is None:
+                new_mom = d
+            else:
+                new_mom = torch.zeros(sum(self._sizes)) if mom_all is None else mom_all
+                new_mom[idx] = d
+            self._write_momentum(new_mom)
+        w_new = w.sub_(u)
+        # overflow: lower an exponent until its tensor fits (recorded, never clipped)
+        amax = torch.zeros(n_slot).scatter_reduce_(0, seg, w_new.abs(), "amax").tolist()
+        f_old, f_new, bits, shifts = [], [], [], []
+        for i, (name, which) in enumerate(slots):
+            layer = self.layers[name]
+            b, f = layer.n_bits, layer.exponent(which)
+            f2, sh = _fit_exponent(amax[i], b, f)
+            f_old.append(f)
+            f_new.append(f2)
+            bits.append(b)
+            shifts.append(sh)
+        scale = torch.tensor([2.0**f for f in f_new])[seg]
+        hi = torch.tensor([float((1 << (b - 1)) - 1) for b in bits])[seg]
+        x = w_new.mul_(scale)
+        if self.rounding == "stochastic":
+            codes = stochastic_round(x, self.generator)
+        else:
+            codes = torch.round(x)
+        codes = torch.maximum(torch.minimum(codes, hi), -hi - 1).to(torch.int32)
+        old = torch.cat([self.layers[n].live_codes(wh).reshape(-1) for n, wh in slots])
+        moved = torch.zeros(n_slot).index_add_(0, seg, (u != 0).float()).tolist()
+        changed = torch.zeros(n_slot).index_add_(0, seg, (codes != old).float()).tolist()
+        sums = abs_sum.tolist()
+        out: dict[str, LayerStepStats] = {}
+        for i, (name, which), part in zip(range(n_slot), slots, torch.split(codes, sizes),
+                                          strict=True):
+            layer = self.layers[name]
+            if name in bad_layers:
+                out[name] = LayerStepStats(gavg=0.0, underflow=0.0, skipped=True)
+                continue
             if which == "weight":
-                self.overflow_shifts[name] += shifts
-                moved = u != 0
-                if shifts == 0:
-                    stuck = (new_codes == old_codes) & moved
-                else:  # the grid changed; judge by the update against half a step
-                    stuck = (u.abs() < delta / 2) & moved
-                n_moved = int(moved.sum())
-                out = LayerStepStats(
-                    gavg=float(u.abs().mean()) / delta,
-                    underflow=float(stuck.sum()) / n_moved if n_moved else 1.0,
-                    overflow_shifts=shifts)
-        layer.release()
+                delta = 2.0 ** -f_old[i]
+                self.overflow_shifts[name] += shifts[i]
+                if shifts[i]:  # the grid changed; count updates of at least half a step
+                    seg_u = abs_u[sum(sizes[:i]): sum(sizes[: i + 1])]
+                    changed[i] = float((seg_u >= delta / 2).sum())
+                out[name] = LayerStepStats(
+                    gavg=sums[i] / sizes[i] / delta,
+                    underflow=1.0 - changed[i] / moved[i] if moved[i] else 1.0,
+                    overflow_shifts=shifts[i])
+            layer.store_codes(which, part.view(layer.live_codes(which).shape), f_new[i])
+        for layer in self.layers.values():
+            layer.release()
         return out
+
+    def _offsets(self, active: list[int]) -> list[int]:
+        starts = [0]
+        for n in self._sizes[:-1]:
+            starts.append(starts[-1] + n)
+        return [starts[i] for i in active]
+
+    def _read_momentum(self) -> Tensor | None:
+        if self._mom is None:
+            return None
+        if self.momentum_format == "int8":
+            assert self._mom_exp is not None
+            scale = torch.pow(2.0, -self._mom_exp.float())
+            return self._mom.float().mul_(
+                torch.repeat_interleave(scale, torch.tensor(self._sizes)))
+        return self._mom.float()
+
+    def _write_momentum(self, m: Tensor) -> None:
+        if self.momentum_format == "bf16":
+            self._mom = m.to(torch.bfloat16)
+            return
+        if self.momentum_format == "fp32":
+            self._mom = m.detach().clone()
+            return
+        n_slot = len(self._sizes)
+        seg = torch.repeat_interleave(torch.arange(n_slot), torch.tensor(self._sizes))
+        amax = torch.zeros(n_slot).scatter_reduce_(0, seg, m.abs(), "amax").tolist()
+        exps = [min(choose_exponent(a, 8), MAX_EXPONENT) for a in amax]
+        scale = torch.tensor([2.0**e for e in exps])[seg]
+        # stochastic rounding keeps small entries alive in expectation; the per-tensor
+        # scale is set by the largest one, so nearest rounding would zero most of them
+        q = stochastic_round(m * scale, self.generator).clamp_(-127, 127)
+        self._mom = q.to(torch.int8)
+        self._mom_exp = torch.tensor(exps, dtype=torch.int32)
 
     def state_tensors(self) -> Iterator[Tensor]:
         """Every tensor the optimizer keeps between steps (for measured memory)."""
-        for buf in self._mom.values():
-            if buf.value is not None:
-                yield buf.value
+        for t in (self._mom, self._mom_exp):
+            if t is not None:
+                yield t
         if self._float_opt is not None:
             for st in self._float_opt.state.values():
                 for v in st.values():
@@ -192,10 +248,17 @@ class APTSGD:
         return {"int8": 8, "bf16": 16, "fp32": 32}[self.momentum_format]
 
 
-def _fit_exponent(w: Tensor, bits: int, f: int) -> tuple[int, int]:
-    """Lower the exponent until ``w`` fits the ``bits`` range; returns (f, shifts)."""
+def _numel(layer: APTLayer, which: str) -> int:
+    shape = layer.weight_shape if which == "weight" else layer.bias_shape
+    n = 1
+    for dim in shape or ():
+        n *= dim
+    return n
+
+
+def _fit_exponent(amax: float, bits: int, f: int) -> tuple[int, int]:
+    """Lower the exponent until ``amax`` fits the ``bits`` range; returns (f, shifts)."""
     _, hi = code_range(bits)
-    amax = float(w.abs().max())
     shifts = 0
     while amax * 2.0**f > hi + 0.5 and shifts < 64:
         f -= 1

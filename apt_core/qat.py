@@ -59,7 +59,7 @@ _SWAP: dict[type[nn.Module], type[nn.Module]] = {
 
 def to_qat(model: nn.Module, bits: int = 8) -> nn.Module:
     """Swap Linear/Conv layers in place for QAT layers sharing their float parameters."""
-    for name, child in list(model.named_children()):
+    for child in list(model.children()):
         cls = _SWAP.get(type(child))
         if cls is None:
             to_qat(child, bits)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from apt_core.layers import apt_layers
-from apt_core.packing import PackError, PackedTensor, pack_tensors, packed_nbytes, unpack_tensors
+from apt_core.packing import PackedTensor, PackError, pack_tensors, packed_nbytes, unpack_tensors
 
 
 def model_tensors(model: nn.Module) -> list[PackedTensor]:

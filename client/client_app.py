@@ -19,6 +19,7 @@ and the test hook ``fail-at-round`` (raise in train at that server round).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import cast
 
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
@@ -26,7 +27,7 @@ from flwr.clientapp import ClientApp
 
 from apt_core import federated as fed
 from apt_core import record_keys as keys
-from client.device import DeviceConfig, local_data, remembered_bits, remember_bits
+from client.device import DeviceConfig, local_data, remember_bits, remembered_bits
 
 
 def _arrays(record: ArrayRecord) -> dict:
@@ -45,15 +46,15 @@ def create_client_app(fail_at: Mapping[int, int] | None = None) -> ClientApp:
     @app.train()
     def train(msg: Message, context: Context) -> Message:
         torch.set_num_threads(1)  # simulated devices share two cores
-        cfg = msg.content[keys.CONFIG]
+        cfg = msg.content.config_records[keys.CONFIG]
         device = DeviceConfig.from_node_config(context.node_config, fail_at)
-        server_round = int(cfg[keys.SERVER_ROUND])
+        server_round = int(cast(int, cfg[keys.SERVER_ROUND]))
         device.maybe_fail(server_round)
         run = fed.RunSettings.from_config(cfg)
         version, policy, overrides = fed.policy_from_config(cfg)
         eff = fed.effective_policy(policy, overrides, device.device_class)
         model = fed.make_model(run.task, run.arch, run.method, eff)
-        fed.load_arrays(model, _arrays(msg.content[keys.ARRAYS]), run.method)
+        fed.load_arrays(model, _arrays(msg.content.array_records[keys.ARRAYS]), run.method)
         train_set, _ = local_data(run, device)
         res = fed.local_round(
             model, train_set, method=run.method, policy=eff if run.method == "apt" else None,
@@ -88,11 +89,11 @@ def create_client_app(fail_at: Mapping[int, int] | None = None) -> ClientApp:
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
         torch.set_num_threads(1)
-        cfg = msg.content[keys.CONFIG]
+        cfg = msg.content.config_records[keys.CONFIG]
         device = DeviceConfig.from_node_config(context.node_config, fail_at)
         run = fed.RunSettings.from_config(cfg)
         model = fed.make_model(run.task, run.arch, run.method)
-        fed.load_arrays(model, _arrays(msg.content[keys.ARRAYS]), run.method)
+        fed.load_arrays(model, _arrays(msg.content.array_records[keys.ARRAYS]), run.method)
         _, held_out = local_data(run, device)
         acc, loss = fed.evaluate_model(model, held_out, run.method)
         metrics = MetricRecord({keys.NUM_EXAMPLES: len(held_out), keys.EVAL_ACCURACY: acc,

@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 from flwr.app import ConfigRecord, Context
 from torch import nn
@@ -92,11 +92,13 @@ def remembered_bits(context: Context, model: nn.Module) -> dict[str, int] | None
     """Per-layer bits this device ended its last round with (None if none fit ``model``)."""
     if keys.STATE_DEVICE_BITS not in context.state:
         return None
-    bits = context.state[keys.STATE_DEVICE_BITS].get(keys.LAYER_BITS, [])
+    bits = context.state.config_records[keys.STATE_DEVICE_BITS].get(keys.LAYER_BITS, [])
+    if not isinstance(bits, list):
+        return None
     names = list(apt_layers(model))
     if not names or len(bits) != len(names):
         return None
-    return {n: int(b) for n, b in zip(names, bits, strict=True)}
+    return {n: int(cast(int, b)) for n, b in zip(names, bits, strict=True)}
 
 
 def remember_bits(context: Context, bits: Mapping[str, int]) -> None:

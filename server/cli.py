@@ -54,10 +54,10 @@ def create_token(
 ) -> None:
     """Create a token and print it once; only its SHA-256 digest is stored."""
     from server import crud
-    from server.core.db import make_engine, make_session_factory, upgrade_head
+    from server.core.db import init_db, make_engine, make_session_factory
 
     url = _url(database_url)
-    upgrade_head(url)
+    init_db(url)
     engine = make_engine(url)
     try:
         with make_session_factory(engine)() as session:
@@ -71,11 +71,11 @@ def create_token(
 
 @db_cli.command("upgrade")
 def db_upgrade(database_url: DatabaseUrl = None) -> None:
-    """Migrate the database to the newest schema."""
-    from server.core.db import upgrade_head
+    """Migrate the database to the newest schema and seed policy version 1 if missing."""
+    from server.core.db import init_db
 
-    upgrade_head(_url(database_url))
-    typer.echo("Database at head.", err=True)
+    init_db(_url(database_url))
+    typer.echo("Database at head, default policy seeded.", err=True)
 
 
 @db_cli.command("downgrade")

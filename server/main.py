@@ -16,7 +16,7 @@ from server.api.middleware import BodySizeLimitMiddleware, RequestMetricsMiddlew
 from server.api.routes import health
 from server.core.config import Settings
 from server.core.config import settings as default_settings
-from server.core.db import make_engine, make_session_factory, upgrade_head
+from server.core.db import init_db, make_engine, make_session_factory
 from server.core.metrics import Metrics
 from server.exceptions import ConflictError, LaunchError, NotFoundError, PolicyUpdateError
 from server.services.launcher import NullLauncher, RunLauncher
@@ -46,8 +46,9 @@ def create_app(settings: Settings | None = None,
                launcher: RunLauncher | None = None) -> FastAPI:
     """Build the coordinator app; no database work happens until startup.
 
-    At startup the database is migrated to head (Alembic) and runs left pending or running
-    by a previous process are marked interrupted.
+    At startup the database is migrated to head (Alembic), policy version 1 is seeded if
+    missing (``init_db``), and runs left pending or running by a previous process are
+    marked interrupted.
 
     Parameters
     ----------
@@ -70,7 +71,7 @@ def create_app(settings: Settings | None = None,
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        upgrade_head(settings.DATABASE_URL)
+        init_db(settings.DATABASE_URL)
         with session_factory() as session:
             interrupted = crud.mark_interrupted_runs(session=session)
             session.commit()

@@ -12,6 +12,7 @@ from server.crud.policies import (
     get_current_policy_row,
     list_policies,
     policy_of,
+    seed_default_policy,
 )
 from server.crud.rounds import (
     fleet_totals,
@@ -57,6 +58,7 @@ __all__ = [
     "precision_summary",
     "record_round",
     "revoke_token",
+    "seed_default_policy",
     "set_run_savings",
     "set_run_status",
     "upsert_device",

@@ -30,8 +30,8 @@ def get_current_policy_row(*, session: Session) -> Policy:
     row = session.scalar(select(Policy).order_by(Policy.version.desc()).limit(1))
     if row is None:
         raise PolicyNotSeededError(
-            "No precision policy is stored; run 'alembic upgrade head' (or "
-            "server.core.db.upgrade_head) to seed version 1.")
+            "No precision policy is stored; run 'aptfleet server db upgrade' (or "
+            "server.core.db.init_db) to seed version 1.")
     return row
 
 
@@ -75,4 +75,28 @@ def create_policy_version(*, session: Session, policy: PrecisionPolicy,
     except IntegrityError as exc:
         raise ConflictError(f"Policy version {latest + 1} was created concurrently; "
                             "re-read the policy and retry.") from exc
+    return row
+
+
+def seed_default_policy(*, session: Session) -> Policy | None:
+    """Store version 1 = ``PrecisionPolicy()`` if no version exists yet; the caller commits.
+
+    Seeding runs at startup (``server.core.db.init_db``), not in a migration, so version 1
+    takes the apt_core defaults of the code that first starts on the database; later
+    default changes never rewrite a stored version.
+
+    Returns
+    -------
+    Policy | None
+        The new row, or None when a version already existed.
+    """
+    if session.scalar(select(Policy.id).limit(1)) is not None:
+        return None
+    row = Policy(version=1, **PrecisionPolicy().to_dict(), overrides={}, author="system",
+                 note="Seeded from the apt_core PrecisionPolicy() defaults.")
+    try:
+        with session.begin_nested():
+            session.add(row)
+    except IntegrityError:
+        return None  # another process seeded it first
     return row

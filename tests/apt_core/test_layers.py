@@ -336,25 +336,29 @@ def test_apt_layer_gradient_matches_float_layer_without_quantization() -> None:
         torch.testing.assert_close(layer.live("bias").grad, ref.bias.grad)
 
 
-def test_apt_layer_keeps_no_float_tensor_in_eval_or_after_release() -> None:
+def test_apt_layer_keeps_float_weight_only_inside_a_training_step() -> None:
     # Prepare
     model = _converted()
+    layers = apt_layers(model).values()
     x = make_mixed_input(2)
 
     # Execute
+    model.eval()(x)
+    live_eval = [m.live("weight") for m in layers]
     with torch.no_grad():
         model.train()(x)
-    model.eval()(x)
-    no_live_eval = all(m.live("weight") is None for m in apt_layers(model).values())
+    live_no_grad = [m.live("weight") for m in layers]
     model.train()(x)
-    live_train = all(m.live("weight") is not None for m in apt_layers(model).values())
-    for m in apt_layers(model).values():
+    live_train = [m.live("weight") for m in layers]
+    for m in layers:
         m.release()
+    live_released = [m.live("weight") for m in layers]
 
     # Assert
-    assert no_live_eval
-    assert live_train
-    assert all(m.live("weight") is None for m in apt_layers(model).values())
+    assert live_eval == [None, None, None]
+    assert live_no_grad == [None, None, None]
+    assert all(w is not None and w.requires_grad for w in live_train)
+    assert live_released == [None, None, None]
 
 
 def test_extra_repr_shows_bits_and_exponent() -> None:

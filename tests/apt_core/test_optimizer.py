@@ -81,16 +81,15 @@ def test_aptsgd_step_writes_quantized_update_matches_reference() -> None:
         expected = torch.round((w[which] - lr * grads[which]) * 2.0**F_EXP).to(torch.int32)
         torch.testing.assert_close(first.codes(which), expected, rtol=0, atol=0)
         assert first.exponent(which) == F_EXP
+    # stats: Gavg = mean|u| / delta; underflow = share of moved weights whose code stayed
     u = lr * grads["weight"]
     moved = u != 0
-    stuck = (expected_w := torch.round((w["weight"] - u) * 2.0**F_EXP)) == torch.round(
-        w["weight"] * 2.0**F_EXP)
+    stuck = torch.round((w["weight"] - u) * 2.0**F_EXP) == torch.round(w["weight"] * 2.0**F_EXP)
     assert set(stats) == {"0"}  # the second layer saw no gradient
     s = stats["0"]
     assert not s.skipped and s.overflow_shifts == 0
     assert s.gavg == pytest.approx(float(u.abs().mean()) / DELTA, rel=1e-6)
     assert s.underflow == pytest.approx(float((stuck & moved).sum()) / float(moved.sum()))
-    assert expected_w.shape == first.weight_shape
 
 
 def test_aptsgd_step_with_weight_decay_matches_reference() -> None:
@@ -176,10 +175,6 @@ def test_aptsgd_step_nonfinite_gradient_skips_layer(bad: float, which: str) -> N
     assert first.live("weight") is None and first.live("bias") is None
 
 
-@pytest.mark.xfail(reason="BUG: APTSGD only checks the gradient for non-finite values; a "
-                          "finite gradient whose update lr*d overflows to inf drives "
-                          "_fit_exponent down 64 times and saturates every code",
-                   strict=True)
 def test_aptsgd_step_nonfinite_update_skips_layer() -> None:
     # Prepare: g is finite but lr * g = inf in float32
     model, first, _ = _model()
@@ -237,9 +232,13 @@ def test_aptsgd_momentum_state_dtype_and_bits(fmt: str, dtype: torch.dtype, bits
     opt.step()
     state = list(opt.state_tensors())
 
-    # Assert: one buffer per weight and bias of both layers
-    assert len(state) == 4
-    assert {t.dtype for t in state} == {dtype}
+    # Assert: one flat buffer over every weight and bias, plus (int8) one exponent each
+    n_params = first.numel_params() + second.numel_params()
+    momentum = state[0]
+    assert momentum.dtype == dtype and momentum.numel() == n_params
+    assert len(state) == (2 if fmt == "int8" else 1)
+    if fmt == "int8":
+        assert state[1].numel() == 4  # weight and bias of both layers
     assert opt.state_bits_per_param() == bits
 
 

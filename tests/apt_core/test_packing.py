@@ -109,7 +109,7 @@ def test_pack_bits_accepts_any_shape() -> None:
     torch.testing.assert_close(back.view(2, 3, 4), codes, rtol=0, atol=0)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, database=None)
 @given(data=st.data(), bits=st.integers(min_value=2, max_value=16))
 def test_pack_bits_round_trip_property(data: st.DataObject, bits: int) -> None:
     # Prepare

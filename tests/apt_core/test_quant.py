@@ -143,10 +143,6 @@ def test_stochastic_round_returns_floor_or_ceil() -> None:
     assert bool((r == torch.floor(x)).any()) and bool((r == torch.ceil(x)).any())
 
 
-@pytest.mark.xfail(reason="BUG: stochastic_round computes floor(x + U) in float32; for an "
-                          "integer x the sum x + U rounds up to x + 1 when U > 1 - ulp(x)/2, "
-                          "so values already on the grid move up (biased, ~ulp(x)/2)",
-                   strict=True)
 def test_stochastic_round_keeps_values_already_on_the_grid() -> None:
     # Prepare: 30000 is a valid 16-bit code; ulp(30000) = 2**-9 in float32
     gen = torch.Generator().manual_seed(0)
@@ -159,7 +155,7 @@ def test_stochastic_round_keeps_values_already_on_the_grid() -> None:
     torch.testing.assert_close(r, x, rtol=0, atol=0)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, database=None)
 @given(mantissa=st.floats(min_value=1.0, max_value=2.0, exclude_max=True),
        scale=st.integers(min_value=-60, max_value=60),
        bits=st.integers(min_value=2, max_value=16))
@@ -199,9 +195,6 @@ def test_choose_exponent_degenerate_input_returns_bits_minus_one(max_abs: float)
     assert choose_exponent(max_abs, 8) == 7
 
 
-@pytest.mark.xfail(reason="BUG: choose_exponent computes log2(qmax / max_abs); for a "
-                          "subnormal float64 max_abs the ratio is inf and math.floor raises "
-                          "OverflowError", strict=True)
 def test_choose_exponent_subnormal_input() -> None:
     # Prepare
     max_abs = 5e-324
@@ -250,10 +243,6 @@ def test_fake_quantize_dynamic_zero_tensor_returned_unchanged() -> None:
     assert fake_quantize_dynamic(x, 8) is x
 
 
-@pytest.mark.xfail(reason="BUG: fake_quantize_dynamic multiplies by 2**f with f > 127 when "
-                          "max|x| < ~3.7e-37; the float32 scale overflows to inf and "
-                          "0 * inf gives NaN (also hits quantize_error's gradient)",
-                   strict=True)
 def test_fake_quantize_dynamic_tiny_values_stay_finite() -> None:
     # Prepare: a softmax-style gradient whose entries are all tiny or exactly zero
     x = torch.tensor([1e-40, 0.0, -5e-41, 0.0])

@@ -12,7 +12,7 @@ from sqlalchemy import Engine, delete
 from sqlalchemy.orm import Session
 
 from server.core.config import Settings
-from server.core.db import make_engine, upgrade_head
+from server.core.db import init_db, make_engine
 from server.main import create_app
 from server.models import Base, Policy
 from tests.utils.db import BACKENDS, empty_database
@@ -23,9 +23,9 @@ from tests.utils.token import token_headers
 @pytest.fixture(scope="session", params=BACKENDS)
 def db_url(request: pytest.FixtureRequest,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A database migrated to head, shared by the session's tests of one backend."""
+    """A database migrated to head and seeded, shared by the session's tests of a backend."""
     with empty_database(request.param, tmp_path_factory.mktemp(request.param)) as url:
-        upgrade_head(url)
+        init_db(url)
         yield url
 
 

@@ -14,11 +14,13 @@ from apt_core.config import PrecisionPolicy
 from server.core.db import (
     ALEMBIC_DIR,
     downgrade_base,
+    init_db,
     make_engine,
     make_session_factory,
     upgrade_head,
 )
 from server.crud import current_policy
+from server.exceptions import PolicyNotSeededError
 from server.models import Base, Policy
 from tests.utils.db import BACKENDS, empty_database
 
@@ -50,9 +52,24 @@ def test_upgrade_downgrade_upgrade_empty_database(empty_db_url: str) -> None:
     assert _tables(empty_db_url) == TABLES
 
 
-def test_upgrade_head_seeds_default_policy(empty_db_url: str) -> None:
-    # Execute
+def test_upgrade_head_stores_no_policy_until_seeded(empty_db_url: str) -> None:
+    # Prepare
     upgrade_head(empty_db_url)
+    engine = make_engine(empty_db_url)
+
+    # Execute
+    try:
+        with make_session_factory(engine)() as session:
+            with pytest.raises(PolicyNotSeededError, match="db upgrade"):
+                current_policy(session)
+    finally:
+        engine.dispose()
+
+
+def test_init_db_seeds_default_policy_once(empty_db_url: str) -> None:
+    # Execute
+    init_db(empty_db_url)
+    init_db(empty_db_url)
 
     # Assert
     engine = make_engine(empty_db_url)
@@ -85,4 +102,4 @@ def test_models_match_migrations(empty_db_url: str) -> None:
 def test_revision_files_named_rev_what_changed() -> None:
     names = sorted(p.name for p in (ALEMBIC_DIR / "versions").glob("*.py")
                    if p.name != "__init__.py")
-    assert names == ["0001_create_core_tables.py", "0002_seed_default_policy.py"]
+    assert names == ["0001_create_core_tables.py"]

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
 
 def ref_exponent(max_abs: float, bits: int) -> int:
-    """Largest f with ``max_abs * 2**f <= 2**(bits-1) - 1``, found by walking f."""
+    """Largest f with ``max_abs * 2**f <= 2**(bits-1) - 1``, found by walking f.
+
+    ``math.ldexp`` scales exactly and, unlike ``2.0**f``, never overflows on the way.
+    """
     qmax = 2 ** (bits - 1) - 1
     f = 0
-    while max_abs * 2.0**f > qmax:
+    while math.ldexp(max_abs, f) > qmax:
         f -= 1
-    while max_abs * 2.0 ** (f + 1) <= qmax:
+    while math.ldexp(max_abs, f + 1) <= qmax:
         f += 1
     return f
 

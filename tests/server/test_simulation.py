@@ -1,0 +1,104 @@
+"""Federated runs on Flower's simulation engine (Ray), end to end, plus the results files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from apt_core import federated as fed
+from apt_core.config import PrecisionPolicy
+from server.records import RoundRecord
+from server.server_app import ServerSettings
+from server.simulation import comparison, plot_all, run_federated, write_markdown
+from tests.utils.run import make_round_record
+
+POLICY = PrecisionPolicy(check_every=3)
+NEW_POLICY = PrecisionPolicy(bits_min=10, bits_max=12, bits_init=10, check_every=3)
+SETTINGS = ServerSettings(run=fed.RunSettings(task="digits", arch="mlp", batch_size=64),
+                          rounds=2, min_nodes=3, timeout=300.0)
+
+
+@pytest.fixture(scope="module")
+def failing_run() -> list[RoundRecord]:
+    """3 clients, 2 rounds of apt; partition 2 raises in round 2."""
+    return run_federated(SETTINGS, clients=3, provider=lambda: (1, POLICY, {}),
+                         fail_at={2: 2})
+
+
+@pytest.mark.slow
+def test_simulation_apt_finishes_and_records_precision_history(
+        failing_run: list[RoundRecord]) -> None:
+    # Assert
+    assert [r.round for r in failing_run] == [1, 2]
+    first = failing_run[0]
+    assert first.participants == 3 and first.failures == 0 and first.accuracy is not None
+    for client in first.clients:
+        assert [x.layer for x in client.layers] == ["fc1", "fc2", "fc3"]
+        assert all(x.checks >= 1 and 4 <= x.bits <= 16 for x in client.layers)
+        assert client.uplink_bytes > 0 and client.downlink_bytes > 0 and client.energy_j > 0
+    assert set(first.global_bits) == {"fc1", "fc2", "fc3"} and first.packed_model
+
+
+@pytest.mark.slow
+def test_simulation_client_failure_recorded_round_completes(
+        failing_run: list[RoundRecord]) -> None:
+    # Assert
+    second = failing_run[1]
+    assert second.participants == 2 and second.failures == 1
+    (failed,) = [c for c in second.clients if c.failure is not None]
+    assert "failed on purpose at round 2" in failed.failure
+    assert failed.downlink_bytes > 0 and failed.uplink_bytes == 0
+    assert second.accuracy is not None and second.global_bits
+
+
+@pytest.mark.slow
+def test_simulation_new_policy_version_reaches_every_client() -> None:
+    # Prepare
+    calls: list[int] = []
+
+    def provider() -> tuple[int, PrecisionPolicy, dict]:
+        calls.append(1)
+        # the strategy asks once for the initial model, then once per round
+        return (1, POLICY, {}) if len(calls) <= 2 else (2, NEW_POLICY, {})
+
+    # Execute
+    records = run_federated(SETTINGS, clients=3, provider=provider)
+
+    # Assert
+    first, second = records
+    assert first.policy_version == 1 and second.policy_version == 2
+    assert {c.policy_version for c in first.clients} == {1}
+    assert second.participants == 3 and second.rejections == 0
+    for client in second.clients:
+        assert client.policy_version == 2
+        assert all(10 <= x.bits <= 12 for x in client.layers)
+    assert all(10 <= b <= 12 for b in second.global_bits.values())
+
+
+def test_results_files_and_comparison(tmp_path: Path) -> None:
+    # Prepare
+    from server.simulation import _method_result
+
+    records = [make_round_record(r) for r in (1, 2, 3)]
+    apt = _method_result("apt", SETTINGS, 3, records)
+    fp32 = _method_result("fp32", SETTINGS, 3, [make_round_record(r) for r in (1, 2, 3)])
+    for x in fp32["rounds_log"]:
+        x["global_bits"] = {}
+    fp32["total_energy_j"] *= 4
+    results = {"policy": "default", "runs": [apt, fp32], "comparison": comparison([apt, fp32])}
+
+    # Execute
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    write_markdown(results, tmp_path)
+    paths = plot_all(results, tmp_path)
+
+    # Assert
+    assert results["comparison"]["apt"]["energy_saving"] == pytest.approx(0.75)
+    assert {p.name for p in paths} == {"accuracy.png", "energy.png", "bytes.png",
+                                       "bits_apt.png"}
+    assert all(p.stat().st_size > 1000 for p in paths)
+    md = (tmp_path / "results.md").read_text()
+    assert "apt vs fp32" in md and "| 3 |" in md
+    assert apt["final_accuracy"] == records[-1].accuracy
