@@ -113,6 +113,7 @@ def run_one(task: str, arch: str, method: str, policy: PrecisionPolicy | None,
         "avg_bits": m.avg_bits if m.avg_bits is not None else 32.0,
         "final_bits": m.final_bits,
         "wall_s_per_epoch": m.wall_s / cfg.epochs,
+        "cpu_s_per_epoch": m.cpu_s / cfg.epochs,
         "steps": m.steps,
         "nonfinite_skips": m.nonfinite_skips,
         "overflow_shifts": m.overflow_shifts,
@@ -187,6 +188,7 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "state_bytes_measured_mean": mean(rs, "state_bytes_measured"),
             "packed_bytes_mean": mean(rs, "packed_bytes"),
             "wall_s_per_epoch_mean": mean(rs, "wall_s_per_epoch"),
+            "cpu_s_per_epoch_mean": mean(rs, "cpu_s_per_epoch"),
         }
         for key, ref, field in (
                 ("energy_saving_vs_fp32", fp32, "energy_j"),
@@ -196,8 +198,9 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 ("state_memory_saving_vs_fp32", fp32, "state_bytes_measured"),
                 ("state_memory_saving_vs_qat8", qat8, "state_bytes_measured")):
             row[key] = 1.0 - mean(rs, field) / mean(ref, field) if ref else math.nan
-        row["wall_ratio_vs_fp32"] = (mean(rs, "wall_s_per_epoch") / mean(fp32, "wall_s_per_epoch")
-                                     if fp32 else math.nan)
+        for key, field in (("wall_ratio_vs_fp32", "wall_s_per_epoch"),
+                           ("cpu_ratio_vs_fp32", "cpu_s_per_epoch")):
+            row[key] = mean(rs, field) / mean(fp32, field) if fp32 else math.nan
         out.append(row)
     return out
 

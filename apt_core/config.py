@@ -29,7 +29,7 @@ class PrecisionPolicy:
 
     Parameters
     ----------
-    t_min : float (default: 0.1)
+    t_min : float (default: 0.25)
         Lower threshold on Gavg (mean |update| / quantization step). A layer whose Gavg
         falls below it gains one bit. This is the user-facing trade-off knob: higher
         means more bits, more accuracy, more cost.
@@ -38,8 +38,10 @@ class PrecisionPolicy:
         because one bit doubles Gavg and a tighter band oscillates.
     bits_min : int (default: 4)
         Lowest weight bit-width a layer may reach.
-    bits_max : int (default: 16)
-        Highest weight bit-width a layer may reach (the "bits cap" knob).
+    bits_max : int (default: 12)
+        Highest weight bit-width a layer may reach (the "bits cap" knob). The format
+        allows up to 16; the default caps at 12 because the bits APT adds in the
+        low-learning-rate tail buy no accuracy (docs/results/*/results.md).
     bits_init : int (default: 8)
         Bit-width every layer starts at (clamped into [bits_min, bits_max]).
     check_every : int (default: 10)
@@ -57,10 +59,10 @@ class PrecisionPolicy:
         False freezes every layer at ``bits_init`` (the fixedN baselines).
     """
 
-    t_min: float = 0.1
+    t_min: float = 0.25
     t_max: float | None = None
     bits_min: int = 4
-    bits_max: int = 16
+    bits_max: int = 12
     bits_init: int = 8
     check_every: int = 10
     rounding: str = "nearest"
@@ -128,8 +130,8 @@ def fixed_policy(bits: int) -> PrecisionPolicy:
 #: chose them; see docs/results/*/results.md for the trade-off each one buys.
 NAMED_POLICIES: dict[str, PrecisionPolicy] = {
     "default": PrecisionPolicy(),
-    "aggressive": PrecisionPolicy(bits_max=9),
-    "accurate": PrecisionPolicy(t_min=0.25),
+    "aggressive": PrecisionPolicy(rounding="stochastic", bits_max=8),
+    "accurate": PrecisionPolicy(bits_max=16),
 }
 
 

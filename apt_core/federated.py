@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -394,7 +394,7 @@ class LocalResult:
     num_examples: int
     train_loss: float
     steps: int = 0
-    uplink_bytes: int = field(default=0)
+    uplink_bytes: int = 0
 
 
 def local_round(model: nn.Module, train_set: Dataset, *, method: str,

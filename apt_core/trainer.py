@@ -53,6 +53,7 @@ class TrainMetrics:
     history: list[dict[str, Any]] = field(default_factory=list)
     epoch_log: list[EpochLog] = field(default_factory=list)
     wall_s: float = 0.0
+    cpu_s: float = 0.0  # process CPU time: robust to other jobs on a shared machine
     nonfinite_skips: int = 0
     overflow_shifts: int = 0
 
@@ -127,6 +128,7 @@ def train(model: nn.Module, train_loader: DataLoader, *, optimizer: Optimizer, e
     log: list[EpochLog] = []
     last_loss = float("nan")
     t_start = time.perf_counter()
+    c_start = time.process_time()
     bits = layer_bits(model) if layers else None
     for epoch in range(epochs):
         t0 = time.perf_counter()
@@ -180,6 +182,7 @@ def train(model: nn.Module, train_loader: DataLoader, *, optimizer: Optimizer, e
         final_exponents={n: m.exponent() for n, m in layers.items()},
         history=[h.to_dict() for h in controller.history[history_start:]] if controller else [],
         epoch_log=log, wall_s=time.perf_counter() - t_start,
+        cpu_s=time.process_time() - c_start,
         nonfinite_skips=sum(optimizer.nonfinite_skips.values()) if apt else 0,  # type: ignore[union-attr]
         overflow_shifts=sum(optimizer.overflow_shifts.values()) if apt else 0)  # type: ignore[union-attr]
 

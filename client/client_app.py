@@ -19,7 +19,7 @@ and the test hook ``fail-at-round`` (raise in train at that server round).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import cast
+from typing import Any, cast
 
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
@@ -38,16 +38,30 @@ def _array_record(arrays: Mapping) -> ArrayRecord:
     return ArrayRecord({k: Array(v) for k, v in arrays.items()})
 
 
-def create_client_app(fail_at: Mapping[int, int] | None = None) -> ClientApp:
-    """A ClientApp; ``fail_at`` maps partition id -> server round at which train raises
-    (the simulation's way to set the ``fail-at-round`` hook per device)."""
+def create_client_app(node_config: Mapping[int, Mapping[str, Any]] | None = None) -> ClientApp:
+    """A ClientApp.
+
+    Parameters
+    ----------
+    node_config : Mapping[int, Mapping[str, Any]] | None (default: None)
+        Extra node-config entries per partition id, e.g. ``{2: {"fail-at-round": 2,
+        "device-class": "mcu"}}``: the simulation's way to configure single devices
+        (``run_simulation`` sets only partition-id and num-partitions).
+    """
     app = ClientApp()
+    extra = {int(k): dict(v) for k, v in (node_config or {}).items()}
+
+    def _device(context: Context) -> DeviceConfig:
+        cfg = dict(context.node_config)
+        pid = cfg.get(keys.PARTITION_ID)
+        cfg.update(extra.get(int(cast(int, pid)), {}) if pid is not None else {})
+        return DeviceConfig.from_node_config(cfg)
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
         torch.set_num_threads(1)  # simulated devices share two cores
         cfg = msg.content.config_records[keys.CONFIG]
-        device = DeviceConfig.from_node_config(context.node_config, fail_at)
+        device = _device(context)
         server_round = int(cast(int, cfg[keys.SERVER_ROUND]))
         device.maybe_fail(server_round)
         run = fed.RunSettings.from_config(cfg)
@@ -90,7 +104,7 @@ def create_client_app(fail_at: Mapping[int, int] | None = None) -> ClientApp:
     def evaluate(msg: Message, context: Context) -> Message:
         torch.set_num_threads(1)
         cfg = msg.content.config_records[keys.CONFIG]
-        device = DeviceConfig.from_node_config(context.node_config, fail_at)
+        device = _device(context)
         run = fed.RunSettings.from_config(cfg)
         model = fed.make_model(run.task, run.arch, run.method)
         fed.load_arrays(model, _arrays(msg.content.array_records[keys.ARRAYS]), run.method)

@@ -45,9 +45,8 @@ class DeviceConfig:
     fail_at_round: int | None = None
 
     @classmethod
-    def from_node_config(cls, node_config: Mapping[str, Any],
-                         fail_at: Mapping[int, int] | None = None) -> DeviceConfig:
-        """Parse ``context.node_config``; ``fail_at`` (partition -> round) adds the hook."""
+    def from_node_config(cls, node_config: Mapping[str, Any]) -> DeviceConfig:
+        """Parse ``context.node_config``."""
         for key in (keys.PARTITION_ID, keys.NUM_PARTITIONS):
             if key not in node_config:
                 raise ValueError(f"Node config lacks '{key}'; start the SuperNode with "
@@ -59,8 +58,6 @@ class DeviceConfig:
             raise ValueError(f"Node config '{keys.DEVICE_CLASS}' = {device_class!r} must be "
                              "1-32 letters, digits, '_', '.' or '-'.")
         fail = node_config.get(keys.FAIL_AT_ROUND)
-        if fail is None and fail_at:
-            fail = fail_at.get(pid)
         return cls(pid, int(node_config[keys.NUM_PARTITIONS]), device_class,
                    None if fail is None else int(fail))
 

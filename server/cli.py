@@ -42,7 +42,7 @@ def serve(
     """Run the coordinator API with uvicorn (migrates the database at startup)."""
     import uvicorn
 
-    uvicorn.run("server.main:create_app", factory=True, host=host or settings.HOST,
+    uvicorn.run("server.main:create_service_app", factory=True, host=host or settings.HOST,
                 port=port or settings.PORT)
 
 

@@ -7,13 +7,21 @@ import logging
 import typer
 
 from apt_core.cli import bench_cli
+from server.cli import server_cli
+from server.demo import demo_cli
+from server.fl_cli import fl_cli
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="aptfleet: federated edge learning with Adaptive Precision Training.")
-app.add_typer(bench_cli, name=None)
+for sub in (bench_cli, fl_cli, server_cli, demo_cli):
+    app.add_typer(sub, name=None)
 
 
 def main() -> None:
     """Console-script entry point."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     app()
+
+
+if __name__ == "__main__":
+    main()

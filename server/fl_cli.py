@@ -42,8 +42,11 @@ def simulate_cmd(
     lr: float = 0.05,
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
 ) -> None:
-    """Federated training on Flower's simulation engine; writes results.json, results.md
-    and plots (accuracy, cumulative energy and bytes, per-layer bits)."""
+    """Federated training on Flower's simulation engine (Ray).
+
+    Writes results.json, results.md and plots: accuracy, cumulative energy and bytes,
+    per-layer bits.
+    """
     from server.simulation import simulate
 
     methods = [m.strip() for m in method.split(",") if m.strip()]

@@ -23,9 +23,17 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
+
+
+class ServerSettingsLike(Protocol):
+    """What :func:`submit_to_superlink` needs of ``server_app.ServerSettings``."""
+
+    def to_run_config(self) -> dict[str, Any]:
+        """run_config entries of the settings."""
+        ...
 
 CONNECTION = "aptfleet"
 DEFAULT_STATE_DIR = Path(os.environ.get("APTFLEET_FLEET_DIR", "/tmp/aptfleet-fleet"))
@@ -169,11 +177,11 @@ def _wait_health(port: int, timeout: float) -> None:
     raise FleetError(f"The SuperLink did not answer {url} within {timeout:.0f} s.")
 
 
-def _write_cli_config(cli_home: Path, port: int) -> None:
+def _write_cli_config(cli_home: Path, address: str, insecure: bool = True) -> None:
     cli_home.mkdir(parents=True, exist_ok=True)
     (cli_home / "config.toml").write_text(
         f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
-        f'address = "127.0.0.1:{port}"\ninsecure = true\n')
+        f'address = "{address}"\ninsecure = {str(insecure).lower()}\n')
 
 
 def up(nodes: int, state_dir: Path = DEFAULT_STATE_DIR,
@@ -222,7 +230,7 @@ def up(nodes: int, state_dir: Path = DEFAULT_STATE_DIR,
                 "--host", "127.0.0.1", "--port", str(nport), "--node-config", cfg],
                 state_dir / f"node{i}", nport, cfg))
             state.save()
-        _write_cli_config(state.cli_home, port)
+        _write_cli_config(state.cli_home, f"127.0.0.1:{port}")
         time.sleep(1.0)
         dead = [p.role for p in state.procs if not _alive(p.pid)]
         if dead:
@@ -318,8 +326,8 @@ def status(state_dir: Path = DEFAULT_STATE_DIR) -> dict[str, Any]:
             "procs": procs}
 
 
-def _flwr(state: FleetState, args: list[str], timeout: float) -> subprocess.CompletedProcess:
-    return subprocess.run([_exe("flwr"), *args], env=_env(state.cli_home), cwd=str(REPO_ROOT),
+def _flwr(cli_home: Path, args: list[str], timeout: float) -> subprocess.CompletedProcess:
+    return subprocess.run([_exe("flwr"), *args], env=_env(cli_home), cwd=str(REPO_ROOT),
                           capture_output=True, text=True, timeout=timeout, check=False)
 
 
@@ -330,9 +338,9 @@ def _json_out(text: str) -> dict[str, Any]:
     return json.loads(text[start:])
 
 
-def run_status(state: FleetState, run_id: int) -> tuple[str, str]:
+def run_status(cli_home: Path, run_id: int) -> tuple[str, str]:
     """(status, details) of a run from ``flwr list --run-id ID --format json``."""
-    res = _flwr(state, ["list", CONNECTION, "--run-id", str(run_id), "--format", "json"], 60)
+    res = _flwr(cli_home, ["list", CONNECTION, "--run-id", str(run_id), "--format", "json"], 60)
     runs = _json_out(res.stdout).get("runs") or []
     if not runs:
         raise FleetError(f"flwr list knows no run {run_id}: {res.stdout.strip()[:500]}")
@@ -349,10 +357,45 @@ def run_app(run_config: Mapping[str, Any] | None = None, state_dir: Path = DEFAU
     state = FleetState.load(state_dir.resolve())
     if state is None:
         raise FleetError(f"No fleet is up in {state_dir}; run 'fleet up' first.")
+    return _submit(state.cli_home, run_config or {}, app_dir, timeout)
+
+
+def submit_to_superlink(address: str, settings: ServerSettingsLike, *, db_url: str = "",
+                        coordinator_run_id: int = 0, app_dir: Path = REPO_ROOT,
+                        timeout: float = 24 * 3600.0, insecure: bool = True) -> RunOutcome:
+    """Run the app on an existing SuperLink (``host:port``) and wait for it to finish.
+
+    The run_config carries ``settings.to_run_config()`` plus ``db-url`` and
+    ``coordinator-run-id`` (only when set), so every key must be declared in the app's
+    ``[tool.flwr.app.config]``.
+
+    Raises
+    ------
+    FleetError
+        If the run cannot be submitted, or it finishes in any status but completed.
+    """
+    import tempfile
+
+    overrides = dict(settings.to_run_config())
+    if db_url:
+        overrides["db-url"] = db_url
+    if coordinator_run_id:
+        overrides["coordinator-run-id"] = int(coordinator_run_id)
+    with tempfile.TemporaryDirectory(prefix="aptfleet-cli-") as home:
+        _write_cli_config(Path(home), address, insecure)
+        outcome = _submit(Path(home), overrides, app_dir, timeout)
+    if not outcome.ok:
+        raise FleetError(f"Run {outcome.run_id} on {address} ended {outcome.status}: "
+                         f"{outcome.details}")
+    return outcome
+
+
+def _submit(cli_home: Path, run_config: Mapping[str, Any], app_dir: Path,
+            timeout: float) -> RunOutcome:
     args = ["run", str(app_dir), CONNECTION, "--format", "json"]
-    for k, v in (run_config or {}).items():
+    for k, v in run_config.items():
         args += ["-c", f"{k}={json.dumps(v)}"]
-    res = _flwr(state, args, 120)
+    res = _flwr(cli_home, args, 120)
     try:
         out = _json_out(res.stdout)
     except (FleetError, json.JSONDecodeError):
@@ -362,12 +405,12 @@ def run_app(run_config: Mapping[str, Any] | None = None, state_dir: Path = DEFAU
         raise FleetError(f"flwr run did not start a run: {out}")
     run_id = int(out["run-id"])
     deadline = time.monotonic() + timeout
-    st, details = run_status(state, run_id)
+    st, details = run_status(cli_home, run_id)
     while not st.startswith("finished") and time.monotonic() < deadline:
-        time.sleep(2.0)
-        st, details = run_status(state, run_id)
+        time.sleep(3.0)
+        st, details = run_status(cli_home, run_id)
     if not st.startswith("finished"):
-        _flwr(state, ["stop", str(run_id), CONNECTION], 60)
+        _flwr(cli_home, ["stop", str(run_id), CONNECTION], 60)
         raise FleetError(f"Run {run_id} did not finish within {timeout:.0f} s (status {st}); "
                          "it was stopped.")
     return RunOutcome(run_id, st, details)
@@ -378,5 +421,5 @@ def run_log(run_id: int, state_dir: Path = DEFAULT_STATE_DIR) -> str:
     state = FleetState.load(state_dir.resolve())
     if state is None:
         raise FleetError(f"No fleet is up in {state_dir}.")
-    res = _flwr(state, ["log", str(run_id), CONNECTION, "--show"], 60)
+    res = _flwr(state.cli_home, ["log", str(run_id), CONNECTION, "--show"], 60)
     return res.stdout + res.stderr

@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
-from server import crud
+from server import crud, dashboard
 from server.api.main import api_router
 from server.api.middleware import BodySizeLimitMiddleware, RequestMetricsMiddleware
 from server.api.routes import health
@@ -79,6 +79,9 @@ def create_app(settings: Settings | None = None,
             logger.warning("Marked %s run(s) interrupted: the coordinator restarted.",
                            interrupted)
         yield
+        shutdown = getattr(_app.state.launcher, "shutdown", None)
+        if shutdown is not None:
+            shutdown()
         engine.dispose()
 
     app = FastAPI(title="aptfleet coordinator", version="0.1.0", lifespan=lifespan)
@@ -103,5 +106,17 @@ def create_app(settings: Settings | None = None,
     app.add_middleware(RequestMetricsMiddleware, metrics=app.state.metrics)
 
     app.include_router(health.router)
+    app.include_router(dashboard.router)
     app.include_router(api_router, prefix=API_PREFIX)
+    return app
+
+
+def create_service_app() -> FastAPI:
+    """The app ``aptfleet serve`` runs: runs train in their own processes (Flower), and
+    checkpoints export to float PyTorch."""
+    from server.services.model_export import packed_to_torch
+    from server.services.process_launcher import ProcessLauncher
+
+    app = create_app(default_settings, ProcessLauncher(default_settings))
+    app.state.model_converter = packed_to_torch
     return app

@@ -93,6 +93,17 @@ class ServerSettings:
                    min_nodes=int(c["min-nodes"]), timeout=float(c["round-timeout"]))
 
 
+    def to_run_config(self) -> dict[str, Any]:
+        """The run_config entries that :meth:`from_run_config` reads back into ``self``."""
+        r = self.run
+        return {"task": r.task, "arch": r.arch, "method": r.method,
+                "num-server-rounds": self.rounds, "fraction-train": float(self.fraction_train),
+                "fraction-evaluate": float(self.fraction_evaluate), "min-nodes": self.min_nodes,
+                "alpha": float(r.alpha or 0.0), "seed": r.seed, "local-epochs": r.local_epochs,
+                "lr": float(r.lr), "batch-size": r.batch_size, "momentum": float(r.momentum),
+                "round-timeout": float(self.timeout)}
+
+
 class JsonlRecorder:
     """Appends each round record to ``out_dir/rounds.jsonl`` and keeps the latest packed
     model as ``out_dir/global-model.bin`` (no DB)."""

@@ -34,7 +34,8 @@ def backend_config(num_cpus: int = 2) -> dict[str, Any]:
 
 
 def run_federated(settings: ServerSettings, *, clients: int, provider: PolicyProvider,
-                  recorder: Recorder | None = None, fail_at: Mapping[int, int] | None = None,
+                  recorder: Recorder | None = None,
+                  node_config: Mapping[int, Mapping[str, Any]] | None = None,
                   num_cpus: int = 2) -> list[RoundRecord]:
     """Run one federated training on the simulation engine; returns its round records.
 
@@ -48,8 +49,9 @@ def run_federated(settings: ServerSettings, *, clients: int, provider: PolicyPro
         Asked for the policy at every round.
     recorder : Recorder | None (default: None)
         Also receives every round record (e.g. a progress bar or a DB).
-    fail_at : Mapping[int, int] | None (default: None)
-        Partition id -> server round at which that device's train raises (test hook).
+    node_config : Mapping[int, Mapping[str, Any]] | None (default: None)
+        Extra node config per partition id, e.g. ``{0: {"device-class": "mcu"},
+        2: {"fail-at-round": 2}}``.
     num_cpus : int (default: 2)
         CPUs Ray may use (one concurrent ClientApp per CPU).
     """
@@ -70,7 +72,7 @@ def run_federated(settings: ServerSettings, *, clients: int, provider: PolicyPro
     if str(REPO_ROOT) not in path.split(os.pathsep):
         os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), path) if p)
     run_simulation(server_app=create_server_app(settings, provider, record),
-                   client_app=create_client_app(fail_at), num_supernodes=clients,
+                   client_app=create_client_app(node_config), num_supernodes=clients,
                    backend_config=backend_config(num_cpus))  # type: ignore[arg-type]
     return records
 
@@ -124,7 +126,8 @@ def simulate(task: str = "digits", method: str | Sequence[str] = "apt", clients:
              out: Path = Path("results/simulate"), policy: str = "default", arch: str = "cnn",
              local_epochs: int = 1, lr: float = 0.05, batch_size: int = 32,
              on_round: Callable[[str, RoundRecord], None] | None = None,
-             provider: PolicyProvider | None = None) -> dict[str, Any]:
+             provider: PolicyProvider | None = None,
+             node_config: Mapping[int, Mapping[str, Any]] | None = None) -> dict[str, Any]:
     """Run each method on the simulation engine and write results, report and plots.
 
     Parameters
@@ -143,6 +146,8 @@ def simulate(task: str = "digits", method: str | Sequence[str] = "apt", clients:
         Progress hook, called with (method, record) after each round.
     provider : PolicyProvider | None
         Replaces the static policy (e.g. the coordinator's).
+    node_config : Mapping[int, Mapping[str, Any]] | None
+        Extra node config per partition id (device classes, test hooks).
 
     Returns
     -------
@@ -162,7 +167,8 @@ def simulate(task: str = "digits", method: str | Sequence[str] = "apt", clients:
         settings = ServerSettings(run=run, rounds=rounds, fraction_train=fraction,
                                   min_nodes=clients)
         hook = None if on_round is None else (lambda r, m=m: on_round(m, r))
-        records = run_federated(settings, clients=clients, provider=static, recorder=hook)
+        records = run_federated(settings, clients=clients, provider=static, recorder=hook,
+                                node_config=node_config)
         runs.append(_method_result(m, settings, clients, records))
     results: dict[str, Any] = {**runs[0], "policy": policy, "policy_spec": pol.to_dict()}
     if len(runs) > 1:

@@ -18,7 +18,7 @@ from torch import nn
 
 from apt_core import federated as fed
 from apt_core import record_keys as keys
-from apt_core.config import PolicyError, PrecisionPolicy
+from apt_core.config import PrecisionPolicy
 from apt_core.layers import apt_layers
 from server.records import ClientRound, LayerPrecision, RoundRecord
 
@@ -133,11 +133,11 @@ class APTFedAvg(FedAvg):
             for device_class in overrides:  # rejects overrides that make invalid policies
                 fed.effective_policy(policy, overrides, device_class)
             self._policy = (int(version), policy, dict(overrides))
-        except (PolicyError, ValueError) as exc:
+        except Exception as exc:  # a provider backed by a DB may fail in many ways
             if self._policy is None:
                 raise
-            log.warning("Policy provider failed (%s); keeping policy version %s.", exc,
-                        self._policy[0])
+            log.warning("Policy provider failed (%s: %s); keeping policy version %s.",
+                        type(exc).__name__, exc, self._policy[0])
         assert self._policy is not None
         return self._policy
 

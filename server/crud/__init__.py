@@ -17,6 +17,7 @@ from server.crud.policies import (
 from server.crud.rounds import (
     fleet_totals,
     get_latest_checkpoint,
+    list_client_rounds,
     list_layer_precision,
     list_rounds,
     precision_summary,
@@ -48,6 +49,7 @@ __all__ = [
     "get_device",
     "get_latest_checkpoint",
     "get_run",
+    "list_client_rounds",
     "list_devices",
     "list_layer_precision",
     "list_policies",

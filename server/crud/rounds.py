@@ -148,6 +148,12 @@ def list_rounds(*, session: Session, run_id: int) -> list[Round]:
     return list(session.scalars(stmt).all())
 
 
+def list_client_rounds(*, session: Session, run_id: int) -> list[ClientRound]:
+    """Every per-device row of a run, by round."""
+    return list(session.scalars(select(ClientRound).where(ClientRound.run_id == run_id)
+                                .order_by(ClientRound.round, ClientRound.id)))
+
+
 def get_latest_checkpoint(*, session: Session, run_id: int) -> Checkpoint | None:
     """The checkpoint of the run's highest recorded round, if any."""
     stmt = (select(Checkpoint).where(Checkpoint.run_id == run_id)

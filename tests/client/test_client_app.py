@@ -88,7 +88,7 @@ def test_train_fail_at_round_hook_raises() -> None:
     with pytest.raises(SimulatedFailure, match="round 2"):
         app(_train_message(2), _context(**{keys.FAIL_AT_ROUND: 2}))
     with pytest.raises(SimulatedFailure):
-        create_client_app({1: 3})(_train_message(3), _context())
+        create_client_app({1: {keys.FAIL_AT_ROUND: 3}})(_train_message(3), _context())
 
 
 def test_evaluate_replies_accuracy() -> None:

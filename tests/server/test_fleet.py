@@ -8,18 +8,30 @@ from pathlib import Path
 
 import pytest
 
+from apt_core import federated as fed
 from server import fleet
+from server.server_app import ServerSettings
 
 PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
-WANTED = {"num-server-rounds": 2, "arch": "mlp", "batch-size": 64, "min-nodes": 2}
+SETTINGS = ServerSettings(run=fed.RunSettings(task="digits", arch="mlp", batch_size=64),
+                          rounds=2, min_nodes=2, timeout=300.0)
 
 
-def _overrides() -> dict:
-    """The wanted run_config overrides that pyproject's [tool.flwr.app.config] declares
-    (the SuperLink rejects any other key)."""
-    cfg = tomllib.loads(PYPROJECT.read_text()).get("tool", {}).get("flwr", {}) \
-        .get("app", {}).get("config", {})
-    return {k: v for k, v in WANTED.items() if k in cfg}
+def _declared_keys() -> set[str]:
+    """Keys of pyproject's [tool.flwr.app.config] (the SuperLink rejects any other)."""
+    return set(tomllib.loads(PYPROJECT.read_text()).get("tool", {}).get("flwr", {})
+               .get("app", {}).get("config", {}))
+
+
+def _submit(state: fleet.FleetState, state_dir: Path) -> fleet.RunOutcome:
+    """The coordinator's path when pyproject declares every key, else ``run_app`` with the
+    declared subset (the app's defaults fill in the rest)."""
+    wanted = SETTINGS.to_run_config()
+    if set(wanted) <= _declared_keys():
+        return fleet.submit_to_superlink(f"127.0.0.1:{state.superlink_port}", SETTINGS,
+                                         timeout=400)
+    return fleet.run_app({k: v for k, v in wanted.items() if k in _declared_keys()},
+                         state_dir, timeout=400)
 
 
 def _group_members(pgids: set[int]) -> set[int]:
@@ -43,7 +55,7 @@ def test_fleet_runs_two_rounds_and_stops_everything(tmp_path: Path) -> None:
     pids = [p.pid for p in state.procs]
     try:
         # Execute
-        outcome = fleet.run_app(_overrides(), state_dir, timeout=400)
+        outcome = _submit(state, state_dir)
         log = fleet.run_log(outcome.run_id, state_dir)
         members = _group_members(set(pids))
     finally:
@@ -59,3 +71,20 @@ def test_fleet_runs_two_rounds_and_stops_everything(tmp_path: Path) -> None:
     assert not any(os.path.exists(f"/proc/{pid}/cmdline") and fleet._alive(pid)
                    for pid in pids)
     assert fleet.status(state_dir) == {"up": False, "procs": []}
+
+
+def test_fleet_cli_status_and_down_without_fleet(tmp_path: Path) -> None:
+    # Prepare
+    from typer.testing import CliRunner
+
+    from server.fl_cli import fl_cli
+
+    # Execute
+    status = CliRunner().invoke(fl_cli, ["fleet", "status", "--state-dir", str(tmp_path)])
+    down = CliRunner().invoke(fl_cli, ["fleet", "down", "--state-dir", str(tmp_path)])
+    run = CliRunner().invoke(fl_cli, ["fleet", "run", "--state-dir", str(tmp_path)])
+
+    # Assert
+    assert status.exit_code == 0 and '"up": false' in status.output
+    assert down.exit_code == 0 and "no fleet" in down.output
+    assert run.exit_code == 1 and "No fleet is up" in run.output

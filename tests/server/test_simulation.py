@@ -16,6 +16,7 @@ from tests.utils.run import make_round_record
 
 POLICY = PrecisionPolicy(check_every=3)
 NEW_POLICY = PrecisionPolicy(bits_min=10, bits_max=12, bits_init=10, check_every=3)
+MCU = {"mcu": {"bits_max": 11}}
 SETTINGS = ServerSettings(run=fed.RunSettings(task="digits", arch="mlp", batch_size=64),
                           rounds=2, min_nodes=3, timeout=300.0)
 
@@ -24,7 +25,7 @@ SETTINGS = ServerSettings(run=fed.RunSettings(task="digits", arch="mlp", batch_s
 def failing_run() -> list[RoundRecord]:
     """3 clients, 2 rounds of apt; partition 2 raises in round 2."""
     return run_federated(SETTINGS, clients=3, provider=lambda: (1, POLICY, {}),
-                         fail_at={2: 2})
+                         node_config={2: {"fail-at-round": 2}})
 
 
 @pytest.mark.slow
@@ -61,10 +62,11 @@ def test_simulation_new_policy_version_reaches_every_client() -> None:
     def provider() -> tuple[int, PrecisionPolicy, dict]:
         calls.append(1)
         # the strategy asks once for the initial model, then once per round
-        return (1, POLICY, {}) if len(calls) <= 2 else (2, NEW_POLICY, {})
+        return (1, POLICY, {}) if len(calls) <= 2 else (2, NEW_POLICY, MCU)
 
     # Execute
-    records = run_federated(SETTINGS, clients=3, provider=provider)
+    records = run_federated(SETTINGS, clients=3, provider=provider,
+                            node_config={0: {"device-class": "mcu"}})
 
     # Assert
     first, second = records
@@ -73,7 +75,9 @@ def test_simulation_new_policy_version_reaches_every_client() -> None:
     assert second.participants == 3 and second.rejections == 0
     for client in second.clients:
         assert client.policy_version == 2
-        assert all(10 <= x.bits <= 12 for x in client.layers)
+        top = 11 if client.device_class == "mcu" else 12
+        assert all(10 <= x.bits <= top for x in client.layers)
+    assert sorted(c.device_class for c in second.clients) == ["mcu", "standard", "standard"]
     assert all(10 <= b <= 12 for b in second.global_bits.values())
 
 
@@ -102,3 +106,52 @@ def test_results_files_and_comparison(tmp_path: Path) -> None:
     md = (tmp_path / "results.md").read_text()
     assert "apt vs fp32" in md and "| 3 |" in md
     assert apt["final_accuracy"] == records[-1].accuracy
+
+
+def test_simulate_cli_rejects_unknown_method(tmp_path: Path) -> None:
+    # Prepare
+    from typer.testing import CliRunner
+
+    from server.fl_cli import fl_cli
+
+    # Execute
+    res = CliRunner().invoke(fl_cli, ["simulate", "--method", "apt,fixed8", "--out",
+                                      str(tmp_path)])
+
+    # Assert
+    assert res.exit_code != 0 and "fixed8" in res.output
+
+
+def test_server_settings_run_config_roundtrip() -> None:
+    # Prepare
+    settings = ServerSettings(run=fed.RunSettings(task="mnist1d", arch="mlp", method="fp32",
+                                                  alpha=None, seed=3, lr=0.1),
+                              rounds=7, fraction_train=0.5, min_nodes=4, timeout=30.0)
+
+    # Execute
+    back = ServerSettings.from_run_config(settings.to_run_config())
+
+    # Assert
+    assert back == settings
+    assert ServerSettings.from_run_config({}).run == fed.RunSettings()
+
+
+def test_build_provider_and_recorder_writes_jsonl(tmp_path: Path) -> None:
+    # Prepare
+    from server.server_app import build_provider_and_recorder
+
+    provider, recorder = build_provider_and_recorder({"policy": "aggressive",
+                                                      "out-dir": str(tmp_path)})
+
+    # Execute
+    version, policy, overrides = provider()
+    recorder(make_round_record(1))
+    recorder(make_round_record(2))
+
+    # Assert
+    assert (version, policy.bits_max, overrides) == (1, 8, {})
+    lines = (tmp_path / "rounds.jsonl").read_text().splitlines()
+    assert [json.loads(x)["round"] for x in lines] == [1, 2]
+    assert (tmp_path / "global-model.bin").read_bytes() == b"packed-model"
+    with pytest.raises(NotImplementedError, match="db-url"):
+        build_provider_and_recorder({"db-url": "sqlite://"})

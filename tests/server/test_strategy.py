@@ -243,3 +243,29 @@ def test_aggregate_train_rejects_non_uint8_payload() -> None:
 
     # Assert
     assert "1-D uint8" in (records[0].clients[0].rejected or "")
+
+
+def test_configure_train_keeps_last_policy_when_provider_fails() -> None:
+    # Prepare: v2 is invalid (mcu's bits_max below bits_min), then the provider goes down
+    answers = [(1, POLICY, {}), (1, POLICY, {}), (2, POLICY, {"mcu": {"bits_max": 3}})]
+
+    def provider() -> tuple:
+        version, policy, overrides = answers.pop(0)
+        return version, policy, overrides
+
+    def flaky() -> tuple:
+        if not answers:
+            raise ConnectionError("database is down")
+        return provider()
+
+    strategy = APTFedAvg(settings=fed.RunSettings(arch="mlp"), policy_provider=flaky,
+                         min_available_nodes=1, min_train_nodes=1)
+    initial = strategy.initial_arrays()
+
+    # Execute
+    with task_identity():
+        msgs = [list(strategy.configure_train(r, initial, ConfigRecord(), FakeGrid([1])))
+                for r in (1, 2, 3)]
+
+    # Assert
+    assert [m[0].content[keys.CONFIG][keys.POLICY_VERSION] for m in msgs] == [1, 1, 1]

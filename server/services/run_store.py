@@ -1,0 +1,111 @@
+"""The coordinator's database behind the Flower strategy: policy provider and recorder."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from apt_core.config import PrecisionPolicy
+from apt_core.cost import profile_layers, step_energy
+from apt_core.data import load_task
+from apt_core.models import build_model
+from server import crud
+from server.records import RoundRecord
+
+log = logging.getLogger(__name__)
+
+PolicyAnswer = tuple[int, PrecisionPolicy, dict[str, dict[str, Any]]]
+
+
+class RunStopped(RuntimeError):
+    """The run was stopped or finished elsewhere; the job must end without recording."""
+
+
+class DbPolicyProvider:
+    """Reads the current policy version at each round start (one short transaction)."""
+
+    def __init__(self, session_factory: sessionmaker[Session]) -> None:
+        self._session_factory = session_factory
+
+    def __call__(self) -> PolicyAnswer:
+        with self._session_factory() as session:
+            return crud.current_policy(session)
+
+
+class DbRecorder:
+    """Stores each round record of run ``run_id`` in one transaction at round end.
+
+    A run the API stopped (or a coordinator restart marked interrupted) is not written
+    to: the recorder raises :class:`RunStopped` so the job ends.
+    """
+
+    def __init__(self, session_factory: sessionmaker[Session], run_id: int) -> None:
+        self._session_factory = session_factory
+        self.run_id = run_id
+
+    def __call__(self, record: RoundRecord) -> None:
+        with self._session_factory() as session:
+            run = crud.get_run(session=session, run_id=self.run_id)
+            if run is None or run.status != "running":
+                raise RunStopped(f"Run {self.run_id} is "
+                                 f"{'gone' if run is None else run.status}; not recording "
+                                 f"round {record.round}.")
+            crud.record_round(session=session, run_id=self.run_id, record=record)
+            session.commit()
+        log.info("run %s round %s stored (accuracy %s)", self.run_id, record.round,
+                 record.accuracy)
+
+
+def fp32_estimate(*, task: str, arch: str, rounds: list[Any], clients: list[Any],
+                  local_epochs: int, batch_size: int) -> dict[str, float]:
+    """What the same federated training would cost in plain fp32 FedAvg (cost model).
+
+    Energy: each client-round's examples through fp32 GEMMs plus fp32 parameter and
+    momentum movement per step (``apt_core.cost``); bytes: a float32 model each way.
+    """
+    model = build_model(task, arch)
+    profiles = profile_layers(model, load_task(task).x_train[:2])
+    n_params = sum(p.params for p in profiles.values())
+    per_sample = step_energy(profiles, 1, "fp32", state_bits=32)
+    per_step_move = per_sample.move_j
+    energy = 0.0
+    for c in clients:
+        if c.rejected or c.failure or not c.num_examples:
+            continue
+        steps = math.ceil(c.num_examples / batch_size) * local_epochs
+        energy += per_sample.gemm_j * c.num_examples * local_epochs + per_step_move * steps
+    trained = [c for c in clients if not (c.rejected or c.failure)]
+    return {"energy_j": energy, "uplink_bytes": float(4 * n_params * len(trained)),
+            "downlink_bytes": float(4 * n_params * len(clients)),
+            "param_bytes": float(4 * n_params)}
+
+
+def run_savings(session: Session, run_id: int) -> dict[str, Any]:
+    """Savings of a finished run against its fp32 estimate (fractions, 0.6 = 60% less)."""
+    run = crud.get_run(session=session, run_id=run_id)
+    assert run is not None
+    rounds = crud.list_rounds(session=session, run_id=run_id)
+    clients = crud.list_client_rounds(session=session, run_id=run_id)
+    settings = run.settings or {}
+    est = fp32_estimate(task=run.task, arch=str(settings.get("arch", "cnn")), rounds=rounds,
+                        clients=clients,
+                        local_epochs=int(settings.get("local_epochs", 1)),
+                        batch_size=int(settings.get("batch_size", 32)))
+    energy = sum(r.energy_j for r in rounds)
+    up = sum(r.uplink_bytes for r in rounds)
+    down = sum(r.downlink_bytes for r in rounds)
+    trained = [c for c in clients if not (c.rejected or c.failure)]
+    param_bytes = (sum(c.param_bytes for c in trained) / len(trained)) if trained else 0.0
+
+    def saving(value: float, base: float) -> float | None:
+        return None if not base else 1.0 - value / base
+
+    return {"method": run.method, "energy_j": energy, "fp32_energy_j": est["energy_j"],
+            "energy_saving": saving(energy, est["energy_j"]),
+            "uplink_saving": saving(up, est["uplink_bytes"]),
+            "downlink_saving": saving(down, est["downlink_bytes"]),
+            "param_memory_saving": saving(param_bytes, est["param_bytes"]),
+            "basis": "fp32 FedAvg estimate from the cost model (Horowitz 45 nm)"}
