@@ -140,9 +140,9 @@ def run_bench(task: str, arch: str, methods: Sequence[str], policies: Sequence[s
     cfg = cfg or TASK_DEFAULTS.get(task, BenchConfig())
     resolved = []
     for spec in policies or ["default"]:
-        pol = resolve_policy(spec)
-        _POLICY_NAMES[repr(pol)] = spec
-        resolved.append(pol)
+        named = resolve_policy(spec)
+        _POLICY_NAMES[repr(named)] = spec
+        resolved.append(named)
     jobs: list[tuple[str, PrecisionPolicy | None]] = []
     for m in methods:
         jobs.extend([(m, p) for p in resolved] if m == "apt" else [(m, None)])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -218,6 +219,7 @@ class APTLinear(APTLayer):
 class _APTConv(APTLayer):
     _conv_fn = staticmethod(F.conv2d)
     _float_cls: type[nn.Module] = nn.Conv2d
+    conv_args: dict[str, Any]
 
     @classmethod
     def from_float(cls, m: nn.Conv1d | nn.Conv2d, policy: PrecisionPolicy) -> _APTConv:

@@ -13,16 +13,15 @@ class _QATMixin:
     """Shared by the QAT layers: keeps the int8 copy that QAT stores beside the master."""
 
     qbits: int
-    weight: nn.Parameter
     weight_q: Tensor
 
     def _init_q(self, bits: int) -> None:
         self.qbits = bits
         self.register_buffer(  # type: ignore[attr-defined]
-            "weight_q", torch.zeros(self.weight.shape, dtype=torch.int8))
+            "weight_q", torch.zeros(self.weight.shape, dtype=torch.int8))  # type: ignore
 
     def _fq_weight(self) -> Tensor:
-        w = self.weight
+        w: Tensor = self.weight  # type: ignore[attr-defined]
         with torch.no_grad():
             f = choose_exponent(float(w.abs().max()), self.qbits)
             self.weight_q.copy_(quantize(w, self.qbits, f).to(torch.int8))

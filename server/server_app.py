@@ -131,13 +131,21 @@ def build_provider_and_recorder(run_config: Mapping[str, Any]
 
     Without ``db-url`` the provider always answers version 1 of the named ``policy`` (no
     overrides) and the recorder writes ``out-dir/rounds.jsonl`` (or only logs when
-    ``out-dir`` is empty). The coordinator's DB-backed branch goes here.
+    ``out-dir`` is empty). With ``db-url`` (the coordinator submitting to a SuperLink)
+    the policy is read from the coordinator's database at every round start and each round
+    is stored there in one transaction for run ``coordinator-run-id``.
     """
     c = {**RUN_CONFIG_DEFAULTS, **dict(run_config)}
     if str(c["db-url"]):
-        raise NotImplementedError(
-            "run_config 'db-url' is set, but the DB-backed policy provider and recorder are "
-            "not wired into build_provider_and_recorder yet.")
+        from server.core.db import make_engine, make_session_factory
+        from server.services.run_store import DbPolicyProvider, DbRecorder
+
+        run_id = int(c["coordinator-run-id"])
+        if run_id <= 0:
+            raise ValueError(f"run_config 'coordinator-run-id' = {run_id} must name the "
+                             "coordinator's run when 'db-url' is set.")
+        factory = make_session_factory(make_engine(str(c["db-url"])))
+        return DbPolicyProvider(factory), DbRecorder(factory, run_id)
     policy = resolve_policy(str(c["policy"]))
     answer: tuple[int, Any, dict[str, dict[str, Any]]] = (1, policy, {})
 

@@ -1,11 +1,4 @@
-"""Dashboard sign-in: an API token kept in an HttpOnly, SameSite=Strict cookie.
-
-A browser cannot attach ``Authorization`` headers to page loads, so the login form takes
-a token (``aptfleet server token create``), checks it, and stores it in a cookie that only
-the dashboard's read-only pages accept. The REST API keeps accepting bearer headers only,
-so the cookie can never drive a write. Every page load re-checks the token: revoking it
-signs the browser out at once.
-"""
+"""Dashboard sign-in: an API token kept in an HttpOnly, SameSite=Strict cookie."""
 
 from __future__ import annotations
 
@@ -23,6 +16,11 @@ from server import crud
 from server.api.deps import SessionDep
 from server.models import ApiToken
 
+# A browser cannot attach ``Authorization`` headers to page loads, so the login form takes
+# a token (``aptfleet server token create``), checks it and keeps it in a cookie that only
+# the dashboard's read-only pages accept. The REST API accepts bearer headers only, so the
+# cookie can never drive a write (nor be replayed cross-site: SameSite=Strict). Each page
+# load re-checks the token: revoking it signs the browser out at once.
 COOKIE_NAME = "aptfleet_dashboard"
 #: How long a browser stays signed in; the token itself may live longer.
 COOKIE_MAX_AGE_S = 12 * 3600

@@ -1,10 +1,4 @@
-"""Server-side SVG charts: line charts with axes and a layers x rounds heatmap.
-
-Charts are plain inline SVG (no script, no external resources, presentation attributes
-instead of ``style`` so a strict Content-Security-Policy holds). Every chart carries a
-stable ``id`` and ``data-*`` attributes (point, series and cell counts) that tests and
-operators' tooling can rely on.
-"""
+"""Server-side SVG charts: line charts with axes and a layers x rounds heatmap."""
 
 from __future__ import annotations
 
@@ -13,6 +7,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from server.dashboard.markup import Markup, fmt, join
+
+# Charts are inline SVG with presentation attributes, never ``style``, so the pages' strict
+# Content-Security-Policy holds; stable ids and data-* counts let tests and tools check them.
 
 Formatter = Callable[[float], str]
 

@@ -19,8 +19,8 @@ h2 { font-size: 16px; margin: 0 0 10px; }
 a { color: var(--accent); }
 section.card { background: var(--card); border: 1px solid var(--line); border-radius: 8px;
                padding: 14px 16px; margin: 0 0 16px; overflow-x: auto; }
-.grid { display: grid; grid-template-columns: repeat(auto-fit, minmax(min(600px, 100%), 1fr)); gap: 16px;
-        margin-bottom: 16px; }
+.grid { display: grid; gap: 16px; margin-bottom: 16px;
+        grid-template-columns: repeat(auto-fit, minmax(min(600px, 100%), 1fr)); }
 .grid section.card { margin: 0; }
 table { border-collapse: collapse; width: 100%; }
 th, td { text-align: left; padding: 6px 8px; border-bottom: 1px solid var(--line);
