@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import statistics
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,8 +157,39 @@ def run_bench(task: str, arch: str, methods: Sequence[str], policies: Sequence[s
                     progress(label, seed, i, e)
             runs.append(run_one(task, arch, method, pol, seed, cfg, hook))
             log.info("%s seed %s: accuracy %.4f", label, seed, runs[-1]["accuracy"])
+    profile = {m: profile_step(task, arch, m, resolved[0] if m == "apt" else None, cfg)
+               for m in ("fp32", "apt") if m in methods}
     return {"task": task, "model": arch, "seeds": seeds, "config": cfg.__dict__,
-            "runs": runs, "summary": summarize(runs)}
+            "runs": runs, "summary": summarize(runs), "step_profile": profile}
+
+
+def profile_step(task: str, arch: str, method: str, policy: PrecisionPolicy | None,
+                 cfg: BenchConfig, steps: int = 100) -> dict[str, float]:
+    """Process CPU milliseconds per training step, split into forward, backward and
+    optimizer (where APT's emulation overhead goes); one torch thread, one full batch."""
+    torch.set_num_threads(cfg.threads)
+    data = load_task(task)
+    torch.manual_seed(0)
+    model = build_model(task, arch)
+    profiles = profile_layers(model, data.x_train[:2])
+    s = setup_method(method, model, profiles, policy=policy, lr=cfg.lr, momentum=cfg.momentum,
+                     weight_decay=cfg.weight_decay, momentum_format=cfg.momentum_format)
+    x, y = data.x_train[: cfg.batch_size], data.y_train[: cfg.batch_size]
+    phases = {"forward_ms": 0.0, "backward_ms": 0.0, "optimizer_ms": 0.0}
+    for i in range(steps + 5):
+        s.optimizer.zero_grad()
+        t0 = time.process_time()
+        loss = torch.nn.functional.cross_entropy(s.model(x), y)
+        t1 = time.process_time()
+        loss.backward()
+        t2 = time.process_time()
+        s.optimizer.step()
+        t3 = time.process_time()
+        if i >= 5:  # warm-up steps are not counted
+            for key, dt in zip(phases, (t1 - t0, t2 - t1, t3 - t2), strict=True):
+                phases[key] += 1000 * dt / steps
+    phases["total_ms"] = sum(phases.values())
+    return phases
 
 
 def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -11,7 +12,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from apt_core.bench import TASK_DEFAULTS, BenchConfig, run_bench, write_json
+from apt_core.bench import TASK_DEFAULTS, BenchConfig, profile_step, run_bench, write_json
+from apt_core.config import resolve_policy
 from apt_core.methods import METHODS
 from apt_core.report import plot_all, target_checks, write_markdown
 
@@ -66,3 +68,25 @@ def bench(
         mark = "[green]met[/]" if ok else ("[yellow]n/a[/]" if ok is None else "[red]missed[/]")
         console.print(f"{mark}  {name}: {fig}")
     console.print(f"wrote {out}/results.json, results.md, frontier.png, bits.png, underflow.png")
+
+
+@bench_cli.command("bench-report")
+def bench_report(
+    out: Annotated[Path, typer.Option(help="directory holding results.json")],
+    notes: Annotated[Path | None, typer.Option(help="Markdown file appended as notes")] = None,
+    profile: Annotated[bool, typer.Option(help="measure the per-step CPU profile if the "
+                                               "results lack it")] = True,
+) -> None:
+    """Re-render results.md and the plots from an existing results.json."""
+    results = json.loads((out / "results.json").read_text())
+    if profile and not results.get("step_profile"):
+        cfg = BenchConfig(**results["config"])
+        results["step_profile"] = {
+            m: profile_step(results["task"], results["model"], m,
+                            resolve_policy("default") if m == "apt" else None, cfg)
+            for m in ("fp32", "apt")}
+        write_json(results, out)
+    plot_all(results, out)
+    command = results.get("command", "")
+    write_markdown(results, out, command, notes.read_text() if notes else "")
+    console.print(f"wrote {out}/results.md and plots")

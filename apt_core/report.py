@@ -122,6 +122,14 @@ def write_markdown(results: dict[str, Any], out: Path, command: str, notes: str 
     for name, ok, fig in target_checks(results):
         mark = "n/a" if ok is None else ("yes" if ok else "**no**")
         lines.append(f"| {name} | {mark} | {fig} |")
+    prof = results.get("step_profile") or {}
+    if prof:
+        lines += ["", "## Where the time goes (process CPU ms per training step, one thread)",
+                  "", "| method | forward | backward | optimizer | total |",
+                  "|---|---|---|---|---|"]
+        for m, p in prof.items():
+            lines.append(f"| {m} | {p['forward_ms']:.2f} | {p['backward_ms']:.2f} | "
+                         f"{p['optimizer_ms']:.2f} | {p['total_ms']:.2f} |")
     lines += ["", "## Plots", "", "![frontier](frontier.png)", "", "![bits](bits.png)", "",
               "![underflow](underflow.png)", ""]
     if notes:

@@ -38,9 +38,9 @@ def simulate_cmd(
     out: Annotated[Path, typer.Option(help="output directory")] = Path("results/simulate"),
     policy: Annotated[str, typer.Option(help="named policy or key=value,...")] = "default",
     model: Annotated[str, typer.Option(help="cnn or mlp")] = "cnn",
-    local_epochs: Annotated[int, typer.Option(min=1)] = 1,
-    lr: float = 0.05,
-    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    local_epochs: Annotated[int, typer.Option(min=1)] = 5,
+    lr: float = 0.1,
+    batch_size: Annotated[int, typer.Option(min=1)] = 16,
 ) -> None:
     """Federated training on Flower's simulation engine (Ray).
 

@@ -22,7 +22,14 @@ from server.core.db import make_engine, make_session_factory
 from server.exceptions import RunStateError
 from server.models import Run
 from server.server_app import ServerSettings
-from server.services.run_store import DbPolicyProvider, DbRecorder, RunStopped, run_savings
+from server.services.run_store import (
+    DbPolicyProvider,
+    DbRecorder,
+    ResumeError,
+    RunStopped,
+    resume_point,
+    run_savings,
+)
 
 log = logging.getLogger(__name__)
 
@@ -30,15 +37,20 @@ log = logging.getLogger(__name__)
 MIN_NODES = 2
 
 
-def server_settings(run: Run) -> ServerSettings:
-    """Flower-side settings of a stored run."""
+def server_settings(run: Run, start_round: int = 0,
+                    checkpoint: bytes | None = None) -> ServerSettings:
+    """Flower-side settings of a stored run (resuming after ``start_round`` rounds from
+    ``checkpoint`` when given)."""
     extra = run.settings or {}
+    d = fed.RunSettings()
     settings = fed.RunSettings(
-        task=run.task, arch=str(extra.get("arch", "cnn")), method=run.method,
-        local_epochs=int(extra.get("local_epochs", 1)), lr=float(extra.get("lr", 0.05)),
-        batch_size=int(extra.get("batch_size", 32)), alpha=run.alpha, seed=run.seed)
+        task=run.task, arch=str(extra.get("arch", d.arch)), method=run.method,
+        local_epochs=int(extra.get("local_epochs", d.local_epochs)),
+        lr=float(extra.get("lr", d.lr)), batch_size=int(extra.get("batch_size", d.batch_size)),
+        alpha=run.alpha, seed=run.seed)
     return ServerSettings(run=settings, rounds=run.rounds, fraction_train=run.fraction,
-                          fraction_evaluate=0.0, min_nodes=min(MIN_NODES, run.clients))
+                          fraction_evaluate=0.0, min_nodes=min(MIN_NODES, run.clients),
+                          start_round=start_round, checkpoint=checkpoint)
 
 
 def _finish(session_factory: sessionmaker[Session], run_id: int, status: str,
@@ -60,7 +72,15 @@ def run_job(run_id: int, settings: Settings) -> int:
         if run is None:
             log.error("Run %s not found.", run_id)
             return 2
-        ss = server_settings(run)
+        # a resumed run continues after its last stored round, from that round's checkpoint
+        try:
+            start, checkpoint = resume_point(session, run_id)
+        except ResumeError as exc:
+            log.error("%s", exc)
+            return 4
+        ss = server_settings(run, start, checkpoint)
+        if start:
+            log.info("Run %s: resuming after round %s of %s.", run_id, start, run.rounds)
         clients = run.clients
         try:
             crud.set_run_status(session=session, run_id=run_id, status="running")
@@ -71,7 +91,9 @@ def run_job(run_id: int, settings: Settings) -> int:
     provider = DbPolicyProvider(session_factory)
     recorder = DbRecorder(session_factory, run_id)
     try:
-        if settings.SUPERLINK:
+        if ss.start_round >= ss.rounds:
+            log.info("Run %s: every round is already recorded.", run_id)
+        elif settings.SUPERLINK:
             from server.fleet import submit_to_superlink
 
             submit_to_superlink(settings.SUPERLINK, ss, db_url=settings.DATABASE_URL,

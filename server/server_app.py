@@ -8,6 +8,7 @@ without them the policy is the named one and rounds go to ``out-dir/rounds.jsonl
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Mapping
@@ -41,9 +42,9 @@ RUN_CONFIG_DEFAULTS: dict[str, Any] = {
     "min-nodes": 2,
     "alpha": 0.5,
     "seed": 0,
-    "local-epochs": 1,
-    "lr": 0.05,
-    "batch-size": 32,
+    "local-epochs": 5,
+    "lr": 0.1,
+    "batch-size": 16,
     "momentum": 0.9,
     "policy": "default",
     "round-timeout": 600.0,
@@ -68,6 +69,11 @@ class ServerSettings:
         Devices that must be connected before round 1 (and sampled at least).
     timeout : float
         Seconds to wait for the replies of one round.
+    start_round : int (default: 0)
+        Rounds already recorded (a resumed run): training continues with round
+        ``start_round + 1`` and records carry the continued numbering.
+    checkpoint : bytes | None (default: None)
+        Global model to start from (the stored checkpoint of round ``start_round``).
     """
 
     run: fed.RunSettings
@@ -76,6 +82,8 @@ class ServerSettings:
     fraction_evaluate: float = 0.0
     min_nodes: int = 2
     timeout: float = 600.0
+    start_round: int = 0
+    checkpoint: bytes | None = None
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> ServerSettings:
@@ -172,14 +180,22 @@ def make_evaluator(task: str, method: str) -> Evaluator:
 def run_strategy(grid: Grid, settings: ServerSettings, provider: PolicyProvider,
                  recorder: Recorder | None) -> Result:
     """Build :class:`APTFedAvg` and run it for ``settings.rounds`` rounds."""
+    offset = settings.start_round
+    if offset and recorder is not None:
+        inner = recorder
+
+        def recorder(record: RoundRecord) -> None:  # noqa: F811 - renumbered rounds
+            inner(dataclasses.replace(record, round=record.round + offset))
     strategy = APTFedAvg(
         settings=settings.run, policy_provider=provider, recorder=recorder,
         evaluator=make_evaluator(settings.run.task, settings.run.method),
         fraction_train=settings.fraction_train, fraction_evaluate=settings.fraction_evaluate,
         min_train_nodes=min(settings.min_nodes, 2), min_evaluate_nodes=1,
         min_available_nodes=settings.min_nodes)
-    return strategy.start(grid=grid, initial_arrays=strategy.initial_arrays(),
-                          num_rounds=settings.rounds, timeout=settings.timeout,
+    initial = (strategy.initial_arrays() if settings.checkpoint is None
+               else strategy.arrays_from_checkpoint(settings.checkpoint))
+    return strategy.start(grid=grid, initial_arrays=initial,
+                          num_rounds=settings.rounds - offset, timeout=settings.timeout,
                           train_config=ConfigRecord(), evaluate_config=ConfigRecord(),
                           evaluate_fn=strategy.evaluate_global)
 
@@ -217,4 +233,15 @@ def main(grid: Grid, context: Context) -> None:
     _route_logs_to_flwr()
     settings = ServerSettings.from_run_config(context.run_config)
     provider, recorder = build_provider_and_recorder(context.run_config)
+    db_url = str(context.run_config.get("db-url", ""))
+    if db_url:  # a coordinator run: continue after the rounds it already stored
+        from server.core.db import make_engine, make_session_factory
+        from server.services.run_store import resume_point
+
+        engine = make_engine(db_url)
+        with make_session_factory(engine)() as session:
+            start, checkpoint = resume_point(
+                session, int(context.run_config["coordinator-run-id"]))
+        engine.dispose()
+        settings = dataclasses.replace(settings, start_round=start, checkpoint=checkpoint)
     run_strategy(grid, settings, provider, recorder)

@@ -124,7 +124,7 @@ def comparison(runs: Sequence[dict[str, Any]], baseline: str = "fp32") -> dict[s
 def simulate(task: str = "digits", method: str | Sequence[str] = "apt", clients: int = 20,
              fraction: float = 0.5, rounds: int = 30, alpha: float | None = 0.5, seed: int = 0,
              out: Path = Path("results/simulate"), policy: str = "default", arch: str = "cnn",
-             local_epochs: int = 1, lr: float = 0.05, batch_size: int = 32,
+             local_epochs: int = 5, lr: float = 0.1, batch_size: int = 16,
              on_round: Callable[[str, RoundRecord], None] | None = None,
              provider: PolicyProvider | None = None,
              node_config: Mapping[int, Mapping[str, Any]] | None = None) -> dict[str, Any]:

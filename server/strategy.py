@@ -20,6 +20,7 @@ from apt_core import federated as fed
 from apt_core import record_keys as keys
 from apt_core.config import PrecisionPolicy
 from apt_core.layers import apt_layers
+from apt_core.wire import unpack
 from server.records import ClientRound, LayerPrecision, RoundRecord
 
 log = logging.getLogger(__name__)
@@ -113,6 +114,18 @@ class APTFedAvg(FedAvg):
         _, policy, _ = self._current_policy()
         s = self.settings
         model = fed.make_model(s.task, s.arch, s.method, policy, seed=s.seed)
+        self._global = _array_record(fed.model_arrays(model, s.method))
+        return self._global
+
+    def arrays_from_checkpoint(self, checkpoint: bytes) -> ArrayRecord:
+        """The global model stored by :meth:`aggregate_train` (packed codes for apt, a
+        ``torch.save`` float state_dict otherwise), as the arrays to continue from."""
+        s = self.settings
+        model = fed.make_model(s.task, s.arch, s.method)
+        if s.method == "apt":
+            unpack(model, checkpoint)
+        else:
+            model.load_state_dict(torch.load(io.BytesIO(checkpoint), weights_only=True))
         self._global = _array_record(fed.model_arrays(model, s.method))
         return self._global
 

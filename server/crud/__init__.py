@@ -29,6 +29,7 @@ from server.crud.runs import (
     get_run,
     list_runs,
     mark_interrupted_runs,
+    reopen_run,
     set_run_savings,
     set_run_status,
 )
@@ -59,6 +60,7 @@ __all__ = [
     "policy_of",
     "precision_summary",
     "record_round",
+    "reopen_run",
     "revoke_token",
     "seed_default_policy",
     "set_run_savings",

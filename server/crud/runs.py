@@ -99,6 +99,33 @@ def set_run_status(*, session: Session, run_id: int, status: str, error: str | N
     return run
 
 
+RESUMABLE_RUN_STATUSES = ("interrupted", "stopped", "failed")
+
+
+def reopen_run(*, session: Session, run_id: int) -> Run:
+    """Put an interrupted, stopped or failed run back to ``pending`` for a resume.
+
+    Its rounds, per-layer history and checkpoints stay; the job continues after the last
+    recorded round from the latest checkpoint. The caller commits.
+
+    Raises
+    ------
+    NotFoundError
+        If the run does not exist.
+    RunStateError
+        If the run is pending, running or completed.
+    """
+    run = _locked_run(session, run_id)
+    if run.status not in RESUMABLE_RUN_STATUSES:
+        raise RunStateError(f"Run {run_id} is {run.status}; only runs that are "
+                            f"{', '.join(RESUMABLE_RUN_STATUSES)} can be resumed.")
+    run.status = "pending"
+    run.finished_at = None
+    run.error = None
+    session.flush()
+    return run
+
+
 def set_run_savings(*, session: Session, run_id: int, savings: dict[str, Any]) -> Run:
     """Store the launcher's estimate of savings versus fp32 (JSON object), e.g.
     ``{"energy": 0.41, "memory": 0.38, "uplink": 0.52}``. The caller commits."""

@@ -94,6 +94,33 @@ def launch_run(*, session: Session, launcher: RunLauncher, run_in: RunCreate) ->
     return run
 
 
+def resume_run(*, session: Session, launcher: RunLauncher, run: Run) -> Run:
+    """Reopen an interrupted, stopped or failed run and start it again from its latest
+    checkpoint; rounds already recorded are neither lost nor trained twice.
+
+    Raises
+    ------
+    RunStateError
+        If the run cannot be resumed (pending, running or completed).
+    LaunchError
+        If ``launcher.start`` raises; the run is then marked failed with the reason.
+    """
+    run_id = run.id
+    crud.reopen_run(session=session, run_id=run_id)
+    session.commit()
+    try:
+        launcher.start(run_id)
+    except Exception as exc:
+        logger.exception("Run %s: the launcher failed to resume it.", run_id)
+        session.rollback()
+        reason = f"The launcher failed to resume the run: {type(exc).__name__}: {exc}"
+        crud.set_run_status(session=session, run_id=run_id, status="failed", error=reason)
+        session.commit()
+        raise LaunchError(f"Run {run_id} could not be resumed. {reason}") from exc
+    session.refresh(run)
+    return run
+
+
 def stop_run(*, session: Session, launcher: RunLauncher, run: Run) -> Run:
     """Stop a pending or running run and mark it ``stopped``.
 

@@ -13,7 +13,10 @@ from apt_core.wire import unpack
 
 
 def packed_to_torch(packed: bytes, run: Any) -> bytes:
-    """``torch.save`` bytes of the float state_dict of a run's packed APT checkpoint."""
+    """``torch.save`` bytes of the float state_dict of a run's checkpoint (fp32 and qat8
+    checkpoints already are one)."""
+    if run.method != "apt":
+        return packed
     arch = str((run.settings or {}).get("arch", "cnn"))
     model = fed.make_model(run.task, arch, "apt")
     unpack(model, packed)

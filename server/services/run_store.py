@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from apt_core.config import PrecisionPolicy
 from apt_core.cost import profile_layers, step_energy
 from apt_core.data import load_task
+from apt_core.federated import RunSettings
 from apt_core.models import build_model
 from server import crud
 from server.records import RoundRecord
@@ -59,6 +60,26 @@ class DbRecorder:
                  record.accuracy)
 
 
+class ResumeError(RuntimeError):
+    """Stored rounds and checkpoints of a run disagree; it cannot be resumed safely."""
+
+
+def resume_point(session: Session, run_id: int) -> tuple[int, bytes | None]:
+    """Rounds already recorded for a run and the checkpoint to continue from.
+
+    Every round is stored with its checkpoint in one transaction, so the latest
+    checkpoint belongs to the last recorded round; anything else is refused.
+    """
+    done = crud.list_rounds(session=session, run_id=run_id)
+    if not done:
+        return 0, None
+    latest = crud.get_latest_checkpoint(session=session, run_id=run_id)
+    if latest is None or latest.round != done[-1].round:
+        raise ResumeError(f"Run {run_id}: last round {done[-1].round} has no checkpoint "
+                          f"(latest: {None if latest is None else latest.round}).")
+    return done[-1].round, latest.packed
+
+
 def fp32_estimate(*, task: str, arch: str, rounds: list[Any], clients: list[Any],
                   local_epochs: int, batch_size: int) -> dict[str, float]:
     """What the same federated training would cost in plain fp32 FedAvg (cost model).
@@ -90,10 +111,11 @@ def run_savings(session: Session, run_id: int) -> dict[str, Any]:
     rounds = crud.list_rounds(session=session, run_id=run_id)
     clients = crud.list_client_rounds(session=session, run_id=run_id)
     settings = run.settings or {}
+    d = RunSettings()
     est = fp32_estimate(task=run.task, arch=str(settings.get("arch", "cnn")), rounds=rounds,
                         clients=clients,
-                        local_epochs=int(settings.get("local_epochs", 1)),
-                        batch_size=int(settings.get("batch_size", 32)))
+                        local_epochs=int(settings.get("local_epochs", d.local_epochs)),
+                        batch_size=int(settings.get("batch_size", d.batch_size)))
     energy = sum(r.energy_j for r in rounds)
     up = sum(r.uplink_bytes for r in rounds)
     down = sum(r.downlink_bytes for r in rounds)

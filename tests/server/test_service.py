@@ -61,26 +61,36 @@ def test_policy_push_reaches_every_device_from_next_round(coordinator: Coordinat
     assert late_bits and all(5 <= b <= 9 for b in late_bits)
 
 
-def test_restart_mid_run_keeps_history_and_marks_run_interrupted(
+def test_restart_mid_run_keeps_history_then_resume_completes_every_round_once(
         coordinator: Coordinator) -> None:
     # Prepare
     coordinator.start()
     operator = coordinator.client(coordinator.token("operator"))
-    run_id = operator.post("/runs", json={**RUN_BODY, "rounds": 30}).json()["id"]
+    run_id = operator.post("/runs", json={**RUN_BODY, "rounds": 5}).json()["id"]
     wait_for(lambda: _run(operator, run_id)["current_round"] >= 1, 240, "round 1")
 
     # Execute: crash the service, then start it again on the same database
     coordinator.kill()
     coordinator.start()
 
-    # Assert
-    run = _run(operator, run_id)
-    assert run["status"] == "interrupted"
+    # Assert: nothing lost, the run is marked interrupted, the orphaned job adds nothing
+    assert _run(operator, run_id)["status"] == "interrupted"
     rounds = operator.get(f"/runs/{run_id}/rounds").json()["data"]
     assert len(rounds) >= 1 and [r["round"] for r in rounds] == list(range(1, len(rounds) + 1))
-    precision = operator.get(f"/runs/{run_id}/precision").json()
-    assert precision["count"] > 0
-    # the orphaned job must not append rounds to an interrupted run
-    kept = len(rounds)
+    assert operator.get(f"/runs/{run_id}/precision").json()["count"] > 0
     wait_for(lambda: not run_job_pids(coordinator.data_dir), 180, "the orphaned job to exit")
-    assert len(operator.get(f"/runs/{run_id}/rounds").json()["data"]) == kept
+    kept = operator.get(f"/runs/{run_id}/rounds").json()["data"]
+    assert [r["round"] for r in kept] == list(range(1, len(kept) + 1))
+
+    # Execute: resume from the latest checkpoint
+    resp = operator.post(f"/runs/{run_id}/resume")
+    assert resp.status_code == 200, resp.text
+    done = wait_for(lambda: (r := _run(operator, run_id))["status"] not in
+                    ("pending", "running") and r, 400, "the resumed run to finish")
+
+    # Assert: every round exactly once, the resumed ones continue the numbering
+    assert done["status"] == "completed", done
+    final = operator.get(f"/runs/{run_id}/rounds").json()["data"]
+    assert [r["round"] for r in final] == [1, 2, 3, 4, 5]
+    assert final[: len(kept)] == kept
+    assert operator.post(f"/runs/{run_id}/resume").status_code == 409

@@ -153,5 +153,5 @@ def test_build_provider_and_recorder_writes_jsonl(tmp_path: Path) -> None:
     lines = (tmp_path / "rounds.jsonl").read_text().splitlines()
     assert [json.loads(x)["round"] for x in lines] == [1, 2]
     assert (tmp_path / "global-model.bin").read_bytes() == b"packed-model"
-    with pytest.raises(NotImplementedError, match="db-url"):
+    with pytest.raises(ValueError, match="coordinator-run-id"):
         build_provider_and_recorder({"db-url": "sqlite://"})

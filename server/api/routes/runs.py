@@ -45,6 +45,15 @@ def stop_run(session: SessionDep, launcher: LauncherDep, run: RunDep) -> RunPubl
     return RunPublic.model_validate(run)
 
 
+@router.post("/{run_id}/resume", response_model=RunPublic,
+             responses={404: {"model": Message}, 409: {"model": Message},
+                        503: {"model": Message}})
+def resume_run(session: SessionDep, launcher: LauncherDep, run: RunDep) -> RunPublic:
+    """Resume an interrupted, stopped or failed run from its latest checkpoint."""
+    run = run_launcher.resume_run(session=session, launcher=launcher, run=run)
+    return RunPublic.model_validate(run)
+
+
 @router.get("/{run_id}/rounds", response_model=RoundsPublic,
             responses={404: {"model": Message}})
 def read_rounds(session: SessionDep, run: RunDep) -> RoundsPublic:

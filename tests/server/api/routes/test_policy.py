@@ -114,7 +114,7 @@ def test_update_policy_operator_forbidden(client: TestClient,
 def test_read_policy_history_newest_first(client: TestClient,
                                           admin_headers: dict[str, str]) -> None:
     # Prepare
-    for bits in (12, 10):
+    for bits in (14, 10):
         client.put("/api/v1/policy", headers=admin_headers, json={"bits_max": bits})
 
     # Execute
@@ -122,7 +122,9 @@ def test_read_policy_history_newest_first(client: TestClient,
 
     # Assert
     assert body["count"] == 3
-    assert [(p["version"], p["bits_max"]) for p in body["data"]] == [(3, 10), (2, 12), (1, 16)]
+    seeded = PrecisionPolicy().bits_max
+    assert [(p["version"], p["bits_max"]) for p in body["data"]] == [(3, 10), (2, 14),
+                                                                     (1, seeded)]
     assert body["data"][-1]["author"] == "system"
 
 

@@ -1,0 +1,30 @@
+# syntax=docker/dockerfile:1
+# One aptfleet device: a Flower SuperNode that runs the ClientApp (client.client_app),
+# which trains with APT on its partition of the data. Arguments go to flower-supernode:
+#   docker run aptfleet/device --insecure --superlink HOST:8000 \
+#       --node-config 'partition-id=0 num-partitions=3 device-class="mcu"'
+# Build from the repository root: docker build -f deploy/device.Dockerfile .
+FROM python:3.11-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1 \
+    FLWR_TELEMETRY_ENABLED=0 \
+    FLWR_DISABLE_UPDATE_CHECK=1
+
+# torch first, from the PyTorch CPU index: the PyPI wheel would pull several GB of CUDA.
+RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
+
+WORKDIR /app
+COPY pyproject.toml README.md .gitignore ./
+COPY apt_core/ apt_core/
+COPY client/ client/
+COPY server/ server/
+RUN pip install -e .
+
+RUN useradd --create-home --uid 10001 aptfleet
+USER aptfleet
+ENTRYPOINT ["flower-supernode"]
+CMD ["--help"]

@@ -1,0 +1,502 @@
+"""Load benchmark of the coordinator: read latency at a fixed request rate during training.
+
+Starts a real coordinator (``aptfleet serve``) on a temporary SQLite database, creates an
+operator token, and trains simulated runs (POST /runs, Flower simulation engine):
+
+1. a baseline run without load;
+2. the same run while an open-loop generator sends ``--rate`` requests/s (default 100)
+   for at least ``--duration`` seconds to the read endpoints GET /runs, /runs/{id},
+   /runs/{id}/rounds, /runs/{id}/precision and /devices;
+3. a second baseline run (so warm caches favour neither side).
+
+Open loop: request i is sent at ``t0 + i / rate`` whether or not earlier ones finished,
+and its latency is counted from that intended time, so a stalled server cannot hide its
+stalls by slowing the sender (coordinated omission). Round wall times come from the
+rounds' ``created_at`` (GET /runs/{id}/rounds). Only 127.0.0.1 is contacted; requests,
+duration and every wait are bounded, and the script stops by itself.
+
+Writes ``load.json``, ``load.md`` and ``load.png`` to ``--out`` (default docs/results).
+
+    python scripts/load.py --rate 100 --duration 60 --out docs/results
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+log = logging.getLogger("load")
+
+REPO = Path(__file__).resolve().parent.parent
+RUN_BODY = {"task": "digits", "method": "apt", "clients": 4, "fraction": 1.0, "rounds": 6,
+            "alpha": 1.0, "seed": 0}
+TERMINAL = {"completed", "failed", "stopped", "interrupted"}
+#: Targets of the issue: read p99 at the nominal rate, errors, slowdown of training.
+P99_TARGET_MS = 100.0
+SLOWDOWN_TARGET = 0.20
+#: Requests still in flight beyond this count are not sent and count as errors.
+MAX_IN_FLIGHT = 500
+REQUEST_TIMEOUT_S = 10.0
+RUN_TIMEOUT_S = 900.0
+
+
+@dataclass
+class Sample:
+    """One request of the load: when it was due, how long it took, what came back."""
+
+    endpoint: str
+    due_s: float
+    latency_ms: float
+    status: int
+    error: str = ""
+
+
+@dataclass
+class RunTiming:
+    """Wall times of one run, from its rounds' ``created_at``."""
+
+    run_id: int
+    label: str
+    status: str
+    started_at: str
+    finished_at: str
+    round_ends: list[str] = field(default_factory=list)
+    round_s: list[float] = field(default_factory=list)
+
+    @property
+    def steady_round_s(self) -> list[float]:
+        """Rounds 2..N: round 1 also pays for starting Ray and the first model."""
+        return self.round_s[1:]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_for(cond: Callable[[], Any], timeout: float, what: str, every: float = 1.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(every)
+    raise TimeoutError(f"Timed out after {timeout:.0f} s waiting for {what}.")
+
+
+class Service:
+    """``aptfleet serve`` on loopback with its own data directory and SQLite file."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.port = _free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ,
+                    "APTFLEET_DATA_DIR": str(data_dir),
+                    "APTFLEET_DATABASE_URL": f"sqlite:///{data_dir / 'aptfleet.db'}",
+                    "APTFLEET_SUPERLINK": "",
+                    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+                    "FLWR_TELEMETRY_ENABLED": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start the service and wait for /readyz."""
+        with (self.data_dir / "coordinator.log").open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "server.console", "serve", "--port", str(self.port)],
+                env=self.env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True)
+        _wait_for(self._ready, 120, "the coordinator to become ready", every=0.5)
+
+    def _ready(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"The coordinator exited; see {self.data_dir}/coordinator.log")
+        try:
+            return httpx.get(f"{self.base}/readyz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def token(self, role: str) -> str:
+        """A new bearer token (the CLI prints it once; it is never logged here)."""
+        return subprocess.run(
+            [sys.executable, "-m", "server.console", "token", "create", "--role", role,
+             "--name", "load"], env=self.env, cwd=REPO, check=True, capture_output=True,
+            text=True).stdout.strip()
+
+    def stop(self) -> None:
+        """SIGTERM the service's process group (it stops its run jobs), then SIGKILL."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+
+def _parse_ts(value: str) -> datetime:
+    """An API timestamp as an aware datetime (naive ones are UTC)."""
+    parsed = datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _start_run(api: httpx.Client) -> int:
+    response = api.post("/runs", json=RUN_BODY)
+    response.raise_for_status()
+    return int(response.json()["id"])
+
+
+def _run_status(api: httpx.Client, run_id: int) -> str:
+    return str(api.get(f"/runs/{run_id}").json()["status"])
+
+
+def _timing(api: httpx.Client, run_id: int, label: str) -> RunTiming:
+    run = api.get(f"/runs/{run_id}").json()
+    rounds = api.get(f"/runs/{run_id}/rounds").json()["data"]
+    ends = [_parse_ts(r["created_at"]) for r in rounds]
+    starts = [_parse_ts(run["started_at"]), *ends[:-1]]
+    return RunTiming(run_id=run_id, label=label, status=run["status"],
+                     started_at=run["started_at"], finished_at=run["finished_at"] or "",
+                     round_ends=[r["created_at"] for r in rounds],
+                     round_s=[(e - s).total_seconds() for s, e in zip(starts, ends, strict=True)])
+
+
+def _train(api: httpx.Client, label: str) -> RunTiming:
+    run_id = _start_run(api)
+    log.info("%s: run %s started", label, run_id)
+    status = _wait_for(lambda: (s := _run_status(api, run_id)) in TERMINAL and s,
+                       RUN_TIMEOUT_S, f"run {run_id} to finish", every=2.0)
+    timing = _timing(api, run_id, label)
+    log.info("%s: run %s %s, rounds %s s", label, run_id, status,
+             [round(s, 2) for s in timing.round_s])
+    return timing
+
+
+async def _load(base: str, token: str, run_id: int, rate: float, min_duration: float,
+                max_duration: float, run_done: Callable[[], bool]) -> tuple[list[Sample], float]:
+    """Send ``rate`` requests/s open-loop until ``min_duration`` passed and the run ended
+    (or ``max_duration`` passed); returns the samples and the load's wall time."""
+    paths = [("GET /runs", "/runs"), ("GET /runs/{id}", f"/runs/{run_id}"),
+             ("GET /runs/{id}/rounds", f"/runs/{run_id}/rounds"),
+             ("GET /runs/{id}/precision", f"/runs/{run_id}/precision"),
+             ("GET /devices", "/devices")]
+    samples: list[Sample] = []
+    in_flight = 0
+    limits = httpx.Limits(max_connections=MAX_IN_FLIGHT, max_keepalive_connections=100)
+    async with httpx.AsyncClient(base_url=f"{base}/api/v1", limits=limits,
+                                 timeout=REQUEST_TIMEOUT_S,
+                                 headers={"Authorization": f"Bearer {token}"}) as client:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+
+        async def one(i: int, due: float) -> None:
+            nonlocal in_flight
+            name, path = paths[i % len(paths)]
+            in_flight += 1
+            try:
+                response = await client.get(path)
+                samples.append(Sample(name, due - t0, (loop.time() - due) * 1000,
+                                      response.status_code))
+            except httpx.HTTPError as exc:
+                samples.append(Sample(name, due - t0, (loop.time() - due) * 1000, 0,
+                                      type(exc).__name__))
+            finally:
+                in_flight -= 1
+
+        tasks: set[asyncio.Task[None]] = set()
+        done_checked_at, finished = t0, False
+        max_requests = int(rate * max_duration)
+        for i in range(max_requests):
+            due = t0 + i / rate
+            elapsed = due - t0
+            if elapsed >= min_duration:
+                if loop.time() - done_checked_at >= 1.0:
+                    done_checked_at = loop.time()
+                    finished = await asyncio.to_thread(run_done)
+                if finished:
+                    break
+            delay = due - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if in_flight >= MAX_IN_FLIGHT:
+                samples.append(Sample(paths[i % len(paths)][0], elapsed, 0.0, 0,
+                                      "not sent: too many in flight"))
+                continue
+            task = asyncio.create_task(one(i, due))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        sent_for = loop.time() - t0
+        if tasks:
+            await asyncio.wait(tasks, timeout=REQUEST_TIMEOUT_S + 5)
+    return samples, sent_for
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def _latency_summary(samples: list[Sample]) -> dict[str, float]:
+    ok = [s.latency_ms for s in samples if not s.error and 200 <= s.status < 300]
+    return {"count": len(samples), "p50_ms": _percentile(ok, 0.50),
+            "p95_ms": _percentile(ok, 0.95), "p99_ms": _percentile(ok, 0.99),
+            "max_ms": max(ok, default=float("nan")),
+            "mean_ms": statistics.fmean(ok) if ok else float("nan")}
+
+
+def _mean(values: list[float]) -> float:
+    return statistics.fmean(values) if values else float("nan")
+
+
+def _plot(samples: list[Sample], baselines: list[RunTiming], loaded: RunTiming,
+          path: Path, rate: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [s for s in samples if not s.error and 200 <= s.status < 300]
+    fig, (ax_t, ax_h, ax_r) = plt.subplots(1, 3, figsize=(16, 4.6))
+    seconds = int(max((s.due_s for s in samples), default=0)) + 1
+    per_second: list[list[float]] = [[] for _ in range(seconds)]
+    for s in ok:
+        per_second[int(s.due_s)].append(s.latency_ms)
+    xs = [i for i, v in enumerate(per_second) if v]
+    ax_t.scatter([s.due_s for s in ok], [s.latency_ms for s in ok], s=2, alpha=0.25,
+                 color="tab:gray", label="request")
+    ax_t.plot(xs, [_percentile(per_second[i], 0.5) for i in xs], label="p50 per second")
+    ax_t.plot(xs, [_percentile(per_second[i], 0.99) for i in xs], label="p99 per second")
+    ax_t.axhline(P99_TARGET_MS, color="tab:red", ls="--", lw=1, label="p99 target")
+    ax_t.set(yscale="log", xlabel="time since load start (s)", ylabel="latency (ms)",
+             title=f"Read latency at {rate:.0f} req/s during training")
+    ax_t.legend(fontsize=8)
+    ax_h.hist([s.latency_ms for s in ok], bins=60, color="tab:blue")
+    for q, style in ((0.5, ":"), (0.95, "-."), (0.99, "--")):
+        v = _percentile([s.latency_ms for s in ok], q)
+        ax_h.axvline(v, color="black", ls=style, lw=1, label=f"p{int(q * 100)} {v:.1f} ms")
+    ax_h.set(xlabel="latency (ms)", ylabel="requests", title="Latency histogram")
+    ax_h.legend(fontsize=8)
+    width = 0.8 / (len(baselines) + 1)
+    for k, timing in enumerate([*baselines, loaded]):
+        rounds = range(1, len(timing.round_s) + 1)
+        ax_r.bar([r + (k - len(baselines) / 2) * width for r in rounds], timing.round_s,
+                 width=width, label=timing.label)
+    ax_r.set(xlabel="round", ylabel="wall time (s)", title="Round wall times")
+    ax_r.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _fmt(value: float, digits: int = 1) -> str:
+    return "n/a" if value != value else f"{value:.{digits}f}"  # NaN check
+
+
+def _markdown(result: dict[str, Any], command: str) -> str:
+    lat, load, rounds, targets = (result["latency"], result["load"], result["rounds"],
+                                  result["targets"])
+    yes = {True: "**met**", False: "**missed**"}
+    lines = [
+        "# Coordinator under read load while a run trains",
+        "",
+        "Command (from the repository root, in the project venv):",
+        "",
+        "```bash",
+        command,
+        "```",
+        "",
+        f"Measured {result['measured_at']} on {result['machine']['cpus']} CPU cores "
+        f"(load average before / after: {result['machine']['loadavg_before']} / "
+        f"{result['machine']['loadavg_after']}). One `aptfleet serve` process (uvicorn, "
+        "one worker) on a temporary SQLite file; runs train in their own `server.job` "
+        "process on Flower's simulation engine (Ray). The load generator (async httpx, "
+        "open loop, latency counted from each request's intended send time) runs on the "
+        "same two cores.",
+        "",
+        f"Run: `POST /api/v1/runs` {json.dumps(result['run_body'])}.",
+        "",
+        "## Read load",
+        "",
+        "| figure | value |",
+        "|---|---|",
+        f"| nominal rate | {load['rate']:.0f} req/s |",
+        f"| load duration | {load['duration_s']:.1f} s |",
+        f"| requests | {lat['count']} ({load['completed']} answered 2xx) |",
+        f"| throughput (2xx answers / duration) | {load['throughput_rps']:.1f} req/s |",
+        f"| errors (non-2xx, timeouts, not sent) | {load['errors']} |",
+        f"| p50 / p95 / p99 latency | {_fmt(lat['p50_ms'])} / {_fmt(lat['p95_ms'])} / "
+        f"{_fmt(lat['p99_ms'])} ms |",
+        f"| mean / max latency | {_fmt(lat['mean_ms'])} / {_fmt(lat['max_ms'])} ms |",
+        "",
+        "| endpoint | requests | p50 ms | p95 ms | p99 ms | errors |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, e in result["endpoints"].items():
+        lines.append(f"| `{name}` | {e['count']} | {_fmt(e['p50_ms'])} | "
+                     f"{_fmt(e['p95_ms'])} | {_fmt(e['p99_ms'])} | {e['errors']} |")
+    lines += [
+        "",
+        "## Round wall times",
+        "",
+        "From `created_at` of each round (GET /runs/{id}/rounds); round 1 starts at the "
+        "run's `started_at` and also pays for starting Ray, so the comparison uses rounds "
+        f"2-{len(rounds['loaded']['round_s'])}.",
+        "",
+        "| run | status | round wall times (s) | mean of rounds 2+ (s) | under load |",
+        "|---|---|---|---|---|",
+    ]
+    for t in [*rounds["baselines"], rounds["loaded"]]:
+        steady = t["round_s"][1:]
+        lines.append(f"| {t['label']} (run {t['run_id']}) | {t['status']} | "
+                     f"{', '.join(f'{s:.2f}' for s in t['round_s'])} | "
+                     f"{_fmt(_mean(steady), 2)} | {'yes' if t is rounds['loaded'] else 'no'} |")
+    lines += [
+        "",
+        f"Rounds 2+ of the loaded run that ended while the load ran: "
+        f"{rounds['loaded_rounds_under_load']} of {len(rounds['loaded']['round_s']) - 1}.",
+        f"Slowdown of the mean steady round under load: "
+        f"{_fmt(rounds['slowdown'] * 100)} % (baseline mean "
+        f"{_fmt(rounds['baseline_steady_mean_s'], 2)} s, loaded "
+        f"{_fmt(rounds['loaded_steady_mean_s'], 2)} s).",
+        "",
+        "## Targets",
+        "",
+        "| target | result |",
+        "|---|---|",
+        f"| p99 < {P99_TARGET_MS:.0f} ms at {load['rate']:.0f} req/s | "
+        f"{yes[targets['p99']]} ({_fmt(lat['p99_ms'])} ms) |",
+        f"| zero errors | {yes[targets['errors']]} ({load['errors']}) |",
+        f"| rounds at most {SLOWDOWN_TARGET * 100:.0f} % slower under load | "
+        f"{yes[targets['slowdown']]} ({_fmt(rounds['slowdown'] * 100)} %) |",
+        "",
+        "![latency over time, histogram, round wall times](load.png)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _endpoint_summary(samples: list[Sample]) -> dict[str, dict[str, float]]:
+    names = sorted({s.endpoint for s in samples})
+    out = {}
+    for name in names:
+        mine = [s for s in samples if s.endpoint == name]
+        summary = _latency_summary(mine)
+        summary["errors"] = sum(1 for s in mine if s.error or not 200 <= s.status < 300)
+        out[name] = summary
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the benchmark and write the results."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=100.0, help="requests per second")
+    parser.add_argument("--duration", type=float, default=60.0,
+                        help="minimum seconds of load; it goes on until the run ends")
+    parser.add_argument("--max-duration", type=float, default=240.0,
+                        help="hard cap on the seconds of load")
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "results")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary data dir")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    command = "python scripts/load.py " + " ".join(
+        f"--{k.replace('_', '-')} {v}" for k, v in (("rate", f"{args.rate:g}"),
+                                                     ("duration", f"{args.duration:g}")))
+
+    data_dir = Path(tempfile.mkdtemp(prefix="aptfleet-load-"))
+    service = Service(data_dir)
+    loadavg_before = [round(x, 2) for x in os.getloadavg()]
+    try:
+        service.start()
+        token = service.token("operator")
+        with httpx.Client(base_url=f"{service.base}/api/v1", timeout=30,
+                          headers={"Authorization": f"Bearer {token}"}) as api:
+            baselines = [_train(api, "baseline 1")]
+
+            run_id = _start_run(api)
+            log.info("loaded: run %s started", run_id)
+            _wait_for(lambda: _run_status(api, run_id) != "pending", 120,
+                      f"run {run_id} to start")
+            load_started = datetime.now().astimezone()
+            samples, sent_for = asyncio.run(_load(
+                service.base, token, run_id, args.rate, args.duration, args.max_duration,
+                lambda: _run_status(api, run_id) in TERMINAL))
+            load_ended = datetime.now().astimezone()
+            _wait_for(lambda: _run_status(api, run_id) in TERMINAL, RUN_TIMEOUT_S,
+                      f"run {run_id} to finish")
+            loaded = _timing(api, run_id, "under load")
+            log.info("loaded: run %s %s, rounds %s s", run_id, loaded.status,
+                     [round(s, 2) for s in loaded.round_s])
+
+            baselines.append(_train(api, "baseline 2"))
+    finally:
+        service.stop()
+        if not args.keep:
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+    latency = _latency_summary(samples)
+    errors = sum(1 for s in samples if s.error or not 200 <= s.status < 300)
+    completed = len(samples) - errors
+    under_load = sum(
+        1 for end in loaded.round_ends[1:]
+        if load_started <= _parse_ts(end) <= load_ended)
+    base_mean = _mean([s for t in baselines for s in t.steady_round_s])
+    loaded_mean = _mean(loaded.steady_round_s)
+    slowdown = loaded_mean / base_mean - 1 if base_mean == base_mean else float("nan")
+    result: dict[str, Any] = {
+        "measured_at": datetime.now().astimezone().isoformat(timespec="seconds"),
+        "command": command,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "loadavg_before": loadavg_before,
+                    "loadavg_after": [round(x, 2) for x in os.getloadavg()]},
+        "run_body": RUN_BODY,
+        "load": {"rate": args.rate, "duration_s": sent_for, "completed": completed,
+                 "errors": errors, "throughput_rps": completed / sent_for if sent_for else 0,
+                 "error_kinds": sorted({s.error or str(s.status) for s in samples
+                                        if s.error or not 200 <= s.status < 300}),
+                 "started_at": load_started.isoformat(), "ended_at": load_ended.isoformat()},
+        "latency": latency,
+        "endpoints": _endpoint_summary(samples),
+        "rounds": {"baselines": [asdict(t) for t in baselines], "loaded": asdict(loaded),
+                   "baseline_steady_mean_s": base_mean, "loaded_steady_mean_s": loaded_mean,
+                   "slowdown": slowdown, "loaded_rounds_under_load": under_load},
+        "targets": {"p99": latency["p99_ms"] < P99_TARGET_MS, "errors": errors == 0,
+                    "slowdown": slowdown <= SLOWDOWN_TARGET},
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "load.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out / "load.md").write_text(_markdown(result, command))
+    _plot(samples, baselines, loaded, args.out / "load.png", args.rate)
+    log.info("p50/p95/p99 %.1f/%.1f/%.1f ms, %s errors, slowdown %.1f %%; wrote %s",
+             latency["p50_ms"], latency["p95_ms"], latency["p99_ms"], errors,
+             slowdown * 100, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
