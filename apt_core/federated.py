@@ -267,6 +267,40 @@ def validate_packed(template: nn.Module, payload: bytes, policy: PrecisionPolicy
     return tensors
 
 
+#: A reply tensor whose largest magnitude exceeds this multiple of the round's global
+#: tensor is refused: honest local training does not grow a layer's range that much in
+#: one round, while a hostile or corrupt update (huge values, a forged exponent) does.
+GROWTH_LIMIT = 64.0
+
+
+def tensors_max_abs(model: ReplyModel) -> dict[str, float]:
+    """Largest magnitude of every tensor of a reply (dequantized for apt)."""
+    if isinstance(model, list):
+        return {t.name: float(dequantize(t.codes, t.exponent, torch.float64).abs().max())
+                for t in model}
+    return {k: float(v.abs().max()) for k, v in model.items()}
+
+
+def check_growth(reference: Mapping[str, float], model: ReplyModel,
+                 limit: float = GROWTH_LIMIT) -> None:
+    """Refuse a reply whose tensors grew more than ``limit`` times past ``reference``.
+
+    Raises
+    ------
+    ReplyError
+        Naming the tensor, its magnitude and the bound.
+    """
+    for name, amax in tensors_max_abs(model).items():
+        ref = reference.get(name)
+        if ref is None:
+            continue
+        bound = limit * max(ref, 1e-3)
+        if amax > bound:
+            raise ReplyError(f"Tensor '{name}' reaches |w| = {amax:.3g}, more than {limit:g}x "
+                             f"the global model's {ref:.3g}: refused as a corrupt or hostile "
+                             "update.")
+
+
 def validate_state(template: nn.Module, state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """Check a fp32/qat8 state dict: same keys and shapes as the template, all finite.
 

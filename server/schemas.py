@@ -109,6 +109,31 @@ class RoundPublic(_Public):
     created_at: datetime
 
 
+class ClientRoundPublic(_Public):
+    """One device's part in one round: trained, rejected (with the reason) or failed."""
+
+    round: int
+    device_id: int
+    partition_id: int | None
+    policy_version: int | None
+    energy_j: float
+    uplink_bytes: int
+    downlink_bytes: int
+    num_examples: int
+    train_loss: float | None
+    param_bytes: int
+    peak_memory_bytes: int
+    rejected: str | None
+    failure: str | None
+
+
+class ClientRoundsPublic(BaseModel):
+    """Per-device rows of a run, by round."""
+
+    data: list[ClientRoundPublic]
+    count: int
+
+
 class RoundsPublic(BaseModel):
     """Every recorded round of a run, in round order."""
 

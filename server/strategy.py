@@ -9,6 +9,7 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any, cast
 
+import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
@@ -20,6 +21,7 @@ from apt_core import federated as fed
 from apt_core import record_keys as keys
 from apt_core.config import PrecisionPolicy
 from apt_core.layers import apt_layers
+from apt_core.packing import unpack_tensors
 from apt_core.wire import unpack
 from server.records import ClientRound, LayerPrecision, RoundRecord
 
@@ -193,6 +195,7 @@ class APTFedAvg(FedAvg):
         version, policy, overrides = self._round_policy[server_round]
         sent = self._sent.get(server_round, {})
         default_down = fed.arrays_nbytes(_arrays(self._global)) if self._global else 0
+        reference = self._global_max_abs()
         clients: list[ClientRound] = []
         accepted: list[tuple[Message, fed.ReplyModel, ClientRound]] = []
         for msg in replies:
@@ -210,6 +213,7 @@ class APTFedAvg(FedAvg):
             client = ClientRound(node_id=node, downlink_bytes=down)
             try:
                 model = self._check_reply(msg, client, version, policy, overrides)
+                fed.check_growth(reference, model)
             except fed.ReplyError as exc:
                 client.rejected = str(exc)
                 log.warning("Round %s: reply of node %s rejected: %s", server_round, node, exc)
@@ -237,6 +241,17 @@ class APTFedAvg(FedAvg):
                  sum(c.failure is not None for c in clients))
         self._record(server_round, version, clients, arrays, packed, gbits)
         return arrays, metrics
+
+    def _global_max_abs(self) -> dict[str, float]:
+        """Per-tensor max |w| of the global model this round started from."""
+        if self._global is None:
+            return {}
+        arrays = _arrays(self._global)
+        if self.settings.method == "apt":
+            model: fed.ReplyModel = unpack_tensors(arrays[keys.APT_PAYLOAD].tobytes())
+        else:
+            model = {k: torch.from_numpy(np.array(v)) for k, v in arrays.items()}
+        return fed.tensors_max_abs(model)
 
     def _encode_global(self, new: fed.ReplyModel) -> tuple[ArrayRecord, bytes]:
         if isinstance(new, list):

@@ -11,7 +11,7 @@ from apt_core import federated as fed
 from apt_core import record_keys as keys
 from apt_core.config import PrecisionPolicy
 from apt_core.layers import apt_layers
-from apt_core.packing import unpack_tensors
+from apt_core.packing import PackedTensor, pack_tensors, unpack_tensors
 from apt_core.quant import choose_exponent, dequantize, quantize
 from apt_core.wire import model_tensors
 from server.records import RoundRecord
@@ -269,3 +269,96 @@ def test_configure_train_keeps_last_policy_when_provider_fails() -> None:
 
     # Assert
     assert [m[0].content[keys.CONFIG][keys.POLICY_VERSION] for m in msgs] == [1, 1, 1]
+
+
+def _forged(model: torch.nn.Module, edit) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """The packed payload of ``model`` with ``edit`` applied to its bytes or tensors."""
+    tensors = model_tensors(model)
+    payload = edit(tensors) if not isinstance(edit, bytes) else edit
+    return np.frombuffer(payload, dtype=np.uint8).copy()
+
+
+def test_aggregate_train_hostile_replies_leave_global_equal_to_honest_aggregate() -> None:
+    # Prepare: two honest devices and one hostile reply of every kind
+    honest = [create_apt_reply(_client_model(s, [8, 8, 8]), 20 * s, node_id=s) for s in (1, 2)]
+    victim = _client_model(9, [8, 8, 8])
+    good_payload = pack_tensors(model_tensors(victim))
+    bits = {keys.LAYER_BITS: [8, 8, 8]}
+
+    def forged_exponent(ts: list) -> bytes:  # huge values: exponent pushed 40 bits down
+        ts[0] = PackedTensor(ts[0].name, ts[0].codes, ts[0].bits, ts[0].exponent - 40)
+        return pack_tensors(ts)
+
+    wrong_version = bytearray(good_payload)
+    wrong_version[4:6] = (99).to_bytes(2, "little")
+    hostile = {
+        "huge values": _forged(victim, forged_exponent),
+        "wrong format version": _forged(victim, bytes(wrong_version)),
+        "oversized": _forged(victim, good_payload + bytes(4096)),
+        "truncated": _forged(victim, good_payload[:-9]),
+    }
+    bad = [create_mock_reply({keys.APT_PAYLOAD: p}, 1000, node_id=10 + i, metrics=bits)
+           for i, p in enumerate(hostile.values())]
+    bad.append(create_apt_reply(_client_model(20, [15, 8, 8]), 1000, node_id=20))  # bits
+    records: list[RoundRecord] = []
+    attacked, clean = _strategy(records=records), _strategy()
+    attacked.initial_arrays()
+    clean.initial_arrays()
+
+    # Execute
+    got, _ = attacked.aggregate_train(1, honest + bad)
+    want, _ = clean.aggregate_train(1, honest)
+
+    # Assert: every hostile reply is rejected with its reason, the model is the honest one
+    assert got is not None and want is not None
+    assert got[keys.APT_PAYLOAD].numpy().tobytes() == want[keys.APT_PAYLOAD].numpy().tobytes()
+    reasons = {c.node_id: c.rejected for c in records[0].clients}
+    assert "more than 64x" in (reasons[10] or "")
+    assert "version=99" in (reasons[11] or "")
+    assert "trailing" in (reasons[12] or "")
+    assert "truncated" in (reasons[13] or "")
+    assert "bits=15" in (reasons[20] or "")
+    assert records[0].rejections == 5 and records[0].participants == 2
+
+
+def test_aggregate_train_fp32_rejects_inf_and_huge_values() -> None:
+    # Prepare
+    records: list[RoundRecord] = []
+    strategy = _strategy("fp32", records)
+    strategy.initial_arrays()
+    state = {k: v.numpy() for k, v in
+             fed.float_state(fed.make_model("digits", "mlp", "fp32", seed=1)).items()}
+    inf = {k: v.copy() for k, v in state.items()}
+    inf["fc2.weight"][1, 1] = np.inf
+    huge = {k: v.copy() for k, v in state.items()}
+    huge["fc3.bias"][0] = 1e30
+    replies = [create_mock_reply(state, 10, node_id=1), create_mock_reply(inf, 10, node_id=2),
+               create_mock_reply(huge, 10, node_id=3)]
+
+    # Execute
+    out, _ = strategy.aggregate_train(1, replies)
+
+    # Assert
+    assert out is not None
+    for k, v in out.items():
+        torch.testing.assert_close(torch.from_numpy(v.numpy()), torch.from_numpy(state[k]))
+    reasons = {c.node_id: c.rejected for c in records[0].clients}
+    assert "NaN or Inf" in (reasons[2] or "") and "more than 64x" in (reasons[3] or "")
+
+
+def test_aggregate_train_device_identity_is_the_sender_node_id() -> None:
+    # Prepare: node 2 claims node 1's partition and would like to write its history
+    records: list[RoundRecord] = []
+    strategy = _strategy(records=records)
+    replies = [create_apt_reply(_client_model(1, [8, 8, 8]), 20, node_id=1, partition_id=0),
+               create_apt_reply(_client_model(2, [9, 9, 9]), 20, node_id=2, partition_id=0)]
+    replies[1].content.config_records[keys.DEVICE]["node-id"] = 1
+
+    # Execute
+    strategy.aggregate_train(1, replies)
+
+    # Assert: each reply is recorded under the node id Flower saw it come from
+    by_node = {c.node_id: c for c in records[0].clients}
+    assert set(by_node) == {1, 2}
+    assert [x.bits for x in by_node[2].layers] == [9, 9, 9]
+    assert [x.bits for x in by_node[1].layers] == [8, 8, 8]

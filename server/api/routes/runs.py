@@ -8,7 +8,16 @@ from fastapi import APIRouter, HTTPException, Request, Response, status
 
 from server import crud
 from server.api.deps import LauncherDep, Limit, RunDep, SessionDep, Skip
-from server.schemas import Message, RoundPublic, RoundsPublic, RunCreate, RunPublic, RunsPublic
+from server.schemas import (
+    ClientRoundPublic,
+    ClientRoundsPublic,
+    Message,
+    RoundPublic,
+    RoundsPublic,
+    RunCreate,
+    RunPublic,
+    RunsPublic,
+)
 from server.services import launcher as run_launcher
 
 router = APIRouter(prefix="/runs", tags=["runs"])
@@ -60,6 +69,15 @@ def read_rounds(session: SessionDep, run: RunDep) -> RoundsPublic:
     """Every recorded round of the run."""
     rounds = crud.list_rounds(session=session, run_id=run.id)
     return RoundsPublic(data=[RoundPublic.model_validate(r) for r in rounds], count=len(rounds))
+
+
+@router.get("/{run_id}/clients", response_model=ClientRoundsPublic,
+            responses={404: {"model": Message}})
+def read_run_clients(session: SessionDep, run: RunDep) -> ClientRoundsPublic:
+    """Every device's part in every round, with rejection and failure reasons."""
+    rows = crud.list_client_rounds(session=session, run_id=run.id)
+    return ClientRoundsPublic(data=[ClientRoundPublic.model_validate(r) for r in rows],
+                              count=len(rows))
 
 
 @router.get("/{run_id}/model", response_class=Response,

@@ -169,6 +169,26 @@ def test_read_rounds_in_order(client: TestClient, db: Session,
     assert body["data"][0]["participants"] == 3
 
 
+def test_read_run_clients_lists_rejection_reasons(client: TestClient, db: Session,
+                                                  operator_headers: dict[str, str]) -> None:
+    # Prepare: node 13's reply was rejected
+    run = create_random_run(db, status="running")
+    record = make_round_record(1)
+    record.clients[2].rejected = "Tensor 'fc.weight' has bits=15, outside [4, 12]."
+    record.clients[2].layers = []
+    record.rejections, record.participants = 1, 2
+    crud.record_round(session=db, run_id=run.id, record=record)
+    db.commit()
+
+    # Execute
+    body = client.get(f"/api/v1/runs/{run.id}/clients", headers=operator_headers).json()
+
+    # Assert
+    assert body["count"] == 3
+    reasons = [r["rejected"] for r in body["data"]]
+    assert reasons.count(None) == 2 and "bits=15" in [r for r in reasons if r][0]
+
+
 def test_read_rounds_unknown_run_not_found(client: TestClient,
                                            operator_headers: dict[str, str]) -> None:
     assert client.get("/api/v1/runs/17/rounds", headers=operator_headers).status_code == 404
