@@ -296,11 +296,17 @@ def _plot(samples: list[Sample], baselines: list[RunTiming], loaded: RunTiming,
     ax_t.set(yscale="log", xlabel="time since load start (s)", ylabel="latency (ms)",
              title=f"Read latency at {rate:.0f} req/s during training")
     ax_t.legend(fontsize=8)
-    ax_h.hist([s.latency_ms for s in ok], bins=60, color="tab:blue")
+    values = [s.latency_ms for s in ok]
+    if values:
+        lo, hi = max(min(values), 0.1), max(values) * 1.05
+        bins = [lo * (hi / lo) ** (i / 60) for i in range(61)]
+        ax_h.hist(values, bins=bins, color="tab:blue")
+        ax_h.set_xscale("log")
     for q, style in ((0.5, ":"), (0.95, "-."), (0.99, "--")):
-        v = _percentile([s.latency_ms for s in ok], q)
+        v = _percentile(values, q)
         ax_h.axvline(v, color="black", ls=style, lw=1, label=f"p{int(q * 100)} {v:.1f} ms")
-    ax_h.set(xlabel="latency (ms)", ylabel="requests", title="Latency histogram")
+    ax_h.axvline(P99_TARGET_MS, color="tab:red", ls="--", lw=1, label="p99 target")
+    ax_h.set(xlabel="latency (ms, log scale)", ylabel="requests", title="Latency histogram")
     ax_h.legend(fontsize=8)
     width = 0.8 / (len(baselines) + 1)
     for k, timing in enumerate([*baselines, loaded]):
@@ -424,6 +430,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temporary data dir")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # no log line per request
     command = "python scripts/load.py " + " ".join(
         f"--{k.replace('_', '-')} {v}" for k, v in (("rate", f"{args.rate:g}"),
                                                      ("duration", f"{args.duration:g}")))

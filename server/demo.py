@@ -154,10 +154,10 @@ def _summary(api: httpx.Client, run: dict[str, Any]) -> None:
     t.add_column("measure")
     t.add_column("value", justify="right")
     t.add_row("final accuracy", f"{100 * (run['latest_accuracy'] or 0):.2f}%")
-    for key, label in (("energy_saving", "client training energy vs fp32"),
-                       ("param_memory_saving", "parameter memory vs fp32"),
-                       ("uplink_saving", "uplink bytes vs fp32"),
-                       ("downlink_saving", "downlink bytes vs fp32")):
+    for key, label in (("energy", "client training energy vs fp32"),
+                       ("parameter_memory", "parameter memory vs fp32"),
+                       ("uplink_bytes", "uplink bytes vs fp32"),
+                       ("downlink_bytes", "downlink bytes vs fp32")):
         v = savings.get(key)
         t.add_row(f"saving: {label}", "n/a" if v is None else f"{100 * v:.1f}%")
     console.print(t)

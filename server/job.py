@@ -29,6 +29,7 @@ from server.services.run_store import (
     RunStopped,
     resume_point,
     run_savings,
+    with_db_retry,
 )
 
 log = logging.getLogger(__name__)
@@ -55,12 +56,15 @@ def server_settings(run: Run, start_round: int = 0,
 
 def _finish(session_factory: sessionmaker[Session], run_id: int, status: str,
             error: str | None = None) -> None:
-    with session_factory() as session:
-        try:
-            crud.set_run_status(session=session, run_id=run_id, status=status, error=error)
-            session.commit()
-        except RunStateError:  # stopped through the API meanwhile: leave it stopped
-            session.rollback()
+    def write() -> None:
+        with session_factory() as session:
+            try:
+                crud.set_run_status(session=session, run_id=run_id, status=status,
+                                    error=error)
+                session.commit()
+            except RunStateError:  # stopped through the API meanwhile: leave it stopped
+                session.rollback()
+    with_db_retry(f"run {run_id} status", write)
 
 
 def run_job(run_id: int, settings: Settings) -> int:
@@ -102,14 +106,19 @@ def run_job(run_id: int, settings: Settings) -> int:
             from server.simulation import run_federated
 
             run_federated(ss, clients=clients, provider=provider, recorder=recorder)
-        with session_factory() as session:
-            run = crud.get_run(session=session, run_id=run_id)
-            if run is None or run.status != "running":  # stopped or interrupted meanwhile
-                log.info("Run %s ended as %s.", run_id, None if run is None else run.status)
-                return 0
-            crud.set_run_savings(session=session, run_id=run_id,
-                                 savings=run_savings(session, run_id))
-            session.commit()
+        def save() -> bool:
+            with session_factory() as session:
+                run = crud.get_run(session=session, run_id=run_id)
+                if run is None or run.status != "running":  # stopped or interrupted
+                    log.info("Run %s ended as %s.", run_id,
+                             None if run is None else run.status)
+                    return False
+                crud.set_run_savings(session=session, run_id=run_id,
+                                     savings=run_savings(session, run_id))
+                session.commit()
+                return True
+        if not with_db_retry(f"run {run_id} savings", save):
+            return 0
         _finish(session_factory, run_id, "completed")
         return 0
     except RunStopped as exc:

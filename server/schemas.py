@@ -71,7 +71,10 @@ class RunPublic(_Public):
     current_round: int
     latest_accuracy: float | None
     savings: dict[str, Any] | None = Field(
-        description="Savings versus an fp32 run, as estimated by the launcher; null until known.")
+        description="Savings (fractions, 0.6 = 60% less) of energy, parameter_memory, "
+                    "uplink_bytes and downlink_bytes versus fp32 FedAvg on the same "
+                    "client-rounds, from the cost model (Horowitz 45 nm); null until the "
+                    "run ends.")
     error: str | None
     created_at: datetime
     started_at: datetime | None

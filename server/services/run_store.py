@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from apt_core.config import PrecisionPolicy
@@ -14,11 +17,38 @@ from apt_core.data import load_task
 from apt_core.federated import RunSettings
 from apt_core.models import build_model
 from server import crud
+from server.exceptions import DuplicateRoundError
 from server.records import RoundRecord
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 PolicyAnswer = tuple[int, PrecisionPolicy, dict[str, dict[str, Any]]]
+
+
+#: How long a round end (or start) waits for an unreachable database before the run fails.
+DB_OUTAGE_TOLERANCE_S = 180.0
+
+
+def with_db_retry(what: str, fn: Callable[[], T],
+                   tolerance_s: float = DB_OUTAGE_TOLERANCE_S) -> T:
+    """Run one transaction, retrying while the database is unreachable.
+
+    Each attempt is a whole transaction in a fresh session, so a failed attempt leaves
+    nothing behind (the round is stored entirely or not at all).
+    """
+    deadline = time.monotonic() + tolerance_s
+    delay = 0.5
+    while True:
+        try:
+            return fn()
+        except (OperationalError, InterfaceError) as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("%s: database unreachable (%s); retrying in %.1f s", what,
+                        type(exc).__name__, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
 
 
 class RunStopped(RuntimeError):
@@ -32,8 +62,10 @@ class DbPolicyProvider:
         self._session_factory = session_factory
 
     def __call__(self) -> PolicyAnswer:
-        with self._session_factory() as session:
-            return crud.current_policy(session)
+        def read() -> PolicyAnswer:
+            with self._session_factory() as session:
+                return crud.current_policy(session)
+        return with_db_retry("policy read", read)
 
 
 class DbRecorder:
@@ -48,14 +80,28 @@ class DbRecorder:
         self.run_id = run_id
 
     def __call__(self, record: RoundRecord) -> None:
-        with self._session_factory() as session:
-            run = crud.get_run(session=session, run_id=self.run_id)
-            if run is None or run.status != "running":
-                raise RunStopped(f"Run {self.run_id} is "
-                                 f"{'gone' if run is None else run.status}; not recording "
-                                 f"round {record.round}.")
-            crud.record_round(session=session, run_id=self.run_id, record=record)
-            session.commit()
+        attempts = 0
+
+        def store() -> None:
+            nonlocal attempts
+            attempts += 1
+            with self._session_factory() as session:
+                run = crud.get_run(session=session, run_id=self.run_id)
+                if run is None or run.status != "running":
+                    raise RunStopped(f"Run {self.run_id} is "
+                                     f"{'gone' if run is None else run.status}; not "
+                                     f"recording round {record.round}.")
+                try:
+                    crud.record_round(session=session, run_id=self.run_id, record=record)
+                except DuplicateRoundError:
+                    if attempts == 1:
+                        raise
+                    # an earlier attempt committed before the connection dropped
+                    log.info("run %s round %s was stored by an earlier attempt", self.run_id,
+                             record.round)
+                    return
+                session.commit()
+        with_db_retry(f"run {self.run_id} round {record.round}", store)
         log.info("run %s round %s stored (accuracy %s)", self.run_id, record.round,
                  record.accuracy)
 
@@ -105,7 +151,8 @@ def fp32_estimate(*, task: str, arch: str, rounds: list[Any], clients: list[Any]
 
 
 def run_savings(session: Session, run_id: int) -> dict[str, Any]:
-    """Savings of a finished run against its fp32 estimate (fractions, 0.6 = 60% less)."""
+    """Savings of a finished run against what fp32 FedAvg would cost for the same
+    client-rounds (cost model, Horowitz 45 nm): fractions, 0.6 = 60% less."""
     run = crud.get_run(session=session, run_id=run_id)
     assert run is not None
     rounds = crud.list_rounds(session=session, run_id=run_id)
@@ -125,9 +172,7 @@ def run_savings(session: Session, run_id: int) -> dict[str, Any]:
     def saving(value: float, base: float) -> float | None:
         return None if not base else 1.0 - value / base
 
-    return {"method": run.method, "energy_j": energy, "fp32_energy_j": est["energy_j"],
-            "energy_saving": saving(energy, est["energy_j"]),
-            "uplink_saving": saving(up, est["uplink_bytes"]),
-            "downlink_saving": saving(down, est["downlink_bytes"]),
-            "param_memory_saving": saving(param_bytes, est["param_bytes"]),
-            "basis": "fp32 FedAvg estimate from the cost model (Horowitz 45 nm)"}
+    return {"energy": saving(energy, est["energy_j"]),
+            "parameter_memory": saving(param_bytes, est["param_bytes"]),
+            "uplink_bytes": saving(up, est["uplink_bytes"]),
+            "downlink_bytes": saving(down, est["downlink_bytes"])}
