@@ -74,7 +74,8 @@ def target_checks(results: dict[str, Any]) -> list[tuple[str, bool | None, str]]
         checks.append(("aggressive policy: >= 20% fewer avg bits than default for <= 1 pt "
                        "further loss", fewer >= 0.20 and loss <= 1.0,
                        f"{aggr['avg_bits_mean']:.2f} vs {apt['avg_bits_mean']:.2f} bits "
-                       f"({_pct(fewer)} fewer), accuracy {loss:+.2f} pt"))
+                       f"({_pct(fewer)} fewer), further accuracy loss {loss:+.2f} pt "
+                       "(negative: more accurate than default)"))
     f8 = _row(s, "fixed8")
     if f8:
         below = 100 * (apt["accuracy_mean"] - f8["accuracy_mean"])

@@ -38,10 +38,14 @@ log = logging.getLogger(__name__)
 MIN_NODES = 2
 
 
-def server_settings(run: Run, start_round: int = 0,
-                    checkpoint: bytes | None = None) -> ServerSettings:
+def server_settings(run: Run, start_round: int = 0, checkpoint: bytes | None = None,
+                    round_timeout: float = 600.0) -> ServerSettings:
     """Flower-side settings of a stored run (resuming after ``start_round`` rounds from
-    ``checkpoint`` when given)."""
+    ``checkpoint`` when given).
+
+    The round timeout is the run's ``round_timeout`` setting when stored, else
+    ``round_timeout`` (the coordinator's ``APTFLEET_ROUND_TIMEOUT``).
+    """
     extra = run.settings or {}
     d = fed.RunSettings()
     settings = fed.RunSettings(
@@ -51,6 +55,7 @@ def server_settings(run: Run, start_round: int = 0,
         alpha=run.alpha, seed=run.seed)
     return ServerSettings(run=settings, rounds=run.rounds, fraction_train=run.fraction,
                           fraction_evaluate=0.0, min_nodes=min(MIN_NODES, run.clients),
+                          timeout=float(extra.get("round_timeout", round_timeout)),
                           start_round=start_round, checkpoint=checkpoint)
 
 
@@ -82,7 +87,7 @@ def run_job(run_id: int, settings: Settings) -> int:
         except ResumeError as exc:
             log.error("%s", exc)
             return 4
-        ss = server_settings(run, start, checkpoint)
+        ss = server_settings(run, start, checkpoint, settings.ROUND_TIMEOUT)
         if start:
             log.info("Run %s: resuming after round %s of %s.", run_id, start, run.rounds)
         clients = run.clients

@@ -12,6 +12,7 @@ from typing import Any, cast
 import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 from flwr.serverapp.strategy.strategy_utils import validate_message_reply_consistency
@@ -61,6 +62,17 @@ def _error_reason(reason: str, limit: int = 500) -> str:
     return reason if len(reason) <= limit else reason[: limit - 3] + "..."
 
 
+def _failure_reason(msg: Message) -> str:
+    """Why an error reply failed: the SuperLink's verdict on an unreachable node, or the
+    device's own error."""
+    reason = _error_reason(str(msg.error.reason))
+    if msg.error.code == ErrorCode.NODE_UNAVAILABLE:
+        return f"The device went offline (no heartbeat): {reason}"
+    if msg.error.code in (ErrorCode.MESSAGE_UNAVAILABLE, ErrorCode.REPLY_MESSAGE_UNAVAILABLE):
+        return f"The device's reply was lost: {reason}"
+    return f"The device returned an error: {reason}"
+
+
 def _arrays(record: ArrayRecord) -> dict:
     return {k: v.numpy() for k, v in record.items()}
 
@@ -107,6 +119,7 @@ class APTFedAvg(FedAvg):
         self._policy: tuple[int, PrecisionPolicy, dict[str, dict[str, Any]]] | None = None
         self._round_policy: dict[int, tuple[int, PrecisionPolicy, dict[str, dict[str, Any]]]] = {}
         self._sent: dict[int, dict[int, int]] = {}
+        self._sent_messages: dict[int, list[Message]] = {}
         self._global: ArrayRecord | None = None
         self._evaluated: dict[int, tuple[float, float]] = {}
 
@@ -170,6 +183,9 @@ class APTFedAvg(FedAvg):
         messages = list(super().configure_train(server_round, arrays, cfg, grid))
         nbytes = fed.arrays_nbytes(_arrays(arrays))
         self._sent[server_round] = {m.metadata.dst_node_id: nbytes for m in messages}
+        # the Grid sets each message's id when it pushes it; aggregate_train maps replies
+        # that the SuperLink generated (e.g. "node unavailable") back to their node by it
+        self._sent_messages[server_round] = messages
         log.info("Round %s: policy version %s sent to %s devices (%s bytes each).",
                  server_round, version, len(messages), nbytes)
         return messages
@@ -194,19 +210,25 @@ class APTFedAvg(FedAvg):
             self._round_policy[server_round] = self._current_policy()
         version, policy, overrides = self._round_policy[server_round]
         sent = self._sent.get(server_round, {})
+        sent_to = {m.metadata.message_id: int(m.metadata.dst_node_id)
+                   for m in self._sent_messages.pop(server_round, []) if m.metadata.message_id}
         default_down = fed.arrays_nbytes(_arrays(self._global)) if self._global else 0
         reference = self._global_max_abs()
         clients: list[ClientRound] = []
         accepted: list[tuple[Message, fed.ReplyModel, ClientRound]] = []
         for msg in replies:
             node = int(msg.metadata.src_node_id)
+            if msg.has_error() and node not in sent:
+                # an error reply the SuperLink (or Grid) made for a sampled node, e.g. one
+                # that stopped sending heartbeats: its source is the SuperLink, not the node
+                node = sent_to.get(msg.metadata.reply_to_message_id, node)
             down = sent.get(node, default_down)
             if node in {c.node_id for c in clients}:
                 log.warning("Round %s: node %s replied twice; the second reply is ignored.",
                             server_round, node)
                 continue
             if msg.has_error():
-                reason = f"The device returned an error: {_error_reason(str(msg.error.reason))}"
+                reason = _failure_reason(msg)
                 log.warning("Round %s: node %s failed: %s", server_round, node, reason)
                 clients.append(ClientRound(node_id=node, downlink_bytes=down, failure=reason))
                 continue

@@ -35,6 +35,10 @@ class Settings(BaseSettings):
         Directory of the default SQLite file and other local state.
     SUPERLINK : str (default: "")
         Address of a Flower SuperLink; empty runs the simulation engine.
+    ROUND_TIMEOUT : float (default: 600.0)
+        Seconds a round waits for the sampled devices' replies (run_config
+        ``round-timeout``); a device that has not replied by then counts as failed. A run's
+        settings JSON may override it with ``round_timeout``.
     HOST : str (default: "127.0.0.1")
         Interface ``serve`` binds to.
     PORT : int (default: 8080)
@@ -52,6 +56,7 @@ class Settings(BaseSettings):
     DATABASE_URL: str = ""
     DATA_DIR: Path = Path("./.aptfleet")
     SUPERLINK: str = ""
+    ROUND_TIMEOUT: float = Field(default=600.0, gt=0, allow_inf_nan=False)
     HOST: str = "127.0.0.1"
     PORT: int = Field(default=8080, ge=1, le=65535)
     ENVIRONMENT: Literal["development", "production"] = "development"
