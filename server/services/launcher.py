@@ -65,6 +65,29 @@ class NullLauncher:
         logger.info("Run %s: stop requested; the NullLauncher runs nothing.", run_id)
 
 
+def _start_or_fail(session: Session, launcher: RunLauncher, run: Run, run_id: int,
+                   verb: str) -> Run:
+    """Hand a committed pending run to ``launcher``; mark it failed if that raises.
+
+    ``run_id`` is read before the commit: touching ``run`` before ``start`` returns would
+    make SQLite pin a read snapshot from before the launcher's own writes.
+    """
+    try:
+        launcher.start(run_id)
+    except Exception as exc:
+        logger.exception("Run %s: the launcher failed to %s it.", run_id, verb)
+        session.rollback()
+        reason = f"The launcher failed to {verb} the run: {type(exc).__name__}: {exc}"
+        try:
+            crud.set_run_status(session=session, run_id=run_id, status="failed", error=reason)
+            session.commit()
+        except RunStateError:
+            session.rollback()
+        raise LaunchError(f"Run {run_id} could not be {verb}ed. {reason}") from exc
+    session.refresh(run)
+    return run
+
+
 def launch_run(*, session: Session, launcher: RunLauncher, run_in: RunCreate) -> Run:
     """Store a pending run, commit it, and hand it to ``launcher``.
 
@@ -75,23 +98,8 @@ def launch_run(*, session: Session, launcher: RunLauncher, run_in: RunCreate) ->
     """
     run = crud.create_run(session=session, run_in=run_in)
     run_id = run.id
-    # Commit before start: the launcher reads the run through its own session. Touch no
-    # attribute until start returns, or SQLite would pin a read snapshot from before it.
-    session.commit()
-    try:
-        launcher.start(run_id)
-    except Exception as exc:
-        logger.exception("Run %s: the launcher failed to start it.", run_id)
-        session.rollback()
-        reason = f"The launcher failed to start the run: {type(exc).__name__}: {exc}"
-        try:
-            crud.set_run_status(session=session, run_id=run_id, status="failed", error=reason)
-            session.commit()
-        except RunStateError:
-            session.rollback()
-        raise LaunchError(f"Run {run_id} could not be started. {reason}") from exc
-    session.refresh(run)
-    return run
+    session.commit()  # the launcher reads the run through its own session
+    return _start_or_fail(session, launcher, run, run_id, "start")
 
 
 def resume_run(*, session: Session, launcher: RunLauncher, run: Run) -> Run:
@@ -108,17 +116,7 @@ def resume_run(*, session: Session, launcher: RunLauncher, run: Run) -> Run:
     run_id = run.id
     crud.reopen_run(session=session, run_id=run_id)
     session.commit()
-    try:
-        launcher.start(run_id)
-    except Exception as exc:
-        logger.exception("Run %s: the launcher failed to resume it.", run_id)
-        session.rollback()
-        reason = f"The launcher failed to resume the run: {type(exc).__name__}: {exc}"
-        crud.set_run_status(session=session, run_id=run_id, status="failed", error=reason)
-        session.commit()
-        raise LaunchError(f"Run {run_id} could not be resumed. {reason}") from exc
-    session.refresh(run)
-    return run
+    return _start_or_fail(session, launcher, run, run_id, "resume")
 
 
 def stop_run(*, session: Session, launcher: RunLauncher, run: Run) -> Run:

@@ -16,6 +16,7 @@ from server.models import ApiToken
 WRITE_ENDPOINTS = [
     ("post", "/api/v1/runs"),
     ("post", "/api/v1/runs/1/stop"),
+    ("post", "/api/v1/runs/1/resume"),
     ("put", "/api/v1/policy"),
 ]
 

@@ -147,6 +147,38 @@ def test_stop_run_finished_conflict(client: TestClient, db: Session,
     assert "already completed" in response.json()["detail"]
 
 
+def test_resume_run_interrupted_restarts_it(client: TestClient, db: Session,
+                                            operator_headers: dict[str, str],
+                                            launcher: RecordingLauncher) -> None:
+    # Prepare
+    run = create_random_run(db, status="interrupted")
+    crud.record_round(session=db, run_id=run.id, record=make_round_record(1))
+    db.commit()
+
+    # Execute
+    response = client.post(f"/api/v1/runs/{run.id}/resume", headers=operator_headers)
+
+    # Assert: pending again, handed to the launcher, its history kept
+    assert response.status_code == 200
+    assert response.json()["status"] == "pending"
+    assert launcher.started == [run.id]
+    rounds = client.get(f"/api/v1/runs/{run.id}/rounds", headers=operator_headers).json()
+    assert rounds["count"] == 1
+
+
+def test_resume_run_completed_conflict(client: TestClient, db: Session,
+                                       operator_headers: dict[str, str]) -> None:
+    # Prepare
+    run = create_random_run(db, status="completed")
+
+    # Execute
+    response = client.post(f"/api/v1/runs/{run.id}/resume", headers=operator_headers)
+
+    # Assert
+    assert response.status_code == 409
+    assert "can be resumed" in response.json()["detail"]
+
+
 def test_stop_run_not_found(client: TestClient, operator_headers: dict[str, str]) -> None:
     response = client.post("/api/v1/runs/17/stop", headers=operator_headers)
     assert response.status_code == 404
