@@ -156,6 +156,41 @@ class Service:
             self.proc.wait(10)
 
 
+def _job_pids(data_dir: Path) -> list[int]:
+    """PIDs of ``server.job`` processes working for the coordinator of ``data_dir``."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if b"server.job" in cmdline and f"APTFLEET_DATA_DIR={data_dir}".encode() in environ:
+            pids.append(int(entry.name))
+    return pids
+
+
+def _settle(service: Service) -> None:
+    """Wait until the last run's job process exited (Ray tears down for a while after the
+    run is marked completed) and the service answers /healthz quickly again."""
+    _wait_for(lambda: not _job_pids(service.data_dir), 300, "the run job to exit")
+    streak = 0
+
+    def quick() -> bool:
+        nonlocal streak
+        t = time.perf_counter()
+        try:
+            ok = httpx.get(f"{service.base}/healthz", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            ok = False
+        streak = streak + 1 if ok and time.perf_counter() - t < 0.2 else 0
+        return streak >= 3
+
+    _wait_for(quick, 180, "the service to answer quickly", every=1.0)
+
+
 def _parse_ts(value: str) -> datetime:
     """An API timestamp as an aware datetime (naive ones are UTC)."""
     parsed = datetime.fromisoformat(value)
@@ -169,7 +204,12 @@ def _start_run(api: httpx.Client) -> int:
 
 
 def _run_status(api: httpx.Client, run_id: int) -> str:
-    return str(api.get(f"/runs/{run_id}").json()["status"])
+    """The run's status; "unknown" when an overloaded service does not answer in time."""
+    try:
+        return str(api.get(f"/runs/{run_id}").json()["status"])
+    except httpx.HTTPError as exc:
+        log.warning("status of run %s: %s", run_id, type(exc).__name__)
+        return "unknown"
 
 
 def _timing(api: httpx.Client, run_id: int, label: str) -> RunTiming:
@@ -195,15 +235,20 @@ def _train(api: httpx.Client, label: str) -> RunTiming:
 
 
 async def _load(base: str, token: str, run_id: int, rate: float, min_duration: float,
-                max_duration: float, run_done: Callable[[], bool]) -> tuple[list[Sample], float]:
+                max_duration: float) -> tuple[list[Sample], float]:
     """Send ``rate`` requests/s open-loop until ``min_duration`` passed and the run ended
-    (or ``max_duration`` passed); returns the samples and the load's wall time."""
+    (or ``max_duration`` passed); returns the samples and the load's wall time.
+
+    The run's status is read from the load's own GET /runs/{id} answers, so watching the
+    run adds no request.
+    """
     paths = [("GET /runs", "/runs"), ("GET /runs/{id}", f"/runs/{run_id}"),
              ("GET /runs/{id}/rounds", f"/runs/{run_id}/rounds"),
              ("GET /runs/{id}/precision", f"/runs/{run_id}/precision"),
              ("GET /devices", "/devices")]
     samples: list[Sample] = []
     in_flight = 0
+    run_status = "running"
     limits = httpx.Limits(max_connections=MAX_IN_FLIGHT, max_keepalive_connections=100)
     async with httpx.AsyncClient(base_url=f"{base}/api/v1", limits=limits,
                                  timeout=REQUEST_TIMEOUT_S,
@@ -212,13 +257,15 @@ async def _load(base: str, token: str, run_id: int, rate: float, min_duration: f
         t0 = loop.time()
 
         async def one(i: int, due: float) -> None:
-            nonlocal in_flight
+            nonlocal in_flight, run_status
             name, path = paths[i % len(paths)]
             in_flight += 1
             try:
                 response = await client.get(path)
                 samples.append(Sample(name, due - t0, (loop.time() - due) * 1000,
                                       response.status_code))
+                if name == "GET /runs/{id}" and response.status_code == 200:
+                    run_status = str(response.json()["status"])
             except httpx.HTTPError as exc:
                 samples.append(Sample(name, due - t0, (loop.time() - due) * 1000, 0,
                                       type(exc).__name__))
@@ -226,17 +273,12 @@ async def _load(base: str, token: str, run_id: int, rate: float, min_duration: f
                 in_flight -= 1
 
         tasks: set[asyncio.Task[None]] = set()
-        done_checked_at, finished = t0, False
         max_requests = int(rate * max_duration)
         for i in range(max_requests):
             due = t0 + i / rate
             elapsed = due - t0
-            if elapsed >= min_duration:
-                if loop.time() - done_checked_at >= 1.0:
-                    done_checked_at = loop.time()
-                    finished = await asyncio.to_thread(run_done)
-                if finished:
-                    break
+            if elapsed >= min_duration and run_status in TERMINAL:
+                break
             delay = due - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
@@ -366,6 +408,16 @@ def _markdown(result: dict[str, Any], command: str) -> str:
     for name, e in result["endpoints"].items():
         lines.append(f"| `{name}` | {e['count']} | {_fmt(e['p50_ms'])} | "
                      f"{_fmt(e['p95_ms'])} | {_fmt(e['p99_ms'])} | {e['errors']} |")
+    idle = result["idle"]
+    if idle["duration_s"]:
+        il = idle["latency"]
+        lines += [
+            "",
+            f"Reference: the same {load['rate']:.0f} req/s for {idle['duration_s']:.0f} s "
+            "right after baseline 1 finished, with no run training: p50 / p95 / p99 "
+            f"{_fmt(il['p50_ms'])} / {_fmt(il['p95_ms'])} / {_fmt(il['p99_ms'])} ms, "
+            f"{idle['throughput_rps']:.1f} req/s answered, {idle['errors']} errors.",
+        ]
     lines += [
         "",
         "## Round wall times",
@@ -426,14 +478,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="minimum seconds of load; it goes on until the run ends")
     parser.add_argument("--max-duration", type=float, default=240.0,
                         help="hard cap on the seconds of load")
+    parser.add_argument("--idle-duration", type=float, default=20.0,
+                        help="seconds of the same load with no run training (0: skip)")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "results")
     parser.add_argument("--keep", action="store_true", help="keep the temporary data dir")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # no log line per request
-    command = "python scripts/load.py " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in (("rate", f"{args.rate:g}"),
-                                                     ("duration", f"{args.duration:g}")))
+    command = (f"python scripts/load.py --rate {args.rate:g} --duration {args.duration:g} "
+               f"--idle-duration {args.idle_duration:g}")
 
     data_dir = Path(tempfile.mkdtemp(prefix="aptfleet-load-"))
     service = Service(data_dir)
@@ -444,18 +497,28 @@ def main(argv: list[str] | None = None) -> int:
         with httpx.Client(base_url=f"{service.base}/api/v1", timeout=30,
                           headers={"Authorization": f"Bearer {token}"}) as api:
             baselines = [_train(api, "baseline 1")]
+            _settle(service)
+            idle: list[Sample] = []
+            idle_for = 0.0
+            if args.idle_duration > 0:  # the same load with no run training: a reference
+                log.info("idle: %.0f s of load on finished run %s", args.idle_duration,
+                         baselines[0].run_id)
+                idle, idle_for = asyncio.run(_load(
+                    service.base, token, baselines[0].run_id, args.rate, args.idle_duration,
+                    args.idle_duration))
+                _settle(service)
 
             run_id = _start_run(api)
             log.info("loaded: run %s started", run_id)
-            _wait_for(lambda: _run_status(api, run_id) != "pending", 120,
+            _wait_for(lambda: _run_status(api, run_id) not in ("pending", "unknown"), 120,
                       f"run {run_id} to start")
             load_started = datetime.now().astimezone()
             samples, sent_for = asyncio.run(_load(
-                service.base, token, run_id, args.rate, args.duration, args.max_duration,
-                lambda: _run_status(api, run_id) in TERMINAL))
+                service.base, token, run_id, args.rate, args.duration, args.max_duration))
             load_ended = datetime.now().astimezone()
             _wait_for(lambda: _run_status(api, run_id) in TERMINAL, RUN_TIMEOUT_S,
                       f"run {run_id} to finish")
+            _settle(service)
             loaded = _timing(api, run_id, "under load")
             log.info("loaded: run %s %s, rounds %s s", run_id, loaded.status,
                      [round(s, 2) for s in loaded.round_s])
@@ -463,6 +526,7 @@ def main(argv: list[str] | None = None) -> int:
             baselines.append(_train(api, "baseline 2"))
     finally:
         service.stop()
+        service_log = (data_dir / "coordinator.log").read_text(errors="replace")
         if not args.keep:
             shutil.rmtree(data_dir, ignore_errors=True)
 
@@ -489,6 +553,15 @@ def main(argv: list[str] | None = None) -> int:
                  "started_at": load_started.isoformat(), "ended_at": load_ended.isoformat()},
         "latency": latency,
         "endpoints": _endpoint_summary(samples),
+        "idle": {"duration_s": idle_for, "latency": _latency_summary(idle),
+                 "errors": sum(1 for s in idle if s.error or not 200 <= s.status < 300),
+                 "throughput_rps": (sum(1 for s in idle if not s.error
+                                        and 200 <= s.status < 300) / idle_for
+                                    if idle_for else 0.0)},
+        "service_log": {
+            "http_500": service_log.count('" 500'),
+            "db_pool_timeouts": service_log.count("QueuePool limit"),
+        },
         "rounds": {"baselines": [asdict(t) for t in baselines], "loaded": asdict(loaded),
                    "baseline_steady_mean_s": base_mean, "loaded_steady_mean_s": loaded_mean,
                    "slowdown": slowdown, "loaded_rounds_under_load": under_load},

@@ -29,7 +29,7 @@ RUN_STATUSES = ("pending", "running", "completed", "failed", "stopped", "interru
 #: A run in one of these states never changes state again.
 TERMINAL_RUN_STATUSES = frozenset({"completed", "failed", "stopped", "interrupted"})
 ACTIVE_RUN_STATUSES = ("pending", "running")
-DEVICE_STATUSES = ("active", "rejected", "failed")
+DEVICE_STATUSES = ("active", "rejected", "failed", "offline")
 TOKEN_ROLES = ("admin", "operator")
 
 _UINT64_SPAN = 1 << 64

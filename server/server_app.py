@@ -188,6 +188,7 @@ def run_strategy(grid: Grid, settings: ServerSettings, provider: PolicyProvider,
             inner(dataclasses.replace(record, round=record.round + offset))
     strategy = APTFedAvg(
         settings=settings.run, policy_provider=provider, recorder=recorder,
+        lr_rounds=settings.rounds, round_offset=offset,
         evaluator=make_evaluator(settings.run.task, settings.run.method),
         fraction_train=settings.fraction_train, fraction_evaluate=settings.fraction_evaluate,
         min_train_nodes=min(settings.min_nodes, 2), min_evaluate_nodes=1,

@@ -105,12 +105,15 @@ class APTFedAvg(FedAvg):
 
     def __init__(self, *, settings: fed.RunSettings, policy_provider: PolicyProvider,
                  recorder: Recorder | None = None, evaluator: Evaluator | None = None,
+                 lr_rounds: int | None = None, round_offset: int = 0,
                  **kwargs: Any) -> None:
         kwargs.setdefault("train_metrics_aggr_fn", aggregate_scalar_metrics)
         kwargs.setdefault("fraction_evaluate", 0.0)
         super().__init__(arrayrecord_key=keys.ARRAYS, configrecord_key=keys.CONFIG,
                          weighted_by_key=keys.NUM_EXAMPLES, **kwargs)
         self.settings = settings
+        self.lr_rounds = lr_rounds
+        self.round_offset = round_offset
         self.policy_provider = policy_provider
         self.recorder = recorder
         self.evaluator = evaluator
@@ -120,6 +123,9 @@ class APTFedAvg(FedAvg):
         self._round_policy: dict[int, tuple[int, PrecisionPolicy, dict[str, dict[str, Any]]]] = {}
         self._sent: dict[int, dict[int, int]] = {}
         self._sent_messages: dict[int, list[Message]] = {}
+        #: device class each node last reported in an accepted reply; a failure carries no
+        #: content, and recording it as "standard" would rewrite the device's class
+        self._device_classes: dict[int, str] = {}
         self._global: ArrayRecord | None = None
         self._evaluated: dict[int, tuple[float, float]] = {}
 
@@ -179,6 +185,7 @@ class APTFedAvg(FedAvg):
         cfg = ConfigRecord({k: v for k, v in config.items()
                             if not k.startswith((keys.POLICY_PREFIX, keys.OVERRIDE_PREFIX))})
         cfg.update(self.settings.to_config())
+        cfg[keys.LR] = self.round_lr(server_round + self.round_offset)
         cfg.update(fed.policy_to_config(version, policy, overrides))
         messages = list(super().configure_train(server_round, arrays, cfg, grid))
         nbytes = fed.arrays_nbytes(_arrays(arrays))
@@ -189,6 +196,17 @@ class APTFedAvg(FedAvg):
         log.info("Round %s: policy version %s sent to %s devices (%s bytes each).",
                  server_round, version, len(messages), nbytes)
         return messages
+
+    def round_lr(self, server_round: int) -> float:
+        """Local learning rate of a round: cosine decay over the run's rounds to 10% of
+        the base rate (constant when the run length is unknown). Decaying across rounds
+        lets FedAvg settle instead of oscillating with non-IID devices; APT devices see
+        their updates shrink and add bits, as they do at learning-rate decays."""
+        base = float(self.settings.lr)
+        if not self.lr_rounds or self.lr_rounds <= 1:
+            return base
+        t = min(max(server_round - 1, 0) / (self.lr_rounds - 1), 1.0)
+        return base * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * t)))
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord,
                            config: ConfigRecord, grid: Grid) -> Iterable[Message]:
@@ -230,7 +248,7 @@ class APTFedAvg(FedAvg):
             if msg.has_error():
                 reason = _failure_reason(msg)
                 log.warning("Round %s: node %s failed: %s", server_round, node, reason)
-                clients.append(ClientRound(node_id=node, downlink_bytes=down, failure=reason))
+                clients.append(self._failed(node, down, reason))
                 continue
             client = ClientRound(node_id=node, downlink_bytes=down)
             try:
@@ -243,12 +261,12 @@ class APTFedAvg(FedAvg):
                 continue
             clients.append(client)
             accepted.append((msg, model, client))
+            self._device_classes[node] = client.device_class
         replied = {c.node_id for c in clients}
         for node, down in sent.items():
             if node not in replied:
-                clients.append(ClientRound(node_id=node, downlink_bytes=down,
-                                           failure="The device sent no reply before the "
-                                                   "round's timeout."))
+                clients.append(self._failed(node, down, "The device sent no reply before the "
+                                                        "round's timeout."))
         arrays, metrics, packed, gbits = None, None, None, {}
         if accepted:
             contents = [m.content for m, _, _ in accepted]
@@ -263,6 +281,11 @@ class APTFedAvg(FedAvg):
                  sum(c.failure is not None for c in clients))
         self._record(server_round, version, clients, arrays, packed, gbits)
         return arrays, metrics
+
+    def _failed(self, node: int, downlink_bytes: int, reason: str) -> ClientRound:
+        """A failed device's row, under the class it reported before (if any)."""
+        return ClientRound(node_id=node, downlink_bytes=downlink_bytes, failure=reason,
+                           device_class=self._device_classes.get(node, "standard"))
 
     def _global_max_abs(self) -> dict[str, float]:
         """Per-tensor max |w| of the global model this round started from."""

@@ -23,7 +23,11 @@ def upsert_device(*, session: Session, node_id: int, device_class: str, status: 
     dialect = session.get_bind().dialect.name
     values: dict[str, Any] = {"node_id": node_id, "device_class": device_class,
                               "status": status, "first_seen": seen_at, "last_seen": seen_at}
-    refresh = {"device_class": device_class, "status": status, "last_seen": seen_at}
+    refresh: dict[str, Any] = {"status": status, "last_seen": seen_at}
+    if status not in ("failed", "offline") or device_class != "standard":
+        # a failure row of a device that never replied carries only the default class:
+        # keep the class the device reported before
+        refresh["device_class"] = device_class
     if dialect in ("postgresql", "sqlite"):
         insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
         stmt = insert(Device).values(**values)

@@ -49,9 +49,13 @@ def _duplicate(run_id: int, round_: int) -> DuplicateRoundError:
         f"Round {round_} of run {run_id} is already recorded; the new copy was not stored.")
 
 
+#: Failure reasons (written by the strategy) that mean the device is gone, not faulty.
+_OFFLINE_REASONS = ("The device went offline", "The device sent no reply")
+
+
 def _device_status(client: ClientRoundRecord) -> str:
     if client.failure is not None:
-        return "failed"
+        return "offline" if client.failure.startswith(_OFFLINE_REASONS) else "failed"
     return "rejected" if client.rejected is not None else "active"
 
 

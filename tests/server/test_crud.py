@@ -131,6 +131,25 @@ def test_record_round_upserts_device(db: Session) -> None:
     assert device.last_seen >= last_seen
 
 
+def test_record_round_device_without_reply_is_offline_and_keeps_its_class(
+        db: Session) -> None:
+    # Prepare: node 11 is an mcu; in round 2 it sends nothing (the strategy knows no class)
+    run = create_random_run(db, status="running")
+    crud.record_round(session=db, run_id=run.id,
+                      record=make_round_record(1, nodes=(11,), device_class="mcu"))
+    record = make_round_record(2, nodes=(11,))
+    record.clients[0].failure = "The device sent no reply before the round's timeout."
+    record.clients[0].layers = []
+
+    # Execute
+    crud.record_round(session=db, run_id=run.id, record=record)
+    db.commit()
+
+    # Assert
+    device = db.scalar(select(Device).where(Device.node_id == 11))
+    assert (device.device_class, device.status) == ("mcu", "offline")
+
+
 def test_record_round_large_uint64_node_id_round_trips(db: Session) -> None:
     # Prepare
     run = create_random_run(db, status="running")

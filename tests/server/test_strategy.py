@@ -362,3 +362,20 @@ def test_aggregate_train_device_identity_is_the_sender_node_id() -> None:
     assert set(by_node) == {1, 2}
     assert [x.bits for x in by_node[2].layers] == [9, 9, 9]
     assert [x.bits for x in by_node[1].layers] == [8, 8, 8]
+
+
+def test_round_lr_cosine_over_rounds_to_a_tenth() -> None:
+    # Prepare
+    settings = fed.RunSettings(task="digits", arch="mlp", method="apt", lr=0.1)
+    decaying = APTFedAvg(settings=settings, policy_provider=lambda: (1, POLICY, {}),
+                         lr_rounds=11)
+    constant = APTFedAvg(settings=settings, policy_provider=lambda: (1, POLICY, {}))
+
+    # Execute
+    lrs = [decaying.round_lr(r) for r in range(1, 12)]
+
+    # Assert
+    assert lrs[0] == pytest.approx(0.1) and lrs[-1] == pytest.approx(0.01)
+    assert lrs[5] == pytest.approx(0.055)
+    assert all(a > b for a, b in zip(lrs, lrs[1:], strict=False))
+    assert constant.round_lr(7) == pytest.approx(0.1)
