@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
 
 from tests.utils.service import Coordinator, kill_run_jobs, wait_for
 
@@ -31,7 +32,7 @@ def _cluster() -> list[str]:
 @pytest.fixture()
 def pg_database() -> Iterator[str]:
     name = f"aptfleet_restart_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT", poolclass=NullPool)
     try:
         with admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{name}"'))

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.pool import NullPool
 
 #: Maintenance database the per-session test databases are created from.
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -24,8 +25,9 @@ def postgres_database() -> Iterator[str]:
 
     Skips the calling test when PostgreSQL is unreachable.
     """
+    # no pool: a test may restart PostgreSQL, which kills pooled connections
     admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT",
-                          connect_args={"connect_timeout": 3})
+                          connect_args={"connect_timeout": 3}, poolclass=NullPool)
     name = f"aptfleet_test_{uuid.uuid4().hex[:12]}"
     try:
         with admin.connect() as connection:
