@@ -4,8 +4,12 @@ from fastapi import APIRouter, Depends
 
 from server.api.deps import get_current_token
 from server.api.routes import devices, policy, precision, runs
+from server.schemas import Message
 
-api_router = APIRouter(dependencies=[Depends(get_current_token)])
+api_router = APIRouter(
+    dependencies=[Depends(get_current_token)],
+    responses={401: {"model": Message, "description": "Missing, unknown or revoked bearer "
+                                                      "token."}})
 api_router.include_router(runs.router)
 api_router.include_router(precision.router)
 api_router.include_router(devices.router)

@@ -15,7 +15,6 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 from schemathesis.config import SchemathesisConfig
-from schemathesis.specs.openapi.checks import status_code_conformance
 from sqlalchemy.orm import Session
 
 from server import crud
@@ -28,7 +27,6 @@ CHECKS = ["not_a_server_error", "status_code_conformance", "content_type_conform
           "response_schema_conformance", "response_headers_conformance",
           "negative_data_rejection"]
 #: FastAPI's answer to a JSON body that is not UTF-8; the OpenAPI document lacks its 400.
-BODY_PARSE_ERROR = {"detail": "There was an error parsing the body"}
 
 
 def _config() -> SchemathesisConfig:
@@ -67,11 +65,7 @@ def seeded(db: Session) -> dict[str, int]:
 def _call_and_validate(case: schemathesis.Case, app: FastAPI,
                        headers: dict[str, str]) -> None:
     response = case.call(app=app, headers=headers)
-    excluded = []
-    if response.status_code == 400 and response.json() == BODY_PARSE_ERROR:
-        # Reported server/ gap, pinned by the xfail test below: keep fuzzing past it.
-        excluded.append(status_code_conformance)
-    case.validate_response(response, excluded_checks=excluded, headers=headers,
+    case.validate_response(response, headers=headers,
                            transport_kwargs={"app": app, "headers": headers})
 
 
@@ -99,9 +93,6 @@ def _documented(method: str, path: str) -> set[str]:
     return set(OPENAPI["paths"][path][method]["responses"])
 
 
-@pytest.mark.xfail(strict=True, reason="server/ bug: a JSON body that is not UTF-8 gets "
-                   "FastAPI's 400 'There was an error parsing the body', which POST /runs "
-                   "and PUT /policy do not document (they document 422)")
 @pytest.mark.parametrize(("method", "path"), [("post", "/api/v1/runs"),
                                               ("put", "/api/v1/policy")])
 def test_body_not_utf8_status_documented(client: TestClient, admin_headers: dict[str, str],
@@ -114,8 +105,6 @@ def test_body_not_utf8_status_documented(client: TestClient, admin_headers: dict
     assert str(response.status_code) in _documented(method, path)
 
 
-@pytest.mark.xfail(strict=True, reason="server/ bug: every /api/v1 operation answers 401 "
-                   "without a valid bearer token, but none documents 401 in /openapi.json")
 def test_openapi_documents_401_on_api_operations() -> None:
     undocumented = [f"{method.upper()} {path}" for path, ops in OPENAPI["paths"].items()
                     if path.startswith("/api/v1") for method in ops

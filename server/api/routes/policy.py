@@ -27,7 +27,8 @@ def read_policy_history(session: SessionDep, skip: Skip = 0,
 
 
 @router.put("", response_model=PolicyPublic,
-            responses={403: {"model": Message}, 409: {"model": Message}})
+            responses={400: {"model": Message, "description": "The body is not valid JSON."},
+                       403: {"model": Message}, 409: {"model": Message}})
 def update_policy(session: SessionDep, token: AdminToken,
                   policy_in: PolicyUpdate) -> PolicyPublic:
     """Create the next policy version from a full or partial body (admin only)."""

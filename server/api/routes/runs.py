@@ -26,7 +26,8 @@ _OCTET = "application/octet-stream"
 
 
 @router.post("", response_model=RunPublic, status_code=status.HTTP_201_CREATED,
-             responses={503: {"model": Message}})
+             responses={400: {"model": Message, "description": "The body is not valid JSON."},
+                        503: {"model": Message}})
 def create_run(session: SessionDep, launcher: LauncherDep, run_in: RunCreate) -> RunPublic:
     """Store a run (status pending) and hand it to the run launcher."""
     run = run_launcher.launch_run(session=session, launcher=launcher, run_in=run_in)
