@@ -260,22 +260,46 @@ def _stop(pid: int, grace: float) -> None:
     _alive(pid)  # reap it if it is our child
 
 
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    # only zombies left?
+def process_group_members(pgids: set[int]) -> set[int]:
+    """Live (non-zombie) processes whose process group is one of ``pgids`` (Linux /proc)."""
+    out = set()
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            if int(stat[2]) == pgid and stat[0] != "Z":
-                return True
-    _alive(pgid)
-    return False
+            if int(stat[2]) in pgids and stat[0] != "Z":
+                out.add(int(entry.name))
+    return out
+
+
+def superlink_pids(flwr_home: str, *, exact: bool = True) -> list[int]:
+    """``flower-superlink`` processes whose FLWR_HOME is ``flwr_home`` (or, with
+    ``exact=False``, contains it)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().split(b"\0")
+            env = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        homes = [e[len(b"FLWR_HOME="):].decode(errors="replace") for e in env
+                 if e.startswith(b"FLWR_HOME=")]
+        if any(b"flower-superlink" in c for c in cmd[:2]) and any(
+                h == flwr_home if exact else flwr_home in h for h in homes):
+            pids.append(int(entry.name))
+    return pids
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return bool(process_group_members({pgid}))  # only zombies left counts as gone
 
 
 def down(state_dir: Path = DEFAULT_STATE_DIR, grace: float = 15.0) -> list[int]:
@@ -295,18 +319,8 @@ def down(state_dir: Path = DEFAULT_STATE_DIR, grace: float = 15.0) -> list[int]:
 
 def _stop_local_superlink(state: FleetState) -> None:
     """Kill a managed local SuperLink (:39091) if one runs with our CLI FLWR_HOME."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmd = (entry / "cmdline").read_bytes().split(b"\0")
-            env = (entry / "environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if any(b"flower-superlink" in c for c in cmd[:2]) and \
-                f"FLWR_HOME={state.cli_home}".encode() in env:
-            _stop(int(entry.name), 10.0) if _is_group_leader(int(entry.name)) else \
-                os.kill(int(entry.name), signal.SIGTERM)
+    for pid in superlink_pids(str(state.cli_home)):
+        _stop(pid, 10.0) if _is_group_leader(pid) else os.kill(pid, signal.SIGTERM)
 
 
 def _is_group_leader(pid: int) -> bool:

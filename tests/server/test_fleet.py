@@ -34,18 +34,6 @@ def _submit(state: fleet.FleetState, state_dir: Path) -> fleet.RunOutcome:
                          state_dir, timeout=400)
 
 
-def _group_members(pgids: set[int]) -> set[int]:
-    out = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(stat[2]) in pgids and stat[0] != "Z":
-                out.add(int(entry.name))
-    return out
-
 
 @pytest.mark.slow
 def test_fleet_runs_two_rounds_and_stops_everything(tmp_path: Path) -> None:
@@ -57,7 +45,7 @@ def test_fleet_runs_two_rounds_and_stops_everything(tmp_path: Path) -> None:
         # Execute
         outcome = _submit(state, state_dir)
         log = fleet.run_log(outcome.run_id, state_dir)
-        members = _group_members(set(pids))
+        members = fleet.process_group_members(set(pids))
     finally:
         stopped = fleet.down(state_dir)
 
@@ -67,7 +55,7 @@ def test_fleet_runs_two_rounds_and_stops_everything(tmp_path: Path) -> None:
     assert "Round 2: 2 aggregated, 0 rejected, 0 failed." in log
     assert sorted(stopped) == sorted(pids)
     assert len(members) >= 3
-    assert not _group_members(set(pids)), "processes of the fleet survived 'down'"
+    assert not fleet.process_group_members(set(pids)), "processes of the fleet survived 'down'"
     assert not any(os.path.exists(f"/proc/{pid}/cmdline") and fleet._alive(pid)
                    for pid in pids)
     assert fleet.status(state_dir) == {"up": False, "procs": []}

@@ -18,20 +18,6 @@ from server import fleet
 from tests.utils.service import Coordinator, kill_run_jobs, run_job_pids, wait_for
 
 
-def process_group_members(pgids: set[int]) -> set[int]:
-    """Live (non-zombie) processes whose process group is one of ``pgids``."""
-    out = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(stat[2]) in pgids and stat[0] != "Z":
-                out.add(int(entry.name))
-    return out
-
-
 def alive(pid: int) -> bool:
     """True while ``pid`` exists and is not a zombie."""
     try:
@@ -43,19 +29,7 @@ def alive(pid: int) -> bool:
 
 def local_superlink_pids(marker: str) -> list[int]:
     """``flower-superlink`` processes whose FLWR_HOME contains ``marker`` (ours)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmd = (entry / "cmdline").read_bytes().split(b"\0")
-            env = (entry / "environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if any(b"flower-superlink" in c for c in cmd[:2]) and any(
-                e.startswith(b"FLWR_HOME=") and marker.encode() in e for e in env):
-            pids.append(int(entry.name))
-    return pids
+    return fleet.superlink_pids(marker, exact=False)
 
 
 def registered_nodes(state: fleet.FleetState) -> list[dict]:
@@ -88,19 +62,19 @@ class Topology:
         proc = self.supernode(device_class)
         self.note_pids()
         os.killpg(proc.pid, signal.SIGKILL)
-        wait_for(lambda: not process_group_members({proc.pid}), 30,
+        wait_for(lambda: not fleet.process_group_members({proc.pid}), 30,
                  f"SuperNode {device_class} (pgid {proc.pid}) to die")
         return proc.pid
 
     def note_pids(self) -> set[int]:
         """Remember every process of the topology that is alive now."""
         pids = {p.pid for p in self.state.procs}
-        pids |= process_group_members(pids)
+        pids |= fleet.process_group_members(pids)
         if self.coordinator.proc is not None:
             pids.add(self.coordinator.proc.pid)
-            pids |= process_group_members({self.coordinator.proc.pid})
+            pids |= fleet.process_group_members({self.coordinator.proc.pid})
         jobs = set(run_job_pids(self.coordinator.data_dir))
-        pids |= jobs | process_group_members(jobs)
+        pids |= jobs | fleet.process_group_members(jobs)
         self.seen_pids |= pids
         return pids
 
