@@ -12,11 +12,15 @@ from fastapi.responses import JSONResponse
 
 from server import crud, dashboard
 from server.api.main import api_router
-from server.api.middleware import BodySizeLimitMiddleware, RequestMetricsMiddleware
+from server.api.middleware import (
+    BodySizeLimitMiddleware,
+    ConcurrencyLimitMiddleware,
+    RequestMetricsMiddleware,
+)
 from server.api.routes import health
 from server.core.config import Settings
 from server.core.config import settings as default_settings
-from server.core.db import init_db, make_engine, make_session_factory
+from server.core.db import POOL_CONNECTIONS, init_db, make_engine, make_session_factory
 from server.core.metrics import Metrics
 from server.exceptions import ConflictError, LaunchError, NotFoundError, PolicyUpdateError
 from server.services.launcher import NullLauncher, RunLauncher
@@ -103,6 +107,8 @@ def create_app(settings: Settings | None = None,
         app.add_middleware(CORSMiddleware, allow_origins=settings.CORS_ORIGINS,
                            allow_methods=["GET", "POST", "PUT"],
                            allow_headers=["Authorization", "Content-Type"])
+    # fewer requests in flight than pooled connections: no thread/connection deadlock
+    app.add_middleware(ConcurrencyLimitMiddleware, limit=POOL_CONNECTIONS - 2)
     app.add_middleware(RequestMetricsMiddleware, metrics=app.state.metrics)
 
     app.include_router(health.router)

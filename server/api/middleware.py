@@ -1,7 +1,8 @@
-"""ASGI middleware: request body size limit and request latency metrics."""
+"""ASGI middleware: request body size limit, admission limit and request latency metrics."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
@@ -55,6 +56,30 @@ class BodySizeLimitMiddleware:
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
+
+
+class ConcurrencyLimitMiddleware:
+    """Admit at most ``limit`` HTTP requests at a time; the rest wait on the event loop.
+
+    Sync routes and dependencies run on a thread pool and keep their database session
+    (and its pooled connection) across thread hops. With more requests in flight than
+    connections, every thread can end up waiting for a connection while every holder
+    waits for a thread, until the pool's timeout. Keeping in-flight requests below the
+    connection pool size makes that impossible; waiting requests hold neither.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        if limit < 1:
+            raise ValueError(f"limit={limit!r} must be >= 1.")
+        self.app = app
+        self._slots = asyncio.Semaphore(limit)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        async with self._slots:
+            await self.app(scope, receive, send)
 
 
 class RequestMetricsMiddleware:

@@ -43,6 +43,12 @@ def _configure_sqlite(engine: Engine) -> None:
         connection.exec_driver_sql("BEGIN")
 
 
+#: Connections an engine keeps (POOL_SIZE) and may open in all (POOL_CONNECTIONS); the
+#: app admits fewer requests at a time than that (``ConcurrencyLimitMiddleware``).
+POOL_SIZE = 5
+POOL_CONNECTIONS = 15
+
+
 def make_engine(url: str) -> Engine:
     """An engine for ``url``; a SQLite file's directory is created when missing.
 
@@ -62,10 +68,12 @@ def make_engine(url: str) -> Engine:
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(
-            parsed, connect_args={"check_same_thread": False, "timeout": _SQLITE_BUSY_TIMEOUT_S})
+            parsed, connect_args={"check_same_thread": False, "timeout": _SQLITE_BUSY_TIMEOUT_S},
+            pool_size=POOL_SIZE, max_overflow=POOL_CONNECTIONS - POOL_SIZE)
         _configure_sqlite(engine)
         return engine
-    return create_engine(parsed, pool_pre_ping=True)
+    return create_engine(parsed, pool_pre_ping=True, pool_size=POOL_SIZE,
+                         max_overflow=POOL_CONNECTIONS - POOL_SIZE)
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

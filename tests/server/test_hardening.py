@@ -215,10 +215,6 @@ def test_update_policy_operator_forbidden_no_new_version(
 BURST = 80
 
 
-@pytest.mark.xfail(strict=True, reason="server/ bug: sync routes keep a pooled DB connection "
-                   "across thread-pool hops, so more than ~55 concurrent requests leave every "
-                   "thread waiting for a connection and every connection holder waiting for "
-                   "a thread; nothing is answered until QueuePool's 30 s timeout")
 def test_concurrent_burst_answered_without_pool_deadlock(tmp_path: Path) -> None:
     # Prepare
     url = f"sqlite:///{tmp_path / 'burst.db'}"
