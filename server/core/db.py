@@ -65,11 +65,13 @@ def make_engine(url: str) -> Engine:
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
+        pool: dict[str, int] = {}
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            pool = {"pool_size": POOL_SIZE, "max_overflow": POOL_CONNECTIONS - POOL_SIZE}
         engine = create_engine(
             parsed, connect_args={"check_same_thread": False, "timeout": _SQLITE_BUSY_TIMEOUT_S},
-            pool_size=POOL_SIZE, max_overflow=POOL_CONNECTIONS - POOL_SIZE)
+            **pool)
         _configure_sqlite(engine)
         return engine
     return create_engine(parsed, pool_pre_ping=True, pool_size=POOL_SIZE,
