@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import platform
+import resource
 import shutil
 import signal
 import socket
@@ -142,6 +143,12 @@ class Service:
         except httpx.HTTPError:
             return False
 
+    @property
+    def pid(self) -> int:
+        """PID of the running service process."""
+        assert self.proc is not None
+        return self.proc.pid
+
     def token(self, role: str) -> str:
         """A new bearer token (the CLI prints it once; it is never logged here)."""
         return subprocess.run(
@@ -208,10 +215,30 @@ def _settle(service: Service, patience: float = 90.0) -> bool:
         return True
 
 
+def _cpu_seconds(pid: int | None = None) -> float:
+    """CPU time (user + system) used so far by process ``pid`` (None: this process)."""
+    if pid is None:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _pool_timeouts(data_dir: Path) -> int:
     """SQLAlchemy pool timeouts in the service log so far."""
     path = data_dir / "coordinator.log"
     return path.read_text(errors="replace").count("QueuePool limit") if path.exists() else 0
+
+
+def _cpu_use(before: tuple[float, float], pid: int, seconds: float,
+             requests: int) -> dict[str, float]:
+    """CPU used by the service and by this generator since ``before`` (their CPU-s)."""
+    service_s = _cpu_seconds(pid) - before[0]
+    generator_s = _cpu_seconds() - before[1]
+    return {"seconds": seconds, "service_cpu_s": service_s, "generator_cpu_s": generator_s,
+            "service_cores": service_s / seconds if seconds else float("nan"),
+            "generator_cores": generator_s / seconds if seconds else float("nan"),
+            "service_ms_per_request": 1000 * service_s / requests if requests else float("nan")}
 
 
 def _db_run_status(data_dir: Path, run_id: int) -> str:
@@ -224,6 +251,17 @@ def _db_run_status(data_dir: Path, run_id: int) -> str:
     except sqlite3.Error:
         return "unknown"
     return str(row[0]) if row else "unknown"
+
+
+def _code_version() -> str:
+    """Short commit of the measured code, with ``-dirty`` when its sources have edits."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True,
+                              check=False).stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = git("status", "--porcelain", "--", "server", "client", "apt_core")
+    return f"{commit}-dirty" if dirty else commit
 
 
 def _parse_ts(value: str) -> datetime:
@@ -522,19 +560,29 @@ def _analysis(result: dict[str, Any]) -> list[str]:
             "waits for a thread, until the pool gives up after 30 s; an open-loop load "
             "keeps refilling the queue, so the service does not recover while the load "
             "lasts. "
-            "It needs no training: the burst above hit an idle coordinator (xfail test "
+            "It needs no training: the burst above hit an idle coordinator (see "
             "`test_concurrent_burst_answered_without_pool_deadlock` in "
             "tests/server/test_hardening.py). At "
             f"{load['rate']:.0f} req/s a stall of about {55 / load['rate']:.2f} s (55 "
             "requests in flight) is enough, so the steady-rate figures above hold only "
             "while the machine never stalls the coordinator that long.")]
+    cpu = result.get("cpu", {}).get("load")
     if not targets["slowdown"]:
+        share = ((cpu["service_cores"] + cpu["generator_cores"]) / machine["cpus"]
+                 if cpu else float("nan"))
+        taken = (f" During the load the coordinator used {cpu['service_cores']:.2f} of a core "
+                 f"({_fmt(cpu['service_ms_per_request'])} ms of CPU per request) and the "
+                 f"load generator {cpu['generator_cores']:.2f}: {share:.0%} of the machine's "
+                 "CPU time. If training kept both cores busy on its own, losing that share "
+                 f"alone would make its rounds up to {_fmt((1 / (1 - share) - 1) * 100, 0)} % "
+                 "slower."
+                 if cpu and share < 1 else "")
         out += ["", (
             f"Training was {_fmt(rounds['slowdown'] * 100)} % slower per round under load: "
             "the API and the load generator take CPU time from the Ray workers, which "
             "are CPU-bound (baselines vary by about "
             f"{_fmt(_spread([t['round_s'][1:] for t in rounds['baselines']]) * 100)} % "
-            "between themselves on this shared machine).")]
+            f"between themselves on this shared machine).{taken}")]
     if service["restarted_after"]:
         out += ["", "The benchmark had to restart the wedged service after: "
                 f"{', '.join(service['restarted_after'])} (it did not answer /healthz "
@@ -566,7 +614,9 @@ def _markdown(result: dict[str, Any], command: str) -> str:
         command,
         "```",
         "",
-        f"Finished {result['measured_at']} on {result['machine']['cpus']} CPU cores "
+        f"Finished {result['measured_at']}"
+        + (f" (code at {result['code']})" if "code" in result else "")
+        + f" on {result['machine']['cpus']} CPU cores "
         f"(load average before / after: {result['machine']['loadavg_before']} / "
         f"{result['machine']['loadavg_after']}). One `aptfleet serve` process (uvicorn, "
         "one worker) on a temporary SQLite file; runs train in their own `server.job` "
@@ -588,6 +638,10 @@ def _markdown(result: dict[str, Any], command: str) -> str:
         f"| p50 / p95 / p99 latency | {_fmt(lat['p50_ms'])} / {_fmt(lat['p95_ms'])} / "
         f"{_fmt(lat['p99_ms'])} ms |",
         f"| mean / max latency | {_fmt(lat['mean_ms'])} / {_fmt(lat['max_ms'])} ms |",
+        *([f"| CPU of the coordinator / of the load generator | "
+           f"{c['service_cores']:.2f} / {c['generator_cores']:.2f} cores "
+           f"({_fmt(c['service_ms_per_request'])} ms per request) |"]
+          if (c := result.get("cpu", {}).get("load")) else []),
         "",
         "| endpoint | requests | p50 ms | p95 ms | p99 ms | errors |",
         "|---|---|---|---|---|---|",
@@ -603,7 +657,10 @@ def _markdown(result: dict[str, Any], command: str) -> str:
             f"Reference: the same {load['rate']:.0f} req/s for {idle['duration_s']:.0f} s "
             "right after baseline 1 finished, with no run training: p50 / p95 / p99 "
             f"{_fmt(il['p50_ms'])} / {_fmt(il['p95_ms'])} / {_fmt(il['p99_ms'])} ms, "
-            f"{idle['throughput_rps']:.1f} req/s answered, {idle['errors']} errors.",
+            f"{idle['throughput_rps']:.1f} req/s answered, {idle['errors']} errors"
+            + (f"; the coordinator used {c['service_cores']:.2f} of a core "
+               f"({_fmt(c['service_ms_per_request'])} ms of CPU per request)."
+               if (c := result.get("cpu", {}).get("idle")) else "."),
         ]
     lines += [
         "",
@@ -704,15 +761,18 @@ def main(argv: list[str] | None = None) -> int:
                           headers={"Authorization": f"Bearer {token}"}) as api:
             baselines = [_train(api, "baseline 1")]
             restarts: dict[str, bool] = {}
+            cpu: dict[str, dict[str, float]] = {}
             _settle(service)
             idle: list[Sample] = []
             idle_for = 0.0
             if args.idle_duration > 0:  # the same load with no run training: a reference
                 log.info("idle: %.0f s of load on finished run %s", args.idle_duration,
                          baselines[0].run_id)
+                before = _cpu_seconds(service.pid), _cpu_seconds()
                 idle, idle_for = asyncio.run(_load(
                     service.base, token, baselines[0].run_id, args.rate, args.idle_duration,
                     args.idle_duration, lambda: True))
+                cpu["idle"] = _cpu_use(before, service.pid, idle_for, len(idle))
                 restarts["idle"] = _settle(service)
 
             run_id = _start_run(api)
@@ -720,10 +780,12 @@ def main(argv: list[str] | None = None) -> int:
             _wait_for(lambda: _db_run_status(data_dir, run_id) != "pending", 120,
                       f"run {run_id} to start")
             load_started = datetime.now().astimezone()
+            before = _cpu_seconds(service.pid), _cpu_seconds()
             samples, sent_for = asyncio.run(_load(
                 service.base, token, run_id, args.rate, args.duration, args.max_duration,
                 lambda: _db_run_status(data_dir, run_id) in TERMINAL))
             load_ended = datetime.now().astimezone()
+            cpu["load"] = _cpu_use(before, service.pid, sent_for, len(samples))
             _wait_for(lambda: _db_run_status(data_dir, run_id) in TERMINAL, RUN_TIMEOUT_S,
                       f"run {run_id} to finish")
             restarts["load"] = _settle(service)
@@ -755,6 +817,7 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {
         "measured_at": datetime.now().astimezone().isoformat(timespec="seconds"),
         "command": command,
+        "code": _code_version(),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "loadavg_before": loadavg_before,
                     "loadavg_after": [round(x, 2) for x in os.getloadavg()]},
@@ -772,6 +835,7 @@ def main(argv: list[str] | None = None) -> int:
                  "throughput_rps": (sum(1 for s in idle if not s.error
                                         and 200 <= s.status < 300) / idle_for
                                     if idle_for else 0.0)},
+        "cpu": cpu,
         "burst": burst,
         "service": {
             "db_pool_timeouts_before_burst": pool_timeouts_before_burst,

@@ -5,6 +5,6 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 . .venv/bin/activate
 . scripts/env.sh
-ruff check apt_core client server tests
+ruff check apt_core client server tests scripts
 mypy
 pytest -q "$@"

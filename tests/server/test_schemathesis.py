@@ -26,7 +26,6 @@ MAX_EXAMPLES = 25
 CHECKS = ["not_a_server_error", "status_code_conformance", "content_type_conformance",
           "response_schema_conformance", "response_headers_conformance",
           "negative_data_rejection"]
-#: FastAPI's answer to a JSON body that is not UTF-8; the OpenAPI document lacks its 400.
 
 
 def _config() -> SchemathesisConfig:
