@@ -40,8 +40,10 @@ class RunCreate(BaseModel):
     seed: int = Field(default=0, ge=0, le=_INT32_MAX)
     policy: str | None = Field(
         default=None, max_length=200,
-        description="A named policy (default, aggressive, accurate) or 'key=value,...' "
-                    "overrides of the default; empty uses the fleet's current policy.")
+        description="A named policy (default, aggressive, accurate) or 'key=value,...', "
+                    "validated and stored with the run as a note of intent. Every run trains "
+                    "with the fleet's current policy (PUT /policy), so an admin's new version "
+                    "reaches all active runs at their next round.")
 
     @field_validator("policy")
     @classmethod
