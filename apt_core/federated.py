@@ -91,9 +91,21 @@ def policy_from_config(config: Mapping[str, Any]) -> tuple[int, PrecisionPolicy,
 
 def effective_policy(policy: PrecisionPolicy, overrides: Mapping[str, Mapping[str, Any]],
                      device_class: str) -> PrecisionPolicy:
-    """The policy a device of ``device_class`` trains with (its override applied)."""
+    """The policy a device of ``device_class`` trains with (its override applied).
+
+    Raises
+    ------
+    PolicyError
+        If the override names an unknown field or yields an invalid policy.
+    """
     changes = dict(overrides.get(device_class) or {})
-    return policy.with_(**changes) if changes else policy
+    if not changes:
+        return policy
+    unknown = sorted(set(changes) - {f.name for f in fields(PrecisionPolicy)})
+    if unknown:
+        raise PolicyError(f"Invalid precision policy: unknown field '{unknown[0]}' in the "
+                          f"override of device class '{device_class}'.")
+    return policy.with_(**changes)
 
 
 # --- run settings on the wire -----------------------------------------------------------

@@ -26,8 +26,6 @@ from apt_core.quant import (
     quantize_error,
 )
 
-_FLOAT_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
-
 
 class APTLayer(nn.Module):
     """Base of the fixed-point GEMM layers: storage, encode/decode and bit changes.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from apt_core.layers import apt_layers
-from apt_core.packing import PackedTensor, PackError, pack_tensors, packed_nbytes, unpack_tensors
+from apt_core.packing import PackedTensor, PackError, pack_tensors, unpack_tensors
 
 
 def model_tensors(model: nn.Module) -> list[PackedTensor]:
@@ -61,8 +61,3 @@ def load_tensors(model: nn.Module, tensors: list[PackedTensor]) -> nn.Module:
 def unpack(model: nn.Module, payload: bytes) -> nn.Module:
     """Restore :func:`pack` output into an APT model of the same architecture, exactly."""
     return load_tensors(model, unpack_tensors(payload))
-
-
-def payload_limit(model: nn.Module) -> int:
-    """The exact-bits bound: sum over tensors of ceil(n * b / 8), without header."""
-    return sum(packed_nbytes(t.codes.numel(), t.bits) for t in model_tensors(model))

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import fields
 from typing import Any
 
+from apt_core import federated as fed
 from apt_core.config import PolicyError, PrecisionPolicy
 from server.exceptions import PolicyUpdateError
 from server.schemas import PolicyUpdate
@@ -46,14 +47,7 @@ def effective_policy(policy: PrecisionPolicy, overrides: Mapping[str, Mapping[st
     PolicyError
         If the override names an unknown field or yields an invalid policy.
     """
-    changes = dict(overrides.get(device_class) or {})
-    if not changes:
-        return policy
-    unknown = sorted(set(changes) - set(POLICY_FIELDS))
-    if unknown:
-        raise PolicyError(f"Invalid precision policy: unknown field '{unknown[0]}' in the "
-                          f"override of device class '{device_class}'.")
-    return policy.with_(**changes)
+    return fed.effective_policy(policy, overrides, device_class)
 
 
 def validate_overrides(policy: PrecisionPolicy, overrides: Mapping[str, Any]) -> Overrides:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from apt_core import federated as fed
-from apt_core.config import PrecisionPolicy
+from apt_core.config import PolicyError, PrecisionPolicy
 from apt_core.data import client_split, load_task
 from apt_core.layers import apt_layers
 from apt_core.packing import PackedTensor, pack_tensors
@@ -224,3 +224,12 @@ def test_local_round_qat8_sends_float_master_only(partition) -> None:  # type: i
     # Assert
     assert set(state) == set(fed.float_state(template))
     assert 0.0 <= acc <= 1.0 and loss > 0
+
+
+def test_effective_policy_unknown_override_field_names_field_and_class() -> None:
+    # Prepare
+    overrides = {"mcu": {"bits_maxx": 8}}
+
+    # Execute / Assert: a PolicyError naming both, not a TypeError from dataclasses
+    with pytest.raises(PolicyError, match="'bits_maxx'.*'mcu'"):
+        fed.effective_policy(PrecisionPolicy(), overrides, "mcu")
