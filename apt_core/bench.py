@@ -62,8 +62,11 @@ TASK_DEFAULTS: dict[str, BenchConfig] = {
 
 def run_one(task: str, arch: str, method: str, policy: PrecisionPolicy | None,
             seed: int, cfg: BenchConfig,
-            on_epoch: Callable[[EpochLog], None] | None = None) -> dict[str, Any]:
-    """Train one (method, policy, seed) and measure it; returns one ``runs`` entry."""
+            on_epoch: Callable[[EpochLog], None] | None = None,
+            policy_label: str | None = None) -> dict[str, Any]:
+    """Train one (method, policy, seed) and measure it; returns one ``runs`` entry.
+
+    ``policy_label`` names the policy in the results (default: its repr)."""
     torch.set_num_threads(cfg.threads)
     data = load_task(task)
     torch.manual_seed(seed)
@@ -97,7 +100,7 @@ def run_one(task: str, arch: str, method: str, policy: PrecisionPolicy | None,
         final_mean = analytic_bits / n_params
     return {
         "method": method,
-        "policy": None if policy is None else _policy_label(policy),
+        "policy": None if policy is None else (policy_label or repr(policy)),
         "policy_spec": None if policy is None else policy.to_dict(),
         "seed": seed,
         "accuracy": m.accuracy,
@@ -123,13 +126,6 @@ def run_one(task: str, arch: str, method: str, policy: PrecisionPolicy | None,
     }
 
 
-_POLICY_NAMES: dict[str, str] = {}
-
-
-def _policy_label(policy: PrecisionPolicy) -> str:
-    return _POLICY_NAMES.get(repr(policy), repr(policy))
-
-
 def run_bench(task: str, arch: str, methods: Sequence[str], policies: Sequence[str],
               seeds: int, cfg: BenchConfig | None = None,
               progress: Callable[[str, int, int, EpochLog], None] | None = None
@@ -139,23 +135,21 @@ def run_bench(task: str, arch: str, methods: Sequence[str], policies: Sequence[s
         if m not in METHODS:
             raise ValueError(f"method={m!r} is not one of {METHODS}.")
     cfg = cfg or TASK_DEFAULTS.get(task, BenchConfig())
-    resolved = []
-    for spec in policies or ["default"]:
-        named = resolve_policy(spec)
-        _POLICY_NAMES[repr(named)] = spec
-        resolved.append(named)
-    jobs: list[tuple[str, PrecisionPolicy | None]] = []
+    specs = list(policies or ["default"])
+    resolved = [resolve_policy(spec) for spec in specs]
+    jobs: list[tuple[str, PrecisionPolicy | None, str | None]] = []
     for m in methods:
-        jobs.extend([(m, p) for p in resolved] if m == "apt" else [(m, None)])
+        jobs.extend(list(zip([m] * len(specs), resolved, specs, strict=True)) if m == "apt"
+                    else [(m, None, None)])
     runs = []
     for seed in range(seeds):
-        for i, (method, pol) in enumerate(jobs):
-            label = method if pol is None else f"apt[{_policy_label(pol)}]"
+        for i, (method, pol, spec) in enumerate(jobs):
+            label = method if pol is None else f"apt[{spec}]"
 
             def hook(e: EpochLog, label: str = label, i: int = i, seed: int = seed) -> None:
                 if progress is not None:
                     progress(label, seed, i, e)
-            runs.append(run_one(task, arch, method, pol, seed, cfg, hook))
+            runs.append(run_one(task, arch, method, pol, seed, cfg, hook, spec))
             log.info("%s seed %s: accuracy %.4f", label, seed, runs[-1]["accuracy"])
     profile = {m: profile_step(task, arch, m, resolved[0] if m == "apt" else None, cfg)
                for m in ("fp32", "apt") if m in methods}
