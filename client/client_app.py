@@ -26,7 +26,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricR
 from flwr.clientapp import ClientApp
 
 from apt_core import federated as fed
-from apt_core import record_keys as keys
+from apt_core.federated import record_keys as keys
 from client.device import DeviceConfig, local_data, remember_bits, remembered_bits
 
 

@@ -12,10 +12,10 @@ from flwr.app import ConfigRecord, Context
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from apt_core import record_keys as keys
-from apt_core.data import TaskData, client_split, load_task
 from apt_core.federated import RunSettings
+from apt_core.federated import record_keys as keys
 from apt_core.layers import apt_layers
+from apt_core.tasks.data import TaskData, client_split, load_task
 
 DEFAULT_DEVICE_CLASS = "standard"
 _DEVICE_CLASS = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")

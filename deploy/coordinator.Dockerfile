@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # The aptfleet coordinator: REST API + dashboard (`aptfleet serve`). Each run is a
-# `python -m server.job` process that submits the Flower app (built from /app) to the
+# `python -m server.coordinator.job` process that submits the Flower app (built from /app) to the
 # SuperLink named by APTFLEET_SUPERLINK. The same image runs deploy/prestart.sh (migrate).
 # Build from the repository root: docker build -f deploy/coordinator.Dockerfile .
 FROM python:3.11-slim-bookworm

@@ -17,8 +17,8 @@ import pytest
 from flwr.common.config import parse_config_args
 from sqlalchemy import inspect, select
 
-from server.core.db import make_engine, make_session_factory
-from server.models import Policy
+from server.coordinator.core.db import make_engine, make_session_factory
+from server.coordinator.tables import Policy
 from tests.utils.db import BACKENDS, empty_database
 
 REPO = Path(__file__).resolve().parents[2]

@@ -7,10 +7,10 @@ from collections.abc import Callable, Iterable
 
 from sqlalchemy.orm import Session
 
-from server import crud
-from server.models import Run
-from server.records import ClientRound, LayerPrecision, RoundRecord
-from server.schemas import RunCreate
+from server.coordinator import crud
+from server.coordinator.schemas import RunCreate
+from server.coordinator.tables import Run
+from server.flower.records import ClientRound, LayerPrecision, RoundRecord
 
 
 def create_random_run(db: Session, *, status: str = "pending", rounds: int = 5) -> Run:

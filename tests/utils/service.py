@@ -39,7 +39,7 @@ class Coordinator:
 
     def cli(self, *args: str) -> str:
         """Run an ``aptfleet`` sub-command against this coordinator's database."""
-        return subprocess.run([sys.executable, "-m", "server.console", *args], env=self.env,
+        return subprocess.run([sys.executable, "-m", "server.cli.main", *args], env=self.env,
                               check=True, capture_output=True, text=True).stdout.strip()
 
     def token(self, role: str) -> str:
@@ -50,7 +50,7 @@ class Coordinator:
         """Start the service and wait for /readyz."""
         log = (self.data_dir / "coordinator.log").open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "server.console", "serve", "--port", str(self.port)],
+            [sys.executable, "-m", "server.cli.main", "serve", "--port", str(self.port)],
             env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
         wait_for(lambda: self._ready(), timeout, "the coordinator to become ready")
@@ -102,8 +102,9 @@ def wait_for(cond: Callable[[], Any], timeout: float, what: str, every: float = 
 
 
 def run_job_pids(data_dir: Path) -> list[int]:
-    """PIDs of ``server.job`` processes working for the coordinator of ``data_dir``."""
-    out = subprocess.run(["pgrep", "-f", "server.job"], capture_output=True, text=True).stdout
+    """PIDs of ``server.coordinator.job`` processes working for the coordinator of ``data_dir``."""
+    out = subprocess.run(["pgrep", "-f", "server.coordinator.job"], capture_output=True,
+                         text=True).stdout
     pids = []
     for pid in out.split():
         try:
@@ -116,7 +117,8 @@ def run_job_pids(data_dir: Path) -> list[int]:
 
 
 def kill_run_jobs(data_dir: Path) -> None:
-    """End any ``server.job`` process group left from a killed coordinator of ``data_dir``."""
+    """End any ``server.coordinator.job`` process group left from a killed coordinator of
+    ``data_dir``."""
     for pid in run_job_pids(data_dir):
         try:
             os.killpg(pid, signal.SIGKILL)

@@ -1,6 +1,6 @@
 """The deployment topology as plain processes on loopback, for end-to-end tests.
 
-A real ``flower-superlink`` and N ``flower-supernode`` processes (``server.fleet``), and a
+A real ``flower-superlink`` and N ``flower-supernode`` processes (``server.flower.fleet``), and a
 real coordinator (``aptfleet serve``) whose run jobs submit the app to that SuperLink
 (``APTFLEET_SUPERLINK``) and store every round in the coordinator's database.
 """
@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from server import fleet
+from server.flower import fleet
 from tests.utils.service import Coordinator, kill_run_jobs, run_job_pids, wait_for
 
 

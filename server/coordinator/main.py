@@ -1,0 +1,133 @@
+"""Creates the coordinator's FastAPI app."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+
+from server.coordinator import crud, dashboard
+from server.coordinator.api.main import api_router
+from server.coordinator.api.middleware import (
+    BodySizeLimitMiddleware,
+    ConcurrencyLimitMiddleware,
+    RequestMetricsMiddleware,
+)
+from server.coordinator.api.routes import health
+from server.coordinator.core.config import Settings
+from server.coordinator.core.config import settings as default_settings
+from server.coordinator.core.db import POOL_CONNECTIONS, init_db, make_engine, make_session_factory
+from server.coordinator.core.metrics import Metrics
+from server.coordinator.exceptions import (
+    ConflictError,
+    LaunchError,
+    NotFoundError,
+    PolicyUpdateError,
+)
+from server.coordinator.services.launcher import NullLauncher, RunLauncher
+
+logger = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v1"
+
+
+def _error(status_code: int) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+    """A handler answering ``{"detail": str(exc)}`` with ``status_code``."""
+
+    async def handler(_request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=status_code)
+
+    return handler
+
+
+async def _policy_update_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, PolicyUpdateError)
+    detail = {"type": "value_error", "loc": ["body", *exc.loc], "msg": exc.message,
+              "input": exc.value}
+    return JSONResponse({"detail": [detail]}, status_code=422)
+
+
+def create_app(settings: Settings | None = None,
+               launcher: RunLauncher | None = None) -> FastAPI:
+    """Build the coordinator app; no database work happens until startup.
+
+    At startup the database is migrated to head (Alembic), policy version 1 is seeded if
+    missing (``init_db``), and runs left pending or running by a previous process are
+    marked interrupted.
+
+    Parameters
+    ----------
+    settings : Settings | None (default: None -> ``server.coordinator.core.config.settings``)
+        Configuration, e.g. ``Settings(DATABASE_URL=...)`` in tests.
+    launcher : RunLauncher | None (default: None -> ``NullLauncher``)
+        Starts and stops runs. It can also be set later as ``app.state.launcher``, e.g.
+        built from ``app.state.session_factory``.
+
+    Returns
+    -------
+    FastAPI
+        With ``app.state.settings``, ``engine``, ``session_factory``, ``launcher``,
+        ``model_converter`` (None until set; ``(packed: bytes, run) -> bytes``) and
+        ``metrics``.
+    """
+    settings = settings or default_settings
+    engine = make_engine(settings.DATABASE_URL)
+    session_factory = make_session_factory(engine)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        init_db(settings.DATABASE_URL)
+        with session_factory() as session:
+            interrupted = crud.mark_interrupted_runs(session=session)
+            session.commit()
+        if interrupted:
+            logger.warning("Marked %s run(s) interrupted: the coordinator restarted.",
+                           interrupted)
+        yield
+        shutdown = getattr(_app.state.launcher, "shutdown", None)
+        if shutdown is not None:
+            shutdown()
+        engine.dispose()
+
+    app = FastAPI(title="aptfleet coordinator", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.session_factory = session_factory
+    app.state.launcher = launcher or NullLauncher(session_factory)
+    app.state.model_converter = None
+    app.state.metrics = Metrics(session_factory)
+
+    app.add_exception_handler(NotFoundError, _error(404))
+    app.add_exception_handler(ConflictError, _error(409))
+    app.add_exception_handler(LaunchError, _error(503))
+    app.add_exception_handler(PolicyUpdateError, _policy_update_error)
+
+    # Added innermost first: metrics see every response, 413s included.
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.MAX_BODY_BYTES)
+    if settings.CORS_ORIGINS:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.CORS_ORIGINS,
+                           allow_methods=["GET", "POST", "PUT"],
+                           allow_headers=["Authorization", "Content-Type"])
+    # fewer requests in flight than pooled connections: no thread/connection deadlock
+    app.add_middleware(ConcurrencyLimitMiddleware, limit=POOL_CONNECTIONS - 2)
+    app.add_middleware(RequestMetricsMiddleware, metrics=app.state.metrics)
+
+    app.include_router(health.router)
+    app.include_router(dashboard.router)
+    app.include_router(api_router, prefix=API_PREFIX)
+    return app
+
+
+def create_service_app() -> FastAPI:
+    """The app ``aptfleet serve`` runs: runs train in their own processes (Flower), and
+    checkpoints export to float PyTorch."""
+    from server.coordinator.services.model_export import packed_to_torch
+    from server.coordinator.services.process_launcher import ProcessLauncher
+
+    app = create_app(default_settings, ProcessLauncher(default_settings))
+    app.state.model_converter = packed_to_torch
+    return app

@@ -1,0 +1,248 @@
+"""The aptfleet ServerApp: run settings from run_config, the APTFedAvg strategy, records.
+
+``context.run_config`` keys (all optional; ``run_simulation`` passes an empty config):
+see :data:`RUN_CONFIG_DEFAULTS`. ``db-url`` + ``coordinator-run-id`` select the
+coordinator's DB-backed policy provider and recorder (:func:`build_provider_and_recorder`);
+without them the policy is the named one and rounds go to ``out-dir/rounds.jsonl``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from flwr.app import ConfigRecord, Context
+from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import Result
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from apt_core import federated as fed
+from apt_core.config import resolve_policy
+from apt_core.tasks.data import load_task
+from server.flower.records import RoundRecord
+from server.flower.strategy import APTFedAvg, Evaluator, PolicyProvider, Recorder
+
+log = logging.getLogger(__name__)
+
+#: Keys the ServerApp reads from run_config, with the values used when a key is absent.
+RUN_CONFIG_DEFAULTS: dict[str, Any] = {
+    "task": "digits",
+    "arch": "cnn",
+    "method": "apt",
+    "num-server-rounds": 3,
+    "fraction-train": 1.0,
+    "fraction-evaluate": 0.0,
+    "min-nodes": 2,
+    "alpha": 0.5,
+    "seed": 0,
+    "local-epochs": 5,
+    "lr": 0.1,
+    "batch-size": 16,
+    "momentum": 0.9,
+    "policy": "default",
+    "round-timeout": 600.0,
+    "out-dir": "",
+    "db-url": "",
+    "coordinator-run-id": 0,
+}
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """What the ServerApp needs besides the policy seam.
+
+    Parameters
+    ----------
+    run : RunSettings
+        Shared with the devices each round.
+    rounds : int
+    fraction_train, fraction_evaluate : float
+        FedAvg sampling fractions (evaluate 0.0: central evaluation only).
+    min_nodes : int
+        Devices that must be connected before round 1 (and sampled at least).
+    timeout : float
+        Seconds to wait for the replies of one round.
+    start_round : int (default: 0)
+        Rounds already recorded (a resumed run): training continues with round
+        ``start_round + 1`` and records carry the continued numbering.
+    checkpoint : bytes | None (default: None)
+        Global model to start from (the stored checkpoint of round ``start_round``).
+    """
+
+    run: fed.RunSettings
+    rounds: int = 3
+    fraction_train: float = 1.0
+    fraction_evaluate: float = 0.0
+    min_nodes: int = 2
+    timeout: float = 600.0
+    start_round: int = 0
+    checkpoint: bytes | None = None
+
+    @classmethod
+    def from_run_config(cls, run_config: Mapping[str, Any]) -> ServerSettings:
+        """Read run_config, falling back to :data:`RUN_CONFIG_DEFAULTS` per key."""
+        c = {**RUN_CONFIG_DEFAULTS, **dict(run_config)}
+        alpha = float(c["alpha"])
+        run = fed.RunSettings(
+            task=str(c["task"]), arch=str(c["arch"]), method=str(c["method"]),
+            local_epochs=int(c["local-epochs"]), lr=float(c["lr"]),
+            batch_size=int(c["batch-size"]), momentum=float(c["momentum"]),
+            alpha=alpha if alpha > 0 else None, seed=int(c["seed"]))
+        return cls(run=run, rounds=int(c["num-server-rounds"]),
+                   fraction_train=float(c["fraction-train"]),
+                   fraction_evaluate=float(c["fraction-evaluate"]),
+                   min_nodes=int(c["min-nodes"]), timeout=float(c["round-timeout"]))
+
+
+    def to_run_config(self) -> dict[str, Any]:
+        """The run_config entries that :meth:`from_run_config` reads back into ``self``."""
+        r = self.run
+        return {"task": r.task, "arch": r.arch, "method": r.method,
+                "num-server-rounds": self.rounds, "fraction-train": float(self.fraction_train),
+                "fraction-evaluate": float(self.fraction_evaluate), "min-nodes": self.min_nodes,
+                "alpha": float(r.alpha or 0.0), "seed": r.seed, "local-epochs": r.local_epochs,
+                "lr": float(r.lr), "batch-size": r.batch_size, "momentum": float(r.momentum),
+                "round-timeout": float(self.timeout)}
+
+
+class JsonlRecorder:
+    """Appends each round record to ``out_dir/rounds.jsonl`` and keeps the latest packed
+    model as ``out_dir/global-model.bin`` (no DB)."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+        out_dir.mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, record: RoundRecord) -> None:
+        with (self.out_dir / "rounds.jsonl").open("a") as fh:
+            fh.write(json.dumps(record.to_dict()) + "\n")
+        if record.packed_model is not None:
+            (self.out_dir / "global-model.bin").write_bytes(record.packed_model)
+
+
+def _log_recorder(record: RoundRecord) -> None:
+    log.info("Round %s: accuracy=%s participants=%s failures=%s rejections=%s mean_bits=%s",
+             record.round, record.accuracy, record.participants, record.failures,
+             record.rejections, record.mean_bits)
+
+
+def build_provider_and_recorder(run_config: Mapping[str, Any]
+                                ) -> tuple[PolicyProvider, Recorder]:
+    """The policy provider and round recorder for a run.
+
+    Without ``db-url`` the provider always answers version 1 of the named ``policy`` (no
+    overrides) and the recorder writes ``out-dir/rounds.jsonl`` (or only logs when
+    ``out-dir`` is empty). With ``db-url`` (the coordinator submitting to a SuperLink)
+    the policy is read from the coordinator's database at every round start and each round
+    is stored there in one transaction for run ``coordinator-run-id``.
+    """
+    c = {**RUN_CONFIG_DEFAULTS, **dict(run_config)}
+    if str(c["db-url"]):
+        from server.coordinator.core.db import make_engine, make_session_factory
+        from server.coordinator.services.run_store import DbPolicyProvider, DbRecorder
+
+        run_id = int(c["coordinator-run-id"])
+        if run_id <= 0:
+            raise ValueError(f"run_config 'coordinator-run-id' = {run_id} must name the "
+                             "coordinator's run when 'db-url' is set.")
+        factory = make_session_factory(make_engine(str(c["db-url"])))
+        return DbPolicyProvider(factory), DbRecorder(factory, run_id)
+    policy = resolve_policy(str(c["policy"]))
+    answer: tuple[int, Any, dict[str, dict[str, Any]]] = (1, policy, {})
+
+    def provider() -> tuple[int, Any, dict[str, dict[str, Any]]]:
+        return answer
+
+    out = str(c["out-dir"])
+    return provider, (JsonlRecorder(Path(out)) if out else _log_recorder)
+
+
+@lru_cache(maxsize=2)
+def _test_set(task: str) -> TensorDataset:
+    data = load_task(task)
+    return TensorDataset(data.x_test, data.y_test)
+
+
+def make_evaluator(task: str, method: str) -> Evaluator:
+    """Central evaluation on the task's test split: (accuracy, loss)."""
+    def evaluate(model: nn.Module) -> tuple[float, float]:
+        return fed.evaluate_model(model, _test_set(task), method)
+    return evaluate
+
+
+def run_strategy(grid: Grid, settings: ServerSettings, provider: PolicyProvider,
+                 recorder: Recorder | None) -> Result:
+    """Build :class:`APTFedAvg` and run it for ``settings.rounds`` rounds."""
+    offset = settings.start_round
+    if offset and recorder is not None:
+        inner = recorder
+
+        def recorder(record: RoundRecord) -> None:  # noqa: F811 - renumbered rounds
+            inner(dataclasses.replace(record, round=record.round + offset))
+    strategy = APTFedAvg(
+        settings=settings.run, policy_provider=provider, recorder=recorder,
+        lr_rounds=settings.rounds, round_offset=offset,
+        evaluator=make_evaluator(settings.run.task, settings.run.method),
+        fraction_train=settings.fraction_train, fraction_evaluate=settings.fraction_evaluate,
+        min_train_nodes=min(settings.min_nodes, 2), min_evaluate_nodes=1,
+        min_available_nodes=settings.min_nodes)
+    initial = (strategy.initial_arrays() if settings.checkpoint is None
+               else strategy.arrays_from_checkpoint(settings.checkpoint))
+    return strategy.start(grid=grid, initial_arrays=initial,
+                          num_rounds=settings.rounds - offset, timeout=settings.timeout,
+                          train_config=ConfigRecord(), evaluate_config=ConfigRecord(),
+                          evaluate_fn=strategy.evaluate_global)
+
+
+def create_server_app(settings: ServerSettings, provider: PolicyProvider,
+                      recorder: Recorder | None) -> ServerApp:
+    """A ServerApp bound to explicit settings (the simulation's channel: run_config is
+    empty under ``run_simulation``)."""
+    server_app = ServerApp()
+
+    @server_app.main()
+    def _main(grid: Grid, context: Context) -> None:
+        run_strategy(grid, settings, provider, recorder)
+
+    return server_app
+
+
+app = ServerApp()
+
+
+def _route_logs_to_flwr() -> None:
+    """Send this app's INFO logs through Flower's handlers, so ``flwr log`` shows them."""
+    handlers = logging.getLogger("flwr").handlers
+    for name in ("server", "apt_core"):
+        lg = logging.getLogger(name)
+        if not lg.handlers:
+            for h in handlers:
+                lg.addHandler(h)
+            lg.setLevel(logging.INFO)
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """Deployment / ``flwr run`` entry point: everything comes from run_config."""
+    _route_logs_to_flwr()
+    settings = ServerSettings.from_run_config(context.run_config)
+    provider, recorder = build_provider_and_recorder(context.run_config)
+    db_url = str(context.run_config.get("db-url", ""))
+    if db_url:  # a coordinator run: continue after the rounds it already stored
+        from server.coordinator.core.db import make_engine, make_session_factory
+        from server.coordinator.services.run_store import resume_point
+
+        engine = make_engine(db_url)
+        with make_session_factory(engine)() as session:
+            start, checkpoint = resume_point(
+                session, int(context.run_config["coordinator-run-id"]))
+        engine.dispose()
+        settings = dataclasses.replace(settings, start_round=start, checkpoint=checkpoint)
+    run_strategy(grid, settings, provider, recorder)
