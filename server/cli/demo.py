@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,18 +16,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from server.ports import free_port
+
 console = Console()
 demo_cli = typer.Typer(add_completion=False)
-
-
-def _free_port(preferred: int) -> int:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", preferred))
-            return preferred
-        except OSError:
-            s.bind(("127.0.0.1", 0))
-            return int(s.getsockname()[1])
 
 
 def _env(data_dir: Path) -> dict[str, str]:
@@ -79,7 +70,7 @@ def demo(
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     env = _env(data_dir)
-    port = _free_port(port)
+    port = free_port(port)
     base = f"http://127.0.0.1:{port}"
     console.print(f"[bold]aptfleet demo[/]: coordinator on {base}, state in {data_dir}")
     token = subprocess.run(

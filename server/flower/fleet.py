@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from server.ports import free_port
+
 log = logging.getLogger(__name__)
 
 
@@ -99,13 +101,6 @@ class RunOutcome:
     def ok(self) -> bool:
         """True when the run finished and completed."""
         return self.status == "finished:completed"
-
-
-def free_port() -> int:
-    """A TCP port that is free on 127.0.0.1 right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _port_open(port: int) -> bool:
