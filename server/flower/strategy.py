@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import logging
 import math
-import re
 from collections.abc import Callable, Iterable
 from typing import Any, cast
 
@@ -21,6 +20,11 @@ from torch import nn
 from apt_core import federated as fed
 from apt_core.config import PrecisionPolicy
 from apt_core.federated import record_keys as keys
+from apt_core.federated.device_class import (
+    DEFAULT_DEVICE_CLASS,
+    DEVICE_CLASS_PATTERN,
+    DEVICE_CLASS_RULE,
+)
 from apt_core.layers import apt_layers
 from apt_core.packing import unpack_tensors
 from apt_core.wire import unpack
@@ -32,7 +36,6 @@ PolicyProvider = Callable[[], tuple[int, PrecisionPolicy, dict[str, dict[str, An
 Recorder = Callable[[RoundRecord], None]
 Evaluator = Callable[[nn.Module], tuple[float, float]]
 
-_DEVICE_CLASS = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 _SCALARS = (keys.NUM_EXAMPLES, keys.TRAIN_LOSS, keys.ENERGY_J, keys.PARAM_BYTES,
             keys.PEAK_MEMORY_BYTES, keys.UPLINK_BYTES, keys.POLICY_VERSION)
 _HISTORY = (keys.HISTORY_STEP, keys.HISTORY_LAYER, keys.HISTORY_BITS, keys.HISTORY_GAVG,
@@ -285,7 +288,7 @@ class APTFedAvg(FedAvg):
     def _failed(self, node: int, downlink_bytes: int, reason: str) -> ClientRound:
         """A failed device's row, under the class it reported before (if any)."""
         return ClientRound(node_id=node, downlink_bytes=downlink_bytes, failure=reason,
-                           device_class=self._device_classes.get(node, "standard"))
+                           device_class=self._device_classes.get(node, DEFAULT_DEVICE_CLASS))
 
     def _global_max_abs(self) -> dict[str, float]:
         """Per-tensor max |w| of the global model this round started from."""
@@ -329,10 +332,9 @@ class APTFedAvg(FedAvg):
             if not isinstance(m.get(k), list):
                 raise fed.ReplyError(f"Metric '{k}' must be a list; got {m.get(k)!r}.")
         device = content.config_records.get(keys.DEVICE, ConfigRecord())
-        device_class = str(device.get(keys.DEVICE_CLASS, "standard"))
-        if not _DEVICE_CLASS.match(device_class):
-            raise fed.ReplyError(f"Device class {device_class!r} must be 1-32 letters, digits, "
-                                 "'_', '.' or '-'.")
+        device_class = str(device.get(keys.DEVICE_CLASS, DEFAULT_DEVICE_CLASS))
+        if not DEVICE_CLASS_PATTERN.match(device_class):
+            raise fed.ReplyError(f"Device class {device_class!r} must be {DEVICE_CLASS_RULE}.")
         client.device_class = device_class
         pid = device.get(keys.PARTITION_ID)
         client.partition_id = int(pid) if isinstance(pid, int) else None
