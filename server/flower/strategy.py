@@ -10,8 +10,7 @@ from typing import Any, cast
 
 import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
-from flwr.common.constant import ErrorCode
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 from flwr.serverapp.strategy.strategy_utils import validate_message_reply_consistency
@@ -20,15 +19,13 @@ from torch import nn
 from apt_core import federated as fed
 from apt_core.config import PrecisionPolicy
 from apt_core.federated import record_keys as keys
-from apt_core.federated.device_class import (
-    DEFAULT_DEVICE_CLASS,
-    DEVICE_CLASS_PATTERN,
-    DEVICE_CLASS_RULE,
-)
+from apt_core.federated.device_class import DEFAULT_DEVICE_CLASS
 from apt_core.layers import apt_layers
 from apt_core.packing import unpack_tensors
 from apt_core.wire import unpack
-from server.flower.records import ClientRound, LayerPrecision, RoundRecord
+from client.array_records import array_record, numpy_arrays
+from server.flower.records import ClientRound, RoundRecord
+from server.flower.validation import RoundTerms, check_reply, failure_reason
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +33,8 @@ PolicyProvider = Callable[[], tuple[int, PrecisionPolicy, dict[str, dict[str, An
 Recorder = Callable[[RoundRecord], None]
 Evaluator = Callable[[nn.Module], tuple[float, float]]
 
-_SCALARS = (keys.NUM_EXAMPLES, keys.TRAIN_LOSS, keys.ENERGY_J, keys.PARAM_BYTES,
-            keys.PEAK_MEMORY_BYTES, keys.UPLINK_BYTES, keys.POLICY_VERSION)
-_HISTORY = (keys.HISTORY_STEP, keys.HISTORY_LAYER, keys.HISTORY_BITS, keys.HISTORY_GAVG,
-            keys.HISTORY_UNDERFLOW)
-_LISTS = (keys.LAYER_BITS, keys.LAYER_EXPONENTS) + _HISTORY
 _FLOAT_METHOD_BITS = 32.0
+_Accepted = tuple[Message, fed.ReplyModel, ClientRound]
 
 
 def aggregate_scalar_metrics(records: list[RecordDict], weight_key: str) -> MetricRecord:
@@ -57,31 +50,14 @@ def aggregate_scalar_metrics(records: list[RecordDict], weight_key: str) -> Metr
     return out
 
 
-def _error_reason(reason: str, limit: int = 500) -> str:
-    """The device's own message out of a (possibly Ray-wrapped) ClientApp error."""
-    marker = "Message: "
-    if marker in reason:
-        reason = reason.rsplit(marker, 1)[1].rstrip("'>\n ")
-    return reason if len(reason) <= limit else reason[: limit - 3] + "..."
-
-
-def _failure_reason(msg: Message) -> str:
-    """Why an error reply failed: the SuperLink's verdict on an unreachable node, or the
-    device's own error."""
-    reason = _error_reason(str(msg.error.reason))
-    if msg.error.code == ErrorCode.NODE_UNAVAILABLE:
-        return f"The device went offline (no heartbeat): {reason}"
-    if msg.error.code in (ErrorCode.MESSAGE_UNAVAILABLE, ErrorCode.REPLY_MESSAGE_UNAVAILABLE):
-        return f"The device's reply was lost: {reason}"
-    return f"The device returned an error: {reason}"
-
-
-def _arrays(record: ArrayRecord) -> dict:
-    return {k: v.numpy() for k, v in record.items()}
-
-
-def _array_record(arrays: dict) -> ArrayRecord:
-    return ArrayRecord({k: Array(v) for k, v in arrays.items()})
+def _reply_node(msg: Message, sent: dict[int, int], sent_to: dict[str, int]) -> int:
+    """The node a reply speaks for."""
+    node = int(msg.metadata.src_node_id)
+    if msg.has_error() and node not in sent:
+        # an error reply the SuperLink (or Grid) made for a sampled node, e.g. one that
+        # stopped sending heartbeats: its source is the SuperLink, not the node
+        node = sent_to.get(msg.metadata.reply_to_message_id, node)
+    return node
 
 
 class APTFedAvg(FedAvg):
@@ -138,7 +114,7 @@ class APTFedAvg(FedAvg):
         _, policy, _ = self._current_policy()
         s = self.settings
         model = fed.make_model(s.task, s.arch, s.method, policy, seed=s.seed)
-        self._global = _array_record(fed.model_arrays(model, s.method))
+        self._global = array_record(fed.model_arrays(model, s.method))
         return self._global
 
     def arrays_from_checkpoint(self, checkpoint: bytes) -> ArrayRecord:
@@ -150,7 +126,7 @@ class APTFedAvg(FedAvg):
             unpack(model, checkpoint)
         else:
             model.load_state_dict(torch.load(io.BytesIO(checkpoint), weights_only=True))
-        self._global = _array_record(fed.model_arrays(model, s.method))
+        self._global = array_record(fed.model_arrays(model, s.method))
         return self._global
 
     def summary(self) -> None:
@@ -191,7 +167,7 @@ class APTFedAvg(FedAvg):
         cfg[keys.LR] = self.round_lr(server_round + self.round_offset)
         cfg.update(fed.policy_to_config(version, policy, overrides))
         messages = list(super().configure_train(server_round, arrays, cfg, grid))
-        nbytes = fed.arrays_nbytes(_arrays(arrays))
+        nbytes = fed.arrays_nbytes(numpy_arrays(arrays))
         self._sent[server_round] = {m.metadata.dst_node_id: nbytes for m in messages}
         # the Grid sets each message's id when it pushes it; aggregate_train maps replies
         # that the SuperLink generated (e.g. "node unavailable") back to their node by it
@@ -226,64 +202,90 @@ class APTFedAvg(FedAvg):
         logged with their reason and listed in the round record, and the round goes on
         with the rest. Sampled devices that did not reply count as failures too.
         """
-        replies = list(replies)
+        terms = self._round_terms(server_round)
+        clients, accepted = self._judge_replies(server_round, list(replies), terms)
+        clients += self._silent(server_round, clients)
+        arrays, metrics, packed, gbits = self._aggregate_accepted(accepted)
+        log.info("Round %s: %s aggregated, %s rejected, %s failed.", server_round,
+                 len(accepted), sum(c.rejected is not None for c in clients),
+                 sum(c.failure is not None for c in clients))
+        self._record(server_round, terms.version, clients, arrays, packed, gbits)
+        return arrays, metrics
+
+    def _round_terms(self, server_round: int) -> RoundTerms:
+        """What the round sent (its policy is asked for now if configure_train did not run)."""
         if server_round not in self._round_policy:
             self._round_policy[server_round] = self._current_policy()
         version, policy, overrides = self._round_policy[server_round]
+        return RoundTerms(template=self.template, method=self.settings.method,
+                          layer_names=self._layer_names, version=version, policy=policy,
+                          overrides=overrides)
+
+    def _judge_replies(self, server_round: int, replies: list[Message], terms: RoundTerms
+                       ) -> tuple[list[ClientRound], list[_Accepted]]:
+        """One row per replying node (the first reply of a node counts) and the accepted
+        replies with their decoded models."""
         sent = self._sent.get(server_round, {})
         sent_to = {m.metadata.message_id: int(m.metadata.dst_node_id)
                    for m in self._sent_messages.pop(server_round, []) if m.metadata.message_id}
-        default_down = fed.arrays_nbytes(_arrays(self._global)) if self._global else 0
+        default_down = fed.arrays_nbytes(numpy_arrays(self._global)) if self._global else 0
         reference = self._global_max_abs()
         clients: list[ClientRound] = []
-        accepted: list[tuple[Message, fed.ReplyModel, ClientRound]] = []
+        accepted: list[_Accepted] = []
         for msg in replies:
-            node = int(msg.metadata.src_node_id)
-            if msg.has_error() and node not in sent:
-                # an error reply the SuperLink (or Grid) made for a sampled node, e.g. one
-                # that stopped sending heartbeats: its source is the SuperLink, not the node
-                node = sent_to.get(msg.metadata.reply_to_message_id, node)
-            down = sent.get(node, default_down)
+            node = _reply_node(msg, sent, sent_to)
             if node in {c.node_id for c in clients}:
                 log.warning("Round %s: node %s replied twice; the second reply is ignored.",
                             server_round, node)
                 continue
-            if msg.has_error():
-                reason = _failure_reason(msg)
-                log.warning("Round %s: node %s failed: %s", server_round, node, reason)
-                clients.append(self._failed(node, down, reason))
-                continue
-            client = ClientRound(node_id=node, downlink_bytes=down)
-            try:
-                model = self._check_reply(msg, client, version, policy, overrides)
-                fed.check_growth(reference, model)
-            except fed.ReplyError as exc:
-                client.rejected = str(exc)
-                log.warning("Round %s: reply of node %s rejected: %s", server_round, node, exc)
-                clients.append(client)
-                continue
+            client, model = self._judge_reply(server_round, msg, node,
+                                              sent.get(node, default_down), terms, reference)
             clients.append(client)
-            accepted.append((msg, model, client))
-            self._device_classes[node] = client.device_class
+            if model is not None:
+                accepted.append((msg, model, client))
+                self._device_classes[node] = client.device_class
+        return clients, accepted
+
+    def _judge_reply(self, server_round: int, msg: Message, node: int, downlink_bytes: int,
+                     terms: RoundTerms, reference: dict[str, float]
+                     ) -> tuple[ClientRound, fed.ReplyModel | None]:
+        """The node's row, and its model when the reply is accepted (None otherwise)."""
+        if msg.has_error():
+            reason = failure_reason(msg)
+            log.warning("Round %s: node %s failed: %s", server_round, node, reason)
+            return self._failed(node, downlink_bytes, reason), None
+        client = ClientRound(node_id=node, downlink_bytes=downlink_bytes)
+        try:
+            model = check_reply(msg, client, terms)
+            fed.check_growth(reference, model)
+        except fed.ReplyError as exc:
+            client.rejected = str(exc)
+            log.warning("Round %s: reply of node %s rejected: %s", server_round, node, exc)
+            return client, None
+        return client, model
+
+    def _silent(self, server_round: int, clients: list[ClientRound]) -> list[ClientRound]:
+        """Failure rows of the sampled nodes that sent nothing."""
         replied = {c.node_id for c in clients}
-        for node, down in sent.items():
-            if node not in replied:
-                clients.append(self._failed(node, down, "The device sent no reply before the "
-                                                        "round's timeout."))
-        arrays, metrics, packed, gbits = None, None, None, {}
-        if accepted:
-            contents = [m.content for m, _, _ in accepted]
-            validate_message_reply_consistency(contents, self.weighted_by_key, True)
-            new = fed.aggregate(self.template, [(mod, c.num_examples) for _, mod, c in accepted])
-            arrays, packed = self._encode_global(new)
-            gbits = fed.global_bits(new) if isinstance(new, list) else {}
-            metrics = self.train_metrics_aggr_fn(contents, self.weighted_by_key)
-            self._global = arrays
-        log.info("Round %s: %s aggregated, %s rejected, %s failed.", server_round,
-                 len(accepted), sum(c.rejected is not None for c in clients),
-                 sum(c.failure is not None for c in clients))
-        self._record(server_round, version, clients, arrays, packed, gbits)
-        return arrays, metrics
+        return [self._failed(node, down, "The device sent no reply before the round's timeout.")
+                for node, down in self._sent.get(server_round, {}).items()
+                if node not in replied]
+
+    def _aggregate_accepted(self, accepted: list[_Accepted]
+                            ) -> tuple[ArrayRecord | None, MetricRecord | None, bytes | None,
+                                       dict[str, int]]:
+        """The new global model (arrays, stored bytes, per-layer bits) and the aggregated
+        metrics; all None (bits empty) when no reply was accepted."""
+        if not accepted:
+            return None, None, None, {}
+        contents = [m.content for m, _, _ in accepted]
+        validate_message_reply_consistency(contents, self.weighted_by_key, True)
+        new = fed.aggregate(self.template, [(mod, c.num_examples) for _, mod, c in accepted])
+        arrays, packed = self._encode_global(new)
+        gbits = fed.global_bits(new) if isinstance(new, list) else {}
+        metrics = self.train_metrics_aggr_fn(contents, self.weighted_by_key)
+        self._global = arrays
+        return arrays, metrics, packed, gbits
 
     def _failed(self, node: int, downlink_bytes: int, reason: str) -> ClientRound:
         """A failed device's row, under the class it reported before (if any)."""
@@ -294,7 +296,7 @@ class APTFedAvg(FedAvg):
         """Per-tensor max |w| of the global model this round started from."""
         if self._global is None:
             return {}
-        arrays = _arrays(self._global)
+        arrays = numpy_arrays(self._global)
         if self.settings.method == "apt":
             model: fed.ReplyModel = unpack_tensors(arrays[keys.APT_PAYLOAD].tobytes())
         else:
@@ -304,97 +306,10 @@ class APTFedAvg(FedAvg):
     def _encode_global(self, new: fed.ReplyModel) -> tuple[ArrayRecord, bytes]:
         if isinstance(new, list):
             arrays = fed.packed_arrays(new)
-            return _array_record(arrays), arrays[keys.APT_PAYLOAD].tobytes()
+            return array_record(arrays), arrays[keys.APT_PAYLOAD].tobytes()
         buf = io.BytesIO()
         torch.save(new, buf)
-        return _array_record({k: v.numpy() for k, v in new.items()}), buf.getvalue()
-
-    def _check_reply(self, msg: Message, client: ClientRound, version: int,
-                     policy: PrecisionPolicy, overrides: dict[str, dict[str, Any]]
-                     ) -> fed.ReplyModel:
-        content = msg.content
-        if len(content.array_records) != 1 or keys.ARRAYS not in content.array_records:
-            raise fed.ReplyError(f"The reply must hold exactly one ArrayRecord '{keys.ARRAYS}'; "
-                                 f"it holds {sorted(content.array_records)}.")
-        if len(content.metric_records) != 1 or keys.METRICS not in content.metric_records:
-            raise fed.ReplyError(f"The reply must hold exactly one MetricRecord "
-                                 f"'{keys.METRICS}'; it holds {sorted(content.metric_records)}.")
-        m = content.metric_records[keys.METRICS]
-        unexpected = sorted(set(m) - set(_SCALARS + _LISTS))
-        if unexpected:
-            # FedAvg's consistency check needs identical keys in every aggregated reply
-            raise fed.ReplyError(f"The MetricRecord holds unexpected keys {unexpected}.")
-        for k in _SCALARS:
-            v = m.get(k)
-            if not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
-                raise fed.ReplyError(f"Metric '{k}' = {v!r} must be a finite number >= 0.")
-        for k in _LISTS:
-            if not isinstance(m.get(k), list):
-                raise fed.ReplyError(f"Metric '{k}' must be a list; got {m.get(k)!r}.")
-        device = content.config_records.get(keys.DEVICE, ConfigRecord())
-        device_class = str(device.get(keys.DEVICE_CLASS, DEFAULT_DEVICE_CLASS))
-        if not DEVICE_CLASS_PATTERN.match(device_class):
-            raise fed.ReplyError(f"Device class {device_class!r} must be {DEVICE_CLASS_RULE}.")
-        client.device_class = device_class
-        pid = device.get(keys.PARTITION_ID)
-        client.partition_id = int(pid) if isinstance(pid, int) else None
-        client.policy_version = int(m[keys.POLICY_VERSION])  # type: ignore[arg-type]
-        client.num_examples = int(m[keys.NUM_EXAMPLES])  # type: ignore[arg-type]
-        client.train_loss = float(m[keys.TRAIN_LOSS])  # type: ignore[arg-type]
-        client.energy_j = float(m[keys.ENERGY_J])  # type: ignore[arg-type]
-        client.param_bytes = int(m[keys.PARAM_BYTES])  # type: ignore[arg-type]
-        client.peak_memory_bytes = int(m[keys.PEAK_MEMORY_BYTES])  # type: ignore[arg-type]
-        arrays = _arrays(content.array_records[keys.ARRAYS])
-        client.uplink_bytes = fed.arrays_nbytes(arrays)  # measured, never the claim
-        if client.num_examples < 1:
-            raise fed.ReplyError("Metric 'num-examples' = 0: a device without data cannot "
-                                 "be weighted.")
-        if client.policy_version != version:
-            raise fed.ReplyError(f"The device trained with policy version "
-                                 f"{client.policy_version}; this round sent version {version}.")
-        if int(m[keys.UPLINK_BYTES]) != client.uplink_bytes:  # type: ignore[arg-type]
-            raise fed.ReplyError(f"Metric 'uplink-bytes' = {m[keys.UPLINK_BYTES]} does not match "
-                                 f"the {client.uplink_bytes} bytes received.")
-        eff = fed.effective_policy(policy, overrides, device_class)
-        model = fed.validate_arrays(self.template, arrays, self.settings.method, eff)
-        if isinstance(model, list):
-            client.layers = self._layers(m, model, eff)
-        return model
-
-    def _layers(self, m: MetricRecord, tensors: list, eff: PrecisionPolicy
-                ) -> list[LayerPrecision]:
-        bits = fed.global_bits(tensors)
-        exps = {t.name.rpartition(".")[0]: t.exponent for t in tensors
-                if t.name.endswith(".weight")}
-        names = self._layer_names
-        claimed = [int(b) for b in m[keys.LAYER_BITS]]  # type: ignore[union-attr]
-        if claimed != [bits[n] for n in names]:
-            raise fed.ReplyError(f"Metric 'layer-bits' = {claimed} does not match the bits of "
-                                 f"the packed model {[bits[n] for n in names]}.")
-        hist = [list(m[k]) for k in _HISTORY]  # type: ignore[arg-type]
-        if len({len(h) for h in hist}) != 1:
-            raise fed.ReplyError("The precision history lists have different lengths "
-                                 f"{[len(h) for h in hist]}.")
-        per_layer: dict[int, list[tuple[float, float]]] = {}
-        for step, layer, b, gavg, under in zip(*hist, strict=True):
-            if not 0 <= int(layer) < len(names):
-                raise fed.ReplyError(f"Precision history names layer index {layer}; the model "
-                                     f"has {len(names)} layers.")
-            if not eff.bits_min <= int(b) <= eff.bits_max or int(step) < 0:
-                raise fed.ReplyError(f"Precision history entry (step {step}, layer "
-                                     f"'{names[int(layer)]}') has bits={b}, outside the device "
-                                     f"policy's range [{eff.bits_min}, {eff.bits_max}].")
-            if math.isfinite(gavg) and math.isfinite(under):
-                per_layer.setdefault(int(layer), []).append((float(gavg), float(under)))
-        out = []
-        for i, name in enumerate(names):
-            seen = per_layer.get(i, [])
-            n = len(seen)
-            out.append(LayerPrecision(
-                layer=name, bits=bits[name], exponent=exps[name],
-                gavg=sum(g for g, _ in seen) / n if n else 0.0,
-                underflow=sum(u for _, u in seen) / n if n else 0.0, checks=n))
-        return out
+        return array_record({k: v.numpy() for k, v in new.items()}), buf.getvalue()
 
     # --- evaluation and records ---------------------------------------------------------
     def evaluate_global(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
@@ -403,7 +318,7 @@ class APTFedAvg(FedAvg):
             return None
         if server_round not in self._evaluated or server_round == 0:
             model = fed.make_model(self.settings.task, self.settings.arch, self.settings.method)
-            fed.load_arrays(model, _arrays(arrays), self.settings.method)
+            fed.load_arrays(model, numpy_arrays(arrays), self.settings.method)
             self._evaluated[server_round] = self.evaluator(model)
         acc, loss = self._evaluated[server_round]
         return MetricRecord({keys.ACCURACY: float(acc), keys.LOSS: float(loss)})
