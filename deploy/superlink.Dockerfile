@@ -21,7 +21,8 @@ COPY pyproject.toml README.md .gitignore ./
 COPY apt_core/ apt_core/
 COPY client/ client/
 COPY server/ server/
-RUN pip install -e .
+# The ServerApp records into the coordinator's database: the coordinator extra.
+RUN pip install -e ".[coordinator]"
 
 RUN useradd --create-home --uid 10001 aptfleet
 USER aptfleet

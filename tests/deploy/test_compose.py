@@ -240,7 +240,7 @@ def test_dockerfiles_install_cpu_torch_before_project() -> None:
     for name, dockerfile in DOCKERFILES.items():
         lines = dockerfile.read_text().splitlines()
         torch_at = next(i for i, line in enumerate(lines) if CPU_TORCH in line)
-        project_at = next(i for i, line in enumerate(lines) if "pip install -e ." in line)
+        project_at = next(i for i, line in enumerate(lines) if "pip install -e" in line)
         user = [line.split()[1] for line in lines if line.startswith("USER ")]
         assert torch_at < project_at, name
         assert user and user[-1] not in ("root", "0"), name
