@@ -13,41 +13,47 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import signal
-import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
+from apt_core.federated.device_class import DEFAULT_DEVICE_CLASS
+from server.flower.processes import (
+    REPO_ROOT,
+    FleetError,
+    alive,
+    executable,
+    is_group_leader,
+    start_process,
+    stop_group,
+    superlink_pids,
+)
+from server.flower.submission import (
+    CONNECTION,
+    RunOutcome,
+    ServerSettingsLike,
+    flwr,
+    submit,
+    submit_to_superlink,
+    write_cli_config,
+)
 from server.ports import free_port
+
+__all__ = [
+    "CONNECTION", "DEFAULT_STATE_DIR", "LOCAL_SUPERLINK_PORT", "FleetError", "FleetState",
+    "Proc", "RunOutcome", "ServerSettingsLike", "down", "run_app", "run_log", "status",
+    "submit_to_superlink", "up",
+]
 
 log = logging.getLogger(__name__)
 
-
-class ServerSettingsLike(Protocol):
-    """What :func:`submit_to_superlink` needs of ``server_app.ServerSettings``."""
-
-    def to_run_config(self) -> dict[str, Any]:
-        """run_config entries of the settings."""
-        ...
-
-CONNECTION = "aptfleet"
 DEFAULT_STATE_DIR = Path(os.environ.get("APTFLEET_FLEET_DIR", "/tmp/aptfleet-fleet"))
-REPO_ROOT = Path(__file__).resolve().parents[2]
 #: Port of the SuperLink that ``flwr`` spawns for the ``:local:`` connection.
 LOCAL_SUPERLINK_PORT = 39091
-_ENV = {"FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "FLWR_TELEMETRY_ENABLED": "0",
-        "FLWR_DISABLE_UPDATE_CHECK": "1", "RAY_USAGE_STATS_ENABLED": "0"}
-
-
-class FleetError(RuntimeError):
-    """The fleet could not be started, reached or stopped; the message says why."""
 
 
 @dataclass
@@ -89,73 +95,9 @@ class FleetState:
         return cls(d["state_dir"], d["superlink_port"], [Proc(**p) for p in d["procs"]])
 
 
-@dataclass(frozen=True)
-class RunOutcome:
-    """A submitted run: its id, final status (``finished:completed`` on success), details."""
-
-    run_id: int
-    status: str
-    details: str = ""
-
-    @property
-    def ok(self) -> bool:
-        """True when the run finished and completed."""
-        return self.status == "finished:completed"
-
-
-def _port_open(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _env(flwr_home: Path) -> dict[str, str]:
-    env = {**os.environ, **_ENV, "FLWR_HOME": str(flwr_home)}
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    return env
-
-
-def _exe(name: str) -> str:
-    local = Path(sys.executable).parent / name
-    found = str(local) if local.exists() else shutil.which(name)
-    if not found:
-        raise FleetError(f"Executable '{name}' was not found next to {sys.executable} or on "
-                         "PATH; install flwr into this environment.")
-    return found
-
-
 def _start(role: str, args: list[str], home: Path, port: int, node_config: str = "") -> Proc:
-    home.mkdir(parents=True, exist_ok=True)
-    log_file = home / f"{role}.log"
-    with log_file.open("ab") as out:
-        p = subprocess.Popen(args, env=_env(home), stdout=out, stderr=subprocess.STDOUT,
-                             stdin=subprocess.DEVNULL, cwd=str(REPO_ROOT),
-                             start_new_session=True)
-    return Proc(role, p.pid, port, str(home), str(log_file), node_config)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie child of ours counts as gone
-        os.waitpid(pid, os.WNOHANG)
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(")")[-1].split()[0] != "Z"
-    except (ChildProcessError, FileNotFoundError):
-        return _exists(pid)
-
-
-def _exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
+    pid, log_file = start_process(args, home, role)
+    return Proc(role, pid, port, str(home), str(log_file), node_config)
 
 
 def _wait_health(port: int, timeout: float) -> None:
@@ -170,13 +112,6 @@ def _wait_health(port: int, timeout: float) -> None:
             pass
         time.sleep(0.3)
     raise FleetError(f"The SuperLink did not answer {url} within {timeout:.0f} s.")
-
-
-def _write_cli_config(cli_home: Path, address: str, insecure: bool = True) -> None:
-    cli_home.mkdir(parents=True, exist_ok=True)
-    (cli_home / "config.toml").write_text(
-        f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
-        f'address = "{address}"\ninsecure = {str(insecure).lower()}\n')
 
 
 def up(nodes: int, state_dir: Path = DEFAULT_STATE_DIR,
@@ -202,99 +137,56 @@ def up(nodes: int, state_dir: Path = DEFAULT_STATE_DIR,
         raise FleetError(f"nodes={nodes} must be >= 1.")
     state_dir = state_dir.resolve()
     old = FleetState.load(state_dir)
-    if old is not None and any(_alive(p.pid) for p in old.procs):
+    if old is not None and any(alive(p.pid) for p in old.procs):
         raise FleetError(f"A fleet is already up in {state_dir}; run 'fleet down' first.")
     state_dir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    state = FleetState(str(state_dir), port)
+    state = FleetState(str(state_dir), free_port())
     try:
-        state.procs.append(_start("superlink", [
-            _exe("flower-superlink"), "--insecure", "--disable-runtime-dependency-installation",
-            "--host", "127.0.0.1", "--port", str(port)], state_dir / "link", port))
-        state.save()
-        _wait_health(port, timeout)
-        classes = list(device_classes or ["standard"])
+        _start_superlink(state, timeout)
+        classes = list(device_classes or [DEFAULT_DEVICE_CLASS])
         for i in range(nodes):
             extra = {"device-class": classes[i % len(classes)],
                      **dict((node_config or {}).get(i, {}))}
-            cfg = " ".join([f"partition-id={i}", f"num-partitions={nodes}"]
-                           + [f"{k}={json.dumps(v)}" for k, v in extra.items()])
-            nport = free_port()
-            state.procs.append(_start(f"supernode-{i}", [
-                _exe("flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{port}",
-                "--host", "127.0.0.1", "--port", str(nport), "--node-config", cfg],
-                state_dir / f"node{i}", nport, cfg))
-            state.save()
-        _write_cli_config(state.cli_home, f"127.0.0.1:{port}")
-        time.sleep(1.0)
-        dead = [p.role for p in state.procs if not _alive(p.pid)]
-        if dead:
-            raise FleetError(f"Fleet processes exited right after start: {dead}; see the logs "
-                             f"in {state_dir}.")
+            _start_supernode(state, i, nodes, extra)
+        write_cli_config(state.cli_home, f"127.0.0.1:{state.superlink_port}")
+        _check_started(state)
     except BaseException:
         down(state_dir)
         raise
-    log.info("Fleet up: SuperLink on 127.0.0.1:%s, %s SuperNodes, state in %s", port, nodes,
-             state_dir)
+    log.info("Fleet up: SuperLink on 127.0.0.1:%s, %s SuperNodes, state in %s",
+             state.superlink_port, nodes, state_dir)
     return state
 
 
-def _stop(pid: int, grace: float) -> None:
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and _group_alive(pid):
-        time.sleep(0.2)
-    if _group_alive(pid):
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    _alive(pid)  # reap it if it is our child
+def _start_superlink(state: FleetState, timeout: float) -> None:
+    """Start the SuperLink on the state's port and wait until it is healthy."""
+    port = state.superlink_port
+    state.procs.append(_start("superlink", [
+        executable("flower-superlink"), "--insecure", "--disable-runtime-dependency-installation",
+        "--host", "127.0.0.1", "--port", str(port)], Path(state.state_dir) / "link", port))
+    state.save()
+    _wait_health(port, timeout)
 
 
-def process_group_members(pgids: set[int]) -> set[int]:
-    """Live (non-zombie) processes whose process group is one of ``pgids`` (Linux /proc)."""
-    out = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(stat[2]) in pgids and stat[0] != "Z":
-                out.add(int(entry.name))
-    return out
+def _start_supernode(state: FleetState, i: int, nodes: int, extra: Mapping[str, Any]) -> None:
+    """Start SuperNode ``i`` of ``nodes`` with node config ``extra`` on top of its partition."""
+    cfg = " ".join([f"partition-id={i}", f"num-partitions={nodes}"]
+                   + [f"{k}={json.dumps(v)}" for k, v in extra.items()])
+    nport = free_port()
+    state.procs.append(_start(f"supernode-{i}", [
+        executable("flower-supernode"), "--insecure", "--superlink",
+        f"127.0.0.1:{state.superlink_port}", "--host", "127.0.0.1", "--port", str(nport),
+        "--node-config", cfg], Path(state.state_dir) / f"node{i}", nport, cfg))
+    state.save()
 
 
-def superlink_pids(flwr_home: str, *, exact: bool = True) -> list[int]:
-    """``flower-superlink`` processes whose FLWR_HOME is ``flwr_home`` (or, with
-    ``exact=False``, contains it)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmd = (entry / "cmdline").read_bytes().split(b"\0")
-            env = (entry / "environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        homes = [e[len(b"FLWR_HOME="):].decode(errors="replace") for e in env
-                 if e.startswith(b"FLWR_HOME=")]
-        if any(b"flower-superlink" in c for c in cmd[:2]) and any(
-                h == flwr_home if exact else flwr_home in h for h in homes):
-            pids.append(int(entry.name))
-    return pids
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return bool(process_group_members({pgid}))  # only zombies left counts as gone
+def _check_started(state: FleetState) -> None:
+    """Fail when a process died right after its start (bad flags, port taken, ...)."""
+    time.sleep(1.0)
+    dead = [p.role for p in state.procs if not alive(p.pid)]
+    if dead:
+        raise FleetError(f"Fleet processes exited right after start: {dead}; see the logs "
+                         f"in {state.state_dir}.")
 
 
 def down(state_dir: Path = DEFAULT_STATE_DIR, grace: float = 15.0) -> list[int]:
@@ -305,7 +197,7 @@ def down(state_dir: Path = DEFAULT_STATE_DIR, grace: float = 15.0) -> list[int]:
         return []
     pids = [p.pid for p in state.procs]
     for p in sorted(state.procs, key=lambda p: p.role == "superlink"):
-        _stop(p.pid, grace)
+        stop_group(p.pid, grace)
     _stop_local_superlink(state)
     (state_dir / "fleet.json").unlink(missing_ok=True)
     log.info("Fleet down: stopped %s processes.", len(pids))
@@ -315,14 +207,7 @@ def down(state_dir: Path = DEFAULT_STATE_DIR, grace: float = 15.0) -> list[int]:
 def _stop_local_superlink(state: FleetState) -> None:
     """Kill a managed local SuperLink (:39091) if one runs with our CLI FLWR_HOME."""
     for pid in superlink_pids(str(state.cli_home)):
-        _stop(pid, 10.0) if _is_group_leader(pid) else os.kill(pid, signal.SIGTERM)
-
-
-def _is_group_leader(pid: int) -> bool:
-    try:
-        return os.getpgid(pid) == pid
-    except ProcessLookupError:
-        return False
+        stop_group(pid, 10.0) if is_group_leader(pid) else os.kill(pid, signal.SIGTERM)
 
 
 def status(state_dir: Path = DEFAULT_STATE_DIR) -> dict[str, Any]:
@@ -330,30 +215,9 @@ def status(state_dir: Path = DEFAULT_STATE_DIR) -> dict[str, Any]:
     state = FleetState.load(state_dir.resolve())
     if state is None:
         return {"up": False, "procs": []}
-    procs = [{**asdict(p), "alive": _alive(p.pid)} for p in state.procs]
+    procs = [{**asdict(p), "alive": alive(p.pid)} for p in state.procs]
     return {"up": any(p["alive"] for p in procs), "superlink_port": state.superlink_port,
             "procs": procs}
-
-
-def _flwr(cli_home: Path, args: list[str], timeout: float) -> subprocess.CompletedProcess:
-    return subprocess.run([_exe("flwr"), *args], env=_env(cli_home), cwd=str(REPO_ROOT),
-                          capture_output=True, text=True, timeout=timeout, check=False)
-
-
-def _json_out(text: str) -> dict[str, Any]:
-    start = text.find("{")
-    if start < 0:
-        raise FleetError(f"flwr printed no JSON: {text.strip()[:500]!r}")
-    return json.loads(text[start:])
-
-
-def run_status(cli_home: Path, run_id: int) -> tuple[str, str]:
-    """(status, details) of a run from ``flwr list --run-id ID --format json``."""
-    res = _flwr(cli_home, ["list", CONNECTION, "--run-id", str(run_id), "--format", "json"], 60)
-    runs = _json_out(res.stdout).get("runs") or []
-    if not runs:
-        raise FleetError(f"flwr list knows no run {run_id}: {res.stdout.strip()[:500]}")
-    return str(runs[0].get("status", "")), str(runs[0].get("status-details", ""))
 
 
 def run_app(run_config: Mapping[str, Any] | None = None, state_dir: Path = DEFAULT_STATE_DIR,
@@ -366,63 +230,7 @@ def run_app(run_config: Mapping[str, Any] | None = None, state_dir: Path = DEFAU
     state = FleetState.load(state_dir.resolve())
     if state is None:
         raise FleetError(f"No fleet is up in {state_dir}; run 'fleet up' first.")
-    return _submit(state.cli_home, run_config or {}, app_dir, timeout)
-
-
-def submit_to_superlink(address: str, settings: ServerSettingsLike, *, db_url: str = "",
-                        coordinator_run_id: int = 0, app_dir: Path = REPO_ROOT,
-                        timeout: float = 24 * 3600.0, insecure: bool = True) -> RunOutcome:
-    """Run the app on an existing SuperLink (``host:port``) and wait for it to finish.
-
-    The run_config carries ``settings.to_run_config()`` plus ``db-url`` and
-    ``coordinator-run-id`` (only when set), so every key must be declared in the app's
-    ``[tool.flwr.app.config]``.
-
-    Raises
-    ------
-    FleetError
-        If the run cannot be submitted, or it finishes in any status but completed.
-    """
-    import tempfile
-
-    overrides = dict(settings.to_run_config())
-    if db_url:
-        overrides["db-url"] = db_url
-    if coordinator_run_id:
-        overrides["coordinator-run-id"] = int(coordinator_run_id)
-    with tempfile.TemporaryDirectory(prefix="aptfleet-cli-") as home:
-        _write_cli_config(Path(home), address, insecure)
-        outcome = _submit(Path(home), overrides, app_dir, timeout)
-    if not outcome.ok:
-        raise FleetError(f"Run {outcome.run_id} on {address} ended {outcome.status}: "
-                         f"{outcome.details}")
-    return outcome
-
-
-def _submit(cli_home: Path, run_config: Mapping[str, Any], app_dir: Path,
-            timeout: float) -> RunOutcome:
-    args = ["run", str(app_dir), CONNECTION, "--format", "json"]
-    for k, v in run_config.items():
-        args += ["-c", f"{k}={json.dumps(v)}"]
-    res = _flwr(cli_home, args, 120)
-    try:
-        out = _json_out(res.stdout)
-    except (FleetError, json.JSONDecodeError):
-        raise FleetError(f"flwr run failed (exit {res.returncode}): "
-                         f"{(res.stdout + res.stderr).strip()[-1500:]}") from None
-    if not out.get("success") or out.get("run-id") is None:
-        raise FleetError(f"flwr run did not start a run: {out}")
-    run_id = int(out["run-id"])
-    deadline = time.monotonic() + timeout
-    st, details = run_status(cli_home, run_id)
-    while not st.startswith("finished") and time.monotonic() < deadline:
-        time.sleep(3.0)
-        st, details = run_status(cli_home, run_id)
-    if not st.startswith("finished"):
-        _flwr(cli_home, ["stop", str(run_id), CONNECTION], 60)
-        raise FleetError(f"Run {run_id} did not finish within {timeout:.0f} s (status {st}); "
-                         "it was stopped.")
-    return RunOutcome(run_id, st, details)
+    return submit(state.cli_home, run_config or {}, app_dir, timeout)
 
 
 def run_log(run_id: int, state_dir: Path = DEFAULT_STATE_DIR) -> str:
@@ -430,5 +238,5 @@ def run_log(run_id: int, state_dir: Path = DEFAULT_STATE_DIR) -> str:
     state = FleetState.load(state_dir.resolve())
     if state is None:
         raise FleetError(f"No fleet is up in {state_dir}.")
-    res = _flwr(state.cli_home, ["log", str(run_id), CONNECTION, "--show"], 60)
+    res = flwr(state.cli_home, ["log", str(run_id), CONNECTION, "--show"], 60)
     return res.stdout + res.stderr

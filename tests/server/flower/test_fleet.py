@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from apt_core import federated as fed
-from server.flower import fleet
+from server.flower import fleet, processes
 from server.flower.server_app import ServerSettings
 
 PYPROJECT = Path(__file__).resolve().parents[3] / "pyproject.toml"
@@ -45,7 +45,7 @@ def test_fleet_runs_two_rounds_and_stops_everything(tmp_path: Path) -> None:
         # Execute
         outcome = _submit(state, state_dir)
         log = fleet.run_log(outcome.run_id, state_dir)
-        members = fleet.process_group_members(set(pids))
+        members = processes.process_group_members(set(pids))
     finally:
         stopped = fleet.down(state_dir)
 
@@ -55,8 +55,8 @@ def test_fleet_runs_two_rounds_and_stops_everything(tmp_path: Path) -> None:
     assert "Round 2: 2 aggregated, 0 rejected, 0 failed." in log
     assert sorted(stopped) == sorted(pids)
     assert len(members) >= 3
-    assert not fleet.process_group_members(set(pids)), "processes of the fleet survived 'down'"
-    assert not any(os.path.exists(f"/proc/{pid}/cmdline") and fleet._alive(pid)
+    assert not processes.process_group_members(set(pids)), "processes of the fleet survived 'down'"
+    assert not any(os.path.exists(f"/proc/{pid}/cmdline") and processes.alive(pid)
                    for pid in pids)
     assert fleet.status(state_dir) == {"up": False, "procs": []}
 

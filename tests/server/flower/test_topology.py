@@ -18,7 +18,7 @@ from flwr.server.superlink.linkstate.utils import create_message_error_unavailab
 
 from apt_core import federated as fed
 from apt_core.config import PrecisionPolicy
-from server.flower import fleet
+from server.flower import fleet, processes
 from server.flower.records import RoundRecord
 from server.flower.strategy import APTFedAvg
 from tests.utils.db import postgres_database
@@ -53,14 +53,14 @@ def _assert_all_stopped(topo: Topology, tmp_path: Path, local_link_before: bool)
     assert fleet.status(topo.fleet_dir) == {"up": False, "procs": []}
     assert not local_superlink_pids(str(tmp_path)), "a SuperLink with our FLWR_HOME is left"
     if not local_link_before:
-        assert not fleet._port_open(fleet.LOCAL_SUPERLINK_PORT), (
+        assert not processes.port_open(fleet.LOCAL_SUPERLINK_PORT), (
             f"a SuperLink on :{fleet.LOCAL_SUPERLINK_PORT} appeared during the test")
 
 
 @pytest.mark.slow
 def test_topology_postgres_coordinator_superlink_three_supernodes(tmp_path: Path) -> None:
     # Prepare
-    local_link_before = fleet._port_open(fleet.LOCAL_SUPERLINK_PORT)
+    local_link_before = processes.port_open(fleet.LOCAL_SUPERLINK_PORT)
     started = time.monotonic()
     with postgres_database() as url, topology(tmp_path, CLASSES, database_url=url) as topo:
         admin = topo.coordinator.client(topo.coordinator.token("admin"))
@@ -124,7 +124,7 @@ OFFLINE_REASONS = ("The device went offline", "The device sent no reply")
 @pytest.mark.slow
 def test_supernode_killed_mid_round_round_completes_and_device_offline(tmp_path: Path) -> None:
     # Prepare
-    local_link_before = fleet._port_open(fleet.LOCAL_SUPERLINK_PORT)
+    local_link_before = processes.port_open(fleet.LOCAL_SUPERLINK_PORT)
     started = time.monotonic()
     env = {"APTFLEET_ROUND_TIMEOUT": str(KILL_ROUND_TIMEOUT)}
     with topology(tmp_path, CLASSES, env=env) as topo:
