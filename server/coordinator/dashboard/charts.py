@@ -144,53 +144,10 @@ def line_chart(*, chart_id: str, title: str, series: Sequence[Series], y_label: 
     drawn = [s for s in series if s.points]
     if not drawn:
         return _empty(chart_id, empty_message)
-    x_low, x_high = _x_domain(drawn)
-    y_low, y_high = y_domain or _y_domain(drawn)
-    plot_w = _WIDTH - _MARGIN_LEFT - _MARGIN_RIGHT
-    plot_h = _HEIGHT - _MARGIN_TOP - _MARGIN_BOTTOM
-    bottom = _MARGIN_TOP + plot_h
-
-    def sx(x: float) -> float:
-        return round(_MARGIN_LEFT + (x - x_low) / (x_high - x_low) * plot_w, 2)
-
-    def sy(y: float) -> float:
-        clamped = min(max(y, y_low), y_high)
-        return round(bottom - (clamped - y_low) / (y_high - y_low) * plot_h, 2)
-
-    parts = [fmt('<title id="{id}-title">{title}</title>', id=chart_id, title=title)]
-    y_step = _nice_step(y_high - y_low, 5)
-    for tick in _ticks(y_low, y_high, y_step):
-        parts.append(fmt(
-            '<line class="grid" x1="{x0}" y1="{y}" x2="{x1}" y2="{y}"/>'
-            '<text class="tick tick-y" x="{tx}" y="{ty}" text-anchor="end">{label}</text>',
-            x0=_MARGIN_LEFT, x1=_MARGIN_LEFT + plot_w, y=sy(tick), tx=_MARGIN_LEFT - 6,
-            ty=sy(tick) + 4, label=y_format(tick)))
-    for tick in _integer_ticks(x_low, x_high, 8):
-        parts.append(fmt(
-            '<line class="tick-mark" x1="{x}" y1="{y0}" x2="{x}" y2="{y1}"/>'
-            '<text class="tick tick-x" x="{x}" y="{ty}" text-anchor="middle">{label}</text>',
-            x=sx(tick), y0=bottom, y1=bottom + 5, ty=bottom + 18, label=int(tick)))
-    parts.append(fmt(
-        '<line class="axis axis-x" x1="{x0}" y1="{y}" x2="{x1}" y2="{y}"/>'
-        '<line class="axis axis-y" x1="{x0}" y1="{top}" x2="{x0}" y2="{y}"/>'
-        '<text class="axis-label" x="{cx}" y="{ly}" text-anchor="middle">{x_label}</text>'
-        '<text class="axis-label" transform="translate(14 {cy}) rotate(-90)" '
-        'text-anchor="middle">{y_label}</text>',
-        x0=_MARGIN_LEFT, x1=_MARGIN_LEFT + plot_w, y=bottom, top=_MARGIN_TOP,
-        cx=_MARGIN_LEFT + plot_w / 2, ly=_HEIGHT - 6, x_label=x_label,
-        cy=_MARGIN_TOP + plot_h / 2, y_label=y_label))
-    for s in drawn:
-        coordinates = " ".join(f"{sx(x)},{sy(y)}" for x, y in s.points)
-        parts.append(fmt(
-            '<polyline class="series" data-series="{name}" data-points="{n}" points="{points}" '
-            'fill="none" stroke="{color}" stroke-width="2" stroke-linejoin="round"/>',
-            name=s.name, n=len(s.points), points=coordinates, color=s.color))
-        if len(s.points) <= _MAX_MARKERS:
-            parts.append(join(fmt(
-                '<circle class="marker" data-series="{name}" cx="{cx}" cy="{cy}" r="3" '
-                'fill="{color}"><title>{label}, round {x}: {y}</title></circle>',
-                name=s.name, cx=sx(x), cy=sy(y), color=s.color, label=s.label,
-                x=int(x) if x == int(x) else x, y=y_format(y)) for x, y in s.points))
+    plot = _LinePlot(*_x_domain(drawn), *(y_domain or _y_domain(drawn)))
+    parts = [fmt('<title id="{id}-title">{title}</title>', id=chart_id, title=title),
+             _y_grid(plot, y_format), _x_ticks(plot), _axes(plot, x_label, y_label)]
+    parts += [_polyline(plot, s, y_format) for s in drawn]
     parts.append(_legend(drawn))
     return fmt(
         '<svg id="{id}" class="chart line-chart" xmlns="http://www.w3.org/2000/svg" '
@@ -198,6 +155,77 @@ def line_chart(*, chart_id: str, title: str, series: Sequence[Series], y_label: 
         'aria-labelledby="{id}-title" data-points="{points}" data-series="{n}">{body}</svg>',
         id=chart_id, w=_WIDTH, h=_HEIGHT, points=max(len(s.points) for s in drawn),
         n=len(drawn), body=join(parts))
+
+
+@dataclass(frozen=True)
+class _LinePlot:
+    """The data ranges of a line chart: maps data to SVG coordinates of its plot area."""
+
+    x_low: float
+    x_high: float
+    y_low: float
+    y_high: float
+    width = _WIDTH - _MARGIN_LEFT - _MARGIN_RIGHT
+    height = _HEIGHT - _MARGIN_TOP - _MARGIN_BOTTOM
+    bottom = _HEIGHT - _MARGIN_BOTTOM
+
+    def sx(self, x: float) -> float:
+        return round(_MARGIN_LEFT + (x - self.x_low) / (self.x_high - self.x_low) * self.width, 2)
+
+    def sy(self, y: float) -> float:
+        clamped = min(max(y, self.y_low), self.y_high)
+        return round(self.bottom - (clamped - self.y_low) / (self.y_high - self.y_low)
+                     * self.height, 2)
+
+
+def _y_grid(plot: _LinePlot, y_format: Formatter) -> Markup:
+    """Horizontal grid lines with their y tick labels."""
+    step = _nice_step(plot.y_high - plot.y_low, 5)
+    return join(fmt(
+        '<line class="grid" x1="{x0}" y1="{y}" x2="{x1}" y2="{y}"/>'
+        '<text class="tick tick-y" x="{tx}" y="{ty}" text-anchor="end">{label}</text>',
+        x0=_MARGIN_LEFT, x1=_MARGIN_LEFT + plot.width, y=plot.sy(tick), tx=_MARGIN_LEFT - 6,
+        ty=plot.sy(tick) + 4, label=y_format(tick))
+        for tick in _ticks(plot.y_low, plot.y_high, step))
+
+
+def _x_ticks(plot: _LinePlot) -> Markup:
+    """Integer x tick marks with their labels."""
+    return join(fmt(
+        '<line class="tick-mark" x1="{x}" y1="{y0}" x2="{x}" y2="{y1}"/>'
+        '<text class="tick tick-x" x="{x}" y="{ty}" text-anchor="middle">{label}</text>',
+        x=plot.sx(tick), y0=plot.bottom, y1=plot.bottom + 5, ty=plot.bottom + 18,
+        label=int(tick))
+        for tick in _integer_ticks(plot.x_low, plot.x_high, 8))
+
+
+def _axes(plot: _LinePlot, x_label: str, y_label: str) -> Markup:
+    """Both axis lines and their labels."""
+    return fmt(
+        '<line class="axis axis-x" x1="{x0}" y1="{y}" x2="{x1}" y2="{y}"/>'
+        '<line class="axis axis-y" x1="{x0}" y1="{top}" x2="{x0}" y2="{y}"/>'
+        '<text class="axis-label" x="{cx}" y="{ly}" text-anchor="middle">{x_label}</text>'
+        '<text class="axis-label" transform="translate(14 {cy}) rotate(-90)" '
+        'text-anchor="middle">{y_label}</text>',
+        x0=_MARGIN_LEFT, x1=_MARGIN_LEFT + plot.width, y=plot.bottom, top=_MARGIN_TOP,
+        cx=_MARGIN_LEFT + plot.width / 2, ly=_HEIGHT - 6, x_label=x_label,
+        cy=_MARGIN_TOP + plot.height / 2, y_label=y_label)
+
+
+def _polyline(plot: _LinePlot, s: Series, y_format: Formatter) -> Markup:
+    """One series: its line, and a marker with a tooltip per point when they are few."""
+    coordinates = " ".join(f"{plot.sx(x)},{plot.sy(y)}" for x, y in s.points)
+    line = fmt(
+        '<polyline class="series" data-series="{name}" data-points="{n}" points="{points}" '
+        'fill="none" stroke="{color}" stroke-width="2" stroke-linejoin="round"/>',
+        name=s.name, n=len(s.points), points=coordinates, color=s.color)
+    if len(s.points) > _MAX_MARKERS:
+        return line
+    return join([line, join(fmt(
+        '<circle class="marker" data-series="{name}" cx="{cx}" cy="{cy}" r="3" '
+        'fill="{color}"><title>{label}, round {x}: {y}</title></circle>',
+        name=s.name, cx=plot.sx(x), cy=plot.sy(y), color=s.color, label=s.label,
+        x=int(x) if x == int(x) else x, y=y_format(y)) for x, y in s.points)])
 
 
 def _hex_to_rgb(color: str) -> tuple[int, int, int]:
@@ -275,65 +303,97 @@ def heatmap(*, chart_id: str, title: str, layers: Sequence[str], rounds: Sequenc
     """
     if not cells or not layers or not rounds:
         return _empty(chart_id, empty_message)
-    values = [cell.value for cell in cells.values()]
+    grid = _heat_grid(layers, rounds, [cell.value for cell in cells.values()])
+    parts = [fmt('<title id="{id}-title">{title}</title>', id=chart_id, title=title),
+             *(_heat_row(grid, row, layer, rounds, cells) for row, layer in enumerate(layers)),
+             _heat_x_axis(grid, rounds),
+             _legend_scale(grid.low, grid.high, grid.bottom + 46, grid.label_w)]
+    drawn = sum((layer, round_) in cells for layer in layers for round_ in rounds)
+    return fmt(
+        '<svg id="{id}" class="chart heatmap" xmlns="http://www.w3.org/2000/svg" '
+        'viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img" '
+        'aria-labelledby="{id}-title" data-layers="{layers}" data-rounds="{rounds}" '
+        'data-cells="{cells}">{body}</svg>',
+        id=chart_id, w=grid.width, h=grid.height, layers=len(layers), rounds=len(rounds),
+        cells=drawn, body=join(parts))
+
+
+@dataclass(frozen=True)
+class _HeatGrid:
+    """Geometry and colour range of a heatmap (cells start at y = top)."""
+
+    low: int
+    high: int
+    label_w: float
+    plot_w: float
+    cell_w: float
+    cell_h: int
+    top: int
+    bottom: float  # of the cells
+    width: float  # of the SVG
+    height: float
+
+
+def _heat_grid(layers: Sequence[str], rounds: Sequence[int], values: list[float]) -> _HeatGrid:
+    """Cell sizes from the number of layers and rounds; the colour range from the values."""
     low, high = math.floor(min(values)), math.ceil(max(values))
     if high <= low:
         high = low + 1
     label_w = min(190, 12 + 7 * max(len(_short(layer)) for layer in layers))
     # Wide enough to read a few rounds, capped so hundreds of rounds still fit a screen.
     plot_w = min(_HEATMAP_MAX_PLOT_W, max(_HEATMAP_MIN_PLOT_W, 80 * len(rounds)))
-    width = label_w + plot_w + _MARGIN_RIGHT
-    cell_w = plot_w / len(rounds)
-    cell_h = 22 if len(layers) <= 24 else 12
-    top = 8
+    cell_h, top = 22 if len(layers) <= 24 else 12, 8
     bottom = top + cell_h * len(layers)
-    height = bottom + 76
+    return _HeatGrid(low=low, high=high, label_w=label_w, plot_w=plot_w,
+                     cell_w=plot_w / len(rounds), cell_h=cell_h, top=top, bottom=bottom,
+                     width=label_w + plot_w + _MARGIN_RIGHT, height=bottom + 76)
 
-    parts = [fmt('<title id="{id}-title">{title}</title>', id=chart_id, title=title)]
-    drawn = 0
-    for row, layer in enumerate(layers):
-        parts.append(fmt(
-            '<text class="tick tick-y" x="{x}" y="{y}" text-anchor="end">{label}'
-            '<title>{layer}</title></text>',
-            x=label_w - 6, y=top + row * cell_h + cell_h / 2 + 4, label=_short(layer),
-            layer=layer))
-        for col, round_ in enumerate(rounds):
-            x, y = round(label_w + col * cell_w, 2), top + row * cell_h
-            cell = cells.get((layer, round_))
-            if cell is None:
-                parts.append(fmt(
-                    '<rect class="cell-missing" x="{x}" y="{y}" width="{w}" height="{h}" '
-                    'fill="#e5e7eb"><title>{layer}, round {r}: no data</title></rect>',
-                    x=x, y=y, w=round(cell_w, 2), h=cell_h, layer=layer, r=round_))
-                continue
-            drawn += 1
-            fill = color_scale((cell.value - low) / (high - low))
-            text = Markup("")
-            if cell_w >= 26 and cell_h >= 18:
-                text = fmt('<text class="cell-label" x="{x}" y="{y}" text-anchor="middle" '
-                           'fill="{color}">{value}</text>',
-                           x=round(x + cell_w / 2, 2), y=y + cell_h / 2 + 4,
-                           color=_text_color(fill),
-                           value=f"{cell.value:.1f}" if cell_w >= 34 else f"{cell.value:.0f}")
+
+def _heat_row(grid: _HeatGrid, row: int, layer: str, rounds: Sequence[int],
+              cells: Mapping[tuple[str, int], HeatCell]) -> Markup:
+    """A layer's label and its cells, one per round (grey where no value is stored)."""
+    y = grid.top + row * grid.cell_h
+    parts = [fmt(
+        '<text class="tick tick-y" x="{x}" y="{y}" text-anchor="end">{label}'
+        '<title>{layer}</title></text>',
+        x=grid.label_w - 6, y=y + grid.cell_h / 2 + 4, label=_short(layer), layer=layer)]
+    for col, round_ in enumerate(rounds):
+        x = round(grid.label_w + col * grid.cell_w, 2)
+        cell = cells.get((layer, round_))
+        if cell is None:
             parts.append(fmt(
-                '<g><title>{tooltip}</title><rect class="cell" x="{x}" y="{y}" width="{w}" '
-                'height="{h}" fill="{fill}" data-layer="{layer}" data-round="{r}" '
-                'data-bits="{value}"/>{text}</g>',
-                tooltip=cell.tooltip, x=x, y=y, w=round(cell_w, 2), h=cell_h, fill=fill,
-                layer=layer, r=round_, value=f"{cell.value:.4g}", text=text))
-    for tick in _integer_ticks(0, len(rounds) - 1, 10):
-        col = int(tick)
-        parts.append(fmt(
-            '<text class="tick tick-x" x="{x}" y="{y}" text-anchor="middle">{label}</text>',
-            x=round(label_w + (col + 0.5) * cell_w, 2), y=bottom + 16, label=rounds[col]))
-    parts.append(fmt(
-        '<text class="axis-label" x="{x}" y="{y}" text-anchor="middle">Round</text>',
-        x=label_w + plot_w / 2, y=bottom + 34))
-    parts.append(_legend_scale(low, high, bottom + 46, label_w))
+                '<rect class="cell-missing" x="{x}" y="{y}" width="{w}" height="{h}" '
+                'fill="#e5e7eb"><title>{layer}, round {r}: no data</title></rect>',
+                x=x, y=y, w=round(grid.cell_w, 2), h=grid.cell_h, layer=layer, r=round_))
+        else:
+            parts.append(_heat_cell(grid, x, y, layer, round_, cell))
+    return join(parts)
+
+
+def _heat_cell(grid: _HeatGrid, x: float, y: float, layer: str, round_: int,
+               cell: HeatCell) -> Markup:
+    """One stored value: a coloured rect, labelled with the value when the cell is large."""
+    fill = color_scale((cell.value - grid.low) / (grid.high - grid.low))
+    text = Markup("")
+    if grid.cell_w >= 26 and grid.cell_h >= 18:
+        text = fmt('<text class="cell-label" x="{x}" y="{y}" text-anchor="middle" '
+                   'fill="{color}">{value}</text>',
+                   x=round(x + grid.cell_w / 2, 2), y=y + grid.cell_h / 2 + 4,
+                   color=_text_color(fill),
+                   value=f"{cell.value:.1f}" if grid.cell_w >= 34 else f"{cell.value:.0f}")
     return fmt(
-        '<svg id="{id}" class="chart heatmap" xmlns="http://www.w3.org/2000/svg" '
-        'viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img" '
-        'aria-labelledby="{id}-title" data-layers="{layers}" data-rounds="{rounds}" '
-        'data-cells="{cells}">{body}</svg>',
-        id=chart_id, w=width, h=height, layers=len(layers), rounds=len(rounds),
-        cells=drawn, body=join(parts))
+        '<g><title>{tooltip}</title><rect class="cell" x="{x}" y="{y}" width="{w}" '
+        'height="{h}" fill="{fill}" data-layer="{layer}" data-round="{r}" '
+        'data-bits="{value}"/>{text}</g>',
+        tooltip=cell.tooltip, x=x, y=y, w=round(grid.cell_w, 2), h=grid.cell_h, fill=fill,
+        layer=layer, r=round_, value=f"{cell.value:.4g}", text=text)
+
+
+def _heat_x_axis(grid: _HeatGrid, rounds: Sequence[int]) -> Markup:
+    """Round labels under the columns (at most about ten) and the axis label."""
+    return join([*(fmt(
+        '<text class="tick tick-x" x="{x}" y="{y}" text-anchor="middle">{label}</text>',
+        x=round(grid.label_w + (int(tick) + 0.5) * grid.cell_w, 2), y=grid.bottom + 16,
+        label=rounds[int(tick)]) for tick in _integer_ticks(0, len(rounds) - 1, 10)),
+        fmt('<text class="axis-label" x="{x}" y="{y}" text-anchor="middle">Round</text>',
+            x=grid.label_w + grid.plot_w / 2, y=grid.bottom + 34)])
