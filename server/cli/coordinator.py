@@ -54,7 +54,8 @@ def create_token(
 ) -> None:
     """Create a token and print it once; only its SHA-256 digest is stored."""
     from server.coordinator import crud
-    from server.coordinator.core.db import init_db, make_engine, make_session_factory
+    from server.coordinator.core.db import make_engine, make_session_factory
+    from server.coordinator.services.startup import init_db
 
     url = _url(database_url)
     init_db(url)
@@ -72,7 +73,7 @@ def create_token(
 @db_cli.command("upgrade")
 def db_upgrade(database_url: DatabaseUrl = None) -> None:
     """Migrate the database to the newest schema and seed policy version 1 if missing."""
-    from server.coordinator.core.db import init_db
+    from server.coordinator.services.startup import init_db
 
     init_db(_url(database_url))
     typer.echo("Database at head, default policy seeded.", err=True)

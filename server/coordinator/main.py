@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
-from server.coordinator import crud, dashboard
+from server.coordinator import dashboard
 from server.coordinator.api.main import api_router
 from server.coordinator.api.middleware import (
     BodySizeLimitMiddleware,
@@ -20,7 +20,7 @@ from server.coordinator.api.middleware import (
 from server.coordinator.api.routes import health
 from server.coordinator.core.config import Settings
 from server.coordinator.core.config import settings as default_settings
-from server.coordinator.core.db import POOL_CONNECTIONS, init_db, make_engine, make_session_factory
+from server.coordinator.core.db import POOL_CONNECTIONS, make_engine, make_session_factory
 from server.coordinator.core.metrics import Metrics
 from server.coordinator.exceptions import (
     ConflictError,
@@ -29,6 +29,7 @@ from server.coordinator.exceptions import (
     PolicyUpdateError,
 )
 from server.coordinator.services.launcher import NullLauncher, RunLauncher
+from server.coordinator.services.startup import fleet_totals_reader, init_db, interrupt_stale_runs
 
 logger = logging.getLogger(__name__)
 
@@ -81,12 +82,7 @@ def create_app(settings: Settings | None = None,
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         init_db(settings.DATABASE_URL)
-        with session_factory() as session:
-            interrupted = crud.mark_interrupted_runs(session=session)
-            session.commit()
-        if interrupted:
-            logger.warning("Marked %s run(s) interrupted: the coordinator restarted.",
-                           interrupted)
+        interrupt_stale_runs(session_factory)
         yield
         shutdown = getattr(_app.state.launcher, "shutdown", None)
         if shutdown is not None:
@@ -99,7 +95,7 @@ def create_app(settings: Settings | None = None,
     app.state.session_factory = session_factory
     app.state.launcher = launcher or NullLauncher(session_factory)
     app.state.model_converter = None
-    app.state.metrics = Metrics(session_factory)
+    app.state.metrics = Metrics(fleet_totals_reader(session_factory))
 
     app.add_exception_handler(NotFoundError, _error(404))
     app.add_exception_handler(ConflictError, _error(409))

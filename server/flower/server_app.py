@@ -133,6 +133,42 @@ def _log_recorder(record: RoundRecord) -> None:
              record.rejections, record.mean_bits)
 
 
+@dataclass(frozen=True)
+class DbComposition:
+    """The coordinator's seams for one of its runs: policy, recorder and resume point."""
+
+    provider: PolicyProvider
+    recorder: Recorder
+    start_round: int
+    checkpoint: bytes | None
+
+
+def db_composition(db_url: str, run_id: int) -> DbComposition:
+    """Bind the strategy to coordinator run ``run_id`` in the database at ``db_url``.
+
+    The only place where the Flower app imports the coordinator (tests/test_architecture.py
+    holds it to that): the policy is read from the database at every round start, each
+    round is stored in one transaction, and a resumed run continues after its last stored
+    round from that round's checkpoint.
+
+    Raises
+    ------
+    ValueError
+        If ``run_id`` does not name a run (<= 0).
+    """
+    if run_id <= 0:
+        raise ValueError(f"run_config 'coordinator-run-id' = {run_id} must name the "
+                         "coordinator's run when 'db-url' is set.")
+    from server.coordinator.core.db import make_engine, make_session_factory
+    from server.coordinator.services.run_store import DbPolicyProvider, DbRecorder, resume_point
+
+    factory = make_session_factory(make_engine(db_url))
+    with factory() as session:
+        start, checkpoint = resume_point(session, run_id)
+    return DbComposition(DbPolicyProvider(factory), DbRecorder(factory, run_id), start,
+                         checkpoint)
+
+
 def build_provider_and_recorder(run_config: Mapping[str, Any]
                                 ) -> tuple[PolicyProvider, Recorder]:
     """The policy provider and round recorder for a run.
@@ -140,20 +176,12 @@ def build_provider_and_recorder(run_config: Mapping[str, Any]
     Without ``db-url`` the provider always answers version 1 of the named ``policy`` (no
     overrides) and the recorder writes ``out-dir/rounds.jsonl`` (or only logs when
     ``out-dir`` is empty). With ``db-url`` (the coordinator submitting to a SuperLink)
-    the policy is read from the coordinator's database at every round start and each round
-    is stored there in one transaction for run ``coordinator-run-id``.
+    see :func:`db_composition`.
     """
     c = {**RUN_CONFIG_DEFAULTS, **dict(run_config)}
     if str(c["db-url"]):
-        from server.coordinator.core.db import make_engine, make_session_factory
-        from server.coordinator.services.run_store import DbPolicyProvider, DbRecorder
-
-        run_id = int(c["coordinator-run-id"])
-        if run_id <= 0:
-            raise ValueError(f"run_config 'coordinator-run-id' = {run_id} must name the "
-                             "coordinator's run when 'db-url' is set.")
-        factory = make_session_factory(make_engine(str(c["db-url"])))
-        return DbPolicyProvider(factory), DbRecorder(factory, run_id)
+        db = db_composition(str(c["db-url"]), int(c["coordinator-run-id"]))
+        return db.provider, db.recorder
     policy = resolve_policy(str(c["policy"]))
     answer: tuple[int, Any, dict[str, dict[str, Any]]] = (1, policy, {})
 
@@ -233,16 +261,13 @@ def main(grid: Grid, context: Context) -> None:
     """Deployment / ``flwr run`` entry point: everything comes from run_config."""
     _route_logs_to_flwr()
     settings = ServerSettings.from_run_config(context.run_config)
-    provider, recorder = build_provider_and_recorder(context.run_config)
     db_url = str(context.run_config.get("db-url", ""))
-    if db_url:  # a coordinator run: continue after the rounds it already stored
-        from server.coordinator.core.db import make_engine, make_session_factory
-        from server.coordinator.services.run_store import resume_point
-
-        engine = make_engine(db_url)
-        with make_session_factory(engine)() as session:
-            start, checkpoint = resume_point(
-                session, int(context.run_config["coordinator-run-id"]))
-        engine.dispose()
-        settings = dataclasses.replace(settings, start_round=start, checkpoint=checkpoint)
-    run_strategy(grid, settings, provider, recorder)
+    if not db_url:
+        provider, recorder = build_provider_and_recorder(context.run_config)
+        run_strategy(grid, settings, provider, recorder)
+        return
+    # a coordinator run: continue after the rounds it already stored
+    db = db_composition(db_url, int(context.run_config.get("coordinator-run-id", 0)))
+    settings = dataclasses.replace(settings, start_round=db.start_round,
+                                   checkpoint=db.checkpoint)
+    run_strategy(grid, settings, db.provider, db.recorder)

@@ -109,25 +109,6 @@ def upgrade_head(url: str) -> None:
     command.upgrade(alembic_config(url), "head")
 
 
-def init_db(url: str) -> None:
-    """Prepare the database at ``url`` for the service: migrate to head, then seed.
-
-    Seeding stores policy version 1 = ``PrecisionPolicy()`` when no version exists
-    (``crud.seed_default_policy``). Idempotent; the app runs it at every startup.
-    """
-    from server.coordinator import crud  # crud imports the models; keep this module free of them
-
-    upgrade_head(url)
-    engine = make_engine(url)
-    try:
-        with make_session_factory(engine)() as session:
-            if crud.seed_default_policy(session=session) is not None:
-                logger.info("Seeded precision policy version 1 with the defaults.")
-            session.commit()
-    finally:
-        engine.dispose()
-
-
 def downgrade_base(url: str) -> None:
     """Undo every migration at ``url``: drops all coordinator tables and their data."""
     command.downgrade(alembic_config(url), "base")

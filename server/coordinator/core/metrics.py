@@ -3,28 +3,35 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session, sessionmaker
-
-from server.coordinator import crud
 
 logger = logging.getLogger(__name__)
+
+
+#: Reads the fleet totals (``crud.fleet_totals``) in a session of its own.
+TotalsReader = Callable[[], dict[str, float]]
 
 
 class FleetCollector(Collector):
     """Fleet totals read from the database at scrape time.
 
     Reading them from the stored rounds (not counting in-process) keeps them right when
-    the launcher runs in another process and across coordinator restarts.
+    the launcher runs in another process and across coordinator restarts. The reader is
+    injected, so this module imports no data access.
+
+    Parameters
+    ----------
+    read_totals : Callable[[], dict[str, float]]
+        Called at each scrape; a ``SQLAlchemyError`` leaves the families empty.
     """
 
-    def __init__(self, session_factory: sessionmaker[Session]) -> None:
-        self._session_factory = session_factory
+    def __init__(self, read_totals: TotalsReader) -> None:
+        self._read_totals = read_totals
 
     def describe(self) -> Iterator[Metric]:
         # Without describe() the registry would call collect(), i.e. query the database,
@@ -33,8 +40,7 @@ class FleetCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         try:
-            with self._session_factory() as session:
-                totals = crud.fleet_totals(session=session)
+            totals = self._read_totals()
         except SQLAlchemyError as exc:
             logger.warning("Fleet metrics unavailable: %s", type(exc).__name__)
             return
@@ -62,11 +68,17 @@ class FleetCollector(Collector):
 
 
 class Metrics:
-    """The app's registry, its request-latency histogram and the fleet collector."""
+    """The app's registry, its request-latency histogram and the fleet collector.
 
-    def __init__(self, session_factory: sessionmaker[Session]) -> None:
+    Parameters
+    ----------
+    read_totals : Callable[[], dict[str, float]]
+        Fleet totals for the collector (see :class:`FleetCollector`).
+    """
+
+    def __init__(self, read_totals: TotalsReader) -> None:
         self.registry = CollectorRegistry()
         self.request_latency = Histogram(
             "aptfleet_http_request_duration_seconds", "Latency of HTTP requests.",
             labelnames=("method", "route", "status"), registry=self.registry)
-        self.registry.register(FleetCollector(session_factory))
+        self.registry.register(FleetCollector(read_totals))

@@ -34,7 +34,6 @@ from server.coordinator.crud.runs import (
     set_run_status,
 )
 from server.coordinator.crud.tokens import authenticate_token, create_token, revoke_token
-from server.coordinator.services.policy import effective_policy
 
 __all__ = [
     "authenticate_token",
@@ -44,7 +43,6 @@ __all__ = [
     "create_token",
     "current_policy",
     "device_history",
-    "effective_policy",
     "fleet_totals",
     "get_current_policy_row",
     "get_device",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any
 
 from sqlalchemy import func, select
@@ -9,9 +10,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from apt_core.config import PrecisionPolicy
+from apt_core.federated import Overrides
 from server.coordinator.exceptions import ConflictError, PolicyNotSeededError
-from server.coordinator.services.policy import POLICY_FIELDS, Overrides
 from server.coordinator.tables import Policy
+
+#: The ``PrecisionPolicy`` fields a ``policies`` row stores in columns of the same name.
+POLICY_FIELDS = tuple(f.name for f in fields(PrecisionPolicy))
 
 
 def policy_of(row: Policy) -> PrecisionPolicy:
@@ -31,7 +35,7 @@ def get_current_policy_row(*, session: Session) -> Policy:
     if row is None:
         raise PolicyNotSeededError(
             "No precision policy is stored; run 'aptfleet server db upgrade' (or "
-            "server.coordinator.core.db.init_db) to seed version 1.")
+            "server.coordinator.services.startup.init_db) to seed version 1.")
     return row
 
 
@@ -81,9 +85,9 @@ def create_policy_version(*, session: Session, policy: PrecisionPolicy,
 def seed_default_policy(*, session: Session) -> Policy | None:
     """Store version 1 = ``PrecisionPolicy()`` if no version exists yet; the caller commits.
 
-    Seeding runs at startup (``server.coordinator.core.db.init_db``), not in a migration, so
-    version 1 takes the apt_core defaults of the code that first starts on the database; later
-    default changes never rewrite a stored version.
+    Seeding runs at startup (``server.coordinator.services.startup.init_db``), not in a
+    migration, so version 1 takes the apt_core defaults of the code that first starts on the
+    database; later default changes never rewrite a stored version.
 
     Returns
     -------

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from server.coordinator.exceptions import NotFoundError, RunStateError
-from server.coordinator.schemas import RunCreate
 from server.coordinator.tables import (
     ACTIVE_RUN_STATUSES,
     RUN_STATUSES,
@@ -18,10 +18,36 @@ from server.coordinator.tables import (
 )
 
 
-def create_run(*, session: Session, run_in: RunCreate) -> Run:
-    """Store a new run in status ``pending``."""
-    run = Run(**run_in.model_dump(), settings=run_in.model_dump(mode="json"), status="pending",
-              current_round=0)
+def create_run(*, session: Session, task: str, method: str, clients: int, fraction: float,
+               rounds: int, alpha: float, seed: int, policy: str | None = None,
+               settings: Mapping[str, Any] | None = None) -> Run:
+    """Store a new run in status ``pending``; the caller commits.
+
+    Parameters
+    ----------
+    session : Session
+        Open session.
+    task, method : str
+        Task and training method, already validated by the caller.
+    clients, rounds, seed : int
+        Simulated devices, planned rounds and seed.
+    fraction, alpha : float
+        Share of devices sampled per round and Dirichlet label skew.
+    policy : str | None (default: None)
+        The run's own precision policy (a name or ``key=value,...``); None follows the
+        fleet policy.
+    settings : Mapping[str, Any] | None (default: None)
+        JSON object of every run setting the job trains with (the full
+        ``apt_core.federated.RunSettings``), stored so a resumed run keeps them.
+
+    Returns
+    -------
+    Run
+        Flushed, so its id is set.
+    """
+    run = Run(task=task, method=method, clients=clients, fraction=fraction, rounds=rounds,
+              alpha=alpha, seed=seed, policy=policy, settings=dict(settings or {}),
+              status="pending", current_round=0)
     session.add(run)
     session.flush()
     return run

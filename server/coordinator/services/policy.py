@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import fields
 from typing import Any
 
 from apt_core import federated as fed
 from apt_core.config import PolicyError, PrecisionPolicy
+from apt_core.federated import Overrides
 from apt_core.federated.device_class import DEVICE_CLASS_PATTERN as _DEVICE_CLASS
 from server.coordinator.exceptions import PolicyUpdateError
 from server.coordinator.schemas import PolicyUpdate
 
-Overrides = dict[str, dict[str, Any]]
-
-POLICY_FIELDS = tuple(f.name for f in fields(PrecisionPolicy))
 _FIELD_IN_MESSAGE = re.compile(r"field '([^']+)'")
 
 

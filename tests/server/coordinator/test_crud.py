@@ -19,6 +19,7 @@ from server.coordinator.exceptions import (
     RoundRecordError,
     RunStateError,
 )
+from server.coordinator.services.policy import effective_policy
 from server.coordinator.tables import (
     ApiToken,
     Checkpoint,
@@ -242,7 +243,7 @@ def test_create_policy_version_increments(db: Session) -> None:
     # Assert
     version, current, overrides = crud.current_policy(db)
     assert (row.version, version, current, overrides) == (2, 2, policy, {"mcu": {"bits_max": 8}})
-    assert crud.effective_policy(current, overrides, "mcu").bits_max == 8
+    assert effective_policy(current, overrides, "mcu").bits_max == 8
     assert [r.version for r in crud.list_policies(session=db)[0]] == [2, 1]
 
 

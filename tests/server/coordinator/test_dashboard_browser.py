@@ -17,9 +17,10 @@ from sqlalchemy.orm import Session
 
 from server.coordinator import crud
 from server.coordinator.core.config import Settings
-from server.coordinator.core.db import init_db, make_engine
+from server.coordinator.core.db import make_engine
 from server.coordinator.dashboard.auth import COOKIE_NAME
 from server.coordinator.main import create_app
+from server.coordinator.services.startup import init_db
 from tests.utils.run import create_random_run, make_round_record
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -22,9 +22,10 @@ from typer.testing import CliRunner
 from server.cli.coordinator import server_cli
 from server.coordinator import crud
 from server.coordinator.core.config import Settings
-from server.coordinator.core.db import init_db, make_engine, make_session_factory
+from server.coordinator.core.db import make_engine, make_session_factory
 from server.coordinator.dashboard.auth import COOKIE_NAME
 from server.coordinator.main import create_app
+from server.coordinator.services.startup import init_db
 from server.coordinator.tables import Base
 from tests.utils.launcher import RecordingLauncher
 from tests.utils.service import Coordinator

@@ -15,13 +15,13 @@ from apt_core.config import PrecisionPolicy
 from server.coordinator.core.db import (
     ALEMBIC_DIR,
     downgrade_base,
-    init_db,
     make_engine,
     make_session_factory,
     upgrade_head,
 )
 from server.coordinator.crud import current_policy
 from server.coordinator.exceptions import PolicyNotSeededError
+from server.coordinator.services.startup import init_db
 from server.coordinator.tables import Base, Policy
 from tests.utils.db import BACKENDS, empty_database
 
