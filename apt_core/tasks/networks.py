@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
+from functools import partial
 
 from torch import nn
 
 from apt_core.errors import ModelError
 from apt_core.tasks.data import TASK_NAMES
 
-MODEL_NAMES = ("cnn", "mlp")
+MODEL_NAMES = ("cnn", "mlp", "mlp-wide")
 
-
+#: Flattened input size of each task (digits: 1x8x8 images, mnist1d: 1x40 signals).
+_IN_FEATURES = {"digits": 64, "mnist1d": 40}
 
 # Every parameter lives in a Linear or Conv weight/bias (no norm or dropout layers), so the
 # fixed-point conversion covers the whole model. The CNNs keep the linear head small
@@ -72,11 +74,25 @@ def _mnist1d_mlp() -> nn.Sequential:
     ]))
 
 
+def _wide_mlp(in_features: int) -> nn.Sequential:
+    # The runtime benchmark's GEMM-bound model (issue 9: MLP 64-1024-1024-10): its two
+    # 1024-wide layers make the step cost the GEMMs, not the per-op overhead of a small net.
+    return nn.Sequential(OrderedDict([
+        ("flatten", nn.Flatten()),
+        ("fc1", nn.Linear(in_features, 1024)),
+        ("relu1", nn.ReLU()),
+        ("fc2", nn.Linear(1024, 1024)),
+        ("relu2", nn.ReLU()),
+        ("fc3", nn.Linear(1024, 10)),
+    ]))
+
+
 _BUILDERS: dict[tuple[str, str], Callable[[], nn.Sequential]] = {
     ("digits", "cnn"): _digits_cnn,
     ("digits", "mlp"): _digits_mlp,
     ("mnist1d", "cnn"): _mnist1d_cnn,
     ("mnist1d", "mlp"): _mnist1d_mlp,
+    **{(task, "mlp-wide"): partial(_wide_mlp, n) for task, n in _IN_FEATURES.items()},
 }
 
 
@@ -88,7 +104,9 @@ def build_model(task: str, arch: str) -> nn.Module:
     task : str
         ``"digits"`` (inputs ``(N, 1, 8, 8)``) or ``"mnist1d"`` (inputs ``(N, 1, 40)``).
     arch : str
-        ``"cnn"`` or ``"mlp"``.
+        ``"cnn"``, ``"mlp"`` or ``"mlp-wide"``. ``"mlp-wide"`` is the same
+        ``in-1024-1024-10`` ReLU MLP on both tasks, its first layer taking the task's
+        flattened input (64 on digits, 40 on mnist1d); the runtime benchmark uses it.
 
     Returns
     -------

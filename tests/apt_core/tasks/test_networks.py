@@ -82,3 +82,17 @@ def test_build_model_unknown_arch_names_field() -> None:
     # Execute / Assert
     with pytest.raises(ValueError, match="arch='resnet'"):
         build_model("digits", "resnet")
+
+
+@pytest.mark.parametrize(("task", "in_features"), [("digits", 64), ("mnist1d", 40)])
+def test_build_model_mlp_wide_layer_sizes(task: str, in_features: int) -> None:
+    # Prepare
+    model = build_model(task, "mlp-wide")
+
+    # Execute
+    sizes = [(m.in_features, m.out_features) for m in model.modules()
+             if isinstance(m, nn.Linear)]
+
+    # Assert
+    assert sizes == [(in_features, 1024), (1024, 1024), (1024, 10)]
+    assert sum(isinstance(m, nn.ReLU) for m in model.modules()) == 2
