@@ -9,9 +9,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from torch import Tensor, nn
+from torch.optim import Optimizer
 from torch.utils.data import Dataset
 
 from apt_core.config import PrecisionPolicy
+from apt_core.controller import PrecisionController
 from apt_core.cost import activation_bits, model_nbytes, profile_layers, tensors_nbytes
 from apt_core.federated.codec import float_state
 from apt_core.federated.settings import FED_METHODS
@@ -89,9 +91,7 @@ def local_round(model: nn.Module, train_set: Dataset, *, method: str,
     if method == "apt":
         if policy is None:
             raise ValueError("local_round: method='apt' needs a policy.")
-        for name, layer in apt_layers(model).items():
-            b = device_bits.get(name, layer.n_bits) if device_bits else layer.n_bits
-            layer.set_bits(min(max(int(b), policy.bits_min), policy.bits_max))
+        _start_bits(model, policy, device_bits)
     loader = make_loader(train_set, batch_size, shuffle=True, seed=seed)
     example = next(iter(loader))[0][:2]
     profiles = profile_layers(model, example)
@@ -101,23 +101,10 @@ def local_round(model: nn.Module, train_set: Dataset, *, method: str,
               controller=s.controller, meter=s.meter, eval_every_epoch=False)
     history = list(m.history)
     if s.controller is not None:
-        last = max((h["step"] for h in history), default=0)
-        if m.steps > last:
-            layers = apt_layers(model)
-            n_before = len(s.controller.history)
-            new = s.controller.decide(m.steps, {n: (lay.n_bits, lay.exponent())
-                                                for n, lay in layers.items()})
-            for n, b in new.items():
-                layers[n].set_bits(b)
-            history += [h.to_dict() for h in s.controller.history[n_before:]]
-    if isinstance(s.optimizer, APTSGD):
-        opt_state = list(s.optimizer.state_tensors())
-    else:
-        opt_state = [v for st in s.optimizer.state.values() for v in st.values()
-                     if isinstance(v, Tensor)]
+        history += _close_window(s.controller, model, m.steps, history)
     act = policy.act_bits if method == "apt" and policy else 32
     param_bytes = model_nbytes(model)
-    peak = (param_bytes + tensors_nbytes(opt_state)
+    peak = (param_bytes + tensors_nbytes(_optimizer_state(s.optimizer))
             + activation_bits(profiles, batch_size, act) // 8)
     payload = pack(model) if method == "apt" else None
     state = None if method == "apt" else float_state(model)
@@ -129,6 +116,37 @@ def local_round(model: nn.Module, train_set: Dataset, *, method: str,
         history=history, energy_j=m.energy_j, param_bytes=param_bytes,
         peak_memory_bytes=int(peak), num_examples=len(train_set),  # type: ignore[arg-type]
         train_loss=m.train_loss, steps=m.steps, uplink_bytes=int(uplink))
+
+
+def _start_bits(model: nn.Module, policy: PrecisionPolicy,
+                device_bits: Mapping[str, int] | None) -> None:
+    """Set each APT layer to the device's last bits (else the global ones), clamped into
+    the policy's range."""
+    for name, layer in apt_layers(model).items():
+        b = device_bits.get(name, layer.n_bits) if device_bits else layer.n_bits
+        layer.set_bits(min(max(int(b), policy.bits_min), policy.bits_max))
+
+
+def _close_window(controller: PrecisionController, model: nn.Module, steps: int,
+                  history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Judge the steps observed since the last check at the end of the round; returns the
+    new history entries (none when the last check closed the round)."""
+    last = max((h["step"] for h in history), default=0)
+    if steps <= last:
+        return []
+    layers = apt_layers(model)
+    n_before = len(controller.history)
+    new = controller.decide(steps, {n: (lay.n_bits, lay.exponent()) for n, lay in layers.items()})
+    for n, b in new.items():
+        layers[n].set_bits(b)
+    return [h.to_dict() for h in controller.history[n_before:]]
+
+
+def _optimizer_state(optimizer: APTSGD | Optimizer) -> list[Tensor]:
+    """The tensors an optimizer keeps between steps (momentum buffers and the like)."""
+    if isinstance(optimizer, APTSGD):
+        return list(optimizer.state_tensors())
+    return [v for st in optimizer.state.values() for v in st.values() if isinstance(v, Tensor)]
 
 
 def evaluate_model(model: nn.Module, dataset: Dataset, method: str, batch_size: int = 256
