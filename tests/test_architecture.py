@@ -153,3 +153,24 @@ def test_import_checker_sees_function_level_and_relative_imports() -> None:
     assert ("server.coordinator.services", "<module>") in found
     assert ("server.coordinator.services.launcher", "<module>") in found
     assert ("server.coordinator.schemas", "f") in found
+
+
+def test_coordinator_errors_live_in_one_module() -> None:
+    # Prepare
+    home = ROOT / "server" / "coordinator" / "exceptions.py"
+    found = []
+
+    # Execute
+    for path in _modules("server/coordinator"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if path != home and isinstance(node, ast.ClassDef) and any(
+                    ast.unparse(base).endswith(("Error", "Exception")) for base in node.bases):
+                found.append(f"{path.relative_to(ROOT)} defines {node.name}")
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                    ("fastapi", "starlette")) and any(
+                    alias.name == "HTTPException" for alias in node.names):
+                found.append(f"{path.relative_to(ROOT)} imports HTTPException")
+
+    # Assert
+    assert not found, "\n".join(found)

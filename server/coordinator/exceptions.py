@@ -1,4 +1,9 @@
-"""Named errors of the coordinator; ``main.py`` maps each family to an HTTP status."""
+"""Named errors of the coordinator, all in this module.
+
+``main.py`` maps each family to an HTTP status in one place (its exception handlers), with
+the body ``{"detail": "<message>"}``; routes, dependencies and services raise these and never
+``HTTPException``.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,19 @@ class AptfleetError(Exception):
 
 class NotFoundError(AptfleetError, LookupError):
     """A run, device or other row does not exist (HTTP 404)."""
+
+
+class AuthenticationError(AptfleetError):
+    """The request carries no valid bearer token (HTTP 401, ``WWW-Authenticate: Bearer``)."""
+
+
+class PermissionDeniedError(AptfleetError):
+    """The request's token lacks the role the action needs (HTTP 403)."""
+
+
+class NotConfiguredError(AptfleetError):
+    """The coordinator is not set up for what the request asks, e.g. a model converter
+    for ``format=torch`` (HTTP 501)."""
 
 
 class ConflictError(AptfleetError):
@@ -35,6 +53,14 @@ class PolicyNotSeededError(AptfleetError, RuntimeError):
 
 class LaunchError(AptfleetError, RuntimeError):
     """The run launcher failed to start or stop a run (HTTP 503)."""
+
+
+class RunStopped(AptfleetError, RuntimeError):
+    """The run was stopped or finished elsewhere; its job must end without recording."""
+
+
+class ResumeError(AptfleetError, RuntimeError):
+    """Stored rounds and checkpoints of a run disagree; it cannot be resumed safely."""
 
 
 class PolicyUpdateError(AptfleetError, ValueError):

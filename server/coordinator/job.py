@@ -19,12 +19,10 @@ from apt_core import federated as fed
 from server.coordinator import crud
 from server.coordinator.core.config import Settings
 from server.coordinator.core.db import make_engine, make_session_factory
-from server.coordinator.exceptions import RunStateError
+from server.coordinator.exceptions import ResumeError, RunStateError, RunStopped
 from server.coordinator.services.run_store import (
     DbPolicyProvider,
     DbRecorder,
-    ResumeError,
-    RunStopped,
     resume_point,
     run_savings,
     with_db_retry,

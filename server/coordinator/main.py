@@ -23,9 +23,12 @@ from server.coordinator.core.config import settings as default_settings
 from server.coordinator.core.db import POOL_CONNECTIONS, make_engine, make_session_factory
 from server.coordinator.core.metrics import Metrics
 from server.coordinator.exceptions import (
+    AuthenticationError,
     ConflictError,
     LaunchError,
+    NotConfiguredError,
     NotFoundError,
+    PermissionDeniedError,
     PolicyUpdateError,
 )
 from server.coordinator.services.launcher import NullLauncher, RunLauncher
@@ -36,11 +39,12 @@ logger = logging.getLogger(__name__)
 API_PREFIX = "/api/v1"
 
 
-def _error(status_code: int) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
-    """A handler answering ``{"detail": str(exc)}`` with ``status_code``."""
+def _error(status_code: int, headers: dict[str, str] | None = None
+           ) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+    """A handler answering ``{"detail": str(exc)}`` with ``status_code`` (and ``headers``)."""
 
     async def handler(_request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=status_code)
+        return JSONResponse({"detail": str(exc)}, status_code=status_code, headers=headers)
 
     return handler
 
@@ -50,6 +54,18 @@ async def _policy_update_error(_request: Request, exc: Exception) -> JSONRespons
     detail = {"type": "value_error", "loc": ["body", *exc.loc], "msg": exc.message,
               "input": exc.value}
     return JSONResponse({"detail": [detail]}, status_code=422)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Map every domain error family of ``exceptions.py`` to its HTTP status (only here)."""
+    app.add_exception_handler(AuthenticationError,
+                              _error(401, headers={"WWW-Authenticate": "Bearer"}))
+    app.add_exception_handler(PermissionDeniedError, _error(403))
+    app.add_exception_handler(NotFoundError, _error(404))
+    app.add_exception_handler(ConflictError, _error(409))
+    app.add_exception_handler(NotConfiguredError, _error(501))
+    app.add_exception_handler(LaunchError, _error(503))
+    app.add_exception_handler(PolicyUpdateError, _policy_update_error)
 
 
 def create_app(settings: Settings | None = None,
@@ -97,10 +113,7 @@ def create_app(settings: Settings | None = None,
     app.state.model_converter = None
     app.state.metrics = Metrics(fleet_totals_reader(session_factory))
 
-    app.add_exception_handler(NotFoundError, _error(404))
-    app.add_exception_handler(ConflictError, _error(409))
-    app.add_exception_handler(LaunchError, _error(503))
-    app.add_exception_handler(PolicyUpdateError, _policy_update_error)
+    _add_error_handlers(app)
 
     # Added innermost first: metrics see every response, 413s included.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.MAX_BODY_BYTES)

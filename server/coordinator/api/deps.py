@@ -5,11 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Path, Query, Request, status
+from fastapi import Depends, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from server.coordinator import crud
+from server.coordinator.exceptions import (
+    AuthenticationError,
+    NotFoundError,
+    PermissionDeniedError,
+)
 from server.coordinator.services.launcher import RunLauncher
 from server.coordinator.tables import ApiToken, Run
 
@@ -34,21 +39,17 @@ def get_db(request: Request) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_db)]
 
 
-def _unauthorized(detail: str) -> HTTPException:
-    return HTTPException(status_code=status.HTTP_401_UNAUTHORIZED, detail=detail,
-                         headers={"WWW-Authenticate": "Bearer"})
-
-
 def get_current_token(
     session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> ApiToken:
     """The token of the request's ``Authorization: Bearer`` header (401 if missing or bad)."""
     if credentials is None or credentials.scheme.lower() != "bearer":
-        raise _unauthorized("Missing bearer token: send 'Authorization: Bearer <token>'.")
+        raise AuthenticationError(
+            "Missing bearer token: send 'Authorization: Bearer <token>'.")
     token = crud.authenticate_token(session=session, token=credentials.credentials)
     if token is None:
-        raise _unauthorized("Invalid or revoked bearer token.")
+        raise AuthenticationError("Invalid or revoked bearer token.")
     return token
 
 
@@ -58,9 +59,8 @@ CurrentToken = Annotated[ApiToken, Depends(get_current_token)]
 def require_admin(token: CurrentToken) -> ApiToken:
     """The request's token if its role is admin (403 otherwise)."""
     if token.role != "admin":
-        raise HTTPException(status_code=status.HTTP_403_FORBIDDEN,
-                            detail=f"This action needs the admin role; token '{token.name}' "
-                                   f"has role '{token.role}'.")
+        raise PermissionDeniedError(f"This action needs the admin role; token '{token.name}' "
+                                    f"has role '{token.role}'.")
     return token
 
 
@@ -80,8 +80,7 @@ def get_run_or_404(run_id: RunId, session: SessionDep) -> Run:
     """The run of the ``{run_id}`` path parameter (404 if unknown)."""
     run = crud.get_run(session=session, run_id=run_id)
     if run is None:
-        raise HTTPException(status_code=status.HTTP_404_NOT_FOUND,
-                            detail=f"Run {run_id} not found")
+        raise NotFoundError(f"Run {run_id} not found")
     return run
 
 

@@ -17,7 +17,7 @@ from apt_core.federated import RunSettings
 from apt_core.tasks.data import load_task
 from apt_core.tasks.networks import build_model
 from server.coordinator import crud
-from server.coordinator.exceptions import DuplicateRoundError
+from server.coordinator.exceptions import DuplicateRoundError, ResumeError, RunStopped
 from server.flower.records import RoundRecord
 
 log = logging.getLogger(__name__)
@@ -49,10 +49,6 @@ def with_db_retry(what: str, fn: Callable[[], T],
                         type(exc).__name__, delay)
             time.sleep(delay)
             delay = min(delay * 2, 10.0)
-
-
-class RunStopped(RuntimeError):
-    """The run was stopped or finished elsewhere; the job must end without recording."""
 
 
 class DbPolicyProvider:
@@ -104,10 +100,6 @@ class DbRecorder:
         with_db_retry(f"run {self.run_id} round {record.round}", store)
         log.info("run %s round %s stored (accuracy %s)", self.run_id, record.round,
                  record.accuracy)
-
-
-class ResumeError(RuntimeError):
-    """Stored rounds and checkpoints of a run disagree; it cannot be resumed safely."""
 
 
 def resume_point(session: Session, run_id: int) -> tuple[int, bytes | None]:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter
 
 from server.coordinator import crud
 from server.coordinator.api.deps import DeviceId, Limit, SessionDep, Skip
+from server.coordinator.exceptions import NotFoundError
 from server.coordinator.schemas import DeviceDetailPublic, DevicePublic, DevicesPublic, Message
 
 router = APIRouter(prefix="/devices", tags=["devices"])
@@ -24,8 +25,7 @@ def read_device(session: SessionDep, device_id: DeviceId) -> DeviceDetailPublic:
     """One device with its per-run history."""
     device = crud.get_device(session=session, device_id=device_id)
     if device is None:
-        raise HTTPException(status_code=status.HTTP_404_NOT_FOUND,
-                            detail=f"Device {device_id} not found")
+        raise NotFoundError(f"Device {device_id} not found")
     history = crud.device_history(session=session, device_id=device_id)
     return DeviceDetailPublic.model_validate(
         {**DevicePublic.model_validate(device).model_dump(), "history": history})

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from fastapi import APIRouter, HTTPException, Request, Response, status
+from fastapi import APIRouter, Request, Response, status
 
 from server.coordinator import crud
 from server.coordinator.api.deps import LauncherDep, Limit, RunDep, SessionDep, Skip
+from server.coordinator.exceptions import NotConfiguredError, NotFoundError
 from server.coordinator.schemas import (
     ClientRoundPublic,
     ClientRoundsPublic,
@@ -89,16 +90,14 @@ def read_model(request: Request, session: SessionDep, run: RunDep,
     """The latest checkpoint: packed integer codes, or a torch file via the converter."""
     checkpoint = crud.get_latest_checkpoint(session=session, run_id=run.id)
     if checkpoint is None:
-        raise HTTPException(status_code=status.HTTP_404_NOT_FOUND,
-                            detail=f"Run {run.id} has no checkpoint yet")
+        raise NotFoundError(f"Run {run.id} has no checkpoint yet")
     payload, suffix = checkpoint.packed, "apt"
     if format == "torch":
         converter = getattr(request.app.state, "model_converter", None)
         if converter is None:
-            raise HTTPException(
-                status_code=status.HTTP_501_NOT_IMPLEMENTED,
-                detail="format=torch needs a model converter and none is configured on this "
-                       "coordinator; download format=packed instead.")
+            raise NotConfiguredError(
+                "format=torch needs a model converter and none is configured on this "
+                "coordinator; download format=packed instead.")
         payload, suffix = converter(checkpoint.packed, run), "pt"
     filename = f"run-{run.id}-round-{checkpoint.round}.{suffix}"
     return Response(content=payload, media_type=_OCTET,
