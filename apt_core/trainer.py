@@ -142,22 +142,11 @@ def train(model: nn.Module, train_loader: DataLoader, *, optimizer: Optimizer, e
             on_epoch(entry)
     acc, test_loss = (evaluate(model, test_loader) if test_loader is not None
                       else (None, None))
-    energy = meter.energy if meter is not None else None
-    apt = isinstance(optimizer, APTSGD)
-    return TrainMetrics(
-        accuracy=acc, loss=test_loss, train_loss=last_loss, epochs=epochs, steps=loop.step,
-        examples=loop.examples,
-        energy_j=energy.total_j if energy else 0.0,
-        energy_gemm_j=energy.gemm_j if energy else 0.0,
-        energy_move_j=energy.move_j if energy else 0.0,
-        avg_bits=meter.avg_bits if meter is not None and loop.layers else None,
-        final_bits=layer_bits(model),
-        final_exponents={n: m.exponent() for n, m in loop.layers.items()},
+    return loop.metrics(
+        accuracy=acc, loss=test_loss, train_loss=last_loss, epochs=epochs,
         history=[h.to_dict() for h in controller.history[history_start:]] if controller else [],
         epoch_log=log, wall_s=time.perf_counter() - t_start,
-        cpu_s=time.process_time() - c_start,
-        nonfinite_skips=sum(optimizer.nonfinite_skips.values()) if apt else 0,  # type: ignore[union-attr]
-        overflow_shifts=sum(optimizer.overflow_shifts.values()) if apt else 0)  # type: ignore[union-attr]
+        cpu_s=time.process_time() - c_start)
 
 
 class _Loop:
@@ -185,6 +174,23 @@ class _Loop:
             n_sum += x.shape[0]
         self.optimizer.zero_grad()
         return loss_sum / max(n_sum, 1), under_sum / under_n if under_n else None
+
+    def metrics(self, **measured: Any) -> TrainMetrics:
+        """The run's metrics: ``measured`` plus the counts, energy, bits and optimizer
+        events this loop knows."""
+        energy = self.meter.energy if self.meter is not None else None
+        optimizer = self.optimizer if isinstance(self.optimizer, APTSGD) else None
+        return TrainMetrics(
+            steps=self.step, examples=self.examples,
+            energy_j=energy.total_j if energy else 0.0,
+            energy_gemm_j=energy.gemm_j if energy else 0.0,
+            energy_move_j=energy.move_j if energy else 0.0,
+            avg_bits=self.meter.avg_bits if self.meter is not None and self.layers else None,
+            final_bits=layer_bits(self.model),
+            final_exponents={n: m.exponent() for n, m in self.layers.items()},
+            nonfinite_skips=sum(optimizer.nonfinite_skips.values()) if optimizer else 0,
+            overflow_shifts=sum(optimizer.overflow_shifts.values()) if optimizer else 0,
+            **measured)
 
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float | None]:
         """One optimizer step: (batch loss, the step's mean underflow share for APT)."""

@@ -106,6 +106,15 @@ def local_round(model: nn.Module, train_set: Dataset, *, method: str,
     param_bytes = model_nbytes(model)
     peak = (param_bytes + tensors_nbytes(_optimizer_state(s.optimizer))
             + activation_bits(profiles, batch_size, act) // 8)
+    return _result(model, method, history, param_bytes=param_bytes,
+                   peak_memory_bytes=int(peak), energy_j=m.energy_j,
+                   num_examples=len(train_set),  # type: ignore[arg-type]
+                   train_loss=m.train_loss, steps=m.steps)
+
+
+def _result(model: nn.Module, method: str, history: list[dict[str, Any]],
+            **measured: Any) -> LocalResult:
+    """The round's result: the trained model in its upload form, bits and ``measured``."""
     payload = pack(model) if method == "apt" else None
     state = None if method == "apt" else float_state(model)
     uplink = len(payload) if payload is not None else sum(
@@ -113,9 +122,7 @@ def local_round(model: nn.Module, train_set: Dataset, *, method: str,
     return LocalResult(
         model=model, payload=payload, state=state, bits=layer_bits(model),
         exponents={n: lay.exponent() for n, lay in apt_layers(model).items()},
-        history=history, energy_j=m.energy_j, param_bytes=param_bytes,
-        peak_memory_bytes=int(peak), num_examples=len(train_set),  # type: ignore[arg-type]
-        train_loss=m.train_loss, steps=m.steps, uplink_bytes=int(uplink))
+        history=history, uplink_bytes=int(uplink), **measured)
 
 
 def _start_bits(model: nn.Module, policy: PrecisionPolicy,
