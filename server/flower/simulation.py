@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from apt_core import federated as fed
-from apt_core.config import resolve_policy
+from apt_core.config import PrecisionPolicy, resolve_policy
 from server.flower.records import RoundRecord
 from server.flower.server_app import ServerSettings, create_server_app
 from server.flower.strategy import PolicyProvider, Recorder
@@ -170,6 +170,17 @@ def simulate(task: str = "digits", method: str | Sequence[str] = "apt", clients:
         records = run_federated(settings, clients=clients, provider=static, recorder=hook,
                                 node_config=node_config)
         runs.append(_method_result(m, settings, clients, records))
+    results = _results(runs, methods, policy, pol)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    write_markdown(results, out)
+    plot_all(results, out)
+    return results
+
+
+def _results(runs: list[dict[str, Any]], methods: list[str], policy: str,
+             pol: PrecisionPolicy) -> dict[str, Any]:
+    """results.json: one method's result as is; several share the settings and are compared."""
     results: dict[str, Any] = {**runs[0], "policy": policy, "policy_spec": pol.to_dict()}
     if len(runs) > 1:
         results = {k: v for k, v in results.items() if k in (
@@ -178,10 +189,6 @@ def simulate(task: str = "digits", method: str | Sequence[str] = "apt", clients:
         results["methods"] = methods
         results["runs"] = runs
         results["comparison"] = comparison(runs)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    write_markdown(results, out)
-    plot_all(results, out)
     return results
 
 
@@ -234,64 +241,84 @@ def plot_all(results: Mapping[str, Any], out: Path) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
+    runs = _runs(results)
+    paths = [_plot_curve(runs, out / "accuracy.png", "accuracy", "test accuracy", False),
+             _plot_curve(runs, out / "energy.png", "energy_j", "cumulative client energy (J)",
+                         True),
+             _plot_bytes(runs, out / "bytes.png")]
+    for r in runs:
+        log_ = [x for x in r["rounds_log"] if x["global_bits"]]
+        if log_:
+            paths.append(_plot_bits(r["method"], log_, out / f"bits_{r['method']}.png"))
+    return paths
+
+
+def _series(r: Mapping[str, Any], key: str) -> tuple[list[int], list[float]]:
+    """(rounds, values of ``key``) of a run's round log, NaN where a value is missing."""
+    xs = [x["round"] for x in r["rounds_log"]]
+    return xs, [float("nan") if x[key] is None else x[key] for x in r["rounds_log"]]
+
+
+def _plot_curve(runs: list[Mapping[str, Any]], path: Path, key: str, ylabel: str,
+                cumulative: bool) -> Path:
+    """One line per method of ``key`` over the rounds (summed up when ``cumulative``)."""
     import matplotlib.pyplot as plt
     import numpy as np
 
-    runs = _runs(results)
-    paths = []
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in runs:
+        xs, ys = _series(r, key)
+        ax.plot(xs, np.cumsum(ys) if cumulative else ys, marker=".", label=r["method"])
+    ax.set_xlabel("round")
+    ax.set_ylabel(ylabel)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
-    def series(r: Mapping[str, Any], key: str) -> tuple[list[int], list[float]]:
-        xs = [x["round"] for x in r["rounds_log"]]
-        return xs, [np.nan if x[key] is None else x[key] for x in r["rounds_log"]]
 
-    for name, key, ylabel, cum in (("accuracy", "accuracy", "test accuracy", False),
-                                   ("energy", "energy_j", "cumulative client energy (J)",
-                                    True)):
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for r in runs:
-            xs, ys = series(r, key)
-            ax.plot(xs, np.cumsum(ys) if cum else ys, marker=".", label=r["method"])
-        ax.set_xlabel("round")
-        ax.set_ylabel(ylabel)
-        ax.legend()
-        fig.tight_layout()
-        paths.append(out / f"{name}.png")
-        fig.savefig(paths[-1], dpi=100)
-        plt.close(fig)
+def _plot_bytes(runs: list[Mapping[str, Any]], path: Path) -> Path:
+    """Cumulative uplink and downlink MB per method, side by side."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, key, title in zip(axes, ("uplink_bytes", "downlink_bytes"),
                               ("uplink", "downlink"), strict=True):
         for r in runs:
-            xs, ys = series(r, key)
+            xs, ys = _series(r, key)
             ax.plot(xs, np.cumsum(ys) / 1e6, marker=".", label=r["method"])
         ax.set_title(f"cumulative {title}")
         ax.set_xlabel("round")
         ax.set_ylabel("MB")
         ax.legend()
     fig.tight_layout()
-    paths.append(out / "bytes.png")
-    fig.savefig(paths[-1], dpi=100)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
-    for r in runs:
-        log_ = [x for x in r["rounds_log"] if x["global_bits"]]
-        if not log_:
-            continue
-        layers = list(log_[0]["global_bits"])
-        grid = np.array([[x["global_bits"].get(n, np.nan) for x in log_] for n in layers])
-        fig, ax = plt.subplots(figsize=(max(4, 0.3 * len(log_) + 2), 0.5 * len(layers) + 1.5))
-        im = ax.imshow(grid, aspect="auto", cmap="viridis", interpolation="nearest")
-        ax.set_yticks(range(len(layers)), layers)
-        ax.set_xticks(range(len(log_)), [str(x["round"]) for x in log_])
-        ax.set_xlabel("round")
-        ax.set_title(f"{r['method']}: global bits per layer")
-        if grid.size <= 400:  # small enough to print every cell's bits
-            for (i, j), b in np.ndenumerate(grid):
-                if not np.isnan(b):
-                    ax.text(j, i, f"{int(b)}", ha="center", va="center", fontsize=7,
-                            color="white")
-        fig.colorbar(im, ax=ax, label="bits")
-        fig.tight_layout()
-        paths.append(out / f"bits_{r['method']}.png")
-        fig.savefig(paths[-1], dpi=100)
-        plt.close(fig)
-    return paths
+    return path
+
+
+def _plot_bits(method: str, log_: list[Mapping[str, Any]], path: Path) -> Path:
+    """Heatmap of the global bits per layer (rows) and round (columns)."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    layers = list(log_[0]["global_bits"])
+    grid = np.array([[x["global_bits"].get(n, np.nan) for x in log_] for n in layers])
+    fig, ax = plt.subplots(figsize=(max(4, 0.3 * len(log_) + 2), 0.5 * len(layers) + 1.5))
+    im = ax.imshow(grid, aspect="auto", cmap="viridis", interpolation="nearest")
+    ax.set_yticks(range(len(layers)), layers)
+    ax.set_xticks(range(len(log_)), [str(x["round"]) for x in log_])
+    ax.set_xlabel("round")
+    ax.set_title(f"{method}: global bits per layer")
+    if grid.size <= 400:  # small enough to print every cell's bits
+        for (i, j), b in np.ndenumerate(grid):
+            if not np.isnan(b):
+                ax.text(j, i, f"{int(b)}", ha="center", va="center", fontsize=7,
+                        color="white")
+    fig.colorbar(im, ax=ax, label="bits")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
