@@ -1,4 +1,4 @@
-"""The import rules of docs/STYLE: which package may load or import which.
+"""The architecture rules of STYLE: import arrows, one error module, one source of settings.
 
 Module loading is checked in a fresh interpreter (``python -c``), so what this test process
 already imported cannot hide a violation. Import arrows are checked by parsing every module
@@ -8,11 +8,14 @@ of a package, so an import inside a function counts as much as one at the top.
 from __future__ import annotations
 
 import ast
+import inspect
 import json
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
@@ -174,3 +177,71 @@ def test_coordinator_errors_live_in_one_module() -> None:
 
     # Assert
     assert not found, "\n".join(found)
+
+
+# --- one source of truth for run settings ------------------------------------------------
+def test_pyproject_app_config_equals_dataclass_defaults() -> None:
+    # Prepare
+    from server.flower.settings import RUN_CONFIG_DEFAULTS
+
+    with (ROOT / "pyproject.toml").open("rb") as fh:
+        table = tomllib.load(fh)["tool"]["flwr"]["app"]["config"]
+
+    # Execute
+    mismatched = {key: (table.get(key), RUN_CONFIG_DEFAULTS.get(key))
+                  for key in set(table) | set(RUN_CONFIG_DEFAULTS)
+                  if (table.get(key), type(table.get(key))) !=
+                  (RUN_CONFIG_DEFAULTS.get(key), type(RUN_CONFIG_DEFAULTS.get(key)))}
+
+    # Assert: same keys, same values, same types ((pyproject, dataclass) when not)
+    assert not mismatched, mismatched
+
+
+def test_server_settings_from_pyproject_app_config_are_the_defaults() -> None:
+    # Prepare
+    from server.flower.settings import ServerSettings
+
+    with (ROOT / "pyproject.toml").open("rb") as fh:
+        table = tomllib.load(fh)["tool"]["flwr"]["app"]["config"]
+
+    # Execute / Assert
+    assert ServerSettings.from_run_config(table) == ServerSettings()
+    assert ServerSettings.from_run_config({}) == ServerSettings()
+
+
+def test_rest_schema_defaults_and_choices_come_from_the_dataclasses() -> None:
+    # Prepare
+    from apt_core.federated import FED_METHODS, RunSettings
+    from apt_core.tasks.data import TASK_NAMES
+    from server.coordinator.core.config import Settings
+    from server.coordinator.schemas import Method, RunCreate, Task
+    from server.flower.settings import ServerSettings
+
+    # Execute
+    run_in = RunCreate(task="digits", method="apt")
+
+    # Assert
+    assert run_in.run_settings() == RunSettings()
+    assert (run_in.rounds, run_in.fraction) == (ServerSettings().rounds,
+                                                ServerSettings().fraction_train)
+    assert get_args(Method) == FED_METHODS
+    assert get_args(Task) == TASK_NAMES
+    assert Settings.model_fields["ROUND_TIMEOUT"].default == ServerSettings().timeout
+
+
+def test_cli_simulate_defaults_are_the_run_settings_defaults() -> None:
+    # Prepare
+    from apt_core.federated import RunSettings
+    from server.cli.flower import simulate_cmd
+
+    d = RunSettings()
+    params = inspect.signature(simulate_cmd).parameters
+
+    # Execute
+    defaults = {name: params[name].default for name in (
+        "task", "method", "alpha", "seed", "model", "local_epochs", "lr", "batch_size")}
+
+    # Assert
+    assert defaults == {"task": d.task, "method": d.method, "alpha": d.alpha, "seed": d.seed,
+                        "model": d.arch, "local_epochs": d.local_epochs, "lr": d.lr,
+                        "batch_size": d.batch_size}

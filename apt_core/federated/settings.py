@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from apt_core.config import PrecisionPolicy
@@ -127,6 +127,26 @@ class RunSettings:
                                  "be >= 1.")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise SettingsError(f"Invalid run settings: lr={self.lr!r} must be a number > 0.")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Field name -> value, JSON-able; :meth:`from_dict` reads it back."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> RunSettings:
+        """Settings from :meth:`to_dict` entries; a missing field takes its default.
+
+        Raises
+        ------
+        SettingsError
+            If an entry names no field of ``RunSettings``, or a value is invalid.
+        """
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise SettingsError(f"Invalid run settings: {unknown[0]}={values[unknown[0]]!r} "
+                                "is not a run setting.")
+        return cls(**values)
 
     def to_config(self) -> dict[str, ConfigValue]:
         """Flat config entries (kebab-case keys from :mod:`apt_core.federated.record_keys`)."""

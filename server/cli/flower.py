@@ -14,11 +14,16 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from apt_core.federated import RunSettings
+
 fl_cli = typer.Typer(add_completion=False, help="Federated APT: simulation and local fleet.")
 fleet_cli = typer.Typer(add_completion=False, no_args_is_help=True,
                         help="A local deployment-engine fleet (SuperLink + SuperNodes).")
 fl_cli.add_typer(fleet_cli, name="fleet")
 console = Console(stderr=True)
+#: Defaults of the run settings shared with the devices. clients, fraction and rounds keep
+#: the benchmark's own scale (20 devices, half sampled, 30 rounds), not the ServerApp's.
+_RUN = RunSettings()
 
 StateDir = Annotated[Path | None, typer.Option(
     "--state-dir", help="Fleet state directory (default: $APTFLEET_FLEET_DIR or "
@@ -27,20 +32,20 @@ StateDir = Annotated[Path | None, typer.Option(
 
 @fl_cli.command("simulate")
 def simulate_cmd(
-    task: Annotated[str, typer.Option(help="digits or mnist1d")] = "digits",
+    task: Annotated[str, typer.Option(help="digits or mnist1d")] = _RUN.task,
     method: Annotated[str, typer.Option(
-        help="apt, fp32, qat8, or a comma-separated list (e.g. apt,fp32)")] = "apt",
+        help="apt, fp32, qat8, or a comma-separated list (e.g. apt,fp32)")] = _RUN.method,
     clients: Annotated[int, typer.Option(min=1)] = 20,
     fraction: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.5,
     rounds: Annotated[int, typer.Option(min=1)] = 30,
-    alpha: Annotated[float, typer.Option(help="Dirichlet label skew; 0 = IID")] = 0.5,
-    seed: int = 0,
+    alpha: Annotated[float, typer.Option(help="Dirichlet label skew; 0 = IID")] = _RUN.alpha or 0.0,
+    seed: int = _RUN.seed,
     out: Annotated[Path, typer.Option(help="output directory")] = Path("results/simulate"),
     policy: Annotated[str, typer.Option(help="named policy or key=value,...")] = "default",
-    model: Annotated[str, typer.Option(help="cnn or mlp")] = "cnn",
-    local_epochs: Annotated[int, typer.Option(min=1)] = 5,
-    lr: float = 0.1,
-    batch_size: Annotated[int, typer.Option(min=1)] = 16,
+    model: Annotated[str, typer.Option(help="cnn or mlp")] = _RUN.arch,
+    local_epochs: Annotated[int, typer.Option(min=1)] = _RUN.local_epochs,
+    lr: float = _RUN.lr,
+    batch_size: Annotated[int, typer.Option(min=1)] = _RUN.batch_size,
 ) -> None:
     """Federated training on Flower's simulation engine (Ray).
 

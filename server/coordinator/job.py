@@ -15,15 +15,15 @@ import sys
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from apt_core import federated as fed
 from server.coordinator import crud
 from server.coordinator.core.config import Settings
 from server.coordinator.core.db import make_engine, make_session_factory
 from server.coordinator.exceptions import ResumeError, RunStateError, RunStopped
+from server.coordinator.services.run_settings import run_settings_of
 from server.coordinator.services.run_store import (
-    DbPolicyProvider,
     DbRecorder,
     resume_point,
+    run_policy_provider,
     run_savings,
     with_db_retry,
 )
@@ -33,27 +33,28 @@ from server.flower.server_app import ServerSettings
 log = logging.getLogger(__name__)
 
 #: Sampling floor of every coordinator run: FedAvg waits for this many connected nodes.
-MIN_NODES = 2
+MIN_NODES = ServerSettings().min_nodes
 
 
 def server_settings(run: Run, start_round: int = 0, checkpoint: bytes | None = None,
-                    round_timeout: float = 600.0) -> ServerSettings:
-    """Flower-side settings of a stored run (resuming after ``start_round`` rounds from
-    ``checkpoint`` when given).
+                    round_timeout: float = ServerSettings().timeout) -> ServerSettings:
+    """Flower-side settings of a stored run.
 
-    The round timeout is the run's ``round_timeout`` setting when stored, else
-    ``round_timeout`` (the coordinator's ``APTFLEET_ROUND_TIMEOUT``).
+    Parameters
+    ----------
+    run : Run
+        The stored run; its run settings come from :func:`run_settings_of`.
+    start_round : int (default: 0)
+        Rounds already recorded (a resumed run continues after them).
+    checkpoint : bytes | None (default: None)
+        Packed global model of round ``start_round``.
+    round_timeout : float (default: ``ServerSettings().timeout``)
+        Seconds to wait for one round's replies: the coordinator's
+        ``APTFLEET_ROUND_TIMEOUT`` (a run has no timeout of its own).
     """
-    extra = run.settings or {}
-    d = fed.RunSettings()
-    settings = fed.RunSettings(
-        task=run.task, arch=str(extra.get("arch", d.arch)), method=run.method,
-        local_epochs=int(extra.get("local_epochs", d.local_epochs)),
-        lr=float(extra.get("lr", d.lr)), batch_size=int(extra.get("batch_size", d.batch_size)),
-        alpha=run.alpha, seed=run.seed)
-    return ServerSettings(run=settings, rounds=run.rounds, fraction_train=run.fraction,
-                          fraction_evaluate=0.0, min_nodes=min(MIN_NODES, run.clients),
-                          timeout=float(extra.get("round_timeout", round_timeout)),
+    return ServerSettings(run=run_settings_of(run), rounds=run.rounds,
+                          fraction_train=run.fraction, fraction_evaluate=0.0,
+                          min_nodes=min(MIN_NODES, run.clients), timeout=round_timeout,
                           start_round=start_round, checkpoint=checkpoint)
 
 
@@ -95,7 +96,7 @@ def run_job(run_id: int, settings: Settings) -> int:
         except RunStateError as exc:
             log.error("Run %s cannot start: %s", run_id, exc)
             return 3
-    provider = DbPolicyProvider(session_factory)
+    provider = run_policy_provider(session_factory, run_id)
     recorder = DbRecorder(session_factory, run_id)
     try:
         if ss.start_round >= ss.rounds:

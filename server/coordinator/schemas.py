@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
 
 from apt_core.config import PolicyError, resolve_policy
+from apt_core.federated import RunSettings
+from server.flower.settings import ServerSettings
 
+#: The values of ``apt_core.tasks.data.TASK_NAMES`` and ``apt_core.federated.FED_METHODS``
+#: (tests/test_architecture.py checks they stay equal).
 Task = Literal["digits", "mnist1d"]
 Method = Literal["apt", "fp32", "qat8"]
 RunStatus = Literal["pending", "running", "completed", "failed", "stopped", "interrupted"]
 
 _INT32_MAX = 2**31 - 1
+
+#: The one definition of a run's defaults: every default below is read from these.
+_RUN_DEFAULTS = RunSettings()
+_SERVER_DEFAULTS = ServerSettings()
 
 
 class _Public(BaseModel):
@@ -27,23 +35,32 @@ class Message(BaseModel):
 
 
 class RunCreate(BaseModel):
-    """Body of ``POST /api/v1/runs``."""
+    """Body of ``POST /api/v1/runs``.
+
+    Defaults come from ``apt_core.federated.RunSettings`` (alpha, seed) and
+    ``server.flower.settings.ServerSettings`` (rounds, fraction), the same dataclasses the
+    ServerApp, the CLI and pyproject's ``[tool.flwr.app.config]`` take theirs from.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     task: Task
     method: Method
-    clients: int = Field(default=10, ge=1, le=100)
-    fraction: float = Field(default=1.0, gt=0, le=1)
-    rounds: int = Field(default=10, ge=1, le=500)
-    alpha: float = Field(default=1.0, gt=0, allow_inf_nan=False)
-    seed: int = Field(default=0, ge=0, le=_INT32_MAX)
+    clients: int = Field(default=10, ge=1, le=100,
+                         description="Devices the coordinator simulates for the run.")
+    fraction: float = Field(default=_SERVER_DEFAULTS.fraction_train, gt=0, le=1)
+    rounds: int = Field(default=_SERVER_DEFAULTS.rounds, ge=1, le=500)
+    # cast: the default is a skew, never None (IID), which the REST API cannot express
+    alpha: float = Field(default=cast(float, _RUN_DEFAULTS.alpha), gt=0, allow_inf_nan=False)
+    seed: int = Field(default=_RUN_DEFAULTS.seed, ge=0, le=_INT32_MAX)
     policy: str | None = Field(
         default=None, max_length=200,
-        description="A named policy (default, aggressive, accurate) or 'key=value,...', "
-                    "validated and stored with the run as a note of intent. Every run trains "
-                    "with the fleet's current policy (PUT /policy), so an admin's new version "
-                    "reaches all active runs at their next round.")
+        description="The run's own precision policy: a named policy (default, aggressive, "
+                    "accurate) or 'key=value,...' changes of the default. Every round of the "
+                    "run then trains every device with exactly this policy, recorded as "
+                    "policy version 0; fleet policy versions and per-device-class overrides "
+                    "(PUT /policy) do not apply to it. Null (the default) follows the fleet: "
+                    "each round uses the current version and its overrides.")
 
     @field_validator("policy")
     @classmethod
@@ -54,6 +71,11 @@ class RunCreate(BaseModel):
             except PolicyError as exc:
                 raise ValueError(str(exc)) from None
         return value
+
+    def run_settings(self) -> RunSettings:
+        """The settings every device of the run shares; the rest take the defaults."""
+        return RunSettings(task=self.task, method=self.method, alpha=self.alpha,
+                           seed=self.seed)
 
 
 class RunPublic(_Public):
@@ -109,7 +131,9 @@ class RoundPublic(_Public):
     failures: int
     rejections: int
     mean_bits: float | None
-    policy_version: int | None
+    policy_version: int | None = Field(
+        description="Fleet policy version the round trained with; 0 for a run with its "
+                    "own policy.")
     global_bits: dict[str, int]
     created_at: datetime
 

@@ -1,7 +1,8 @@
 """The aptfleet ServerApp: run settings from run_config, the APTFedAvg strategy, records.
 
 ``context.run_config`` keys (all optional; ``run_simulation`` passes an empty config):
-see :data:`RUN_CONFIG_DEFAULTS`. ``db-url`` + ``coordinator-run-id`` select the
+see :data:`server.flower.settings.RUN_CONFIG_DEFAULTS`, derived from the settings
+dataclasses. ``db-url`` + ``coordinator-run-id`` select the
 coordinator's DB-backed policy provider and recorder (:func:`build_provider_and_recorder`);
 without them the policy is the named one and rounds go to ``out-dir/rounds.jsonl``.
 """
@@ -27,90 +28,10 @@ from apt_core import federated as fed
 from apt_core.config import resolve_policy
 from apt_core.tasks.data import load_task
 from server.flower.records import RoundRecord
+from server.flower.settings import RUN_CONFIG_DEFAULTS, ServerSettings
 from server.flower.strategy import APTFedAvg, Evaluator, PolicyProvider, Recorder
 
 log = logging.getLogger(__name__)
-
-#: Keys the ServerApp reads from run_config, with the values used when a key is absent.
-RUN_CONFIG_DEFAULTS: dict[str, Any] = {
-    "task": "digits",
-    "arch": "cnn",
-    "method": "apt",
-    "num-server-rounds": 3,
-    "fraction-train": 1.0,
-    "fraction-evaluate": 0.0,
-    "min-nodes": 2,
-    "alpha": 0.5,
-    "seed": 0,
-    "local-epochs": 5,
-    "lr": 0.1,
-    "batch-size": 16,
-    "momentum": 0.9,
-    "policy": "default",
-    "round-timeout": 600.0,
-    "out-dir": "",
-    "db-url": "",
-    "coordinator-run-id": 0,
-}
-
-
-@dataclass(frozen=True)
-class ServerSettings:
-    """What the ServerApp needs besides the policy seam.
-
-    Parameters
-    ----------
-    run : RunSettings
-        Shared with the devices each round.
-    rounds : int
-    fraction_train, fraction_evaluate : float
-        FedAvg sampling fractions (evaluate 0.0: central evaluation only).
-    min_nodes : int
-        Devices that must be connected before round 1 (and sampled at least).
-    timeout : float
-        Seconds to wait for the replies of one round.
-    start_round : int (default: 0)
-        Rounds already recorded (a resumed run): training continues with round
-        ``start_round + 1`` and records carry the continued numbering.
-    checkpoint : bytes | None (default: None)
-        Global model to start from (the stored checkpoint of round ``start_round``).
-    """
-
-    run: fed.RunSettings
-    rounds: int = 3
-    fraction_train: float = 1.0
-    fraction_evaluate: float = 0.0
-    min_nodes: int = 2
-    timeout: float = 600.0
-    start_round: int = 0
-    checkpoint: bytes | None = None
-
-    @classmethod
-    def from_run_config(cls, run_config: Mapping[str, Any]) -> ServerSettings:
-        """Read run_config, falling back to :data:`RUN_CONFIG_DEFAULTS` per key."""
-        c = {**RUN_CONFIG_DEFAULTS, **dict(run_config)}
-        alpha = float(c["alpha"])
-        run = fed.RunSettings(
-            task=str(c["task"]), arch=str(c["arch"]), method=str(c["method"]),
-            local_epochs=int(c["local-epochs"]), lr=float(c["lr"]),
-            batch_size=int(c["batch-size"]), momentum=float(c["momentum"]),
-            alpha=alpha if alpha > 0 else None, seed=int(c["seed"]))
-        return cls(run=run, rounds=int(c["num-server-rounds"]),
-                   fraction_train=float(c["fraction-train"]),
-                   fraction_evaluate=float(c["fraction-evaluate"]),
-                   min_nodes=int(c["min-nodes"]), timeout=float(c["round-timeout"]))
-
-
-    def to_run_config(self) -> dict[str, Any]:
-        """The run_config entries that :meth:`from_run_config` reads back into ``self``."""
-        r = self.run
-        return {"task": r.task, "arch": r.arch, "method": r.method,
-                "num-server-rounds": self.rounds, "fraction-train": float(self.fraction_train),
-                "fraction-evaluate": float(self.fraction_evaluate), "min-nodes": self.min_nodes,
-                "alpha": float(r.alpha or 0.0), "seed": r.seed, "local-epochs": r.local_epochs,
-                "lr": float(r.lr), "batch-size": r.batch_size, "momentum": float(r.momentum),
-                "round-timeout": float(self.timeout)}
-
 
 class JsonlRecorder:
     """Appends each round record to ``out_dir/rounds.jsonl`` and keeps the latest packed
@@ -147,9 +68,10 @@ def db_composition(db_url: str, run_id: int) -> DbComposition:
     """Bind the strategy to coordinator run ``run_id`` in the database at ``db_url``.
 
     The only place where the Flower app imports the coordinator (tests/test_architecture.py
-    holds it to that): the policy is read from the database at every round start, each
+    holds it to that): the fleet policy is read from the database at every round start, each
     round is stored in one transaction, and a resumed run continues after its last stored
-    round from that round's checkpoint.
+    round from that round's checkpoint. A run created with its own ``policy`` trains with
+    that one (``run_store.run_policy_provider``).
 
     Raises
     ------
@@ -160,13 +82,17 @@ def db_composition(db_url: str, run_id: int) -> DbComposition:
         raise ValueError(f"run_config 'coordinator-run-id' = {run_id} must name the "
                          "coordinator's run when 'db-url' is set.")
     from server.coordinator.core.db import make_engine, make_session_factory
-    from server.coordinator.services.run_store import DbPolicyProvider, DbRecorder, resume_point
+    from server.coordinator.services.run_store import (
+        DbRecorder,
+        resume_point,
+        run_policy_provider,
+    )
 
     factory = make_session_factory(make_engine(db_url))
     with factory() as session:
         start, checkpoint = resume_point(session, run_id)
-    return DbComposition(DbPolicyProvider(factory), DbRecorder(factory, run_id), start,
-                         checkpoint)
+    return DbComposition(run_policy_provider(factory, run_id), DbRecorder(factory, run_id),
+                         start, checkpoint)
 
 
 def build_provider_and_recorder(run_config: Mapping[str, Any]

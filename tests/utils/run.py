@@ -21,7 +21,7 @@ def create_random_run(db: Session, *, status: str = "pending", rounds: int = 5) 
                        rounds=rounds, alpha=random.choice([0.1, 1.0]),
                        seed=random.randint(0, 1000))
     run = crud.create_run(session=db, **run_in.model_dump(),
-                          settings=run_in.model_dump(mode="json"))
+                          settings=run_in.run_settings().to_dict())
     if status != "pending":
         if status != "running":
             crud.set_run_status(session=db, run_id=run.id, status="running")

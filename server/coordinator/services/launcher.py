@@ -97,7 +97,7 @@ def launch_run(*, session: Session, launcher: RunLauncher, run_in: RunCreate) ->
         If ``launcher.start`` raises; the run is then marked failed with the reason.
     """
     run = crud.create_run(session=session, **run_in.model_dump(),
-                          settings=run_in.model_dump(mode="json"))
+                          settings=run_in.run_settings().to_dict())
     run_id = run.id
     session.commit()  # the launcher reads the run through its own session
     return _start_or_fail(session, launcher, run, run_id, "start")

@@ -11,13 +11,18 @@ from typing import Any, TypeVar
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from apt_core.config import PrecisionPolicy
+from apt_core.config import PrecisionPolicy, resolve_policy
 from apt_core.cost import profile_layers, step_energy
-from apt_core.federated import RunSettings
 from apt_core.tasks.data import load_task
 from apt_core.tasks.networks import build_model
 from server.coordinator import crud
-from server.coordinator.exceptions import DuplicateRoundError, ResumeError, RunStopped
+from server.coordinator.exceptions import (
+    DuplicateRoundError,
+    NotFoundError,
+    ResumeError,
+    RunStopped,
+)
+from server.coordinator.services.run_settings import run_settings_of
 from server.flower.records import RoundRecord
 
 log = logging.getLogger(__name__)
@@ -62,6 +67,40 @@ class DbPolicyProvider:
             with self._session_factory() as session:
                 return crud.current_policy(session)
         return with_db_retry("policy read", read)
+
+
+#: Policy version of the rounds of a run with its own policy (fleet versions start at 1).
+OWN_POLICY_VERSION = 0
+
+
+def run_policy_provider(session_factory: sessionmaker[Session],
+                        run_id: int) -> Callable[[], PolicyAnswer]:
+    """The policy provider of run ``run_id``.
+
+    A run created with a ``policy`` trains every device with exactly that policy in every
+    round, as version :data:`OWN_POLICY_VERSION` without class overrides; fleet updates do
+    not reach it. A run without one follows the fleet (:class:`DbPolicyProvider`).
+
+    Raises
+    ------
+    NotFoundError
+        If the run does not exist.
+    PolicyError
+        If the stored policy no longer resolves (the API validated it at creation).
+    """
+    def read() -> str | None:
+        with session_factory() as session:
+            run = crud.get_run(session=session, run_id=run_id)
+            if run is None:
+                raise NotFoundError(f"Run {run_id} not found")
+            return run.policy
+    own = with_db_retry(f"run {run_id} policy", read)
+    if own is None:
+        return DbPolicyProvider(session_factory)
+    answer: PolicyAnswer = (OWN_POLICY_VERSION, resolve_policy(own), {})
+    log.info("run %s trains with its own policy %r (version %s)", run_id, own,
+             OWN_POLICY_VERSION)
+    return lambda: answer
 
 
 class DbRecorder:
@@ -149,12 +188,9 @@ def run_savings(session: Session, run_id: int) -> dict[str, Any]:
     assert run is not None
     rounds = crud.list_rounds(session=session, run_id=run_id)
     clients = crud.list_client_rounds(session=session, run_id=run_id)
-    settings = run.settings or {}
-    d = RunSettings()
-    est = fp32_estimate(task=run.task, arch=str(settings.get("arch", "cnn")), rounds=rounds,
-                        clients=clients,
-                        local_epochs=int(settings.get("local_epochs", d.local_epochs)),
-                        batch_size=int(settings.get("batch_size", d.batch_size)))
+    settings = run_settings_of(run)
+    est = fp32_estimate(task=settings.task, arch=settings.arch, rounds=rounds, clients=clients,
+                        local_epochs=settings.local_epochs, batch_size=settings.batch_size)
     energy = sum(r.energy_j for r in rounds)
     up = sum(r.uplink_bytes for r in rounds)
     down = sum(r.downlink_bytes for r in rounds)

@@ -6,7 +6,9 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
+from apt_core.federated import RunSettings
 from server.coordinator import crud
+from server.flower.settings import ServerSettings
 from tests.utils.launcher import RecordingLauncher
 from tests.utils.run import create_random_run, make_round_record
 
@@ -26,6 +28,26 @@ def test_create_run_pending_and_launched(client: TestClient, operator_headers: d
     assert {k: body[k] for k in RUN_BODY} == RUN_BODY
     assert (body["status"], body["policy"], body["progress"]) == ("pending", "aggressive", 0.0)
     assert launcher.started == [body["id"]]
+
+
+def test_create_run_defaults_are_the_run_settings_defaults(
+        client: TestClient, db: Session, operator_headers: dict[str, str]) -> None:
+    # Execute
+    response = client.post("/api/v1/runs", json={"task": "mnist1d", "method": "fp32"},
+                           headers=operator_headers)
+
+    # Assert: the defaults the ServerApp and pyproject use, and every run setting stored
+    assert response.status_code == 201
+    body = response.json()
+    run_defaults, server_defaults = RunSettings(), ServerSettings()
+    assert (body["alpha"], body["seed"]) == (run_defaults.alpha, run_defaults.seed)
+    assert (body["rounds"], body["fraction"]) == (server_defaults.rounds,
+                                                  server_defaults.fraction_train)
+    assert body["policy"] is None
+    db.commit()
+    run = crud.get_run(session=db, run_id=body["id"])
+    assert run is not None
+    assert run.settings == RunSettings(task="mnist1d", method="fp32").to_dict()
 
 
 def test_create_run_clients_zero_names_clients(client: TestClient,
