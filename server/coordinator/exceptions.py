@@ -44,7 +44,7 @@ class RunStateError(ConflictError, ValueError):
 
 
 class RoundRecordError(AptfleetError, ValueError):
-    """A ``RoundRecord`` is inconsistent (e.g. the same node listed twice)."""
+    """A ``RoundReport`` is inconsistent (e.g. the same node listed twice)."""
 
 
 class PolicyNotSeededError(AptfleetError, RuntimeError):

@@ -1,4 +1,9 @@
-"""Round records: what the Flower strategy hands the coordinator at each round end."""
+"""Round reports: what the Flower strategy hands its recorder at each round end.
+
+Plain dataclasses, named *Report so they never read as the coordinator's ORM tables
+(``Round``, ``ClientRound``, ``LayerPrecision`` in ``server.coordinator.tables``), which
+store them.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ from typing import Any
 
 
 @dataclass
-class LayerPrecision:
+class LayerReport:
     """One layer's precision on one device at the end of one round.
 
     ``gavg`` and ``underflow`` are the means over the controller checks of the round
@@ -23,7 +28,7 @@ class LayerPrecision:
 
 
 @dataclass
-class ClientRound:
+class ClientReport:
     """One device's part in one round: a trained reply, a rejected reply or a failure."""
 
     node_id: int
@@ -39,11 +44,11 @@ class ClientRound:
     peak_memory_bytes: int = 0
     rejected: str | None = None  # reason the reply was excluded from aggregation
     failure: str | None = None  # reason the device returned an error / no reply
-    layers: list[LayerPrecision] = field(default_factory=list)
+    layers: list[LayerReport] = field(default_factory=list)
 
 
 @dataclass
-class RoundRecord:
+class RoundReport:
     """Everything one finished round produced; stored in a single transaction."""
 
     round: int
@@ -57,7 +62,7 @@ class RoundRecord:
     rejections: int
     mean_bits: float | None
     policy_version: int | None
-    clients: list[ClientRound] = field(default_factory=list)
+    clients: list[ClientReport] = field(default_factory=list)
     global_bits: dict[str, int] = field(default_factory=dict)
     packed_model: bytes | None = None
 

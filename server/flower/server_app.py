@@ -27,7 +27,7 @@ from torch.utils.data import TensorDataset
 from apt_core import federated as fed
 from apt_core.config import resolve_policy
 from apt_core.tasks.data import load_task
-from server.flower.records import RoundRecord
+from server.flower.records import RoundReport
 from server.flower.settings import RUN_CONFIG_DEFAULTS, ServerSettings
 from server.flower.strategy import APTFedAvg, Evaluator, PolicyProvider, Recorder
 
@@ -41,14 +41,14 @@ class JsonlRecorder:
         self.out_dir = out_dir
         out_dir.mkdir(parents=True, exist_ok=True)
 
-    def __call__(self, record: RoundRecord) -> None:
+    def __call__(self, record: RoundReport) -> None:
         with (self.out_dir / "rounds.jsonl").open("a") as fh:
             fh.write(json.dumps(record.to_dict()) + "\n")
         if record.packed_model is not None:
             (self.out_dir / "global-model.bin").write_bytes(record.packed_model)
 
 
-def _log_recorder(record: RoundRecord) -> None:
+def _log_recorder(record: RoundReport) -> None:
     log.info("Round %s: accuracy=%s participants=%s failures=%s rejections=%s mean_bits=%s",
              record.round, record.accuracy, record.participants, record.failures,
              record.rejections, record.mean_bits)
@@ -138,7 +138,7 @@ def run_strategy(grid: Grid, settings: ServerSettings, provider: PolicyProvider,
     if offset and recorder is not None:
         inner = recorder
 
-        def recorder(record: RoundRecord) -> None:  # noqa: F811 - renumbered rounds
+        def recorder(record: RoundReport) -> None:  # noqa: F811 - renumbered rounds
             inner(dataclasses.replace(record, round=record.round + offset))
     strategy = APTFedAvg(
         settings=settings.run, policy_provider=provider, recorder=recorder,

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from server.coordinator import crud
 from server.coordinator.schemas import RunCreate
 from server.coordinator.tables import Run
-from server.flower.records import ClientRound, LayerPrecision, RoundRecord
+from server.flower.records import ClientReport, LayerReport, RoundReport
 
 
 def create_random_run(db: Session, *, status: str = "pending", rounds: int = 5) -> Run:
@@ -44,21 +44,21 @@ def make_round_record(
     device_class: str = "standard",
     packed_model: bytes | None = b"packed-model",
     accuracy: float | None = None,
-) -> RoundRecord:
-    """A consistent ``RoundRecord`` with one trained reply per node."""
+) -> RoundReport:
+    """A consistent ``RoundReport`` with one trained reply per node."""
     layer_names = list(layers)
     clients = [
-        ClientRound(
+        ClientReport(
             node_id=node, device_class=device_class, partition_id=i, policy_version=1,
             energy_j=1.5, uplink_bytes=1000, downlink_bytes=2000, num_examples=100,
             train_loss=0.5, param_bytes=900, peak_memory_bytes=10_000,
-            layers=[LayerPrecision(layer=name, bits=bits(node, j, round_), exponent=-6,
+            layers=[LayerReport(layer=name, bits=bits(node, j, round_), exponent=-6,
                                    gavg=0.25 * (j + 1) + 0.01 * node, underflow=0.1, checks=4)
                     for j, name in enumerate(layer_names)])
         for i, node in enumerate(nodes)
     ]
     all_bits = [layer.bits for client in clients for layer in client.layers]
-    return RoundRecord(
+    return RoundReport(
         round=round_, accuracy=0.5 + 0.01 * round_ if accuracy is None else accuracy,
         loss=1.0 / round_, energy_j=sum(c.energy_j for c in clients),
         uplink_bytes=sum(c.uplink_bytes for c in clients),

@@ -22,25 +22,24 @@ from server.coordinator.tables import (
     Run,
     utcnow,
 )
-from server.flower.records import ClientRound as ClientRoundRecord
-from server.flower.records import RoundRecord
+from server.flower.records import ClientReport, RoundReport
 
 
-def _check_record(run_id: int, record: RoundRecord) -> None:
+def _check_record(run_id: int, record: RoundReport) -> None:
     if record.round < 1:
         raise RoundRecordError(
-            f"RoundRecord for run {run_id}: field 'round' = {record.round}: must be >= 1.")
+            f"RoundReport for run {run_id}: field 'round' = {record.round}: must be >= 1.")
     nodes = Counter(client.node_id for client in record.clients)
     for node_id, seen in nodes.items():
         if seen > 1:
-            raise RoundRecordError(f"RoundRecord for run {run_id} round {record.round} lists "
+            raise RoundRecordError(f"RoundReport for run {run_id} round {record.round} lists "
                                    f"node {node_id} {seen} times.")
     for client in record.clients:
         layers = Counter(layer.layer for layer in client.layers)
         for name, seen in layers.items():
             if seen > 1:
                 raise RoundRecordError(
-                    f"RoundRecord for run {run_id} round {record.round}: node "
+                    f"RoundReport for run {run_id} round {record.round}: node "
                     f"{client.node_id} reports layer '{name}' {seen} times.")
 
 
@@ -53,13 +52,13 @@ def _duplicate(run_id: int, round_: int) -> DuplicateRoundError:
 _OFFLINE_REASONS = ("The device went offline", "The device sent no reply")
 
 
-def _device_status(client: ClientRoundRecord) -> str:
+def _device_status(client: ClientReport) -> str:
     if client.failure is not None:
         return "offline" if client.failure.startswith(_OFFLINE_REASONS) else "failed"
     return "rejected" if client.rejected is not None else "active"
 
 
-def record_round(*, session: Session, run_id: int, record: RoundRecord) -> Round:
+def record_round(*, session: Session, run_id: int, record: RoundReport) -> Round:
     """Store everything one finished round produced, all or nothing.
 
     Writes the round, one row per device, one row per device and layer, upserts the
@@ -73,7 +72,7 @@ def record_round(*, session: Session, run_id: int, record: RoundRecord) -> Round
         Open session.
     run_id : int
         Id of the run the round belongs to.
-    record : RoundRecord
+    record : RoundReport
         What the strategy reported at round end.
 
     Returns
@@ -127,7 +126,7 @@ def record_round(*, session: Session, run_id: int, record: RoundRecord) -> Round
     return row
 
 
-def _add_client_round(session: Session, run_id: int, round_: int, client: ClientRoundRecord,
+def _add_client_round(session: Session, run_id: int, round_: int, client: ClientReport,
                       now: datetime) -> None:
     device_id = upsert_device(session=session, node_id=client.node_id,
                               device_class=client.device_class,

@@ -23,7 +23,7 @@ from server.coordinator.exceptions import (
     RunStopped,
 )
 from server.coordinator.services.run_settings import run_settings_of
-from server.flower.records import RoundRecord
+from server.flower.records import RoundReport
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -114,7 +114,7 @@ class DbRecorder:
         self._session_factory = session_factory
         self.run_id = run_id
 
-    def __call__(self, record: RoundRecord) -> None:
+    def __call__(self, record: RoundReport) -> None:
         attempts = 0
 
         def store() -> None:

@@ -28,7 +28,7 @@ from server.coordinator.tables import (
     LayerPrecision,
     Round,
 )
-from server.flower.records import ClientRound as ClientRoundRecord
+from server.flower.records import ClientReport
 from tests.utils.run import create_random_run, make_round_record
 
 
@@ -81,7 +81,7 @@ def test_record_round_failure_midway_rolls_back_everything(db: Session) -> None:
     # Prepare
     run = create_random_run(db, status="running")
     record = make_round_record(1, nodes=(11, 12))
-    record.clients.append(ClientRoundRecord(node_id=-1))  # not a uint64: fails on write
+    record.clients.append(ClientReport(node_id=-1))  # not a uint64: fails on write
     before = _counts(db)
 
     # Execute
