@@ -16,7 +16,7 @@ from typing import Any
 
 from apt_core import federated as fed
 from apt_core.config import PrecisionPolicy, resolve_policy
-from server.flower.records import RoundRecord
+from server.flower.records import RoundReport
 from server.flower.server_app import ServerSettings, create_server_app
 from server.flower.strategy import PolicyProvider, Recorder
 
@@ -36,7 +36,7 @@ def backend_config(num_cpus: int = 2) -> dict[str, Any]:
 def run_federated(settings: ServerSettings, *, clients: int, provider: PolicyProvider,
                   recorder: Recorder | None = None,
                   node_config: Mapping[int, Mapping[str, Any]] | None = None,
-                  num_cpus: int = 2) -> list[RoundRecord]:
+                  num_cpus: int = 2) -> list[RoundReport]:
     """Run one federated training on the simulation engine; returns its round records.
 
     Parameters
@@ -59,9 +59,9 @@ def run_federated(settings: ServerSettings, *, clients: int, provider: PolicyPro
 
     from client.client_app import create_client_app
 
-    records: list[RoundRecord] = []
+    records: list[RoundReport] = []
 
-    def record(r: RoundRecord) -> None:
+    def record(r: RoundReport) -> None:
         records.append(r)
         if recorder is not None:
             recorder(r)
@@ -78,7 +78,7 @@ def run_federated(settings: ServerSettings, *, clients: int, provider: PolicyPro
 
 
 def _method_result(method: str, settings: ServerSettings, clients: int,
-                   records: list[RoundRecord]) -> dict[str, Any]:
+                   records: list[RoundReport]) -> dict[str, Any]:
     rounds_log = [{
         "round": r.round, "accuracy": r.accuracy, "loss": r.loss, "energy_j": r.energy_j,
         "uplink_bytes": r.uplink_bytes, "downlink_bytes": r.downlink_bytes,
@@ -125,7 +125,7 @@ def simulate(task: str = "digits", method: str | Sequence[str] = "apt", clients:
              fraction: float = 0.5, rounds: int = 30, alpha: float | None = 0.5, seed: int = 0,
              out: Path = Path("results/simulate"), policy: str = "default", arch: str = "cnn",
              local_epochs: int = 5, lr: float = 0.1, batch_size: int = 16,
-             on_round: Callable[[str, RoundRecord], None] | None = None,
+             on_round: Callable[[str, RoundReport], None] | None = None,
              provider: PolicyProvider | None = None,
              node_config: Mapping[int, Mapping[str, Any]] | None = None) -> dict[str, Any]:
     """Run each method on the simulation engine and write results, report and plots.
@@ -142,7 +142,7 @@ def simulate(task: str = "digits", method: str | Sequence[str] = "apt", clients:
         Output directory for results.json, results.md and the PNG plots.
     policy : str (default: "default")
         Named policy or key=value overrides; served as version 1 to every round.
-    on_round : Callable[[str, RoundRecord], None] | None
+    on_round : Callable[[str, RoundReport], None] | None
         Progress hook, called with (method, record) after each round.
     provider : PolicyProvider | None
         Replaces the static policy (e.g. the coordinator's).

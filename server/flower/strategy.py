@@ -24,17 +24,17 @@ from apt_core.layers import apt_layers
 from apt_core.packing import unpack_tensors
 from apt_core.wire import unpack
 from client.array_records import array_record, numpy_arrays
-from server.flower.records import ClientRound, RoundRecord
+from server.flower.records import ClientReport, RoundReport
 from server.flower.validation import RoundTerms, check_reply, failure_reason
 
 log = logging.getLogger(__name__)
 
 PolicyProvider = Callable[[], tuple[int, PrecisionPolicy, dict[str, dict[str, Any]]]]
-Recorder = Callable[[RoundRecord], None]
+Recorder = Callable[[RoundReport], None]
 Evaluator = Callable[[nn.Module], tuple[float, float]]
 
 _FLOAT_METHOD_BITS = 32.0
-_Accepted = tuple[Message, fed.ReplyModel, ClientRound]
+_Accepted = tuple[Message, fed.ReplyModel, ClientReport]
 
 
 def aggregate_scalar_metrics(records: list[RecordDict], weight_key: str) -> MetricRecord:
@@ -71,8 +71,8 @@ class APTFedAvg(FedAvg):
     policy_provider : Callable[[], tuple[int, PrecisionPolicy, dict[str, dict]]]
         Asked at every ``configure_train``: (policy version, fleet policy, per-device-class
         overrides). Its answer goes into that round's config.
-    recorder : Callable[[RoundRecord], None] | None (default: None)
-        Receives each round's :class:`RoundRecord` once the round is aggregated and
+    recorder : Callable[[RoundReport], None] | None (default: None)
+        Receives each round's :class:`RoundReport` once the round is aggregated and
         centrally evaluated. Its exceptions propagate (a round that cannot be recorded
         fails the run).
     evaluator : Callable[[nn.Module], tuple[float, float]] | None (default: None)
@@ -222,7 +222,7 @@ class APTFedAvg(FedAvg):
                           overrides=overrides)
 
     def _judge_replies(self, server_round: int, replies: list[Message], terms: RoundTerms
-                       ) -> tuple[list[ClientRound], list[_Accepted]]:
+                       ) -> tuple[list[ClientReport], list[_Accepted]]:
         """One row per replying node (the first reply of a node counts) and the accepted
         replies with their decoded models."""
         sent = self._sent.get(server_round, {})
@@ -230,7 +230,7 @@ class APTFedAvg(FedAvg):
                    for m in self._sent_messages.pop(server_round, []) if m.metadata.message_id}
         default_down = fed.arrays_nbytes(numpy_arrays(self._global)) if self._global else 0
         reference = self._global_max_abs()
-        clients: list[ClientRound] = []
+        clients: list[ClientReport] = []
         accepted: list[_Accepted] = []
         for msg in replies:
             node = _reply_node(msg, sent, sent_to)
@@ -248,13 +248,13 @@ class APTFedAvg(FedAvg):
 
     def _judge_reply(self, server_round: int, msg: Message, node: int, downlink_bytes: int,
                      terms: RoundTerms, reference: dict[str, float]
-                     ) -> tuple[ClientRound, fed.ReplyModel | None]:
+                     ) -> tuple[ClientReport, fed.ReplyModel | None]:
         """The node's row, and its model when the reply is accepted (None otherwise)."""
         if msg.has_error():
             reason = failure_reason(msg)
             log.warning("Round %s: node %s failed: %s", server_round, node, reason)
             return self._failed(node, downlink_bytes, reason), None
-        client = ClientRound(node_id=node, downlink_bytes=downlink_bytes)
+        client = ClientReport(node_id=node, downlink_bytes=downlink_bytes)
         try:
             model = check_reply(msg, client, terms)
             fed.check_growth(reference, model)
@@ -264,7 +264,7 @@ class APTFedAvg(FedAvg):
             return client, None
         return client, model
 
-    def _silent(self, server_round: int, clients: list[ClientRound]) -> list[ClientRound]:
+    def _silent(self, server_round: int, clients: list[ClientReport]) -> list[ClientReport]:
         """Failure rows of the sampled nodes that sent nothing."""
         replied = {c.node_id for c in clients}
         return [self._failed(node, down, "The device sent no reply before the round's timeout.")
@@ -287,9 +287,9 @@ class APTFedAvg(FedAvg):
         self._global = arrays
         return arrays, metrics, packed, gbits
 
-    def _failed(self, node: int, downlink_bytes: int, reason: str) -> ClientRound:
+    def _failed(self, node: int, downlink_bytes: int, reason: str) -> ClientReport:
         """A failed device's row, under the class it reported before (if any)."""
-        return ClientRound(node_id=node, downlink_bytes=downlink_bytes, failure=reason,
+        return ClientReport(node_id=node, downlink_bytes=downlink_bytes, failure=reason,
                            device_class=self._device_classes.get(node, DEFAULT_DEVICE_CLASS))
 
     def _global_max_abs(self) -> dict[str, float]:
@@ -323,7 +323,7 @@ class APTFedAvg(FedAvg):
         acc, loss = self._evaluated[server_round]
         return MetricRecord({keys.ACCURACY: float(acc), keys.LOSS: float(loss)})
 
-    def _record(self, server_round: int, version: int, clients: list[ClientRound],
+    def _record(self, server_round: int, version: int, clients: list[ClientReport],
                 arrays: ArrayRecord | None, packed: bytes | None,
                 gbits: dict[str, int]) -> None:
         acc = loss = None
@@ -340,7 +340,7 @@ class APTFedAvg(FedAvg):
             mean = sum(x for x in means if x is not None) / len(means) if means else None
         else:
             mean = _FLOAT_METHOD_BITS
-        record = RoundRecord(
+        record = RoundReport(
             round=server_round, accuracy=acc,
             loss=loss if loss is None or math.isfinite(loss) else None,
             energy_j=sum(c.energy_j for c in clients),

@@ -27,7 +27,7 @@ from apt_core.federated.device_class import (
 )
 from apt_core.packing import PackedTensor
 from client.array_records import numpy_arrays
-from server.flower.records import ClientRound, LayerPrecision
+from server.flower.records import ClientReport, LayerReport
 
 SCALARS = (keys.NUM_EXAMPLES, keys.TRAIN_LOSS, keys.ENERGY_J, keys.PARAM_BYTES,
            keys.PEAK_MEMORY_BYTES, keys.UPLINK_BYTES, keys.POLICY_VERSION)
@@ -83,14 +83,14 @@ def _error_reason(reason: str, limit: int = 500) -> str:
     return reason if len(reason) <= limit else reason[: limit - 3] + "..."
 
 
-def check_reply(msg: Message, client: ClientRound, terms: RoundTerms) -> fed.ReplyModel:
+def check_reply(msg: Message, client: ClientReport, terms: RoundTerms) -> fed.ReplyModel:
     """Validate a train reply and fill ``client`` with what it reports.
 
     Parameters
     ----------
     msg : Message
         A reply without error.
-    client : ClientRound
+    client : ClientReport
         The device's row of the round record; filled as far as the reply could be read,
         also when it is then rejected.
     terms : RoundTerms
@@ -147,7 +147,7 @@ def _check_metric_types(m: MetricRecord) -> None:
             raise fed.ReplyError(f"Metric '{k}' must be a list; got {m.get(k)!r}.")
 
 
-def _read_device(device: ConfigRecord, client: ClientRound) -> str:
+def _read_device(device: ConfigRecord, client: ClientReport) -> str:
     """The reported device class (validated) and partition id, into ``client``."""
     device_class = str(device.get(keys.DEVICE_CLASS, DEFAULT_DEVICE_CLASS))
     if not DEVICE_CLASS_PATTERN.match(device_class):
@@ -158,7 +158,7 @@ def _read_device(device: ConfigRecord, client: ClientRound) -> str:
     return device_class
 
 
-def _read_metrics(m: MetricRecord, client: ClientRound) -> None:
+def _read_metrics(m: MetricRecord, client: ClientReport) -> None:
     """The scalar metrics (already type-checked) into ``client``."""
     client.policy_version = int(m[keys.POLICY_VERSION])  # type: ignore[arg-type]
     client.num_examples = int(m[keys.NUM_EXAMPLES])  # type: ignore[arg-type]
@@ -168,7 +168,7 @@ def _read_metrics(m: MetricRecord, client: ClientRound) -> None:
     client.peak_memory_bytes = int(m[keys.PEAK_MEMORY_BYTES])  # type: ignore[arg-type]
 
 
-def _check_claims(m: MetricRecord, client: ClientRound, version: int) -> None:
+def _check_claims(m: MetricRecord, client: ClientReport, version: int) -> None:
     """Data to weight by, the round's policy version, and the uplink the server measured."""
     if client.num_examples < 1:
         raise fed.ReplyError("Metric 'num-examples' = 0: a device without data cannot "
@@ -182,7 +182,7 @@ def _check_claims(m: MetricRecord, client: ClientRound, version: int) -> None:
 
 
 def layer_precision(m: MetricRecord, tensors: list[PackedTensor], names: list[str],
-                    eff: PrecisionPolicy) -> list[LayerPrecision]:
+                    eff: PrecisionPolicy) -> list[LayerReport]:
     """Per-layer precision of an apt reply, checked against its packed model.
 
     Parameters
@@ -198,7 +198,7 @@ def layer_precision(m: MetricRecord, tensors: list[PackedTensor], names: list[st
 
     Returns
     -------
-    list[LayerPrecision]
+    list[LayerReport]
         One row per layer: bits and exponent of the packed model, mean Gavg and underflow
         over the round's controller checks.
     """
@@ -214,7 +214,7 @@ def layer_precision(m: MetricRecord, tensors: list[PackedTensor], names: list[st
     for i, name in enumerate(names):
         seen = per_layer.get(i, [])
         n = len(seen)
-        out.append(LayerPrecision(
+        out.append(LayerReport(
             layer=name, bits=bits[name], exponent=exps[name],
             gavg=sum(g for g, _ in seen) / n if n else 0.0,
             underflow=sum(u for _, u in seen) / n if n else 0.0, checks=n))

@@ -9,7 +9,7 @@ import pytest
 
 from apt_core import federated as fed
 from apt_core.config import PrecisionPolicy
-from server.flower.records import RoundRecord
+from server.flower.records import RoundReport
 from server.flower.server_app import ServerSettings
 from server.flower.simulation import comparison, plot_all, run_federated, write_markdown
 from tests.utils.run import make_round_record
@@ -22,7 +22,7 @@ SETTINGS = ServerSettings(run=fed.RunSettings(task="digits", arch="mlp", batch_s
 
 
 @pytest.fixture(scope="module")
-def failing_run() -> list[RoundRecord]:
+def failing_run() -> list[RoundReport]:
     """3 clients, 2 rounds of apt; partition 2 raises in round 2."""
     return run_federated(SETTINGS, clients=3, provider=lambda: (1, POLICY, {}),
                          node_config={2: {"fail-at-round": 2}})
@@ -30,7 +30,7 @@ def failing_run() -> list[RoundRecord]:
 
 @pytest.mark.slow
 def test_simulation_apt_finishes_and_records_precision_history(
-        failing_run: list[RoundRecord]) -> None:
+        failing_run: list[RoundReport]) -> None:
     # Assert
     assert [r.round for r in failing_run] == [1, 2]
     first = failing_run[0]
@@ -44,7 +44,7 @@ def test_simulation_apt_finishes_and_records_precision_history(
 
 @pytest.mark.slow
 def test_simulation_client_failure_recorded_round_completes(
-        failing_run: list[RoundRecord]) -> None:
+        failing_run: list[RoundReport]) -> None:
     # Assert
     second = failing_run[1]
     assert second.participants == 2 and second.failures == 1

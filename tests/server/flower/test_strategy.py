@@ -14,7 +14,7 @@ from apt_core.layers import apt_layers
 from apt_core.packing import PackedTensor, pack_tensors, unpack_tensors
 from apt_core.quant import choose_exponent, dequantize, quantize
 from apt_core.wire import model_tensors
-from server.flower.records import RoundRecord
+from server.flower.records import RoundReport
 from server.flower.strategy import APTFedAvg
 from tests.utils.replies import (
     FakeGrid,
@@ -27,7 +27,7 @@ from tests.utils.replies import (
 POLICY = PrecisionPolicy(bits_min=4, bits_max=12, check_every=5)
 
 
-def _strategy(method: str = "apt", records: list[RoundRecord] | None = None,
+def _strategy(method: str = "apt", records: list[RoundReport] | None = None,
               version: int = 1) -> APTFedAvg:
     sink = records if records is not None else []
     return APTFedAvg(settings=fed.RunSettings(task="digits", arch="mlp", method=method),
@@ -49,7 +49,7 @@ def _global_tensors(arrays: ArrayRecord) -> list:
 
 def test_aggregate_train_mixed_bits_matches_float_reference() -> None:
     # Prepare
-    records: list[RoundRecord] = []
+    records: list[RoundReport] = []
     strategy = _strategy(records=records)
     models = [_client_model(1, [5, 9, 12]), _client_model(2, [8, 6, 4]),
               _client_model(3, [12, 7, 6])]
@@ -82,7 +82,7 @@ def test_aggregate_train_mixed_bits_matches_float_reference() -> None:
 
 def test_aggregate_train_rejects_bad_replies_and_completes_round() -> None:
     # Prepare
-    records: list[RoundRecord] = []
+    records: list[RoundReport] = []
     strategy = _strategy(records=records)
     good = [create_apt_reply(_client_model(s, [8, 8, 8]), 20, node_id=s) for s in (1, 2)]
     payload = fed.model_arrays(_client_model(3, [8, 8, 8]), "apt")[keys.APT_PAYLOAD]
@@ -115,7 +115,7 @@ def test_aggregate_train_rejects_bad_replies_and_completes_round() -> None:
 
 def test_aggregate_train_fp32_rejects_nan_and_wrong_shape() -> None:
     # Prepare
-    records: list[RoundRecord] = []
+    records: list[RoundReport] = []
     strategy = _strategy("fp32", records)
     states = [fed.float_state(fed.make_model("digits", "mlp", "fp32", seed=s)) for s in (1, 2)]
     arrays = [{k: v.numpy() for k, v in s.items()} for s in states]
@@ -143,7 +143,7 @@ def test_aggregate_train_fp32_rejects_nan_and_wrong_shape() -> None:
 
 def test_aggregate_train_rejects_stale_policy_version() -> None:
     # Prepare
-    records: list[RoundRecord] = []
+    records: list[RoundReport] = []
     strategy = _strategy(records=records, version=3)
     stale = create_apt_reply(_client_model(1, [8, 8, 8]), 10, node_id=1,
                              metrics={keys.POLICY_VERSION: 2})
@@ -161,7 +161,7 @@ def test_aggregate_train_rejects_stale_policy_version() -> None:
 
 def test_aggregate_train_no_valid_reply_keeps_model() -> None:
     # Prepare
-    records: list[RoundRecord] = []
+    records: list[RoundReport] = []
     strategy = _strategy(records=records)
 
     # Execute
@@ -174,7 +174,7 @@ def test_aggregate_train_no_valid_reply_keeps_model() -> None:
 
 def test_configure_train_sends_policy_and_counts_downlink() -> None:
     # Prepare
-    records: list[RoundRecord] = []
+    records: list[RoundReport] = []
     strategy = _strategy(records=records)
     initial = strategy.initial_arrays()
     nbytes = initial[keys.APT_PAYLOAD].numpy().nbytes
@@ -206,7 +206,7 @@ def test_configure_train_sends_policy_and_counts_downlink() -> None:
 
 def test_aggregate_train_rejects_history_outside_policy() -> None:
     # Prepare
-    records: list[RoundRecord] = []
+    records: list[RoundReport] = []
     strategy = _strategy(records=records)
     reply = create_apt_reply(_client_model(1, [8, 8, 8]), 10, node_id=1,
                              history=[(5, 0, 14, 0.3, 0.2)])
@@ -232,7 +232,7 @@ def test_evaluate_global_scores_arrays() -> None:
 
 def test_aggregate_train_rejects_non_uint8_payload() -> None:
     # Prepare
-    records: list[RoundRecord] = []
+    records: list[RoundReport] = []
     strategy = _strategy(records=records)
     payload = fed.model_arrays(_client_model(1, [8, 8, 8]), "apt")[keys.APT_PAYLOAD]
     reply = create_mock_reply({keys.APT_PAYLOAD: payload.astype(np.float32)}, 10, node_id=1,
@@ -300,7 +300,7 @@ def test_aggregate_train_hostile_replies_leave_global_equal_to_honest_aggregate(
     bad = [create_mock_reply({keys.APT_PAYLOAD: p}, 1000, node_id=10 + i, metrics=bits)
            for i, p in enumerate(hostile.values())]
     bad.append(create_apt_reply(_client_model(20, [15, 8, 8]), 1000, node_id=20))  # bits
-    records: list[RoundRecord] = []
+    records: list[RoundReport] = []
     attacked, clean = _strategy(records=records), _strategy()
     attacked.initial_arrays()
     clean.initial_arrays()
@@ -323,7 +323,7 @@ def test_aggregate_train_hostile_replies_leave_global_equal_to_honest_aggregate(
 
 def test_aggregate_train_fp32_rejects_inf_and_huge_values() -> None:
     # Prepare
-    records: list[RoundRecord] = []
+    records: list[RoundReport] = []
     strategy = _strategy("fp32", records)
     strategy.initial_arrays()
     state = {k: v.numpy() for k, v in
@@ -348,7 +348,7 @@ def test_aggregate_train_fp32_rejects_inf_and_huge_values() -> None:
 
 def test_aggregate_train_device_identity_is_the_sender_node_id() -> None:
     # Prepare: node 2 claims node 1's partition and would like to write its history
-    records: list[RoundRecord] = []
+    records: list[RoundReport] = []
     strategy = _strategy(records=records)
     replies = [create_apt_reply(_client_model(1, [8, 8, 8]), 20, node_id=1, partition_id=0),
                create_apt_reply(_client_model(2, [9, 9, 9]), 20, node_id=2, partition_id=0)]

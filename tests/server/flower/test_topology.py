@@ -19,7 +19,7 @@ from flwr.server.superlink.linkstate.utils import create_message_error_unavailab
 from apt_core import federated as fed
 from apt_core.config import PrecisionPolicy
 from server.flower import fleet, processes
-from server.flower.records import RoundRecord
+from server.flower.records import RoundReport
 from server.flower.strategy import APTFedAvg
 from tests.utils.db import postgres_database
 from tests.utils.replies import FakeGrid, create_apt_reply, task_identity
@@ -177,7 +177,7 @@ def test_dead_supernode_is_recorded_as_failure_under_its_node_and_class(how: str
     # error reply, sent from the SuperLink's own node id), or the round times out first
     # (no reply at all). The Grid gives each pushed message its id.
     policy = PrecisionPolicy(bits_min=4, bits_max=12, check_every=5)
-    records: list[RoundRecord] = []
+    records: list[RoundReport] = []
     strategy = APTFedAvg(settings=fed.RunSettings(task="digits", arch="mlp"),
                          policy_provider=lambda: (1, policy, {}), recorder=records.append,
                          evaluator=lambda m: (0.5, 1.0), min_available_nodes=1,
