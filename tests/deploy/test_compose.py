@@ -269,6 +269,7 @@ def _prestart(url: str, **env: str) -> subprocess.CompletedProcess[str]:
                                             "APTFLEET_DATABASE_URL": url, **env})
 
 
+@pytest.mark.slow
 def test_prestart_migrates_and_seeds_empty_database(empty_db_url: str) -> None:
     # Execute
     first = _prestart(empty_db_url)
@@ -285,6 +286,7 @@ def test_prestart_migrates_and_seeds_empty_database(empty_db_url: str) -> None:
         engine.dispose()
 
 
+@pytest.mark.slow
 def test_prestart_unreachable_database_fails_without_printing_password() -> None:
     # Prepare
     url = "postgresql+psycopg://aptfleet:pw-sentinel-42@127.0.0.1:1/aptfleet?connect_timeout=1"
