@@ -25,10 +25,16 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-RUN_STATUSES = ("pending", "running", "completed", "failed", "stopped", "interrupted")
+RUN_STATUSES = ("queued", "pending", "running", "completed", "failed", "stopped",
+                "interrupted")
 #: A run in one of these states never changes state again.
 TERMINAL_RUN_STATUSES = frozenset({"completed", "failed", "stopped", "interrupted"})
-ACTIVE_RUN_STATUSES = ("pending", "running")
+#: A run waiting in the admission queue (no job yet) ...
+QUEUED_RUN_STATUS = "queued"
+#: ... and runs that hold one of the ``APTFLEET_MAX_ACTIVE_RUNS`` slots (a job started).
+STARTED_RUN_STATUSES = ("pending", "running")
+#: Runs that are neither finished nor stopped: queued, starting or training.
+ACTIVE_RUN_STATUSES = ("queued", "pending", "running")
 DEVICE_STATUSES = ("active", "rejected", "failed", "offline")
 TOKEN_ROLES = ("admin", "operator")
 
@@ -127,7 +133,7 @@ class Run(Base):
     seed: Mapped[int] = mapped_column(Integer)
     policy: Mapped[str | None] = mapped_column(String(200))
     settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
     flower_run_id: Mapped[int | None] = mapped_column(UInt64)
     current_round: Mapped[int] = mapped_column(Integer, default=0)
     latest_accuracy: Mapped[float | None] = mapped_column(Float)
@@ -136,6 +142,10 @@ class Run(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Written by the run's job while it lives; a stale one means the job died silently.
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Job starts so far (a job that dies before marking the run running is retried).
+    start_attempts: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class Round(Base):
