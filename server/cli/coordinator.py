@@ -39,11 +39,21 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Interface (default: APTFLEET_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default: APTFLEET_PORT).")] = None,
 ) -> None:
-    """Run the coordinator API with uvicorn (migrates the database at startup)."""
+    """Run the coordinator API with uvicorn (migrates the database at startup).
+
+    A connection must complete each request head within APTFLEET_HEADER_TIMEOUT seconds;
+    bodies, admission and the per-address limit are the app's (``api/middleware.py``).
+    """
     import uvicorn
 
+    from server.coordinator.core.http_protocol import header_deadline_protocol
+
     uvicorn.run("server.coordinator.main:create_service_app", factory=True,
-                host=host or settings.HOST, port=port or settings.PORT)
+                host=host or settings.HOST, port=port or settings.PORT,
+                http=header_deadline_protocol(settings.HEADER_TIMEOUT),
+                # no limit_concurrency: it counts stalled connections and would answer
+                # everyone 503; the app's per-address limit and admission do that job
+                timeout_keep_alive=5, h11_max_incomplete_event_size=16 * 1024)
 
 
 @token_cli.command("create")

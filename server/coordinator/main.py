@@ -13,7 +13,8 @@ from fastapi.responses import JSONResponse
 from server.coordinator import dashboard
 from server.coordinator.api.main import api_router
 from server.coordinator.api.middleware import (
-    BodySizeLimitMiddleware,
+    BodyReadMiddleware,
+    ClientLimitMiddleware,
     ConcurrencyLimitMiddleware,
     RequestMetricsMiddleware,
 )
@@ -115,14 +116,18 @@ def create_app(settings: Settings | None = None,
 
     _add_error_handlers(app)
 
-    # Added innermost first: metrics see every response, 413s included.
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.MAX_BODY_BYTES)
+    # Added innermost first. Admission (fewer requests in flight than pooled connections:
+    # no thread/connection deadlock) comes after the whole body is read, so slow or
+    # stalled bodies never hold a slot; the per-address limit bounds what one client
+    # holds meanwhile. Metrics and CORS see every response, 4xx of the limits included.
+    app.add_middleware(ConcurrencyLimitMiddleware, limit=POOL_CONNECTIONS - 2)
+    app.add_middleware(BodyReadMiddleware, max_bytes=settings.MAX_BODY_BYTES,
+                       timeout=settings.BODY_TIMEOUT)
+    app.add_middleware(ClientLimitMiddleware, limit=settings.MAX_REQUESTS_PER_CLIENT)
     if settings.CORS_ORIGINS:
         app.add_middleware(CORSMiddleware, allow_origins=settings.CORS_ORIGINS,
                            allow_methods=["GET", "POST", "PUT"],
                            allow_headers=["Authorization", "Content-Type"])
-    # fewer requests in flight than pooled connections: no thread/connection deadlock
-    app.add_middleware(ConcurrencyLimitMiddleware, limit=POOL_CONNECTIONS - 2)
     app.add_middleware(RequestMetricsMiddleware, metrics=app.state.metrics)
 
     app.include_router(health.router)

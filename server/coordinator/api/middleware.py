@@ -1,4 +1,5 @@
-"""ASGI middleware: request body size limit, admission limit and request latency metrics."""
+"""ASGI middleware: per-address request limit, body size and time limits, admission limit
+and request latency metrics."""
 
 from __future__ import annotations
 
@@ -11,51 +12,111 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from server.coordinator.core.metrics import Metrics
 
 
-class BodySizeLimitMiddleware:
-    """Answer 413 when a request body exceeds ``max_bytes``.
+async def _refuse(send: Send, status: int, detail: str,
+                  headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    """Answer ``{"detail": detail}`` and ask the server to close the connection, since
+    the rest of the request (a body still arriving) is not read."""
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close"), *(headers or [])]})
+    await send({"type": "http.response.body", "body": body})
 
-    The body is read (at most ``max_bytes`` of it) before the app sees it, so the limit
-    holds for chunked uploads too, not only for an honest Content-Length.
+
+class ClientLimitMiddleware:
+    """Answer 429 to a client address that already has ``limit`` requests open.
+
+    A request counts from its head to its response, while its body is still arriving
+    too, so one address cannot hold every connection and task of the process. The address
+    is ASGI's ``scope["client"]``: behind a proxy listed in uvicorn's
+    ``--forwarded-allow-ips`` that is the ``X-Forwarded-For`` client, not the proxy.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        if limit < 1:
+            raise ValueError(f"limit={limit!r} must be >= 1.")
+        self.app = app
+        self.limit = limit
+        self._open: dict[str, int] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        client = scope.get("client")
+        host = client[0] if client else ""
+        if self._open.get(host, 0) >= self.limit:
+            await _refuse(send, 429, f"Client address {host!r} already has {self.limit} "
+                                     "requests open (APTFLEET_MAX_REQUESTS_PER_CLIENT).",
+                          [(b"retry-after", b"1")])
+            return
+        self._open[host] = self._open.get(host, 0) + 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self._open[host] -= 1
+            if not self._open[host]:
+                del self._open[host]
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class BodyReadMiddleware:
+    """Read the whole request body before the app sees it: 413 over ``max_bytes``, 408
+    when it has not arrived within ``timeout`` seconds.
+
+    The size limit holds for chunked uploads too, not only for an honest Content-Length.
+    Reading here, outside ``ConcurrencyLimitMiddleware``, means a slow or stalled body
+    never holds an admission slot: only requests ready to be handled wait for one.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout: float) -> None:
+        if not timeout > 0:
+            raise ValueError(f"timeout={timeout!r} must be a number of seconds > 0.")
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout = timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(send)
+        try:
+            if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+                raise _BodyTooLarge
+            async with asyncio.timeout(self.timeout):
+                messages = await self._read(receive)
+        except _BodyTooLarge:
+            await _refuse(send, 413, f"Request body exceeds the limit of {self.max_bytes} "
+                                     "bytes (APTFLEET_MAX_BODY_BYTES).")
             return
-        messages: list[Message] = []
-        size = 0
-        while True:
-            message = await receive()
-            messages.append(message)
-            if message["type"] != "http.request":
-                break
-            size += len(message.get("body", b""))
-            if size > self.max_bytes:
-                await self._reject(send)
-                return
-            if not message.get("more_body", False):
-                break
+        except TimeoutError:
+            await _refuse(send, 408, f"Request body not received within {self.timeout:g} s "
+                                     "(APTFLEET_BODY_TIMEOUT).")
+            return
 
         async def replay() -> Message:
             return messages.pop(0) if messages else await receive()
 
         await self.app(scope, replay, send)
 
-    async def _reject(self, send: Send) -> None:
-        body = json.dumps({"detail": f"Request body exceeds the limit of {self.max_bytes} "
-                                     "bytes (APTFLEET_MAX_BODY_BYTES)."}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+    async def _read(self, receive: Receive) -> list[Message]:
+        messages: list[Message] = []
+        size = 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                return messages
+            size += len(message.get("body", b""))
+            if size > self.max_bytes:
+                raise _BodyTooLarge
+            if not message.get("more_body", False):
+                return messages
 
 
 class ConcurrencyLimitMiddleware:
@@ -65,7 +126,8 @@ class ConcurrencyLimitMiddleware:
     (and its pooled connection) across thread hops. With more requests in flight than
     connections, every thread can end up waiting for a connection while every holder
     waits for a thread, until the pool's timeout. Keeping in-flight requests below the
-    connection pool size makes that impossible; waiting requests hold neither.
+    connection pool size makes that impossible; waiting requests hold neither. Place it
+    inside ``BodyReadMiddleware``: a request is admitted only once its body is complete.
     """
 
     def __init__(self, app: ASGIApp, limit: int) -> None:

@@ -49,6 +49,15 @@ class Settings(BaseSettings):
         Larger request bodies are answered with 413.
     CORS_ORIGINS : list[str] (default: [])
         Browser origins allowed to call the API; empty keeps CORS closed.
+    HEADER_TIMEOUT : float (default: 10.0)
+        Seconds ``serve`` gives a connection to send a complete request head (request line
+        and headers), from connecting or from the previous response; then it is closed.
+    BODY_TIMEOUT : float (default: 30.0)
+        Seconds a request has to send its whole body; a slower one is answered 408. No
+        request waits for admission or reaches a route before its body is complete.
+    MAX_REQUESTS_PER_CLIENT : int (default: 128)
+        Requests one client address (behind a trusted proxy: its ``X-Forwarded-For``) may
+        have open at once, body still arriving included; more are answered 429.
     """
 
     model_config = SettingsConfigDict(env_prefix="APTFLEET_", extra="ignore")
@@ -62,6 +71,9 @@ class Settings(BaseSettings):
     ENVIRONMENT: Literal["development", "production"] = "development"
     MAX_BODY_BYTES: int = Field(default=1_048_576, ge=1)
     CORS_ORIGINS: Annotated[list[str], NoDecode, BeforeValidator(_parse_origins)] = []
+    HEADER_TIMEOUT: float = Field(default=10.0, gt=0, le=3600, allow_inf_nan=False)
+    BODY_TIMEOUT: float = Field(default=30.0, gt=0, le=3600, allow_inf_nan=False)
+    MAX_REQUESTS_PER_CLIENT: int = Field(default=128, ge=1)
 
     @model_validator(mode="after")
     def _default_database_url(self) -> Settings:
