@@ -1,4 +1,4 @@
-"""Federated commands: `simulate` (simulation engine) and `fleet up|down|status|run`
+"""Federated commands: `simulate` (simulation engine) and `fleet certs|up|down|status|run`
 (a local deployment-engine fleet). Mount ``fl_cli`` into the main ``aptfleet`` CLI."""
 
 from __future__ import annotations
@@ -88,22 +88,69 @@ def _state_dir(state_dir: Path | None) -> Path:
     return state_dir or DEFAULT_STATE_DIR
 
 
+Hosts = Annotated[list[str] | None, typer.Option(
+    "--host", help="name or IP address the SuperLink certificate is valid for (repeat); "
+                   "127.0.0.1 and localhost are always included [default: superlink]")]
+
+
+@fleet_cli.command("certs")
+def fleet_certs(
+    out: Annotated[Path, typer.Option("--out", help="certificates directory")],
+    nodes: Annotated[int, typer.Option("--nodes", min=0, help="SuperNode key pairs")] = 2,
+    host: Hosts = None,
+) -> None:
+    """Create the fleet's CA, the SuperLink's TLS certificate and SuperNode key pairs.
+
+    Whatever already exists in OUT is kept (a second call with more --nodes adds keys);
+    the SuperLink certificate is remade when a --host is missing from it.
+    """
+    from server.flower.certs import DEFAULT_HOSTS, CertificateError, ensure_certs, server_hosts
+
+    try:
+        certs = ensure_certs(out, nodes, host or DEFAULT_HOSTS)
+    except (CertificateError, OSError) as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from None
+    console.print(f"CA {certs.ca_cert}; SuperLink certificate {certs.server_cert} for "
+                  f"{', '.join(server_hosts(certs))}; SuperNode keys "
+                  f"{certs.root / 'nodes'}/node-<i>.key|.pub for i < {nodes}")
+
+
 @fleet_cli.command("up")
 def fleet_up(
     nodes: Annotated[int, typer.Option("--nodes", min=1, help="number of SuperNodes")] = 2,
     device_class: Annotated[list[str] | None, typer.Option(
         help="device class per node, cycled (repeat the option)")] = None,
     state_dir: StateDir = None,
+    certs: Annotated[Path | None, typer.Option(
+        "--certs", help="certificates directory of 'fleet certs' (default: <state-dir>/certs, "
+                        "created if absent)")] = None,
+    host: Hosts = None,
+    insecure: Annotated[bool, typer.Option(
+        "--insecure", help="plain text and no SuperNode authentication: local development "
+                           "only")] = False,
 ) -> None:
-    """Start a SuperLink and N SuperNodes on free loopback ports."""
+    """Start a SuperLink and N SuperNodes on free loopback ports, with TLS and SuperNode
+    authentication unless --insecure."""
     from server.flower import fleet
+    from server.flower.certs import DEFAULT_HOSTS
 
+    if insecure:
+        console.print("[yellow]--insecure: no TLS and no SuperNode authentication; any "
+                      "process that reaches the SuperLink can join. Local development "
+                      "only.[/]")
+        if certs is not None:
+            console.print("[red]--certs and --insecure exclude each other.[/]")
+            raise typer.Exit(2)
     try:
-        st = fleet.up(nodes, _state_dir(state_dir), device_classes=device_class)
-    except fleet.FleetError as exc:
+        st = fleet.up(nodes, _state_dir(state_dir), device_classes=device_class,
+                      insecure=insecure, certs_dir=certs, hosts=host or DEFAULT_HOSTS)
+    except (fleet.FleetError, ValueError, OSError) as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(1) from None
-    console.print(f"SuperLink on 127.0.0.1:{st.superlink_port}, {nodes} SuperNodes; "
+    security = ("INSECURE" if st.certs is None
+                else f"TLS (CA {st.certs.ca_cert}), SuperNode authentication")
+    console.print(f"SuperLink on {st.address}, {security}, {nodes} SuperNodes; "
                   f"connection '{fleet.CONNECTION}' in {st.cli_home}/config.toml")
 
 

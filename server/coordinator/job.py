@@ -2,9 +2,10 @@
 
 ``python -m server.coordinator.job RUN_ID`` (the launcher starts it) reads the run, marks it
 running, trains it on Flower's simulation engine (or the deployment engine when
-``APTFLEET_SUPERLINK`` is set), stores every round through :class:`DbRecorder`, then
-stores the savings and the final status. A separate process keeps Ray away from the web
-server and lets ``stop`` end the whole process group.
+``APTFLEET_SUPERLINK`` is set; TLS verified with ``APTFLEET_SUPERLINK_CA_FILE``), stores
+every round through :class:`DbRecorder`, then stores the savings and the final status. A
+separate process keeps Ray away from the web server and lets ``stop`` end the whole process
+group.
 """
 
 from __future__ import annotations
@@ -105,7 +106,8 @@ def run_job(run_id: int, settings: Settings) -> int:
             from server.flower.fleet import submit_to_superlink
 
             submit_to_superlink(settings.SUPERLINK, ss, db_url=settings.DATABASE_URL,
-                                coordinator_run_id=run_id)
+                                coordinator_run_id=run_id, ca_file=settings.SUPERLINK_CA_FILE,
+                                insecure=settings.SUPERLINK_INSECURE)
         else:
             from server.flower.simulation import run_federated
 

@@ -6,6 +6,13 @@ Flower CLI config (``<state>/cli/config.toml``, connection ``aptfleet``); ``run`
 the app with ``flwr run`` and waits on ``flwr list --run-id ID --format json`` (the exit
 code of ``flwr run`` does not reflect the run's outcome); ``down`` stops every process it
 started, by process group, and anything they left on the managed local-SuperLink port.
+
+By default the fleet is secure: the SuperLink serves TLS with a certificate of the fleet's
+own CA and accepts only SuperNodes whose public key was registered
+(``--enable-supernode-auth``); ``up`` creates the certificates and keys
+(``server.flower.certs``) in ``<state>/certs`` unless given a directory, and registers each
+SuperNode's key with ``flwr supernode register`` before that SuperNode starts.
+``insecure=True`` (plain text, anyone may join) is for local development only.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import json
 import logging
 import os
 import signal
+import ssl
 import time
 import urllib.request
 from collections.abc import Mapping, Sequence
@@ -22,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from apt_core.federated.device_class import DEFAULT_DEVICE_CLASS
+from server.flower.certs import DEFAULT_HOSTS, FleetCerts, NodeKey, ensure_certs
 from server.flower.processes import (
     REPO_ROOT,
     FleetError,
@@ -37,6 +46,7 @@ from server.flower.submission import (
     RunOutcome,
     ServerSettingsLike,
     flwr,
+    json_out,
     submit,
     submit_to_superlink,
     write_cli_config,
@@ -45,8 +55,8 @@ from server.ports import free_port
 
 __all__ = [
     "CONNECTION", "DEFAULT_STATE_DIR", "LOCAL_SUPERLINK_PORT", "FleetError", "FleetState",
-    "Proc", "RunOutcome", "ServerSettingsLike", "down", "run_app", "run_log", "status",
-    "submit_to_superlink", "up",
+    "Proc", "RunOutcome", "ServerSettingsLike", "down", "register_node", "run_app",
+    "run_log", "start_supernode", "status", "submit_to_superlink", "supernodes", "up",
 ]
 
 log = logging.getLogger(__name__)
@@ -66,6 +76,8 @@ class Proc:
     flwr_home: str
     log_file: str
     node_config: str = ""
+    #: node id the SuperLink gave the SuperNode's registered key (0: not registered)
+    node_id: int = 0
 
 
 @dataclass
@@ -75,6 +87,20 @@ class FleetState:
     state_dir: str
     superlink_port: int
     procs: list[Proc] = field(default_factory=list)
+    #: plain text and no SuperNode authentication (local development only)
+    insecure: bool = False
+    #: the certificates directory (``server.flower.certs`` layout); empty when insecure
+    certs_dir: str = ""
+
+    @property
+    def certs(self) -> FleetCerts | None:
+        """The fleet's certificates and node keys, or None for an insecure fleet."""
+        return FleetCerts(Path(self.certs_dir)) if self.certs_dir else None
+
+    @property
+    def address(self) -> str:
+        """host:port of the SuperLink."""
+        return f"127.0.0.1:{self.superlink_port}"
 
     @property
     def cli_home(self) -> Path:
@@ -92,7 +118,8 @@ class FleetState:
         if not path.exists():
             return None
         d = json.loads(path.read_text())
-        return cls(d["state_dir"], d["superlink_port"], [Proc(**p) for p in d["procs"]])
+        return cls(d["state_dir"], d["superlink_port"], [Proc(**p) for p in d["procs"]],
+                   bool(d.get("insecure", False)), str(d.get("certs_dir", "")))
 
 
 def _start(role: str, args: list[str], home: Path, port: int, node_config: str = "") -> Proc:
@@ -100,12 +127,16 @@ def _start(role: str, args: list[str], home: Path, port: int, node_config: str =
     return Proc(role, pid, port, str(home), str(log_file), node_config)
 
 
-def _wait_health(port: int, timeout: float) -> None:
+def _wait_health(port: int, timeout: float, ca_file: Path | None) -> None:
+    """Wait for ``/health`` of the SuperLink, over TLS verified by ``ca_file`` when given."""
     deadline = time.monotonic() + timeout
-    url = f"http://127.0.0.1:{port}/health"
+    scheme = "http" if ca_file is None else "https"
+    url = f"{scheme}://127.0.0.1:{port}/health"
+    context = None if ca_file is None else ssl.create_default_context(cafile=str(ca_file))
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(url, timeout=1) as r:  # noqa: S310 (loopback)
+            with urllib.request.urlopen(url, timeout=1,  # noqa: S310 (loopback)
+                                        context=context) as r:
                 if r.status == 200:
                     return
         except OSError:
@@ -117,7 +148,8 @@ def _wait_health(port: int, timeout: float) -> None:
 def up(nodes: int, state_dir: Path = DEFAULT_STATE_DIR,
        device_classes: Sequence[str] | None = None,
        node_config: Mapping[int, Mapping[str, Any]] | None = None,
-       timeout: float = 60.0) -> FleetState:
+       timeout: float = 60.0, *, insecure: bool = False, certs_dir: Path | None = None,
+       hosts: Sequence[str] = DEFAULT_HOSTS) -> FleetState:
     """Start a SuperLink and ``nodes`` SuperNodes on loopback.
 
     Parameters
@@ -132,6 +164,12 @@ def up(nodes: int, state_dir: Path = DEFAULT_STATE_DIR,
         Extra node-config entries per partition id (e.g. ``{1: {"fail-at-round": 2}}``).
     timeout : float (default: 60.0)
         Seconds to wait for the SuperLink to become healthy.
+    insecure : bool (default: False)
+        Plain text and no SuperNode authentication: local development only.
+    certs_dir : Path | None (default: None -> ``<state_dir>/certs``)
+        Certificates and node keys (``aptfleet fleet certs``); what is missing is created.
+    hosts : Sequence[str] (default: 127.0.0.1, localhost, superlink)
+        Names the SuperLink's certificate is valid for, when it is created.
     """
     if nodes < 1:
         raise FleetError(f"nodes={nodes} must be >= 1.")
@@ -140,44 +178,107 @@ def up(nodes: int, state_dir: Path = DEFAULT_STATE_DIR,
     if old is not None and any(alive(p.pid) for p in old.procs):
         raise FleetError(f"A fleet is already up in {state_dir}; run 'fleet down' first.")
     state_dir.mkdir(parents=True, exist_ok=True)
-    state = FleetState(str(state_dir), free_port())
+    state = FleetState(str(state_dir), free_port(), insecure=insecure)
+    if insecure:
+        log.warning("Fleet in %s is INSECURE: plain text, and any process that reaches the "
+                    "SuperLink can join as a device. Use it for local development only.",
+                    state_dir)
+    else:
+        certs = ensure_certs(certs_dir or state_dir / "certs", nodes, hosts)
+        state.certs_dir = str(certs.root)
     try:
         _start_superlink(state, timeout)
+        write_cli_config(state.cli_home, state.address, insecure=insecure,
+                         ca_file=None if state.certs is None else state.certs.ca_cert)
         classes = list(device_classes or [DEFAULT_DEVICE_CLASS])
         for i in range(nodes):
             extra = {"device-class": classes[i % len(classes)],
                      **dict((node_config or {}).get(i, {}))}
-            _start_supernode(state, i, nodes, extra)
-        write_cli_config(state.cli_home, f"127.0.0.1:{state.superlink_port}")
+            if state.certs is None:
+                start_supernode(state, i, nodes, extra, insecure=True)
+            else:
+                key = state.certs.node(i)
+                node_id = register_node(state, key.public)
+                start_supernode(state, i, nodes, extra, root_certificates=state.certs.ca_cert,
+                                key=key, node_id=node_id)
         _check_started(state)
     except BaseException:
         down(state_dir)
         raise
-    log.info("Fleet up: SuperLink on 127.0.0.1:%s, %s SuperNodes, state in %s",
-             state.superlink_port, nodes, state_dir)
+    log.info("Fleet up: SuperLink on %s (%s), %s SuperNodes, state in %s", state.address,
+             "INSECURE" if insecure else "TLS, SuperNode authentication", nodes, state_dir)
     return state
 
 
 def _start_superlink(state: FleetState, timeout: float) -> None:
     """Start the SuperLink on the state's port and wait until it is healthy."""
     port = state.superlink_port
+    certs = state.certs
+    security = (["--insecure"] if certs is None
+                else [*certs.server_args(), "--enable-supernode-auth"])
     state.procs.append(_start("superlink", [
-        executable("flower-superlink"), "--insecure", "--disable-runtime-dependency-installation",
+        executable("flower-superlink"), *security, "--disable-runtime-dependency-installation",
         "--host", "127.0.0.1", "--port", str(port)], Path(state.state_dir) / "link", port))
     state.save()
-    _wait_health(port, timeout)
+    _wait_health(port, timeout, None if certs is None else certs.ca_cert)
 
 
-def _start_supernode(state: FleetState, i: int, nodes: int, extra: Mapping[str, Any]) -> None:
-    """Start SuperNode ``i`` of ``nodes`` with node config ``extra`` on top of its partition."""
+def register_node(state: FleetState, public_key: Path) -> int:
+    """Register a SuperNode's public key (OpenSSH format) with the fleet's SuperLink;
+    returns the node id it was given.
+
+    Raises
+    ------
+    FleetError
+        If ``flwr supernode register`` fails (e.g. the key is already registered).
+    """
+    res = flwr(state.cli_home, ["supernode", "register", str(public_key), CONNECTION,
+                                "--format", "json"], 60)
+    try:
+        out = json_out(res.stdout)
+    except (FleetError, ValueError):
+        out = {}
+    if not out.get("success") or not out.get("node-id"):
+        raise FleetError(f"flwr supernode register {public_key} failed (exit "
+                         f"{res.returncode}): {(res.stdout + res.stderr).strip()[-800:]}")
+    return int(out["node-id"])
+
+
+def supernodes(state: FleetState) -> list[dict[str, Any]]:
+    """The SuperNodes the SuperLink knows (``flwr supernode list --format json``): node id,
+    status (``registered``, ``online``, ``offline``, ...)."""
+    res = flwr(state.cli_home, ["supernode", "list", CONNECTION, "--format", "json"], 60)
+    try:
+        return list(json_out(res.stdout).get("nodes") or [])
+    except (FleetError, ValueError):
+        return []
+
+
+def start_supernode(state: FleetState, i: int, nodes: int, extra: Mapping[str, Any], *,
+                    insecure: bool = False, root_certificates: Path | None = None,
+                    key: NodeKey | None = None, node_id: int = 0) -> Proc:
+    """Start SuperNode ``i`` of ``nodes`` with node config ``extra`` on top of its partition.
+
+    With TLS, ``root_certificates`` is the CA it verifies the SuperLink with (None: the
+    system's trust store) and ``key`` its key pair (None: no authentication); ``node_id`` is
+    what its key was registered as, kept in the state file.
+    """
     cfg = " ".join([f"partition-id={i}", f"num-partitions={nodes}"]
                    + [f"{k}={json.dumps(v)}" for k, v in extra.items()])
+    security = ["--insecure"] if insecure else []
+    if root_certificates is not None:
+        security += ["--root-certificates", str(root_certificates)]
+    if key is not None:
+        security += ["--auth-supernode-private-key", str(key.private)]
     nport = free_port()
-    state.procs.append(_start(f"supernode-{i}", [
-        executable("flower-supernode"), "--insecure", "--superlink",
-        f"127.0.0.1:{state.superlink_port}", "--host", "127.0.0.1", "--port", str(nport),
-        "--node-config", cfg], Path(state.state_dir) / f"node{i}", nport, cfg))
+    proc = _start(f"supernode-{i}", [
+        executable("flower-supernode"), *security, "--superlink", state.address,
+        "--host", "127.0.0.1", "--port", str(nport), "--node-config", cfg],
+        Path(state.state_dir) / f"node{i}", nport, cfg)
+    proc.node_id = node_id
+    state.procs.append(proc)
     state.save()
+    return proc
 
 
 def _check_started(state: FleetState) -> None:

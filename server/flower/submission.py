@@ -44,12 +44,30 @@ class RunOutcome:
         return self.status == "finished:completed"
 
 
-def write_cli_config(cli_home: Path, address: str, insecure: bool = True) -> None:
-    """Write the ``flwr`` CLI config: connection ``aptfleet`` to ``address`` (host:port)."""
+def write_cli_config(cli_home: Path, address: str, *, insecure: bool = False,
+                     ca_file: Path | None = None) -> None:
+    """Write the ``flwr`` CLI config: connection ``aptfleet`` to ``address`` (host:port).
+
+    With TLS (``insecure=False``) the SuperLink's certificate is verified against
+    ``ca_file`` (``root-certificates``), or the system's trust store when it is None.
+
+    Raises
+    ------
+    FleetError
+        If both ``insecure`` and ``ca_file`` are given, or ``ca_file`` does not exist.
+    """
+    lines = [f'address = {json.dumps(address)}', f"insecure = {str(insecure).lower()}"]
+    if ca_file is not None:
+        if insecure:
+            raise FleetError(f"A CA file ({ca_file}) was given for an insecure connection to "
+                             f"{address}; drop one of them.")
+        if not ca_file.is_file():
+            raise FleetError(f"The SuperLink CA file {ca_file} does not exist.")
+        lines.append(f"root-certificates = {json.dumps(str(ca_file.resolve()))}")
     cli_home.mkdir(parents=True, exist_ok=True)
     (cli_home / "config.toml").write_text(
         f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
-        f'address = "{address}"\ninsecure = {str(insecure).lower()}\n')
+        + "\n".join(lines) + "\n")
 
 
 def flwr(cli_home: Path, args: list[str], timeout: float) -> subprocess.CompletedProcess:
@@ -78,8 +96,13 @@ def run_status(cli_home: Path, run_id: int) -> tuple[str, str]:
 
 def submit_to_superlink(address: str, settings: ServerSettingsLike, *, db_url: str = "",
                         coordinator_run_id: int = 0, app_dir: Path = REPO_ROOT,
-                        timeout: float = 24 * 3600.0, insecure: bool = True) -> RunOutcome:
+                        timeout: float = 24 * 3600.0, insecure: bool = False,
+                        ca_file: Path | None = None) -> RunOutcome:
     """Run the app on an existing SuperLink (``host:port``) and wait for it to finish.
+
+    The connection uses TLS, verified against ``ca_file`` (or the system's trust store when
+    it is None); ``insecure=True`` sends everything in plain text and is for local
+    development only.
 
     The run_config carries ``settings.to_run_config()`` plus ``db-url`` and
     ``coordinator-run-id`` (only when set), so every key must be declared in the app's
@@ -96,7 +119,7 @@ def submit_to_superlink(address: str, settings: ServerSettingsLike, *, db_url: s
     if coordinator_run_id:
         overrides["coordinator-run-id"] = int(coordinator_run_id)
     with tempfile.TemporaryDirectory(prefix="aptfleet-cli-") as home:
-        write_cli_config(Path(home), address, insecure)
+        write_cli_config(Path(home), address, insecure=insecure, ca_file=ca_file)
         outcome = submit(Path(home), overrides, app_dir, timeout)
     if not outcome.ok:
         raise FleetError(f"Run {outcome.run_id} on {address} ended {outcome.status}: "

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from server.flower import fleet, processes, submission
+from server.flower import fleet, processes
 from tests.utils.service import Coordinator, kill_run_jobs, run_job_pids, wait_for
 
 
@@ -32,14 +32,10 @@ def local_superlink_pids(marker: str) -> list[int]:
     return processes.superlink_pids(marker, exact=False)
 
 
-def registered_nodes(state: fleet.FleetState) -> list[dict]:
-    """SuperNodes the SuperLink knows (``flwr supernode list --format json``)."""
-    res = submission.flwr(state.cli_home, ["supernode", "list", fleet.CONNECTION, "--format",
-                                       "json"], 60)
-    try:
-        return list(submission.json_out(res.stdout).get("nodes") or [])
-    except (fleet.FleetError, ValueError):
-        return []
+def online_nodes(state: fleet.FleetState) -> list[dict]:
+    """SuperNodes connected to the SuperLink (``flwr supernode list``, status ``online``); a
+    registered key whose SuperNode has not connected yet does not count."""
+    return [n for n in fleet.supernodes(state) if n.get("status") == "online"]
 
 
 @dataclass
@@ -82,25 +78,32 @@ class Topology:
 @contextmanager
 def topology(tmp_path: Path, device_classes: Sequence[str], *,
              database_url: str | None = None,
-             env: dict[str, str] | None = None) -> Iterator[Topology]:
+             env: dict[str, str] | None = None,
+             insecure: bool = False) -> Iterator[Topology]:
     """Start a SuperLink, one SuperNode per device class, and a coordinator that submits
     its runs to that SuperLink; stop all of it on exit.
 
-    Waits until the SuperLink lists every SuperNode, so round 1 samples all of them.
-    ``env`` is added to the coordinator's environment (its run jobs inherit it).
+    The fleet uses TLS and SuperNode authentication (the coordinator verifies the SuperLink
+    with the fleet's CA, ``APTFLEET_SUPERLINK_CA_FILE``) unless ``insecure``. Waits until
+    every SuperNode is online, so round 1 samples all of them. ``env`` is added to the
+    coordinator's environment (its run jobs inherit it).
     """
     fleet_dir = tmp_path / "fleet"
     data_dir = tmp_path / "coordinator"
     data_dir.mkdir(parents=True, exist_ok=True)
     classes = list(device_classes)
-    state = fleet.up(len(classes), fleet_dir, device_classes=classes)
+    state = fleet.up(len(classes), fleet_dir, device_classes=classes, insecure=insecure)
     coordinator = Coordinator(data_dir, database_url)
     topo = Topology(fleet_dir, state, coordinator, classes)
     try:
         topo.note_pids()
-        wait_for(lambda: len(registered_nodes(state)) >= len(classes), 90,
-                 f"{len(classes)} SuperNodes to register with the SuperLink", every=1.0)
-        coordinator.env["APTFLEET_SUPERLINK"] = f"127.0.0.1:{state.superlink_port}"
+        wait_for(lambda: len(online_nodes(state)) >= len(classes), 90,
+                 f"{len(classes)} SuperNodes to connect to the SuperLink", every=1.0)
+        coordinator.env["APTFLEET_SUPERLINK"] = state.address
+        if state.certs is None:
+            coordinator.env["APTFLEET_SUPERLINK_INSECURE"] = "true"
+        else:
+            coordinator.env["APTFLEET_SUPERLINK_CA_FILE"] = str(state.certs.ca_cert)
         coordinator.env.update(env or {})
         coordinator.start()
         topo.note_pids()

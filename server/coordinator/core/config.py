@@ -35,6 +35,12 @@ class Settings(BaseSettings):
         Directory of the default SQLite file and other local state.
     SUPERLINK : str (default: "")
         Address of a Flower SuperLink; empty runs the simulation engine.
+    SUPERLINK_CA_FILE : Path | None (default: None)
+        CA certificate the SuperLink's TLS certificate is verified with (``ca.crt`` of
+        ``aptfleet fleet certs``); None uses the system's trust store.
+    SUPERLINK_INSECURE : bool (default: False)
+        Talk to the SuperLink in plain text (a ``fleet up --insecure`` fleet); refused
+        outside development.
     ROUND_TIMEOUT : float (default: 600.0)
         Seconds a round waits for the sampled devices' replies (run_config
         ``round-timeout``); a device that has not replied by then counts as failed. A run's
@@ -65,6 +71,8 @@ class Settings(BaseSettings):
     DATABASE_URL: str = ""
     DATA_DIR: Path = Path("./.aptfleet")
     SUPERLINK: str = ""
+    SUPERLINK_CA_FILE: Path | None = None
+    SUPERLINK_INSECURE: bool = False
     ROUND_TIMEOUT: float = Field(default=600.0, gt=0, allow_inf_nan=False)
     HOST: str = "127.0.0.1"
     PORT: int = Field(default=8080, ge=1, le=65535)
@@ -79,6 +87,17 @@ class Settings(BaseSettings):
     def _default_database_url(self) -> Settings:
         if not self.DATABASE_URL:
             self.DATABASE_URL = f"sqlite:///{self.DATA_DIR / 'aptfleet.db'}"
+        return self
+
+    @model_validator(mode="after")
+    def _refuse_insecure_superlink(self) -> Settings:
+        if self.SUPERLINK_INSECURE and self.SUPERLINK_CA_FILE is not None:
+            raise ValueError("APTFLEET_SUPERLINK_INSECURE is set together with "
+                             f"APTFLEET_SUPERLINK_CA_FILE={self.SUPERLINK_CA_FILE}; TLS with "
+                             "that CA or plain text, not both.")
+        if self.SUPERLINK_INSECURE and self.ENVIRONMENT != "development":
+            raise ValueError("APTFLEET_SUPERLINK_INSECURE=true (no TLS to the SuperLink) is "
+                             f"refused when APTFLEET_ENVIRONMENT={self.ENVIRONMENT!r}.")
         return self
 
     @model_validator(mode="after")

@@ -28,16 +28,16 @@ def _submit(state: fleet.FleetState, state_dir: Path) -> fleet.RunOutcome:
     declared subset (the app's defaults fill in the rest)."""
     wanted = SETTINGS.to_run_config()
     if set(wanted) <= _declared_keys():
-        return fleet.submit_to_superlink(f"127.0.0.1:{state.superlink_port}", SETTINGS,
-                                         timeout=400)
+        return fleet.submit_to_superlink(state.address, SETTINGS, timeout=400,
+                                         ca_file=None if state.certs is None
+                                         else state.certs.ca_cert)
     return fleet.run_app({k: v for k, v in wanted.items() if k in _declared_keys()},
                          state_dir, timeout=400)
 
-
-
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_fleet_runs_two_rounds_and_stops_everything(tmp_path: Path) -> None:
-    # Prepare
+    # Prepare: the default fleet (TLS, SuperNode authentication)
     state_dir = tmp_path / "fleet"
     state = fleet.up(2, state_dir)
     pids = [p.pid for p in state.procs]
@@ -50,6 +50,8 @@ def test_fleet_runs_two_rounds_and_stops_everything(tmp_path: Path) -> None:
         stopped = fleet.down(state_dir)
 
     # Assert
+    assert state.certs is not None and not state.insecure
+    assert all(p.node_id for p in state.procs if p.role.startswith("supernode"))
     assert outcome.status == "finished:completed", (outcome, log[-3000:])
     assert outcome.ok
     assert "Round 2: 2 aggregated, 0 rejected, 0 failed." in log
@@ -61,6 +63,7 @@ def test_fleet_runs_two_rounds_and_stops_everything(tmp_path: Path) -> None:
     assert fleet.status(state_dir) == {"up": False, "procs": []}
 
 
+@pytest.mark.timeout(60)
 def test_fleet_cli_status_and_down_without_fleet(tmp_path: Path) -> None:
     # Prepare
     from typer.testing import CliRunner
