@@ -25,6 +25,8 @@ DISTRIBUTIONS = {
     # FastAPI is built on Starlette and pins the versions it supports; declaring Starlette
     # beside it would only invite a conflicting pin.
     "starlette": "fastapi",
+    # Ray comes with flwr[simulation], which pins the one version Flower runs on.
+    "ray": "flwr",
 }
 #: The repository's own top-level packages.
 LOCAL = {"apt_core", "client", "server", "tests"}
