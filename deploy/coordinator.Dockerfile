@@ -29,7 +29,8 @@ RUN pip install -e ".[coordinator]"
 COPY deploy/prestart.sh deploy/prestart.sh
 
 # No secret is baked in: APTFLEET_DATABASE_URL (with its password) comes at run time.
-RUN useradd --create-home --uid 10001 aptfleet && install -d -o aptfleet -g aptfleet /data
+RUN useradd --create-home --uid 10001 aptfleet && install -d -o aptfleet -g aptfleet /data \
+    && install -d -m 700 -o aptfleet -g aptfleet /certs
 USER aptfleet
 ENV APTFLEET_HOST=0.0.0.0 \
     APTFLEET_PORT=8080 \

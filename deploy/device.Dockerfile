@@ -1,8 +1,9 @@
 # syntax=docker/dockerfile:1
 # One aptfleet device: a Flower SuperNode that runs the ClientApp (client.client_app),
 # which trains with APT on its partition of the data. Arguments go to flower-supernode:
-#   docker run aptfleet/device --insecure --superlink HOST:8000 \
-#       --node-config 'partition-id=0 num-partitions=3 device-class="mcu"'
+#   docker run -v ./certs:/certs:ro aptfleet/device --root-certificates /certs/ca.crt \
+#       --auth-supernode-private-key /certs/node-3.key --superlink HOST:8000 \
+#       --node-config 'partition-id=3 num-partitions=5 device-class="mcu"'
 # Build from the repository root: docker build -f deploy/device.Dockerfile .
 FROM python:3.11-slim-bookworm
 
@@ -25,7 +26,8 @@ COPY server/ server/
 # Only the device extra: flwr and the task data, none of the coordinator's stack.
 RUN pip install -e ".[device]"
 
-RUN useradd --create-home --uid 10001 aptfleet
+RUN useradd --create-home --uid 10001 aptfleet \
+    && install -d -m 700 -o aptfleet -g aptfleet /certs
 USER aptfleet
 ENTRYPOINT ["flower-supernode"]
 CMD ["--help"]

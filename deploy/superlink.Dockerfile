@@ -24,11 +24,16 @@ COPY server/ server/
 # The ServerApp records into the coordinator's database: the coordinator extra.
 RUN pip install -e ".[coordinator]"
 
-RUN useradd --create-home --uid 10001 aptfleet
+RUN useradd --create-home --uid 10001 aptfleet \
+    && install -d -m 700 -o aptfleet -g aptfleet /certs
 USER aptfleet
 # Fleet, Control and ServerAppIo APIs share this port (Flower's HTTP runtime API).
 EXPOSE 8000
+# TLS with the certificates of `aptfleet fleet certs` mounted at /certs, and only
+# registered SuperNodes admitted (`aptfleet fleet register` / `flwr supernode register`).
 HEALTHCHECK --interval=5s --timeout=5s --start-period=20s --retries=10 \
-    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=3)"]
+    CMD ["python", "-c", "import ssl, urllib.request; urllib.request.urlopen('https://127.0.0.1:8000/health', timeout=3, context=ssl.create_default_context(cafile='/certs/ca.crt'))"]
 ENTRYPOINT ["flower-superlink"]
-CMD ["--insecure", "--disable-runtime-dependency-installation", "--host", "0.0.0.0", "--port", "8000"]
+CMD ["--ssl-ca-certfile", "/certs/ca.crt", "--ssl-certfile", "/certs/server.pem", \
+     "--ssl-keyfile", "/certs/server.key", "--enable-supernode-auth", \
+     "--disable-runtime-dependency-installation", "--host", "0.0.0.0", "--port", "8000"]

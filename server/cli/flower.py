@@ -1,4 +1,4 @@
-"""Federated commands: `simulate` (simulation engine) and `fleet certs|up|down|status|run`
+"""Federated commands: `simulate` (simulation engine) and `fleet certs|register|up|down|status|run`
 (a local deployment-engine fleet). Mount ``fl_cli`` into the main ``aptfleet`` CLI."""
 
 from __future__ import annotations
@@ -114,6 +114,29 @@ def fleet_certs(
     console.print(f"CA {certs.ca_cert}; SuperLink certificate {certs.server_cert} for "
                   f"{', '.join(server_hosts(certs))}; SuperNode keys "
                   f"{certs.root / 'nodes'}/node-<i>.key|.pub for i < {nodes}")
+
+
+@fleet_cli.command("register")
+def fleet_register(
+    public_keys: Annotated[list[Path], typer.Argument(
+        help="SuperNode public keys (node-<i>.pub of 'fleet certs')", exists=True,
+        dir_okay=False)],
+    superlink: Annotated[str, typer.Option("--superlink", help="SuperLink host:port")],
+    ca: Annotated[Path | None, typer.Option(
+        "--ca", help="CA certificate the SuperLink's certificate is verified with "
+                     "(default: the system's trust store)")] = None,
+) -> None:
+    """Register SuperNode public keys with a SuperLink started with --enable-supernode-auth
+    (keys it already knows are skipped); only registered SuperNodes may connect."""
+    from server.flower import fleet
+
+    try:
+        done = fleet.register_keys(superlink, public_keys, ca_file=ca)
+    except fleet.FleetError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from None
+    for key, node_id in done.items():
+        console.print(f"{key}: " + (f"node {node_id}" if node_id else "already registered"))
 
 
 @fleet_cli.command("up")

@@ -22,6 +22,7 @@ import logging
 import os
 import signal
 import ssl
+import tempfile
 import time
 import urllib.request
 from collections.abc import Mapping, Sequence
@@ -55,7 +56,7 @@ from server.ports import free_port
 
 __all__ = [
     "CONNECTION", "DEFAULT_STATE_DIR", "LOCAL_SUPERLINK_PORT", "FleetError", "FleetState",
-    "Proc", "RunOutcome", "ServerSettingsLike", "down", "register_node", "run_app",
+    "Proc", "RunOutcome", "ServerSettingsLike", "down", "register_keys", "register_node", "run_app",
     "run_log", "start_supernode", "status", "submit_to_superlink", "supernodes", "up",
 ]
 
@@ -232,16 +233,45 @@ def register_node(state: FleetState, public_key: Path) -> int:
     FleetError
         If ``flwr supernode register`` fails (e.g. the key is already registered).
     """
-    res = flwr(state.cli_home, ["supernode", "register", str(public_key), CONNECTION,
-                                "--format", "json"], 60)
+    node_id = register_key(state.cli_home, public_key)
+    assert node_id is not None
+    return node_id
+
+
+def register_keys(address: str, public_keys: Sequence[Path], *, ca_file: Path | None = None
+                  ) -> dict[Path, int | None]:
+    """Register SuperNode public keys with the SuperLink at ``address`` (over TLS, verified
+    with ``ca_file`` or the system's trust store); keys it already knows are skipped.
+
+    Returns each key with its new node id, or None when it was registered before.
+    """
+    with tempfile.TemporaryDirectory(prefix="aptfleet-cli-") as home:
+        write_cli_config(Path(home), address, ca_file=ca_file)
+        return {key: register_key(Path(home), key, exist_ok=True) for key in public_keys}
+
+
+def register_key(cli_home: Path, public_key: Path, *, exist_ok: bool = False) -> int | None:
+    """``flwr supernode register`` with the CLI config of ``cli_home``: the new node id, or
+    None when the key is already registered and ``exist_ok``.
+
+    Raises
+    ------
+    FleetError
+        If the registration fails (or the key is already registered and not ``exist_ok``).
+    """
+    res = flwr(cli_home, ["supernode", "register", str(public_key), CONNECTION,
+                          "--format", "json"], 60)
     try:
         out = json_out(res.stdout)
     except (FleetError, ValueError):
         out = {}
-    if not out.get("success") or not out.get("node-id"):
-        raise FleetError(f"flwr supernode register {public_key} failed (exit "
-                         f"{res.returncode}): {(res.stdout + res.stderr).strip()[-800:]}")
-    return int(out["node-id"])
+    if out.get("success") and out.get("node-id"):
+        return int(out["node-id"])
+    text = (res.stdout + res.stderr).strip()
+    if exist_ok and "already in use" in text:
+        return None
+    raise FleetError(f"flwr supernode register {public_key} failed (exit {res.returncode}): "
+                     f"{text[-800:]}")
 
 
 def supernodes(state: FleetState) -> list[dict[str, Any]]:

@@ -31,6 +31,8 @@ DEVICES = ("device-mcu", "device-phone", "device-gateway")
 FLOWER_ENV = {"FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
               "FLWR_TELEMETRY_ENABLED": "0"}
 CPU_TORCH = "pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0"
+pytestmark = pytest.mark.timeout(300)
+
 #: `${VAR...}` references; `$${VAR}` is an escape that compose leaves to the container.
 _VARIABLE = re.compile(r"(?<!\$)\$\{([A-Z_][A-Z0-9_]*)")
 
@@ -95,7 +97,8 @@ def _node_config(service: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_compose_services_present(config: dict[str, Any]) -> None:
-    assert set(config["services"]) == {"db", "migrate", "superlink", "coordinator", *DEVICES}
+    assert set(config["services"]) == {"db", "migrate", "certs", "superlink", "register",
+                                       "coordinator", *DEVICES}
 
 
 def test_compose_db_postgres_with_pg_isready_healthcheck(config: dict[str, Any]) -> None:
@@ -114,10 +117,14 @@ def test_compose_depends_on_conditions(config: dict[str, Any]) -> None:
 
     # Assert
     assert conditions("migrate") == {"db": "service_healthy"}
+    assert conditions("superlink") == {"db": "service_healthy",
+                                       "certs": "service_completed_successfully"}
+    assert conditions("register") == {"superlink": "service_healthy"}
     assert conditions("coordinator") == {"migrate": "service_completed_successfully",
                                          "superlink": "service_healthy"}
     for device in DEVICES:
-        assert conditions(device) == {"superlink": "service_healthy"}
+        assert conditions(device) == {"superlink": "service_healthy",
+                                      "register": "service_completed_successfully"}
 
 
 def test_compose_migrate_runs_prestart(config: dict[str, Any]) -> None:
@@ -126,17 +133,87 @@ def test_compose_migrate_runs_prestart(config: dict[str, Any]) -> None:
     assert migrate["restart"] == "no"
 
 
-def test_compose_superlink_insecure_without_runtime_installs(config: dict[str, Any]) -> None:
+def _argv(service: dict[str, Any]) -> list[str]:
+    return [*(service.get("entrypoint") or []), *(service.get("command") or [])]
+
+
+def _flag(argv: list[str], flag: str) -> str:
+    return argv[argv.index(flag) + 1]
+
+
+def _certs_volume(service: dict[str, Any]) -> dict[str, Any]:
+    (volume,) = [v for v in service.get("volumes", []) if v["target"] == "/certs"]
+    return dict(volume)
+
+
+def test_compose_superlink_tls_node_auth_without_runtime_installs(
+        config: dict[str, Any]) -> None:
     # Prepare
     superlink = config["services"]["superlink"]
-    argv = [*superlink["entrypoint"], *superlink["command"]]
+    argv = _argv(superlink)
 
     # Assert
     assert argv[0] == "flower-superlink"
-    assert {"--insecure", "--disable-runtime-dependency-installation"} <= set(argv)
-    assert argv[argv.index("--port") + 1] == "8000"
-    assert "/health" in " ".join(superlink["healthcheck"]["test"])
+    assert "--insecure" not in argv
+    assert {"--enable-supernode-auth", "--disable-runtime-dependency-installation"} <= set(argv)
+    assert (_flag(argv, "--ssl-ca-certfile"), _flag(argv, "--ssl-certfile"),
+            _flag(argv, "--ssl-keyfile")) == ("/certs/ca.crt", "/certs/server.pem",
+                                              "/certs/server.key")
+    assert _certs_volume(superlink) == {"type": "volume", "source": "fleet-certs",
+                                        "target": "/certs", "read_only": True}
+    assert _flag(argv, "--port") == "8000"
+    health = " ".join(superlink["healthcheck"]["test"])
+    assert "https://127.0.0.1:8000/health" in health and "cafile='/certs/ca.crt'" in health
     assert [p["target"] for p in superlink["ports"]] == [8000]
+
+
+def test_compose_no_flower_process_insecure(config: dict[str, Any]) -> None:
+    for name, service in config["services"].items():
+        assert "--insecure" not in " ".join(_argv(service)), name
+    assert "APTFLEET_SUPERLINK_INSECURE" not in config["services"]["coordinator"]["environment"]
+
+
+def test_compose_certs_created_then_devices_registered(config: dict[str, Any]) -> None:
+    # Prepare
+    certs, register = config["services"]["certs"], config["services"]["register"]
+    argv = _argv(certs)
+
+    # Assert: certs writes the volume (read-write) with a key pair per partition and the
+    # compose service name in the SuperLink certificate; register reads it
+    assert argv[:3] == ["aptfleet", "fleet", "certs"]
+    assert _flag(argv, "--out") == "/certs" and _flag(argv, "--nodes") == "3"
+    assert "superlink" in [argv[i + 1] for i, a in enumerate(argv) if a == "--host"]
+    volume = _certs_volume(certs)
+    assert (volume["source"], volume.get("read_only", False)) == ("fleet-certs", False)
+    assert certs["restart"] == register["restart"] == "no"
+    script = " ".join(_argv(register))
+    assert ("aptfleet fleet register --superlink superlink:8000 --ca /certs/ca.crt "
+            "/certs/nodes/node-*.pub") in script
+    assert _certs_volume(register)["read_only"] is True
+
+
+def test_compose_certs_command_makes_every_file_the_stack_reads(
+        config: dict[str, Any], tmp_path: Path) -> None:
+    # Prepare: run the certs service's own command with /certs mapped to a temporary dir
+    from typer.testing import CliRunner
+
+    from server.cli.flower import fl_cli
+
+    argv = _argv(config["services"]["certs"])
+    out = tmp_path / "certs"
+    args = [str(out) if a == "/certs" else a for a in argv[1:]]
+    referenced = {a for name, service in config["services"].items()
+                  for a in _argv(service) if a.startswith("/certs/") and "*" not in a}
+
+    # Execute
+    result = CliRunner().invoke(fl_cli, args)
+
+    # Assert
+    assert result.exit_code == 0, result.output
+    assert referenced >= {"/certs/ca.crt", "/certs/server.pem", "/certs/server.key",
+                          "/certs/nodes/node-0.key"}
+    for path in referenced:
+        assert (out / path.removeprefix("/certs/")).is_file(), path
 
 
 def test_compose_coordinator_settings_from_environment(config: dict[str, Any],
@@ -148,6 +225,8 @@ def test_compose_coordinator_settings_from_environment(config: dict[str, Any],
     # Assert
     assert coordinator["command"][:2] == ["aptfleet", "serve"]
     assert env["APTFLEET_SUPERLINK"] == "superlink:8000"
+    assert env["APTFLEET_SUPERLINK_CA_FILE"] == "/certs/ca.crt"
+    assert _certs_volume(coordinator)["read_only"] is True
     assert env["APTFLEET_DATABASE_URL"] == (
         f"postgresql+psycopg://aptfleet:{password}@db:5432/aptfleet")
     assert env["APTFLEET_ENVIRONMENT"] == "production"
@@ -164,10 +243,15 @@ def test_compose_devices_distinct_partitions_and_classes(config: dict[str, Any])
     node_configs = {name: _node_config(service) for name, service in devices.items()}
 
     # Assert
-    for service in devices.values():
-        argv = [*service["entrypoint"], *service["command"]]
+    for name, service in devices.items():
+        argv = _argv(service)
         assert argv[0] == "flower-supernode"
-        assert argv[argv.index("--superlink") + 1] == "superlink:8000"
+        assert _flag(argv, "--superlink") == "superlink:8000"
+        # TLS verified with the fleet's CA; each device signs with its own partition's key
+        assert _flag(argv, "--root-certificates") == "/certs/ca.crt"
+        assert _flag(argv, "--auth-supernode-private-key") == (
+            f"/certs/nodes/node-{node_configs[name]['partition-id']}.key")
+        assert _certs_volume(service)["read_only"] is True
     assert {c["device-class"] for c in node_configs.values()} == {"mcu", "phone", "gateway"}
     assert sorted(c["partition-id"] for c in node_configs.values()) == [0, 1, 2]
     assert {c["num-partitions"] for c in node_configs.values()} == {3}
@@ -185,12 +269,14 @@ def test_compose_builds_point_at_existing_dockerfiles(config: dict[str, Any]) ->
     builds = {name: s["build"] for name, s in config["services"].items() if "build" in s}
 
     # Assert
-    assert set(builds) == {"migrate", "superlink", "coordinator", *DEVICES}
+    assert set(builds) == {"migrate", "certs", "superlink", "register", "coordinator",
+                           *DEVICES}
     for name, build in builds.items():
         assert Path(build["context"]) == REPO, name
         assert (REPO / build["dockerfile"]).resolve() in {
             p.resolve() for p in DOCKERFILES.values()}, name
-    assert builds["coordinator"]["dockerfile"] == "deploy/coordinator.Dockerfile"
+    for name in ("coordinator", "certs", "register"):
+        assert builds[name]["dockerfile"] == "deploy/coordinator.Dockerfile", name
     assert builds["superlink"]["dockerfile"] == "deploy/superlink.Dockerfile"
     assert {builds[d]["dockerfile"] for d in DEVICES} == {"deploy/device.Dockerfile"}
 
