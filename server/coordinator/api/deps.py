@@ -10,6 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from server.coordinator import crud
+from server.coordinator.core.db import begin_write
 from server.coordinator.exceptions import (
     AuthenticationError,
     NotFoundError,
@@ -30,9 +31,20 @@ Limit = Annotated[int, Query(ge=1, le=1000)]
 _bearer = HTTPBearer(auto_error=False, description="Token from 'aptfleet server token create'.")
 
 
+#: Requests that only read; every other method gets write transactions.
+_READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
 def get_db(request: Request) -> Iterator[Session]:
-    """A session from the app's factory, closed after the request."""
+    """A session from the app's factory, closed after the request.
+
+    A request that may write (any method but GET, HEAD, OPTIONS) gets write transactions
+    (``core.db.begin_write``): on SQLite concurrent writers then wait their turn instead of
+    failing with ``database is locked``.
+    """
     with request.app.state.session_factory() as session:
+        if request.method not in _READ_METHODS:
+            begin_write(session)
         yield session
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, make_url, text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 logger = logging.getLogger(__name__)
@@ -18,14 +18,21 @@ logger = logging.getLogger(__name__)
 ALEMBIC_DIR = Path(__file__).resolve().parent.parent / "alembic"
 
 #: Seconds a SQLite writer waits on a lock held by another connection before failing.
-_SQLITE_BUSY_TIMEOUT_S = 30
+SQLITE_BUSY_TIMEOUT_S = 30
+
+#: Execution option that makes a SQLite transaction begin with ``BEGIN IMMEDIATE``.
+_WRITE_OPTION = "aptfleet_write"
 
 
 def _configure_sqlite(engine: Engine) -> None:
-    """Enforce foreign keys and make SAVEPOINT work on pysqlite.
+    """Foreign keys, WAL, an honoured busy timeout, SAVEPOINT, and write transactions.
 
     pysqlite defers BEGIN until the first write, which breaks SAVEPOINT (used by
-    ``crud.record_round``); SQLAlchemy's documented recipe emits BEGIN itself.
+    ``crud.record_round``); SQLAlchemy's documented recipe emits BEGIN itself. A session
+    marked by :func:`begin_write` begins with ``BEGIN IMMEDIATE``: it takes the write lock
+    up front, waiting up to the busy timeout. A plain (deferred) transaction that read
+    first and writes later fails at once with ``database is locked`` when another
+    connection wrote meanwhile; SQLite never waits on that lock upgrade.
     """
 
     @event.listens_for(engine, "connect")
@@ -33,14 +40,37 @@ def _configure_sqlite(engine: Engine) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
         if engine.url.database not in (None, "", ":memory:"):
-            # WAL lets the API read while a launcher thread writes a round.
+            # WAL lets the API read while a job writes a round; NORMAL is WAL's safe sync.
             cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN")
+        write = connection.get_execution_options().get(_WRITE_OPTION, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def begin_write(session: Session) -> None:
+    """Make every transaction of ``session`` from now on a write transaction.
+
+    On SQLite each one then begins with ``BEGIN IMMEDIATE`` (see :func:`_configure_sqlite`),
+    so concurrent writers queue on the busy timeout instead of failing with ``database is
+    locked``; other databases are unaffected. Call it before the session changes anything:
+    a transaction already open (reads only) is committed first, so the next statement
+    starts the write transaction.
+    """
+    if session.in_transaction():
+        session.commit()
+    session.execution_options = session.execution_options.union({_WRITE_OPTION: True})
+
+
+def is_database_locked(exc: BaseException) -> bool:
+    """Whether ``exc`` is SQLite's ``database is locked`` (or ``busy``) error."""
+    text_ = str(getattr(exc, "orig", exc)).lower()
+    return isinstance(exc, OperationalError) and ("locked" in text_ or "busy" in text_)
 
 
 #: Connections an engine keeps (POOL_SIZE) and may open in all (POOL_CONNECTIONS); the
@@ -70,7 +100,7 @@ def make_engine(url: str) -> Engine:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
             pool = {"pool_size": POOL_SIZE, "max_overflow": POOL_CONNECTIONS - POOL_SIZE}
         engine = create_engine(
-            parsed, connect_args={"check_same_thread": False, "timeout": _SQLITE_BUSY_TIMEOUT_S},
+            parsed, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S},
             **pool)
         _configure_sqlite(engine)
         return engine

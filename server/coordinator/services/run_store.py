@@ -16,6 +16,7 @@ from apt_core.cost import profile_layers, step_energy
 from apt_core.tasks.data import load_task
 from apt_core.tasks.networks import build_model
 from server.coordinator import crud
+from server.coordinator.core.db import begin_write
 from server.coordinator.exceptions import (
     DuplicateRoundError,
     NotFoundError,
@@ -121,6 +122,7 @@ class DbRecorder:
             nonlocal attempts
             attempts += 1
             with self._session_factory() as session:
+                begin_write(session)
                 run = crud.get_run(session=session, run_id=self.run_id)
                 if run is None or run.status != "running":
                     raise RunStopped(f"Run {self.run_id} is "
