@@ -6,19 +6,27 @@ running, trains it on Flower's simulation engine (or the deployment engine when
 every round through :class:`DbRecorder`, then stores the savings and the final status. A
 separate process keeps Ray away from the web server and lets ``stop`` end the whole process
 group.
+
+Before the run is marked running the job starts Ray (simulation engine), so a Ray start-up
+failure ends the job with :data:`EXIT_START_FAILED` and the run still ``pending``: the
+launcher starts the job again. While it lives the job stamps the run's heartbeat every
+:data:`HEARTBEAT_S` seconds. Other exit codes: 0 done (or stopped), 1 the run failed, 2 no
+such run, 3 the run cannot start (already finished or stopped), 4 no usable checkpoint.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+import threading
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from server.coordinator import crud
 from server.coordinator.core.config import Settings
-from server.coordinator.core.db import make_engine, make_session_factory
+from server.coordinator.core.db import begin_write, make_engine, make_session_factory
 from server.coordinator.exceptions import ResumeError, RunStateError, RunStopped
 from server.coordinator.services.run_settings import run_settings_of
 from server.coordinator.services.run_store import (
@@ -35,6 +43,10 @@ log = logging.getLogger(__name__)
 
 #: Sampling floor of every coordinator run: FedAvg waits for this many connected nodes.
 MIN_NODES = ServerSettings().min_nodes
+#: Seconds between two heartbeats of a job (``runs.heartbeat_at``).
+HEARTBEAT_S = 10.0
+#: Exit code of a job that could not start training (EX_TEMPFAIL): the launcher retries.
+EXIT_START_FAILED = 75
 
 
 def server_settings(run: Run, start_round: int = 0, checkpoint: bytes | None = None,
@@ -63,6 +75,7 @@ def _finish(session_factory: sessionmaker[Session], run_id: int, status: str,
             error: str | None = None) -> None:
     def write() -> None:
         with session_factory() as session:
+            begin_write(session)
             try:
                 crud.set_run_status(session=session, run_id=run_id, status=status,
                                     error=error)
@@ -72,10 +85,52 @@ def _finish(session_factory: sessionmaker[Session], run_id: int, status: str,
     with_db_retry(f"run {run_id} status", write)
 
 
-def run_job(run_id: int, settings: Settings) -> int:
-    """Train run ``run_id`` to the end; returns a process exit code."""
-    engine = make_engine(settings.DATABASE_URL)
-    session_factory = make_session_factory(engine)
+class _Heartbeat:
+    """Stamps the run's heartbeat every ``every`` seconds from a daemon thread."""
+
+    def __init__(self, session_factory: sessionmaker[Session], run_id: int,
+                 every: float = HEARTBEAT_S) -> None:
+        self._session_factory = session_factory
+        self._run_id = run_id
+        self._every = every
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._done.set()
+        self._thread.join(5)
+
+    def _beat(self) -> None:
+        while not self._done.wait(self._every):
+            try:
+                with self._session_factory() as session:
+                    begin_write(session)
+                    crud.touch_run(session=session, run_id=self._run_id)
+                    session.commit()
+            except Exception as exc:  # noqa: BLE001 - a missed beat is retried next time
+                log.warning("Run %s: heartbeat not written (%s)", self._run_id,
+                            type(exc).__name__)
+
+
+def _start_ray(num_cpus: int = 2) -> None:
+    """Start this job's Ray cluster now, so a start-up failure happens before the run is
+    marked running (Flower then reuses it); the arguments are the simulation engine's."""
+    import ray
+
+    from server.flower.simulation import REPO_ROOT, backend_config
+
+    pythonpath = os.pathsep.join([str(REPO_ROOT), *sys.path])
+    ray.init(runtime_env={"env_vars": {"PYTHONPATH": pythonpath}},
+             **backend_config(num_cpus)["init_args"])
+
+
+def _prepare(session_factory: sessionmaker[Session], run_id: int,
+             round_timeout: float) -> tuple[ServerSettings, int] | int:
+    """The run's Flower settings and client count, or an exit code."""
     with session_factory() as session:
         run = crud.get_run(session=session, run_id=run_id)
         if run is None:
@@ -87,16 +142,53 @@ def run_job(run_id: int, settings: Settings) -> int:
         except ResumeError as exc:
             log.error("%s", exc)
             return 4
-        ss = server_settings(run, start, checkpoint, settings.ROUND_TIMEOUT)
         if start:
             log.info("Run %s: resuming after round %s of %s.", run_id, start, run.rounds)
-        clients = run.clients
+        return server_settings(run, start, checkpoint, round_timeout), run.clients
+
+
+def _mark_running(session_factory: sessionmaker[Session], run_id: int) -> bool:
+    """Mark the run running in a write transaction, retried while the database is locked;
+    False when it cannot start any more (stopped meanwhile)."""
+    def write() -> bool:
+        with session_factory() as session:
+            begin_write(session)
+            try:
+                crud.set_run_status(session=session, run_id=run_id, status="running")
+                crud.touch_run(session=session, run_id=run_id)
+                session.commit()
+            except RunStateError as exc:
+                log.error("Run %s cannot start: %s", run_id, exc)
+                return False
+        return True
+    return with_db_retry(f"run {run_id} status", write)
+
+
+def run_job(run_id: int, settings: Settings) -> int:
+    """Train run ``run_id`` to the end; returns a process exit code."""
+    engine = make_engine(settings.DATABASE_URL)
+    session_factory = make_session_factory(engine)
+    try:
+        with _Heartbeat(session_factory, run_id):
+            return _train(run_id, settings, session_factory)
+    finally:
+        engine.dispose()
+
+
+def _train(run_id: int, settings: Settings, session_factory: sessionmaker[Session]) -> int:
+    prepared = with_db_retry(f"run {run_id} read",
+                             lambda: _prepare(session_factory, run_id, settings.ROUND_TIMEOUT))
+    if isinstance(prepared, int):
+        return prepared
+    ss, clients = prepared
+    if not settings.SUPERLINK and ss.start_round < ss.rounds:
         try:
-            crud.set_run_status(session=session, run_id=run_id, status="running")
-            session.commit()
-        except RunStateError as exc:
-            log.error("Run %s cannot start: %s", run_id, exc)
-            return 3
+            _start_ray()
+        except Exception:  # noqa: BLE001 - the launcher retries, then fails the run
+            log.exception("Run %s: Ray did not start; the run stays pending.", run_id)
+            return EXIT_START_FAILED
+    if not _mark_running(session_factory, run_id):
+        return 3
     provider = run_policy_provider(session_factory, run_id)
     recorder = DbRecorder(session_factory, run_id)
     try:
@@ -114,6 +206,7 @@ def run_job(run_id: int, settings: Settings) -> int:
             run_federated(ss, clients=clients, provider=provider, recorder=recorder)
         def save() -> bool:
             with session_factory() as session:
+                begin_write(session)
                 run = crud.get_run(session=session, run_id=run_id)
                 if run is None or run.status != "running":  # stopped or interrupted
                     log.info("Run %s ended as %s.", run_id,
@@ -134,8 +227,6 @@ def run_job(run_id: int, settings: Settings) -> int:
         log.exception("Run %s failed.", run_id)
         _finish(session_factory, run_id, "failed", f"{type(exc).__name__}: {exc}")
         return 1
-    finally:
-        engine.dispose()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
                                                    "%(message)s")
+    # before Ray is imported: it keeps every Ray process on 127.0.0.1
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     return run_job(args.run_id, Settings())
 
 

@@ -100,6 +100,9 @@ def create_app(settings: Settings | None = None,
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         init_db(settings.DATABASE_URL)
         interrupt_stale_runs(session_factory)
+        resume_queue = getattr(_app.state.launcher, "resume_queue", None)
+        if resume_queue is not None:  # admit the runs queued before a restart
+            resume_queue()
         yield
         shutdown = getattr(_app.state.launcher, "shutdown", None)
         if shutdown is not None:

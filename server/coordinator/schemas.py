@@ -15,7 +15,8 @@ from server.flower.settings import ServerSettings
 #: (tests/test_architecture.py checks they stay equal).
 Task = Literal["digits", "mnist1d"]
 Method = Literal["apt", "fp32", "qat8"]
-RunStatus = Literal["pending", "running", "completed", "failed", "stopped", "interrupted"]
+RunStatus = Literal["queued", "pending", "running", "completed", "failed", "stopped",
+                   "interrupted"]
 
 _INT32_MAX = 2**31 - 1
 
@@ -103,6 +104,10 @@ class RunPublic(_Public):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    queue_position: int | None = Field(
+        default=None, description="Place in the admission queue while the run is queued "
+                                  "(1 starts next); null otherwise. At most "
+                                  "APTFLEET_MAX_ACTIVE_RUNS runs are pending or running.")
 
     @computed_field  # type: ignore[prop-decorator]
     @property

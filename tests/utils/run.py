@@ -22,7 +22,9 @@ def create_random_run(db: Session, *, status: str = "pending", rounds: int = 5) 
                        seed=random.randint(0, 1000))
     run = crud.create_run(session=db, **run_in.model_dump(),
                           settings=run_in.run_settings().to_dict())
-    if status != "pending":
+    if status != "queued":  # created queued
+        crud.set_run_status(session=db, run_id=run.id, status="pending")
+    if status not in ("queued", "pending"):
         if status != "running":
             crud.set_run_status(session=db, run_id=run.id, status="running")
         crud.set_run_status(session=db, run_id=run.id, status=status)

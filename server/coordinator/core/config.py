@@ -55,6 +55,23 @@ class Settings(BaseSettings):
         Larger request bodies are answered with 413.
     CORS_ORIGINS : list[str] (default: [])
         Browser origins allowed to call the API; empty keeps CORS closed.
+    MAX_ACTIVE_RUNS : int (default: 1)
+        Runs whose job may be started or training at once; ``POST /runs`` queues the rest
+        and the coordinator starts them in creation order as slots free up (the queue
+        survives a restart). Each run on the embedded simulation engine starts its own Ray
+        cluster: about 1 GB of memory and, while it trains, the CPU cores it may use
+        (2 per run), so raise it only on a machine with that much to spare per extra run,
+        e.g. ``APTFLEET_MAX_ACTIVE_RUNS=3`` on 8 cores and 8 GB. Runs submitted to a
+        SuperLink cost the coordinator little, so a higher value fits there. 0 holds every
+        run queued (maintenance).
+    RUN_START_ATTEMPTS : int (default: 3)
+        Times a run's job is started before the run fails, when the job exits before
+        marking the run running (e.g. Ray failed to start); the reason is stored on the run.
+    RUN_START_BACKOFF_S : float (default: 5.0)
+        Wait before the second start attempt; it doubles for each further one.
+    JOB_HEARTBEAT_TIMEOUT : float (default: 600.0)
+        A job writes a heartbeat every few seconds; one silent for this long is taken as
+        hung: its process group is ended and its run marked interrupted (resumable).
     HEADER_TIMEOUT : float (default: 10.0)
         Seconds ``serve`` gives a connection to send a complete request head (request line
         and headers), from connecting or from the previous response; then it is closed.
@@ -79,6 +96,10 @@ class Settings(BaseSettings):
     ENVIRONMENT: Literal["development", "production"] = "development"
     MAX_BODY_BYTES: int = Field(default=1_048_576, ge=1)
     CORS_ORIGINS: Annotated[list[str], NoDecode, BeforeValidator(_parse_origins)] = []
+    MAX_ACTIVE_RUNS: int = Field(default=1, ge=0, le=64)
+    RUN_START_ATTEMPTS: int = Field(default=3, ge=1, le=20)
+    RUN_START_BACKOFF_S: float = Field(default=5.0, ge=0, le=3600, allow_inf_nan=False)
+    JOB_HEARTBEAT_TIMEOUT: float = Field(default=600.0, ge=5, le=86400, allow_inf_nan=False)
     HEADER_TIMEOUT: float = Field(default=10.0, gt=0, le=3600, allow_inf_nan=False)
     BODY_TIMEOUT: float = Field(default=30.0, gt=0, le=3600, allow_inf_nan=False)
     MAX_REQUESTS_PER_CLIENT: int = Field(default=128, ge=1)

@@ -24,18 +24,28 @@ from server.coordinator.crud.rounds import (
     record_round,
 )
 from server.coordinator.crud.runs import (
+    admit_queued_runs,
     count_active_runs,
+    count_start_attempt,
     create_run,
     get_run,
     list_runs,
     mark_interrupted_runs,
+    queue_positions,
+    queued_run_ids,
     reopen_run,
     set_run_savings,
     set_run_status,
+    touch_run,
 )
 from server.coordinator.crud.tokens import authenticate_token, create_token, revoke_token
 
 __all__ = [
+    "admit_queued_runs",
+    "count_start_attempt",
+    "queue_positions",
+    "queued_run_ids",
+    "touch_run",
     "authenticate_token",
     "count_active_runs",
     "create_policy_version",

@@ -10,8 +10,9 @@ from sqlalchemy.orm import Session
 
 from server.coordinator.exceptions import NotFoundError, RunStateError
 from server.coordinator.tables import (
-    ACTIVE_RUN_STATUSES,
+    QUEUED_RUN_STATUS,
     RUN_STATUSES,
+    STARTED_RUN_STATUSES,
     TERMINAL_RUN_STATUSES,
     Run,
     utcnow,
@@ -21,7 +22,7 @@ from server.coordinator.tables import (
 def create_run(*, session: Session, task: str, method: str, clients: int, fraction: float,
                rounds: int, alpha: float, seed: int, policy: str | None = None,
                settings: Mapping[str, Any] | None = None) -> Run:
-    """Store a new run in status ``pending``; the caller commits.
+    """Store a new run in status ``queued`` (it waits for admission); the caller commits.
 
     Parameters
     ----------
@@ -47,7 +48,7 @@ def create_run(*, session: Session, task: str, method: str, clients: int, fracti
     """
     run = Run(task=task, method=method, clients=clients, fraction=fraction, rounds=rounds,
               alpha=alpha, seed=seed, policy=policy, settings=dict(settings or {}),
-              status="pending", current_round=0)
+              status=QUEUED_RUN_STATUS, current_round=0)
     session.add(run)
     session.flush()
     return run
@@ -88,7 +89,7 @@ def set_run_status(*, session: Session, run_id: int, status: str, error: str | N
     run_id : int
         Id of the run.
     status : str
-        One of pending, running, completed, failed, stopped, interrupted.
+        One of queued, pending, running, completed, failed, stopped, interrupted.
     error : str | None (default: None)
         Reason of a failure; kept when None.
     flower_run_id : int | None (default: None)
@@ -101,7 +102,7 @@ def set_run_status(*, session: Session, run_id: int, status: str, error: str | N
     RunStateError
         If ``status`` is unknown, if the run already finished (terminal statuses are
         final: a launcher that finishes a run the API stopped gets this error and should
-        leave it stopped), or if a started run would go back to pending.
+        leave it stopped), or if a started run would go back to queued or pending.
     """
     if status not in RUN_STATUSES:
         raise RunStateError(f"Run status {status!r} is not one of {RUN_STATUSES}.")
@@ -109,7 +110,9 @@ def set_run_status(*, session: Session, run_id: int, status: str, error: str | N
     if run.status in TERMINAL_RUN_STATUSES:
         raise RunStateError(
             f"Run {run_id} is already {run.status}; it cannot become {status}.")
-    if status == "pending" and run.status != "pending":
+    if status == QUEUED_RUN_STATUS and run.status != QUEUED_RUN_STATUS:
+        raise RunStateError(f"Run {run_id} is {run.status}; it cannot go back to queued.")
+    if status == "pending" and run.status not in (QUEUED_RUN_STATUS, "pending"):
         raise RunStateError(f"Run {run_id} is {run.status}; it cannot go back to pending.")
     now = utcnow()
     if status == "running" and run.started_at is None:
@@ -129,7 +132,7 @@ RESUMABLE_RUN_STATUSES = ("interrupted", "stopped", "failed")
 
 
 def reopen_run(*, session: Session, run_id: int) -> Run:
-    """Put an interrupted, stopped or failed run back to ``pending`` for a resume.
+    """Put an interrupted, stopped or failed run back in the queue (``queued``) to resume.
 
     Its rounds, per-layer history and checkpoints stay; the job continues after the last
     recorded round from the latest checkpoint. The caller commits.
@@ -145,9 +148,11 @@ def reopen_run(*, session: Session, run_id: int) -> Run:
     if run.status not in RESUMABLE_RUN_STATUSES:
         raise RunStateError(f"Run {run_id} is {run.status}; only runs that are "
                             f"{', '.join(RESUMABLE_RUN_STATUSES)} can be resumed.")
-    run.status = "pending"
+    run.status = QUEUED_RUN_STATUS
+    run.created_at = utcnow()  # the back of the queue
     run.finished_at = None
     run.error = None
+    run.start_attempts = 0
     session.flush()
     return run
 
@@ -164,6 +169,8 @@ def set_run_savings(*, session: Session, run_id: int, savings: dict[str, Any]) -
 def mark_interrupted_runs(*, session: Session) -> int:
     """Mark runs left pending or running by a previous process as ``interrupted``.
 
+    Queued runs stay queued: they never started, and the new process admits them.
+
     Returns
     -------
     int
@@ -171,7 +178,7 @@ def mark_interrupted_runs(*, session: Session) -> int:
     """
     result = session.execute(
         update(Run)
-        .where(Run.status.in_(ACTIVE_RUN_STATUSES))
+        .where(Run.status.in_(STARTED_RUN_STATUSES))
         .values(status="interrupted", finished_at=utcnow(),
                 error="The coordinator restarted while the run was active.")
         .execution_options(synchronize_session=False))
@@ -179,6 +186,57 @@ def mark_interrupted_runs(*, session: Session) -> int:
 
 
 def count_active_runs(*, session: Session) -> int:
-    """How many runs are pending or running."""
-    stmt = select(func.count()).select_from(Run).where(Run.status.in_(ACTIVE_RUN_STATUSES))
+    """How many runs are pending or running (they hold an admission slot)."""
+    stmt = select(func.count()).select_from(Run).where(Run.status.in_(STARTED_RUN_STATUSES))
     return session.scalar(stmt) or 0
+
+
+def _queue_order() -> tuple[Any, Any]:
+    return Run.created_at, Run.id
+
+
+def queued_run_ids(*, session: Session, limit: int | None = None) -> list[int]:
+    """Ids of the queued runs in admission order (oldest first), at most ``limit``."""
+    stmt = select(Run.id).where(Run.status == QUEUED_RUN_STATUS).order_by(*_queue_order())
+    return list(session.scalars(stmt.limit(limit) if limit is not None else stmt).all())
+
+
+def queue_positions(*, session: Session) -> dict[int, int]:
+    """Queue position (1 = next to start) of every queued run, by run id."""
+    return {run_id: i for i, run_id in enumerate(queued_run_ids(session=session), start=1)}
+
+
+def admit_queued_runs(*, session: Session, max_active: int) -> list[int]:
+    """Move the oldest queued runs to ``pending`` while fewer than ``max_active`` runs are
+    pending or running; the caller commits, then starts their jobs.
+
+    On SQLite call it in a write transaction (``core.db.begin_write``) so two admissions
+    cannot both take the last slot.
+
+    Returns
+    -------
+    list[int]
+        Ids of the admitted runs, in admission order.
+    """
+    free = max_active - count_active_runs(session=session)
+    if free <= 0:
+        return []
+    admitted = queued_run_ids(session=session, limit=free)
+    for run_id in admitted:
+        set_run_status(session=session, run_id=run_id, status="pending")
+    return admitted
+
+
+def count_start_attempt(*, session: Session, run_id: int) -> int:
+    """Count one more start of the run's job; the caller commits. Returns the count."""
+    run = _locked_run(session, run_id)
+    run.start_attempts = (run.start_attempts or 0) + 1
+    run.heartbeat_at = utcnow()
+    session.flush()
+    return run.start_attempts
+
+
+def touch_run(*, session: Session, run_id: int) -> None:
+    """Stamp the run's heartbeat (its job is alive); the caller commits."""
+    session.execute(update(Run).where(Run.id == run_id).values(heartbeat_at=utcnow())
+                    .execution_options(synchronize_session=False))

@@ -23,8 +23,10 @@ NO_LAUNCHER_MESSAGE = (
 class RunLauncher(Protocol):
     """Starts and stops the Flower side of a run.
 
-    ``start`` must return quickly (run Flower in a thread or process). While the run goes
-    on, the launcher reports through its own sessions and commits:
+    ``start`` must return quickly (run Flower in a thread or process). It receives a
+    committed ``queued`` run; a launcher with an admission limit (``ProcessLauncher``)
+    leaves it queued until a slot frees up, then moves it to ``pending`` and starts it. While
+    the run goes on, the launcher reports through its own sessions and commits:
     ``crud.set_run_status(status="running", flower_run_id=...)``, then one
     ``crud.record_round`` per round, ``crud.set_run_savings``, and finally
     ``crud.set_run_status(status="completed" | "failed", error=...)``. A run the API
@@ -32,7 +34,7 @@ class RunLauncher(Protocol):
     """
 
     def start(self, run_id: int) -> None:
-        """Begin training run ``run_id`` (stored, status pending)."""
+        """Begin (or queue) training run ``run_id`` (stored, status queued)."""
         ...
 
     def stop(self, run_id: int) -> None:
@@ -67,7 +69,7 @@ class NullLauncher:
 
 def _start_or_fail(session: Session, launcher: RunLauncher, run: Run, run_id: int,
                    verb: str) -> Run:
-    """Hand a committed pending run to ``launcher``; mark it failed if that raises.
+    """Hand a committed queued run to ``launcher``; mark it failed if that raises.
 
     ``run_id`` is read before the commit: touching ``run`` before ``start`` returns would
     make SQLite pin a read snapshot from before the launcher's own writes.
@@ -89,7 +91,8 @@ def _start_or_fail(session: Session, launcher: RunLauncher, run: Run, run_id: in
 
 
 def launch_run(*, session: Session, launcher: RunLauncher, run_in: RunCreate) -> Run:
-    """Store a pending run, commit it, and hand it to ``launcher``.
+    """Store a queued run, commit it, and hand it to ``launcher`` (which admits it when a
+    slot is free).
 
     Raises
     ------
@@ -104,13 +107,13 @@ def launch_run(*, session: Session, launcher: RunLauncher, run_in: RunCreate) ->
 
 
 def resume_run(*, session: Session, launcher: RunLauncher, run: Run) -> Run:
-    """Reopen an interrupted, stopped or failed run and start it again from its latest
-    checkpoint; rounds already recorded are neither lost nor trained twice.
+    """Reopen an interrupted, stopped or failed run (back of the queue) and start it again
+    from its latest checkpoint; rounds already recorded are neither lost nor trained twice.
 
     Raises
     ------
     RunStateError
-        If the run cannot be resumed (pending, running or completed).
+        If the run cannot be resumed (queued, pending, running or completed).
     LaunchError
         If ``launcher.start`` raises; the run is then marked failed with the reason.
     """
@@ -121,7 +124,8 @@ def resume_run(*, session: Session, launcher: RunLauncher, run: Run) -> Run:
 
 
 def stop_run(*, session: Session, launcher: RunLauncher, run: Run) -> Run:
-    """Stop a pending or running run and mark it ``stopped``.
+    """Stop a queued, pending or running run and mark it ``stopped`` (a queued run never
+    starts).
 
     Raises
     ------
@@ -132,8 +136,8 @@ def stop_run(*, session: Session, launcher: RunLauncher, run: Run) -> Run:
     """
     run_id = run.id
     if run.status in TERMINAL_RUN_STATUSES:
-        raise RunStateError(f"Run {run_id} is already {run.status}; only pending or running "
-                            "runs can be stopped.")
+        raise RunStateError(f"Run {run_id} is already {run.status}; only queued, pending or "
+                            "running runs can be stopped.")
     session.commit()  # end the read snapshot: the launcher writes through its own session
     try:
         launcher.stop(run_id)

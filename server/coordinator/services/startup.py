@@ -34,6 +34,8 @@ def init_db(url: str) -> None:
 def interrupt_stale_runs(session_factory: sessionmaker[Session]) -> int:
     """Mark runs a previous process left pending or running as interrupted; commit.
 
+    Queued runs stay queued: the launcher admits them (``ProcessLauncher.resume_queue``).
+
     Returns
     -------
     int

@@ -164,9 +164,10 @@ def test_record_round_large_uint64_node_id_round_trips(db: Session) -> None:
     assert db.scalar(select(Device.node_id)) == node
 
 
-def test_mark_interrupted_runs_marks_only_active(db: Session) -> None:
+def test_mark_interrupted_runs_marks_only_started(db: Session) -> None:
     # Prepare
-    pending = create_random_run(db)
+    queued = create_random_run(db, status="queued")
+    pending = create_random_run(db, status="pending")
     running = create_random_run(db, status="running")
     done = create_random_run(db, status="completed")
 
@@ -174,10 +175,10 @@ def test_mark_interrupted_runs_marks_only_active(db: Session) -> None:
     marked = crud.mark_interrupted_runs(session=db)
     db.commit()
 
-    # Assert
+    # Assert: a queued run never started, so it stays queued for the next process
     assert marked == 2
-    assert [db.get(type(r), r.id).status for r in (pending, running, done)] == [
-        "interrupted", "interrupted", "completed"]
+    assert [db.get(type(r), r.id).status for r in (queued, pending, running, done)] == [
+        "queued", "interrupted", "interrupted", "completed"]
     assert db.get(type(running), running.id).finished_at is not None
 
 
@@ -326,3 +327,20 @@ def test_device_history_totals_per_run(db: Session) -> None:
     assert history[1]["energy_j"] == pytest.approx(3.0)
     assert history[1]["uplink_bytes"] == 2000
     assert history[0]["mean_bits"] is not None
+
+
+def test_admit_queued_runs_fills_free_slots_in_creation_order(db: Session) -> None:
+    # Prepare: one slot taken, four queued
+    create_random_run(db, status="running")
+    queued = [create_random_run(db, status="queued") for _ in range(4)]
+    db.commit()
+
+    # Execute
+    admitted = crud.admit_queued_runs(session=db, max_active=3)
+    again = crud.admit_queued_runs(session=db, max_active=3)
+    db.commit()
+
+    # Assert
+    assert admitted == [queued[0].id, queued[1].id] and again == []
+    assert crud.queue_positions(session=db) == {queued[2].id: 1, queued[3].id: 2}
+    assert db.get(type(queued[0]), queued[0].id).status == "pending"

@@ -25,8 +25,8 @@ from server.coordinator.services.startup import init_db
 from server.coordinator.tables import Base, Policy
 from tests.utils.db import BACKENDS, empty_database
 
-TABLES = {"api_tokens", "checkpoints", "client_rounds", "devices", "layer_precision",
-          "policies", "rounds", "runs"}
+TABLES = {"api_tokens", "checkpoints", "client_rounds", "dashboard_sessions", "devices",
+          "layer_precision", "policies", "rounds", "runs"}
 
 
 @pytest.fixture(params=BACKENDS)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from fastapi import APIRouter, Request, Response, status
+from sqlalchemy.orm import Session
 
 from server.coordinator import crud
 from server.coordinator.api.deps import LauncherDep, Limit, RunDep, SessionDep, Skip
@@ -20,49 +21,60 @@ from server.coordinator.schemas import (
     RunsPublic,
 )
 from server.coordinator.services import launcher as run_launcher
+from server.coordinator.tables import Run
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 
 _OCTET = "application/octet-stream"
 
 
+def _public(session: Session, runs: list[Run]) -> list[RunPublic]:
+    """The runs as the API shows them, with their queue positions."""
+    positions = (crud.queue_positions(session=session)
+                 if any(run.status == "queued" for run in runs) else {})
+    return [RunPublic.model_validate(run).model_copy(
+        update={"queue_position": positions.get(run.id)}) for run in runs]
+
+
 @router.post("", response_model=RunPublic, status_code=status.HTTP_201_CREATED,
              responses={400: {"model": Message, "description": "The body is not valid JSON."},
                         503: {"model": Message}})
 def create_run(session: SessionDep, launcher: LauncherDep, run_in: RunCreate) -> RunPublic:
-    """Store a run (status pending) and hand it to the run launcher."""
+    """Queue a run (status queued); the launcher starts it when an admission slot is free
+    (at most ``APTFLEET_MAX_ACTIVE_RUNS`` runs pending or running at once)."""
     run = run_launcher.launch_run(session=session, launcher=launcher, run_in=run_in)
-    return RunPublic.model_validate(run)
+    return _public(session, [run])[0]
 
 
 @router.get("", response_model=RunsPublic)
 def read_runs(session: SessionDep, skip: Skip = 0, limit: Limit = 100) -> RunsPublic:
     """One page of runs, newest first."""
     runs, count = crud.list_runs(session=session, skip=skip, limit=limit)
-    return RunsPublic(data=[RunPublic.model_validate(run) for run in runs], count=count)
+    return RunsPublic(data=_public(session, runs), count=count)
 
 
 @router.get("/{run_id}", response_model=RunPublic, responses={404: {"model": Message}})
-def read_run(run: RunDep) -> RunPublic:
-    """Status, progress, latest accuracy and savings of one run."""
-    return RunPublic.model_validate(run)
+def read_run(session: SessionDep, run: RunDep) -> RunPublic:
+    """Status, queue position, progress, latest accuracy and savings of one run."""
+    return _public(session, [run])[0]
 
 
 @router.post("/{run_id}/stop", response_model=RunPublic,
              responses={404: {"model": Message}, 409: {"model": Message}})
 def stop_run(session: SessionDep, launcher: LauncherDep, run: RunDep) -> RunPublic:
-    """Stop a pending or running run."""
+    """Stop a queued, pending or running run (a queued one never starts)."""
     run = run_launcher.stop_run(session=session, launcher=launcher, run=run)
-    return RunPublic.model_validate(run)
+    return _public(session, [run])[0]
 
 
 @router.post("/{run_id}/resume", response_model=RunPublic,
              responses={404: {"model": Message}, 409: {"model": Message},
                         503: {"model": Message}})
 def resume_run(session: SessionDep, launcher: LauncherDep, run: RunDep) -> RunPublic:
-    """Resume an interrupted, stopped or failed run from its latest checkpoint."""
+    """Queue an interrupted, stopped or failed run again; it resumes from its latest
+    checkpoint."""
     run = run_launcher.resume_run(session=session, launcher=launcher, run=run)
-    return RunPublic.model_validate(run)
+    return _public(session, [run])[0]
 
 
 @router.get("/{run_id}/rounds", response_model=RoundsPublic,

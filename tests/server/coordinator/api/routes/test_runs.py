@@ -16,8 +16,8 @@ RUN_BODY = {"task": "digits", "method": "apt", "clients": 4, "fraction": 0.5, "r
             "alpha": 0.3, "seed": 7}
 
 
-def test_create_run_pending_and_launched(client: TestClient, operator_headers: dict[str, str],
-                                         launcher: RecordingLauncher) -> None:
+def test_create_run_queued_and_launched(client: TestClient, operator_headers: dict[str, str],
+                                        launcher: RecordingLauncher) -> None:
     # Execute
     response = client.post("/api/v1/runs", json={**RUN_BODY, "policy": "aggressive"},
                            headers=operator_headers)
@@ -26,7 +26,8 @@ def test_create_run_pending_and_launched(client: TestClient, operator_headers: d
     assert response.status_code == 201
     body = response.json()
     assert {k: body[k] for k in RUN_BODY} == RUN_BODY
-    assert (body["status"], body["policy"], body["progress"]) == ("pending", "aggressive", 0.0)
+    assert (body["status"], body["policy"], body["progress"]) == ("queued", "aggressive", 0.0)
+    assert body["queue_position"] == 1
     assert launcher.started == [body["id"]]
 
 
@@ -180,9 +181,9 @@ def test_resume_run_interrupted_restarts_it(client: TestClient, db: Session,
     # Execute
     response = client.post(f"/api/v1/runs/{run.id}/resume", headers=operator_headers)
 
-    # Assert: pending again, handed to the launcher, its history kept
+    # Assert: queued again, handed to the launcher, its history kept
     assert response.status_code == 200
-    assert response.json()["status"] == "pending"
+    assert response.json()["status"] == "queued"
     assert launcher.started == [run.id]
     rounds = client.get(f"/api/v1/runs/{run.id}/rounds", headers=operator_headers).json()
     assert rounds["count"] == 1
@@ -327,3 +328,25 @@ def test_read_runs_skip_out_of_range_names_skip(client: TestClient,
     response = client.get(f"/api/v1/runs?skip={2**70}", headers=operator_headers)
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == ["query", "skip"]
+
+
+def test_read_runs_queue_position_in_creation_order(client: TestClient, db: Session,
+                                                   operator_headers: dict[str, str]) -> None:
+    # Prepare: a running run and three queued ones (the RecordingLauncher admits none)
+    create_random_run(db, status="running")
+    db.commit()
+    ids = [client.post("/api/v1/runs", json=RUN_BODY, headers=operator_headers).json()["id"]
+           for _ in range(3)]
+
+    # Execute
+    client.post(f"/api/v1/runs/{ids[0]}/stop", headers=operator_headers)
+    runs = client.get("/api/v1/runs", headers=operator_headers).json()["data"]
+
+    # Assert: the stopped run left the queue, the others moved up; non-queued have null
+    positions = {r["id"]: (r["status"], r["queue_position"]) for r in runs}
+    assert positions[ids[0]] == ("stopped", None)
+    assert positions[ids[1]] == ("queued", 1)
+    assert positions[ids[2]] == ("queued", 2)
+    assert [p for s, p in positions.values() if s == "running"] == [None]
+    one = client.get(f"/api/v1/runs/{ids[2]}", headers=operator_headers).json()
+    assert one["queue_position"] == 2
