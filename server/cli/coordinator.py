@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from server.coordinator.core.config import settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 server_cli = typer.Typer(help="The aptfleet coordinator.", no_args_is_help=True)
 token_cli = typer.Typer(help="API bearer tokens.", no_args_is_help=True)
@@ -56,14 +63,31 @@ def serve(
                 timeout_keep_alive=5, h11_max_incomplete_event_size=16 * 1024)
 
 
-@token_cli.command("create")
-def create_token(
-    role: Annotated[Role, typer.Option(help="admin: everything; operator: runs only.")],
-    name: Annotated[str | None, typer.Option(help="Label, shown as policy author.")] = None,
-    database_url: DatabaseUrl = None,
-) -> None:
-    """Create a token and print it once; only its SHA-256 digest is stored."""
-    from server.coordinator import crud
+_DURATION = re.compile(r"([1-9][0-9]{0,5})([smhdw])")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+#: Longest expiry accepted at creation (ten years); no expiry at all is the default.
+_MAX_EXPIRY = timedelta(days=3650)
+
+
+def _parse_expires_in(value: str | None) -> timedelta | None:
+    """``30d``, ``12h``, ``90m``, ``2w``, ``3600s`` -> a duration (None stays None)."""
+    if value is None:
+        return None
+    match = _DURATION.fullmatch(value.strip())
+    if match is None:
+        raise typer.BadParameter(
+            f"{value!r} is not a duration such as 30d, 12h, 90m, 2w or 3600s.",
+            param_hint="'--expires-in'")
+    duration = timedelta(seconds=int(match[1]) * _UNIT_S[match[2]])
+    if duration > _MAX_EXPIRY:
+        raise typer.BadParameter(f"{value!r} is longer than the maximum of 3650d.",
+                                 param_hint="'--expires-in'")
+    return duration
+
+
+@contextmanager
+def _db_session(database_url: str | None) -> Iterator[Session]:
+    """A session on the migrated database (``init_db``); the caller commits."""
     from server.coordinator.core.db import make_engine, make_session_factory
     from server.coordinator.services.startup import init_db
 
@@ -72,12 +96,83 @@ def create_token(
     engine = make_engine(url)
     try:
         with make_session_factory(engine)() as session:
-            token = crud.create_token(session=session, role=role.value, name=name)
-            session.commit()
+            yield session
     finally:
         engine.dispose()
+
+
+def _when(value: datetime | None, never: str = "never") -> str:
+    return never if value is None else value.strftime("%Y-%m-%d %H:%M UTC")
+
+
+@token_cli.command("create")
+def create_token(
+    role: Annotated[Role, typer.Option(help="admin: everything; operator: runs only.")],
+    name: Annotated[str | None, typer.Option(help="Label, shown as policy author.")] = None,
+    expires_in: Annotated[str | None, typer.Option(
+        "--expires-in", help="Lifetime, e.g. 30d, 12h, 90m, 2w (default: never expires).",
+    )] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Create a token and print it once; only its SHA-256 digest is stored."""
+    from server.coordinator import crud
+    from server.coordinator.tables import utcnow
+
+    lifetime = _parse_expires_in(expires_in)
+    expires_at = None if lifetime is None else utcnow() + lifetime
+    with _db_session(database_url) as session:
+        token = crud.create_token(session=session, role=role.value, name=name,
+                                  expires_at=expires_at)
+        session.commit()
     typer.echo(token)
-    typer.echo(f"Created {role.value} token. It is shown only this once.", err=True)
+    expiry = "" if expires_at is None else f", expiring {_when(expires_at)}"
+    typer.echo(f"Created {role.value} token{expiry}. It is shown only this once.", err=True)
+
+
+@token_cli.command("list")
+def list_tokens(database_url: DatabaseUrl = None) -> None:
+    """List every token: id, role, name, created, expires, last used, status (no secrets)."""
+    from server.coordinator import crud
+    from server.coordinator.crud.tokens import token_refusal
+    from server.coordinator.tables import utcnow
+
+    with _db_session(database_url) as session:
+        tokens, _ = crud.list_tokens(session=session)
+        now = utcnow()
+        rows = [(str(t.id), t.role, t.name, _when(t.created_at), _when(t.expires_at),
+                 _when(t.last_used_at),
+                 "revoked" if t.revoked else "expired" if token_refusal(t, now=now)
+                 else "active")
+                for t in tokens]
+    header = ("ID", "ROLE", "NAME", "CREATED", "EXPIRES", "LAST USED", "STATUS")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
+                   .rstrip())
+    if not rows:
+        typer.echo("No tokens yet: create one with 'aptfleet token create --role admin'.",
+                   err=True)
+
+
+@token_cli.command("revoke")
+def revoke_token(
+    token_id: Annotated[int, typer.Argument(metavar="ID", min=1,
+                                            help="Id from 'aptfleet token list'.")],
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Revoke a token: it gets 401 from now on and its dashboard sessions end."""
+    from server.coordinator import crud
+    from server.coordinator.exceptions import NotFoundError
+
+    with _db_session(database_url) as session:
+        try:
+            token = crud.revoke_token(session=session, token_id=token_id)
+        except NotFoundError as exc:
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(1) from exc
+        session.commit()
+        typer.echo(f"Revoked token {token.id} ('{token.name}', {token.role}); its dashboard "
+                   "sessions ended.", err=True)
 
 
 @db_cli.command("upgrade")

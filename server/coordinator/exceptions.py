@@ -26,6 +26,21 @@ class PermissionDeniedError(AptfleetError):
     """The request's token lacks the role the action needs (HTTP 403)."""
 
 
+class TooManyAttemptsError(AptfleetError):
+    """Too many failed authentications from one client address (HTTP 429, ``Retry-After``).
+
+    Parameters
+    ----------
+    retry_after : int
+        Whole seconds until the address may try again.
+    """
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"Too many failed authentication attempts from this address; try "
+                         f"again in {retry_after} s.")
+        self.retry_after = retry_after
+
+
 class NotConfiguredError(AptfleetError):
     """The coordinator is not set up for what the request asks, e.g. a model converter
     for ``format=torch`` (HTTP 501)."""

@@ -23,6 +23,7 @@ from server.coordinator.core.config import Settings
 from server.coordinator.core.config import settings as default_settings
 from server.coordinator.core.db import POOL_CONNECTIONS, make_engine, make_session_factory
 from server.coordinator.core.metrics import Metrics
+from server.coordinator.core.throttle import AuthFailureThrottle
 from server.coordinator.exceptions import (
     AuthenticationError,
     ConflictError,
@@ -31,6 +32,7 @@ from server.coordinator.exceptions import (
     NotFoundError,
     PermissionDeniedError,
     PolicyUpdateError,
+    TooManyAttemptsError,
 )
 from server.coordinator.services.launcher import NullLauncher, RunLauncher
 from server.coordinator.services.startup import fleet_totals_reader, init_db, interrupt_stale_runs
@@ -50,6 +52,12 @@ def _error(status_code: int, headers: dict[str, str] | None = None
     return handler
 
 
+async def _too_many_attempts(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, TooManyAttemptsError)
+    return JSONResponse({"detail": str(exc)}, status_code=429,
+                        headers={"Retry-After": str(exc.retry_after)})
+
+
 async def _policy_update_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, PolicyUpdateError)
     detail = {"type": "value_error", "loc": ["body", *exc.loc], "msg": exc.message,
@@ -62,6 +70,7 @@ def _add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AuthenticationError,
                               _error(401, headers={"WWW-Authenticate": "Bearer"}))
     app.add_exception_handler(PermissionDeniedError, _error(403))
+    app.add_exception_handler(TooManyAttemptsError, _too_many_attempts)
     app.add_exception_handler(NotFoundError, _error(404))
     app.add_exception_handler(ConflictError, _error(409))
     app.add_exception_handler(NotConfiguredError, _error(501))
@@ -89,8 +98,8 @@ def create_app(settings: Settings | None = None,
     -------
     FastAPI
         With ``app.state.settings``, ``engine``, ``session_factory``, ``launcher``,
-        ``model_converter`` (None until set; ``(packed: bytes, run) -> bytes``) and
-        ``metrics``.
+        ``model_converter`` (None until set; ``(packed: bytes, run) -> bytes``),
+        ``metrics`` and ``auth_throttle`` (failed authentications per client address).
     """
     settings = settings or default_settings
     engine = make_engine(settings.DATABASE_URL)
@@ -116,6 +125,8 @@ def create_app(settings: Settings | None = None,
     app.state.launcher = launcher or NullLauncher(session_factory)
     app.state.model_converter = None
     app.state.metrics = Metrics(fleet_totals_reader(session_factory))
+    app.state.auth_throttle = AuthFailureThrottle(settings.AUTH_FAILURE_LIMIT,
+                                                  settings.AUTH_FAILURE_WINDOW_S)
 
     _add_error_handlers(app)
 

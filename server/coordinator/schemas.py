@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
@@ -304,3 +304,37 @@ class PolicyUpdate(BaseModel):
     overrides: dict[str, dict[str, Any]] | None = Field(
         default=None, examples=[{"mcu": {"bits_max": 8}}])
     note: str | None = Field(default=None, max_length=2000)
+
+
+TokenStatus = Literal["active", "revoked", "expired"]
+
+
+class TokenPublic(_Public):
+    """An API token as an admin sees it: never its secret, nor the secret's digest."""
+
+    id: int
+    name: str
+    role: Literal["admin", "operator"]
+    created_at: datetime
+    expires_at: datetime | None = Field(description="None: the token never expires.")
+    last_used_at: datetime | None = Field(
+        description="Last authenticated use, recorded at most once a minute per token.")
+    revoked: bool
+    revoked_at: datetime | None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def status(self) -> TokenStatus:
+        """``revoked``, ``expired`` or ``active``: whether the token still authenticates."""
+        if self.revoked:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= datetime.now(UTC):
+            return "expired"
+        return "active"
+
+
+class TokensPublic(BaseModel):
+    """Every API token, oldest first."""
+
+    data: list[TokenPublic]
+    count: int

@@ -11,11 +11,14 @@ from sqlalchemy.orm import Session
 
 from server.coordinator import crud
 from server.coordinator.core.db import begin_write
+from server.coordinator.core.throttle import AuthFailureThrottle
+from server.coordinator.crud.tokens import CREATE_COMMAND
 from server.coordinator.exceptions import (
     AuthenticationError,
     NotFoundError,
     PermissionDeniedError,
 )
+from server.coordinator.services.authentication import authenticate
 from server.coordinator.services.launcher import RunLauncher
 from server.coordinator.tables import ApiToken, Run
 
@@ -28,7 +31,9 @@ DeviceId = Annotated[int, Path(ge=1, le=INT32_MAX)]
 Skip = Annotated[int, Query(ge=0, le=INT32_MAX)]
 Limit = Annotated[int, Query(ge=1, le=1000)]
 
-_bearer = HTTPBearer(auto_error=False, description="Token from 'aptfleet server token create'.")
+_bearer = HTTPBearer(auto_error=False, description=(
+    f"A token from '{CREATE_COMMAND}' (or '--role operator'); 'aptfleet token list' shows "
+    "the tokens, 'aptfleet token revoke ID' ends one."))
 
 
 #: Requests that only read; every other method gets write transactions.
@@ -51,18 +56,37 @@ def get_db(request: Request) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_db)]
 
 
+def client_address(request: Request) -> str:
+    """The client's address, the unit of authentication throttling."""
+    return request.client.host if request.client is not None else "unknown"
+
+
+def get_auth_throttle(request: Request) -> AuthFailureThrottle:
+    """The app's authentication failure counts."""
+    throttle: AuthFailureThrottle = request.app.state.auth_throttle
+    return throttle
+
+
+AuthThrottleDep = Annotated[AuthFailureThrottle, Depends(get_auth_throttle)]
+
+
 def get_current_token(
+    request: Request,
     session: SessionDep,
+    throttle: AuthThrottleDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> ApiToken:
-    """The token of the request's ``Authorization: Bearer`` header (401 if missing or bad)."""
+    """The token of the request's ``Authorization: Bearer`` header.
+
+    401 if missing, unknown, revoked or expired; 429 once the client's address failed
+    ``APTFLEET_AUTH_FAILURE_LIMIT`` times within the window.
+    """
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise AuthenticationError(
-            "Missing bearer token: send 'Authorization: Bearer <token>'.")
-    token = crud.authenticate_token(session=session, token=credentials.credentials)
-    if token is None:
-        raise AuthenticationError("Invalid or revoked bearer token.")
-    return token
+            "Missing bearer token: send 'Authorization: Bearer <token>' with a token from "
+            f"'{CREATE_COMMAND}'.")
+    return authenticate(session=session, secret=credentials.credentials,
+                        address=client_address(request), throttle=throttle)
 
 
 CurrentToken = Annotated[ApiToken, Depends(get_current_token)]

@@ -55,6 +55,15 @@ class Settings(BaseSettings):
         Larger request bodies are answered with 413.
     CORS_ORIGINS : list[str] (default: [])
         Browser origins allowed to call the API; empty keeps CORS closed.
+    SESSION_MAX_AGE_S : int (default: 43200)
+        Lifetime of a dashboard sign-in (server-side session), in seconds; it also ends when
+        its token is revoked or expires, or on sign-out.
+    AUTH_FAILURE_LIMIT : int (default: 10)
+        Failed authentications (bad bearer token, bad sign-in) one client address may make
+        within ``AUTH_FAILURE_WINDOW_S``; further attempts get 429 with ``Retry-After``.
+        Counted in memory, per process.
+    AUTH_FAILURE_WINDOW_S : float (default: 60.0)
+        The window of ``AUTH_FAILURE_LIMIT``, in seconds.
     MAX_ACTIVE_RUNS : int (default: 1)
         Runs whose job may be started or training at once; ``POST /runs`` queues the rest
         and the coordinator starts them in creation order as slots free up (the queue
@@ -103,6 +112,9 @@ class Settings(BaseSettings):
     HEADER_TIMEOUT: float = Field(default=10.0, gt=0, le=3600, allow_inf_nan=False)
     BODY_TIMEOUT: float = Field(default=30.0, gt=0, le=3600, allow_inf_nan=False)
     MAX_REQUESTS_PER_CLIENT: int = Field(default=128, ge=1)
+    SESSION_MAX_AGE_S: int = Field(default=12 * 3600, ge=60, le=30 * 24 * 3600)
+    AUTH_FAILURE_LIMIT: int = Field(default=10, ge=1, le=10_000)
+    AUTH_FAILURE_WINDOW_S: float = Field(default=60.0, gt=0, le=24 * 3600, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _default_database_url(self) -> Settings:

@@ -1,7 +1,9 @@
-"""Every /api/v1 endpoint needs a bearer token; only admins may change the policy."""
+"""Every /api/v1 endpoint needs a live bearer token; only admins may change the policy;
+repeated failures from one address are slowed."""
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -99,3 +101,49 @@ def test_token_never_logged(client: TestClient, db: Session,
 
     # Assert
     assert token not in caplog.text
+
+
+def test_repeated_bad_tokens_too_many_requests_per_address(
+        app: FastAPI, client: TestClient, admin_headers: dict[str, str]) -> None:
+    # Prepare
+    limit = app.state.settings.AUTH_FAILURE_LIMIT
+    bad = {"Authorization": "Bearer aptf_guess"}
+
+    # Execute
+    failures = [client.get("/api/v1/runs", headers=bad).status_code for _ in range(limit)]
+    throttled = client.get("/api/v1/runs", headers=bad)
+    valid_meanwhile = client.get("/api/v1/runs", headers=admin_headers)
+    with TestClient(app, client=("10.0.0.9", 50000)) as other:
+        elsewhere = other.get("/api/v1/runs", headers=admin_headers)
+        elsewhere_bad = other.get("/api/v1/runs", headers=bad)
+
+    # Assert
+    assert failures == [401] * limit
+    assert throttled.status_code == 429
+    assert 1 <= int(throttled.headers["retry-after"]) <= 60
+    assert "Too many failed authentication attempts" in throttled.json()["detail"]
+    assert valid_meanwhile.status_code == 429  # no oracle while throttled
+    assert (elsewhere.status_code, elsewhere_bad.status_code) == (200, 401)
+
+
+def test_missing_token_not_counted_as_failure(app: FastAPI, client: TestClient,
+                                              admin_headers: dict[str, str]) -> None:
+    # Execute
+    for _ in range(app.state.settings.AUTH_FAILURE_LIMIT + 5):
+        client.get("/api/v1/runs")
+    response = client.get("/api/v1/runs", headers=admin_headers)
+
+    # Assert
+    assert response.status_code == 200
+
+
+def test_unauthorized_messages_name_existing_command(app: FastAPI,
+                                                     client: TestClient) -> None:
+    # Execute
+    missing = client.get("/api/v1/runs").json()["detail"]
+    openapi = json.dumps(app.openapi())
+
+    # Assert: tests/server/cli/test_coordinator.py runs this very command
+    assert "aptfleet token create --role admin" in missing
+    assert "aptfleet token create --role admin" in openapi
+    assert "server token" not in openapi and "server token" not in missing
