@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from server.coordinator.dashboard.auth import Viewer
 from server.coordinator.dashboard.markup import Markup, fmt, join
-from server.coordinator.tables import ACTIVE_RUN_STATUSES, ApiToken, Run
+from server.coordinator.tables import ACTIVE_RUN_STATUSES, Run
 
 #: Seconds between reloads of a page that shows an active run.
 REFRESH_S = 10
 
 
-def page(*, title: str, body: Markup, viewer: ApiToken | None = None,
+def page(*, title: str, body: Markup, viewer: Viewer | None = None,
          refresh_s: int | None = None) -> Markup:
     """A complete HTML document.
 
@@ -19,8 +20,9 @@ def page(*, title: str, body: Markup, viewer: ApiToken | None = None,
         Document title (after "aptfleet — ").
     body : Markup
         Content of ``<main>``.
-    viewer : ApiToken | None (default: None)
-        The signed-in token; shows its name and a sign-out button.
+    viewer : Viewer | None (default: None)
+        The signed-in token; shows its name and, in a browser session, a sign-out button
+        carrying the session's CSRF token.
     refresh_s : int | None (default: None)
         Reload the page every ``refresh_s`` seconds (``<meta http-equiv="refresh">``, so
         no script is needed).
@@ -30,14 +32,18 @@ def page(*, title: str, body: Markup, viewer: ApiToken | None = None,
         refresh = fmt('<meta http-equiv="refresh" content="{s}">', s=refresh_s)
     account = Markup("")
     if viewer is not None:
+        account = fmt('<span class="muted" id="viewer">Signed in as {name} ({role})</span>',
+                      name=viewer.name, role=viewer.role)
+    if viewer is not None and viewer.csrf_token is not None:
         account = fmt(
-            '<span class="muted" id="viewer">Signed in as {name} ({role})</span>'
-            '<form method="post" action="/logout"><button type="submit">Sign out</button>'
-            '</form>', name=viewer.name, role=viewer.role)
+            '{account}<form method="post" action="/logout" id="logout-form">'
+            '<input type="hidden" name="csrf_token" value="{csrf}">'
+            '<button type="submit" id="logout-submit">Sign out</button></form>',
+            account=account, csrf=viewer.csrf_token)
     return fmt(
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        '<meta name="referrer" content="no-referrer">{refresh}'
+        '<meta name="referrer" content="same-origin">{refresh}'
         '<title>aptfleet — {title}</title>'
         '<link rel="stylesheet" href="/dashboard.css"></head>'
         '<body><header class="top"><a href="/">aptfleet coordinator</a>'

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from server.coordinator.crud.tokens import CREATE_COMMAND
+from server.coordinator.dashboard.auth import Viewer
 from server.coordinator.dashboard.charts import HeatCell, Series, heatmap, line_chart
 from server.coordinator.dashboard.layout import (
     REFRESH_S,
@@ -29,11 +31,12 @@ from server.coordinator.dashboard.units import (
     format_percent,
     format_time,
 )
-from server.coordinator.tables import ApiToken, Policy, Round, Run
+from server.coordinator.tables import Policy, Round, Run
 
 
-def login_page(*, next_path: str, error: str | None = None, notice: str | None = None) -> Markup:
-    """The sign-in form: one password field for an API token."""
+def login_page(*, next_path: str, csrf_token: str, error: str | None = None,
+               notice: str | None = None) -> Markup:
+    """The sign-in form: one password field for an API token, and the form's CSRF token."""
     message = Markup("")
     if error:
         message = fmt('<p class="error" id="login-error">{error}</p>', error=error)
@@ -46,15 +49,17 @@ def login_page(*, next_path: str, error: str | None = None, notice: str | None =
         '<input type="password" id="token" name="token" autocomplete="current-password" '
         'required autofocus>'
         '<input type="hidden" name="next" value="{next}">'
+        '<input type="hidden" name="csrf_token" value="{csrf}">'
         '<p class="muted">An operator or admin token, e.g. from '
-        '<code>aptfleet server token create --role operator</code>. It is kept in an '
-        'HttpOnly cookie for this dashboard only; the dashboard is read-only.</p>'
+        '<code id="login-command">{command}</code> (or <code>--role operator</code>). '
+        'Signing in opens a session of this dashboard only: the browser keeps a session '
+        'cookie, never the token. The dashboard is read-only.</p>'
         '<button type="submit" id="login-submit">Sign in</button></form>',
-        message=message, next=next_path)
+        message=message, next=next_path, csrf=csrf_token, command=CREATE_COMMAND)
     return page(title="Sign in", body=body)
 
 
-def error_page(*, title: str, message: str, viewer: ApiToken | None = None) -> Markup:
+def error_page(*, title: str, message: str, viewer: Viewer | None = None) -> Markup:
     """A page that explains what went wrong and links back to the runs."""
     body = fmt('<h1 id="error-title">{title}</h1><p id="error-message">{message}</p>'
                '<p><a href="/">Back to the runs</a></p>', title=title, message=message)
@@ -66,7 +71,7 @@ def _stat(label: str, value: str, stat_id: str) -> Markup:
                '<div class="label">{label}</div></div>', id=stat_id, value=value, label=label)
 
 
-def overview_page(*, viewer: ApiToken, runs: Sequence[Run], count: int,
+def overview_page(*, viewer: Viewer, runs: Sequence[Run], count: int,
                   totals: Mapping[str, float], policies: Sequence[Policy],
                   policy_count: int) -> Markup:
     """Fleet totals, the newest runs with status and progress, and the policy history."""
@@ -163,14 +168,14 @@ def _bits_heatmap(summary: Sequence[Mapping[str, Any]], rounds: Sequence[Round])
                                  "(fp32 runs keep every layer at 32 bits).")
 
 
-def run_page(*, viewer: ApiToken, run: Run, rounds: Sequence[Round],
+def run_page(*, viewer: Viewer, run: Run, rounds: Sequence[Round],
              summary: Sequence[Mapping[str, Any]], policies: Sequence[Policy],
              policy_count: int) -> Markup:
     """One run: facts, savings, accuracy / energy / traffic curves, bits heatmap, policies.
 
     Parameters
     ----------
-    viewer : ApiToken
+    viewer : Viewer
         The signed-in token.
     run : Run
         The run shown.

@@ -8,18 +8,27 @@ from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from server.coordinator import crud
-from server.coordinator.api.deps import INT32_MAX, SessionDep
+from server.coordinator.api.deps import INT32_MAX, AuthThrottleDep, SessionDep
+from server.coordinator.core.security import generate_csrf_token
 from server.coordinator.dashboard import pages
 from server.coordinator.dashboard.auth import (
-    LoginFormDep,
+    CsrfError,
+    FormDep,
     ViewerDep,
-    clear_login_cookie,
+    check_login_csrf,
+    check_session_csrf,
+    clear_login_csrf_cookie,
+    clear_session_cookie,
     login_redirect,
     safe_next,
-    set_login_cookie,
+    set_login_csrf_cookie,
+    set_session_cookie,
+    sign_in,
+    sign_out,
 )
 from server.coordinator.dashboard.markup import Markup
 from server.coordinator.dashboard.stylesheet import STYLESHEET
+from server.coordinator.exceptions import AuthenticationError, TooManyAttemptsError
 
 router = APIRouter(prefix="", tags=["dashboard"], include_in_schema=False)
 
@@ -28,7 +37,9 @@ _HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self'; "
                                "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # same-origin, not no-referrer: browsers then send the real Origin on the forms' POSTs
+    # (no-referrer makes it "null"), which the CSRF check compares with this site
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
 _RUNS_SHOWN = 100
@@ -55,34 +66,68 @@ def read_stylesheet() -> Response:
                              "X-Content-Type-Options": "nosniff"})
 
 
+def _login_page(request: Request, *, next_path: str, status_code: int = status.HTTP_200_OK,
+                error: str | None = None, notice: str | None = None,
+                headers: dict[str, str] | None = None) -> HTMLResponse:
+    """The sign-in form with a fresh CSRF token, also set in its cookie."""
+    csrf_token = generate_csrf_token()
+    response = _html(pages.login_page(next_path=next_path, csrf_token=csrf_token, error=error,
+                                      notice=notice), status_code)
+    response.headers.update(headers or {})
+    set_login_csrf_cookie(request, response, csrf_token)
+    return response
+
+
+def _refused(message: str) -> HTMLResponse:
+    """403 page for a form POST that failed its CSRF checks."""
+    return _html(pages.error_page(title="Request refused", message=message),
+                 status.HTTP_403_FORBIDDEN)
+
+
 @router.get("/login", response_class=HTMLResponse)
-def read_login_page(next_path: Annotated[str | None, Query(alias="next")] = None,
+def read_login_page(request: Request,
+                    next_path: Annotated[str | None, Query(alias="next")] = None,
                     expired: bool = False) -> HTMLResponse:
     """The sign-in form."""
-    notice = "Your token is no longer valid; sign in again." if expired else None
-    return _html(pages.login_page(next_path=safe_next(next_path), notice=notice))
+    notice = "Your session ended; sign in again." if expired else None
+    return _login_page(request, next_path=safe_next(next_path), notice=notice)
 
 
 @router.post("/login")
-def create_login_session(request: Request, session: SessionDep,
-                         form: LoginFormDep) -> Response:
-    """Check the submitted token and keep it in the session cookie (401 page if invalid)."""
-    token = (crud.authenticate_token(session=session, token=form.token)
-             if form.token else None)
-    if token is None:
-        return _html(pages.login_page(next_path=form.next,
-                                      error="Invalid or revoked token."),
-                     status.HTTP_401_UNAUTHORIZED)
+def create_login_session(request: Request, session: SessionDep, throttle: AuthThrottleDep,
+                         form: FormDep) -> Response:
+    """Check the token and open a server-side session (403 cross-site or without the
+    form's CSRF token, 401 page if the token is invalid, 429 after too many failures)."""
+    try:
+        check_login_csrf(request, form)
+    except CsrfError as exc:
+        return _refused(str(exc))
+    try:
+        session_id = sign_in(request, session, throttle, form)
+    except TooManyAttemptsError as exc:
+        return _login_page(request, next_path=form.next, error=str(exc),
+                           status_code=status.HTTP_429_TOO_MANY_REQUESTS,
+                           headers={"Retry-After": str(exc.retry_after)})
+    except AuthenticationError as exc:
+        return _login_page(request, next_path=form.next, error=str(exc),
+                           status_code=status.HTTP_401_UNAUTHORIZED)
+    sign_out(request, session)  # a previous session of this browser ends here
     response = RedirectResponse(form.next, status_code=status.HTTP_303_SEE_OTHER)
-    set_login_cookie(request, response, form.token)
+    set_session_cookie(request, response, session_id)
+    clear_login_csrf_cookie(response)
     return response
 
 
 @router.post("/logout")
-def delete_login_session() -> Response:
-    """Forget the session cookie and go back to the sign-in form."""
+def delete_login_session(request: Request, session: SessionDep, form: FormDep) -> Response:
+    """End the session server-side, forget its cookie and go back to the sign-in form."""
+    try:
+        check_session_csrf(request, form)
+    except CsrfError as exc:
+        return _refused(str(exc))
+    sign_out(request, session)
     response = RedirectResponse("/login", status_code=status.HTTP_303_SEE_OTHER)
-    clear_login_cookie(response)
+    clear_session_cookie(response)
     return response
 
 

@@ -1,7 +1,8 @@
-"""The dashboard in a real headless Chromium: sign in, load a run, check the SVG charts."""
+"""The dashboard in a real headless Chromium: sign in and out, CSRF, a run's SVG charts."""
 
 from __future__ import annotations
 
+import http.server
 import shutil
 import socket
 import struct
@@ -187,3 +188,65 @@ def test_dashboard_overview_in_chromium(live_server: LiveServer, browser: WebDri
     bar = rows[0].find_element(By.CSS_SELECTOR, "progress")
     assert bar.is_displayed() and bar.size["width"] > 0
     assert bar.get_attribute("value") == str(ROUNDS)
+
+
+@pytest.fixture()
+def attacker_site(live_server: LiveServer) -> Iterator[str]:
+    """A page on another origin (another port: same site, so SameSite=Strict cookies are
+    still sent) that submits a sign-out form to the dashboard as soon as it loads."""
+    page = (f'<!DOCTYPE html><html><body><form id="forged" method="post" '
+            f'action="{live_server.url}/logout"><input name="csrf_token" value="guess">'
+            '</form><script>document.getElementById("forged").submit()</script>'
+            '</body></html>').encode()
+
+    class _Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+    server.server_close()
+
+
+def test_dashboard_session_cookie_and_sign_out_in_chromium(
+        live_server: LiveServer, browser: WebDriver) -> None:
+    # Prepare
+    _sign_in(browser, live_server, "/")
+    cookie = browser.get_cookie(COOKIE_NAME)
+    assert cookie is not None
+
+    # Execute: the page's own sign-out form (CSRF token, same-origin Origin header)
+    browser.find_element(By.ID, "logout-submit").click()
+    WebDriverWait(browser, 10).until(expected_conditions.url_contains("/login"))
+    browser.add_cookie({"name": COOKIE_NAME, "value": cookie["value"], "path": "/"})
+    browser.get(f"{live_server.url}/")
+
+    # Assert: the cookie never held the token, and a copy of it died with the sign-out
+    assert cookie["value"] != live_server.token
+    assert browser.find_element(By.ID, "login-form").is_displayed()
+
+
+def test_dashboard_forged_cross_site_post_refused_in_chromium(
+        live_server: LiveServer, browser: WebDriver, attacker_site: str) -> None:
+    # Prepare
+    _sign_in(browser, live_server, "/")
+
+    # Execute: the signed-in browser visits the attacker's page
+    browser.get(attacker_site)
+    WebDriverWait(browser, 10).until(expected_conditions.url_contains("/logout"))
+    refused = browser.find_element(By.ID, "error-title").text
+    browser.get(f"{live_server.url}/")
+
+    # Assert: refused, and still signed in
+    assert refused == "Request refused"
+    assert browser.find_element(By.ID, "viewer").text == "Signed in as browser (operator)"

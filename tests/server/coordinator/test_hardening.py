@@ -28,6 +28,7 @@ from server.coordinator.dashboard.auth import COOKIE_NAME
 from server.coordinator.main import create_app
 from server.coordinator.services.startup import init_db
 from server.coordinator.tables import Base
+from tests.utils.dashboard import sign_in
 from tests.utils.launcher import RecordingLauncher
 from tests.utils.service import Coordinator
 
@@ -128,7 +129,7 @@ def test_token_from_cli_never_logged_in_process(db_url: str, client: TestClient,
         client.put("/api/v1/policy", json={"bits_max": 15}, headers=bearer),
         client.post("/api/v1/runs", json={"task": "digits", "method": "apt"}, headers=bearer),
         client.get("/api/v1/runs", headers={"Authorization": f"Bearer {token}x"}),
-        client.post("/login", data={"token": token, "next": "/"}, follow_redirects=False),
+        sign_in(client, token),
         client.get("/"),  # with the session cookie the sign-in set
     ]
 
@@ -158,7 +159,7 @@ def test_token_never_in_service_log(coordinator: Coordinator) -> None:
                     api.put("/policy", json={"bits_max": 15}).status_code,
                     api.get("/runs", headers={"Authorization": f"Bearer {token}0"}).status_code]
     with httpx.Client(base_url=coordinator.base, timeout=30) as browser:
-        login = browser.post("/login", data={"token": token}, follow_redirects=False)
+        login = sign_in(browser, token)
         page = browser.get("/")  # with the session cookie the sign-in set
     coordinator.stop()
 
@@ -192,7 +193,8 @@ def test_every_write_route_without_api_token_changes_nothing(
     # Assert
     assert ("POST", "/login") in routes and ("PUT", "/api/v1/policy") in routes
     for (method, path), status in anonymous.items():
-        expected = {"/login": 401, "/logout": 303}.get(path, 401)
+        # the dashboard's forms refuse a POST without their CSRF token
+        expected = {"/login": 403, "/logout": 403}.get(path, 401)
         assert status == expected, (method, path, status)
     assert set(cookie_only.values()) == {401}
     assert _row_counts(db) == before
