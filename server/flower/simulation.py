@@ -26,11 +26,19 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 OBJECT_STORE_BYTES = 128 * 1024**2
 
 
+#: Environment that keeps Ray a single-node, loopback-only cluster. Ray reads it when it
+#: is imported, so it must be set before (the coordinator's launcher puts it in each job's
+#: environment). Without it Ray replaces 127.0.0.1 by the machine's address and its gRPC
+#: servers (GCS, raylet, workers) listen on every interface.
+LOOPBACK_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+
 def backend_config(num_cpus: int = 2) -> dict[str, Any]:
-    """Ray settings for a small shared machine: one CPU per ClientApp actor."""
+    """Ray settings for a small shared machine: one CPU per ClientApp actor, every Ray
+    process on 127.0.0.1 only (with :data:`LOOPBACK_RAY_ENV`), no dashboard."""
     return {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
             "init_args": {"num_cpus": num_cpus, "object_store_memory": OBJECT_STORE_BYTES,
-                          "include_dashboard": False}}
+                          "include_dashboard": False, "_node_ip_address": "127.0.0.1"}}
 
 
 def run_federated(settings: ServerSettings, *, clients: int, provider: PolicyProvider,
@@ -67,6 +75,8 @@ def run_federated(settings: ServerSettings, *, clients: int, provider: PolicyPro
             recorder(r)
 
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # silences a Ray tip
+    for key, value in LOOPBACK_RAY_ENV.items():
+        os.environ.setdefault(key, value)
     # Ray workers import client/ and apt_core/ from the repo, whatever the caller's cwd.
     path = os.environ.get("PYTHONPATH", "")
     if str(REPO_ROOT) not in path.split(os.pathsep):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -94,3 +96,46 @@ def test_restart_mid_run_keeps_history_then_resume_completes_every_round_once(
     assert [r["round"] for r in final] == [1, 2, 3, 4, 5]
     assert final[: len(kept)] == kept
     assert operator.post(f"/runs/{run_id}/resume").status_code == 409
+
+
+def _listening_sockets() -> list[tuple[str, int]]:
+    """(local address, pid) of every listening TCP socket (``ss -ltnpH``)."""
+    out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
+    found = []
+    for line in out.splitlines():
+        fields = line.split()
+        local = fields[3]
+        found += [(local.rsplit(":", 1)[0], int(pid)) for pid in re.findall(r"pid=(\d+)", line)]
+    return found
+
+
+def _processes_of(data_dir: Path, exclude: int) -> set[int]:
+    """PIDs whose environment names ``data_dir`` (the run's job and every Ray process it
+    started inherit it), except the coordinator."""
+    marker = f"APTFLEET_DATA_DIR={data_dir}".encode()
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != exclude:
+            try:
+                if marker in (entry / "environ").read_bytes().split(b"\0"):
+                    pids.add(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def test_run_ray_processes_listen_on_loopback_only(coordinator: Coordinator) -> None:
+    # Prepare
+    coordinator.start()
+    operator = coordinator.client(coordinator.token("operator"))
+    run_id = operator.post("/runs", json={**RUN_BODY, "clients": 2, "rounds": 3}).json()["id"]
+    wait_for(lambda: _run(operator, run_id)["current_round"] >= 1, 240, "round 1")
+
+    # Execute
+    pids = _processes_of(coordinator.data_dir, exclude=coordinator.pid)
+    sockets = [(addr, pid) for addr, pid in _listening_sockets() if pid in pids]
+    operator.post(f"/runs/{run_id}/stop")
+
+    # Assert: Ray's GCS, raylet and workers listen, and only on 127.0.0.1
+    assert len(sockets) >= 3, sockets
+    assert {addr for addr, _ in sockets} <= {"127.0.0.1", "[::ffff:127.0.0.1]"}, sockets
