@@ -128,7 +128,7 @@ def _run_demo(base: str, token: str, clients: int, rounds: int, fraction: float,
                                    f"(bits_max {new['bits_max']}) after round "
                                    f"{run['current_round']}")
                 changed = True
-            if run["status"] not in ("pending", "running"):
+            if run["status"] not in ("queued", "pending", "running"):
                 break
             time.sleep(1.0)
     if run["status"] != "completed":

@@ -176,7 +176,7 @@ def _loaded_run(service: Coordinator, api: httpx.Client, token: str, options: Op
     data_dir = service.data_dir
     run_id = start_run(api, options.run_body)
     log.info("loaded: run %s started", run_id)
-    wait_for(lambda: db_run_status(data_dir, run_id) != "pending", 120,
+    wait_for(lambda: db_run_status(data_dir, run_id) not in ("queued", "pending"), 120,
              f"run {run_id} to start", every=1.0)
     m.load_started = datetime.now().astimezone()
     before = cpu_seconds(service.pid), cpu_seconds()
