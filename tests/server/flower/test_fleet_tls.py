@@ -40,6 +40,9 @@ def test_fleet_tls_only_authenticated_supernode_reaches_aggregate(tmp_path: Path
         good = state.procs[1]
         ensure_certs(certs.root, 3)  # node-1 and node-2 keys for the CA intruders
         registered = {i: fleet.register_node(state, certs.node(i).public) for i in (1, 2)}
+        # what the compose `register` service runs: known keys are skipped, not an error
+        again = fleet.register_keys(state.address, [certs.node(0).public, certs.node(1).public],
+                                    ca_file=certs.ca_cert)
         intruders = {
             "no-ca": fleet.start_supernode(state, 1, 5, {}, key=certs.node(1)),
             "wrong-ca": fleet.start_supernode(state, 2, 5, {}, key=certs.node(2),
@@ -66,6 +69,7 @@ def test_fleet_tls_only_authenticated_supernode_reaches_aggregate(tmp_path: Path
         fleet.down(state_dir)
 
     # Assert: each intruder was refused, for its own reason, and never became a node
+    assert list(again.values()) == [None, None]
     assert "CERTIFICATE_VERIFY_FAILED" in logs["no-ca"], logs["no-ca"][-2000:]
     assert "CERTIFICATE_VERIFY_FAILED" in logs["wrong-ca"], logs["wrong-ca"][-2000:]
     assert "Failed to activate SuperNode" in logs["unregistered"], logs["unregistered"][-2000:]

@@ -1,7 +1,9 @@
 """The deployment topology end to end, as plain processes on 127.0.0.1.
 
 Coordinator (``aptfleet serve``) on a database, a real ``flower-superlink`` and three
-``flower-supernode`` processes of different device classes; runs go through the REST API,
+``flower-supernode`` processes of different device classes, secure as deployed (TLS with the
+fleet's CA, SuperNode authentication, the coordinator verifying the SuperLink with
+``APTFLEET_SUPERLINK_CA_FILE``); runs go through the REST API,
 the coordinator's job submits the app to the SuperLink, and the ServerApp stores every
 round in the coordinator's database.
 """
@@ -58,6 +60,7 @@ def _assert_all_stopped(topo: Topology, tmp_path: Path, local_link_before: bool)
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_topology_postgres_coordinator_superlink_three_supernodes(tmp_path: Path) -> None:
     # Prepare
     local_link_before = processes.port_open(fleet.LOCAL_SUPERLINK_PORT)
@@ -122,6 +125,7 @@ OFFLINE_REASONS = ("The device went offline", "The device sent no reply")
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_supernode_killed_mid_round_round_completes_and_device_offline(tmp_path: Path) -> None:
     # Prepare
     local_link_before = processes.port_open(fleet.LOCAL_SUPERLINK_PORT)
@@ -170,6 +174,7 @@ def test_supernode_killed_mid_round_round_completes_and_device_offline(tmp_path:
           f"failure: {failed['failure'][:90]!r}")
 
 
+@pytest.mark.timeout(60)
 @pytest.mark.parametrize("how", ["node-unavailable", "timeout"])
 def test_dead_supernode_is_recorded_as_failure_under_its_node_and_class(how: str) -> None:
     # Prepare: round 1 with nodes 11 (mcu) and 12 (phone); in round 2 node 12 is dead: the
