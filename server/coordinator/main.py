@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from fastapi.routing import iter_route_contexts
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from server.coordinator import dashboard
 from server.coordinator.api.main import api_router
@@ -58,11 +66,45 @@ async def _too_many_attempts(_request: Request, exc: Exception) -> JSONResponse:
                         headers={"Retry-After": str(exc.retry_after)})
 
 
+def _json_safe(value: Any) -> Any:
+    """``value`` with NaN and infinities spelled as JSON strings, so a 422 can echo any
+    input back (JSON has no such numbers; the parser accepts them, the encoder does not)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(item) for item in value]
+    return value
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's 422 (``loc`` names the field, ``input`` its value), safe for any input."""
+    assert isinstance(exc, RequestValidationError)
+    return JSONResponse({"detail": _json_safe(jsonable_encoder(exc.errors()))},
+                        status_code=422)
+
+
 async def _policy_update_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, PolicyUpdateError)
     detail = {"type": "value_error", "loc": ["body", *exc.loc], "msg": exc.message,
-              "input": exc.value}
+              "input": _json_safe(exc.value)}
     return JSONResponse({"detail": [detail]}, status_code=422)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's HTTP errors, with a 405's ``Allow`` listing the methods of every route
+    of the path (Starlette names only those of the first route that matched it)."""
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 405:
+        methods: set[str] = set()
+        for route in iter_route_contexts(request.app.routes):  # nested routers included
+            match, _ = route.matches({**request.scope, "method": "\0"})
+            if match is not Match.NONE:
+                methods |= set(getattr(route, "methods", None) or ())
+        if methods:
+            exc.headers = {**(exc.headers or {}), "Allow": ", ".join(sorted(methods))}
+    return await http_exception_handler(request, exc)
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -76,6 +118,8 @@ def _add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(NotConfiguredError, _error(501))
     app.add_exception_handler(LaunchError, _error(503))
     app.add_exception_handler(PolicyUpdateError, _policy_update_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
 
 
 def create_app(settings: Settings | None = None,

@@ -5,9 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
-from apt_core.config import PolicyError, resolve_policy
 from apt_core.federated import RunSettings
 from server.flower.settings import ServerSettings
 
@@ -15,10 +14,24 @@ from server.flower.settings import ServerSettings
 #: (tests/test_architecture.py checks they stay equal).
 Task = Literal["digits", "mnist1d"]
 Method = Literal["apt", "fp32", "qat8"]
+#: The keys of ``apt_core.config.NAMED_POLICIES``, the policies a run may have of its own.
+PolicyName = Literal["default", "aggressive", "accurate"]
 RunStatus = Literal["queued", "pending", "running", "completed", "failed", "stopped",
                    "interrupted"]
 
 _INT32_MAX = 2**31 - 1
+
+#: Documented ranges of the numeric request fields. Gavg thresholds far outside
+#: [T_MIN_LOW, T_MAX_HIGH] mean a layer never or always changes bits; a check every
+#: CHECK_EVERY_MAX steps is already longer than any run; a Dirichlet alpha of ALPHA_MAX is
+#: as good as IID (run settings accept no IID switch over REST).
+T_MIN_LOW, T_MIN_HIGH = 1e-3, 1e2
+T_MAX_LOW, T_MAX_HIGH = 2 * T_MIN_LOW, 4 * T_MIN_HIGH
+CHECK_EVERY_MAX = 10_000
+ALPHA_MAX = 1e3
+BITS_LOW, BITS_HIGH = 2, 16
+#: Default of optional, non-nullable update fields: marks "left out" (exclude_unset).
+_LEFT_OUT: Any = None
 
 #: The one definition of a run's defaults: every default below is read from these.
 _RUN_DEFAULTS = RunSettings()
@@ -41,9 +54,11 @@ class RunCreate(BaseModel):
     Defaults come from ``apt_core.federated.RunSettings`` (alpha, seed) and
     ``server.flower.settings.ServerSettings`` (rounds, fraction), the same dataclasses the
     ServerApp, the CLI and pyproject's ``[tool.flwr.app.config]`` take theirs from.
+    Strict: ``true`` is not an integer and ``"3"`` is not a number; NaN and infinities
+    are refused.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     task: Task
     method: Method
@@ -52,26 +67,20 @@ class RunCreate(BaseModel):
     fraction: float = Field(default=_SERVER_DEFAULTS.fraction_train, gt=0, le=1)
     rounds: int = Field(default=_SERVER_DEFAULTS.rounds, ge=1, le=500)
     # cast: the default is a skew, never None (IID), which the REST API cannot express
-    alpha: float = Field(default=cast(float, _RUN_DEFAULTS.alpha), gt=0, allow_inf_nan=False)
+    alpha: float = Field(default=cast(float, _RUN_DEFAULTS.alpha), gt=0, le=ALPHA_MAX,
+                         allow_inf_nan=False,
+                         description="Dirichlet skew of the device partitions; larger is "
+                                     "closer to IID.")
     seed: int = Field(default=_RUN_DEFAULTS.seed, ge=0, le=_INT32_MAX)
-    policy: str | None = Field(
-        default=None, max_length=200,
-        description="The run's own precision policy: a named policy (default, aggressive, "
-                    "accurate) or 'key=value,...' changes of the default. Every round of the "
-                    "run then trains every device with exactly this policy, recorded as "
+    policy: PolicyName | None = Field(
+        default=None,
+        description="The run's own precision policy, one of the named policies (the "
+                    "REST API takes no 'key=value' changes: JSON Schema cannot state their "
+                    "rules). Every round of the run then trains every device with exactly "
+                    "this policy, recorded as "
                     "policy version 0; fleet policy versions and per-device-class overrides "
                     "(PUT /policy) do not apply to it. Null (the default) follows the fleet: "
                     "each round uses the current version and its overrides.")
-
-    @field_validator("policy")
-    @classmethod
-    def _known_policy(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                resolve_policy(value)
-            except PolicyError as exc:
-                raise ValueError(str(exc)) from None
-        return value
 
     def run_settings(self) -> RunSettings:
         """The settings every device of the run shares; the rest take the defaults."""
@@ -286,21 +295,25 @@ class PolicyUpdate(BaseModel):
     """Body of ``PUT /api/v1/policy``: a full or partial policy.
 
     Fields left out keep their current value; ``t_max: null`` (or a new ``t_min`` without
-    ``t_max``) means ``4 * t_min``. ``overrides``, when given, replaces every class override.
+    ``t_max``) means ``4 * t_min``; no other policy field may be null. ``overrides``, when
+    given, replaces every class override. Strict: ``true`` is not an integer; NaN and
+    infinities are refused. Rules across fields (``t_max >= 2 * t_min``,
+    ``bits_min <= bits_max``, also against the current values) are checked after the
+    schema, with a 422 naming the field.
     """
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
-    t_min: float | None = None
-    t_max: float | None = None
-    bits_min: int | None = None
-    bits_max: int | None = None
-    bits_init: int | None = None
-    check_every: int | None = Field(default=None, le=_INT32_MAX)
-    rounding: str | None = None
-    act_bits: int | None = None
-    err_bits: int | None = None
-    adaptive: bool | None = None
+    t_min: float = Field(default=_LEFT_OUT, ge=T_MIN_LOW, le=T_MIN_HIGH)
+    t_max: float | None = Field(default=None, ge=T_MAX_LOW, le=T_MAX_HIGH)
+    bits_min: int = Field(default=_LEFT_OUT, ge=BITS_LOW, le=BITS_HIGH)
+    bits_max: int = Field(default=_LEFT_OUT, ge=BITS_LOW, le=BITS_HIGH)
+    bits_init: int = Field(default=_LEFT_OUT, ge=BITS_LOW, le=BITS_HIGH)
+    check_every: int = Field(default=_LEFT_OUT, ge=1, le=CHECK_EVERY_MAX)
+    rounding: Literal["nearest", "stochastic"] = Field(default=_LEFT_OUT)
+    act_bits: int = Field(default=_LEFT_OUT, ge=BITS_LOW, le=BITS_HIGH)
+    err_bits: int = Field(default=_LEFT_OUT, ge=BITS_LOW, le=BITS_HIGH)
+    adaptive: bool = Field(default=_LEFT_OUT)
     overrides: dict[str, dict[str, Any]] | None = Field(
         default=None, examples=[{"mcu": {"bits_max": 8}}])
     note: str | None = Field(default=None, max_length=2000)

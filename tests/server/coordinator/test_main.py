@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
+from apt_core.config import NAMED_POLICIES
 from server.coordinator import crud
 from server.coordinator.core.config import Settings
 from server.coordinator.core.db import make_engine
@@ -133,3 +135,83 @@ def test_create_app_migrates_new_sqlite_file(tmp_path: Path) -> None:
     # Assert
     assert response.status_code == 200
     assert (tmp_path / "data" / "aptfleet.db").exists()
+
+
+_NON_FINITE = ["NaN", "Infinity", "-Infinity", "1e309"]
+
+
+@pytest.mark.parametrize("literal", _NON_FINITE)
+@pytest.mark.parametrize(("method", "path", "template"), [
+    ("post", "/api/v1/runs", '{"task": "digits", "method": "apt", "alpha": %s}'),
+    ("put", "/api/v1/policy", '{"t_min": %s}'),
+    ("put", "/api/v1/policy", '{"overrides": {"mcu": {"t_min": %s}}}'),
+    ("put", "/api/v1/policy", '{"note": "x", "unknown": %s}'),
+])
+def test_non_finite_number_in_body_422_names_field(client: TestClient,
+                                                   admin_headers: dict[str, str], method: str,
+                                                   path: str, template: str,
+                                                   literal: str) -> None:
+    # Execute
+    response = client.request(method, path, content=(template % literal).encode(),
+                              headers={**admin_headers, "Content-Type": "application/json"})
+
+    # Assert
+    assert response.status_code == 422
+    error = response.json()["detail"][0]
+    assert error["loc"][-1] in {"alpha", "t_min", "unknown"}
+    assert error["input"] in {"NaN", "Infinity", "-Infinity"}
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"task": "digits", "method": "apt", "rounds": True}, "rounds"),
+    ({"task": "digits", "method": "apt", "seed": "3"}, "seed"),
+    ({"task": "digits", "method": "apt", "alpha": 1e308}, "alpha"),
+    ({"task": "digits", "method": "apt", "policy": "nonsense"}, "policy"),
+])
+def test_create_run_out_of_range_or_lax_type_422(client: TestClient,
+                                                 admin_headers: dict[str, str],
+                                                 body: dict[str, object], field: str) -> None:
+    response = client.post("/api/v1/runs", json=body, headers=admin_headers)
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", field]
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"t_min": 1e-320}, "t_min"), ({"t_min": 1e300}, "t_min"),
+    ({"check_every": 2**31 - 1}, "check_every"), ({"check_every": 0}, "check_every"),
+    ({"bits_max": True}, "bits_max"), ({"t_min": None}, "t_min"),
+    ({"rounding": "up"}, "rounding"),
+])
+def test_update_policy_out_of_range_or_null_422(client: TestClient,
+                                                admin_headers: dict[str, str],
+                                                body: dict[str, object], field: str) -> None:
+    response = client.put("/api/v1/policy", json=body, headers=admin_headers)
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", field]
+
+
+def test_request_schema_documents_ranges() -> None:
+    # Prepare
+    app = create_app(Settings(DATABASE_URL="sqlite://"))
+    app.state.engine.dispose()
+    schemas = app.openapi()["components"]["schemas"]
+
+    # Execute
+    update, run = schemas["PolicyUpdate"]["properties"], schemas["RunCreate"]["properties"]
+
+    # Assert: t_min is not nullable, t_max is (null: 4 * t_min)
+    assert update["t_min"]["type"] == "number" and update["t_min"]["maximum"] == 100
+    assert {"type": "null"} in update["t_max"]["anyOf"]
+    assert update["check_every"]["maximum"] == 10_000
+    assert run["alpha"]["maximum"] == 1000
+    assert set(run["policy"]["anyOf"][0]["enum"]) == set(NAMED_POLICIES)
+
+
+def test_method_not_allowed_allow_lists_every_route_of_path(client: TestClient,
+                                                            admin_headers: dict[str, str]
+                                                            ) -> None:
+    runs = client.delete("/api/v1/runs", headers=admin_headers)
+    policy = client.post("/api/v1/policy", headers=admin_headers)
+    assert (runs.status_code, runs.headers["allow"]) == (405, "GET, POST")
+    assert (policy.status_code, policy.headers["allow"]) == (405, "GET, PUT")
+
