@@ -26,7 +26,8 @@ from server.coordinator.api.middleware import (
     ConcurrencyLimitMiddleware,
     RequestMetricsMiddleware,
 )
-from server.coordinator.api.routes import health
+from server.coordinator.api.routes import docs, health
+from server.coordinator.api.security_headers import SecurityHeadersMiddleware
 from server.coordinator.core.config import Settings
 from server.coordinator.core.config import settings as default_settings
 from server.coordinator.core.db import POOL_CONNECTIONS, make_engine, make_session_factory
@@ -162,7 +163,9 @@ def create_app(settings: Settings | None = None,
             shutdown()
         engine.dispose()
 
-    app = FastAPI(title="aptfleet coordinator", version="0.1.0", lifespan=lifespan)
+    # /docs and /redoc come from files installed with the package (api/routes/docs.py)
+    app = FastAPI(title="aptfleet coordinator", version="0.1.0", lifespan=lifespan,
+                  docs_url=None, redoc_url=None)
     app.state.settings = settings
     app.state.engine = engine
     app.state.session_factory = session_factory
@@ -177,7 +180,8 @@ def create_app(settings: Settings | None = None,
     # Added innermost first. Admission (fewer requests in flight than pooled connections:
     # no thread/connection deadlock) comes after the whole body is read, so slow or
     # stalled bodies never hold a slot; the per-address limit bounds what one client
-    # holds meanwhile. Metrics and CORS see every response, 4xx of the limits included.
+    # holds meanwhile. Metrics, security headers and CORS see every response, 4xx of the
+    # limits included.
     app.add_middleware(ConcurrencyLimitMiddleware, limit=POOL_CONNECTIONS - 2)
     app.add_middleware(BodyReadMiddleware, max_bytes=settings.MAX_BODY_BYTES,
                        timeout=settings.BODY_TIMEOUT)
@@ -186,9 +190,11 @@ def create_app(settings: Settings | None = None,
         app.add_middleware(CORSMiddleware, allow_origins=settings.CORS_ORIGINS,
                            allow_methods=["GET", "POST", "PUT"],
                            allow_headers=["Authorization", "Content-Type"])
+    app.add_middleware(SecurityHeadersMiddleware, tls=settings.TLS)
     app.add_middleware(RequestMetricsMiddleware, metrics=app.state.metrics)
 
     app.include_router(health.router)
+    app.include_router(docs.router)
     app.include_router(dashboard.router)
     app.include_router(api_router, prefix=API_PREFIX)
     return app

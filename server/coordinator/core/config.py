@@ -55,15 +55,6 @@ class Settings(BaseSettings):
         Larger request bodies are answered with 413.
     CORS_ORIGINS : list[str] (default: [])
         Browser origins allowed to call the API; empty keeps CORS closed.
-    SESSION_MAX_AGE_S : int (default: 43200)
-        Lifetime of a dashboard sign-in (server-side session), in seconds; it also ends when
-        its token is revoked or expires, or on sign-out.
-    AUTH_FAILURE_LIMIT : int (default: 10)
-        Failed authentications (bad bearer token, bad sign-in) one client address may make
-        within ``AUTH_FAILURE_WINDOW_S``; further attempts get 429 with ``Retry-After``.
-        Counted in memory, per process.
-    AUTH_FAILURE_WINDOW_S : float (default: 60.0)
-        The window of ``AUTH_FAILURE_LIMIT``, in seconds.
     MAX_ACTIVE_RUNS : int (default: 1)
         Runs whose job may be started or training at once; ``POST /runs`` queues the rest
         and the coordinator starts them in creation order as slots free up (the queue
@@ -90,6 +81,20 @@ class Settings(BaseSettings):
     MAX_REQUESTS_PER_CLIENT : int (default: 128)
         Requests one client address (behind a trusted proxy: its ``X-Forwarded-For``) may
         have open at once, body still arriving included; more are answered 429.
+    METRICS_TOKEN : str (default: "")
+        When set, ``GET /metrics`` needs ``Authorization: Bearer <METRICS_TOKEN>``.
+    TLS : bool (default: False)
+        The coordinator is reached over HTTPS (directly or through a TLS proxy): responses
+        carry ``Strict-Transport-Security``.
+    SESSION_MAX_AGE_S : int (default: 43200)
+        Lifetime of a dashboard sign-in (server-side session), in seconds; it also ends when
+        its token is revoked or expires, or on sign-out.
+    AUTH_FAILURE_LIMIT : int (default: 10)
+        Failed authentications (bad bearer token, bad sign-in) one client address may make
+        within ``AUTH_FAILURE_WINDOW_S``; further attempts get 429 with ``Retry-After``.
+        Counted in memory, per process.
+    AUTH_FAILURE_WINDOW_S : float (default: 60.0)
+        The window of ``AUTH_FAILURE_LIMIT``, in seconds.
     """
 
     model_config = SettingsConfigDict(env_prefix="APTFLEET_", extra="ignore")
@@ -112,6 +117,8 @@ class Settings(BaseSettings):
     HEADER_TIMEOUT: float = Field(default=10.0, gt=0, le=3600, allow_inf_nan=False)
     BODY_TIMEOUT: float = Field(default=30.0, gt=0, le=3600, allow_inf_nan=False)
     MAX_REQUESTS_PER_CLIENT: int = Field(default=128, ge=1)
+    METRICS_TOKEN: str = Field(default="", repr=False)
+    TLS: bool = False
     SESSION_MAX_AGE_S: int = Field(default=12 * 3600, ge=60, le=30 * 24 * 3600)
     AUTH_FAILURE_LIMIT: int = Field(default=10, ge=1, le=10_000)
     AUTH_FAILURE_WINDOW_S: float = Field(default=60.0, gt=0, le=24 * 3600, allow_inf_nan=False)
@@ -141,6 +148,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"The password in APTFLEET_DATABASE_URL is the placeholder {password!r}; "
                 f"set a real secret when APTFLEET_ENVIRONMENT={self.ENVIRONMENT!r}.")
+        if (self.ENVIRONMENT != "development"
+                and self.METRICS_TOKEN.lower() in PLACEHOLDER_SECRETS):
+            raise ValueError(
+                "APTFLEET_METRICS_TOKEN is a placeholder; set a real secret (or leave it "
+                f"empty for a public /metrics) when APTFLEET_ENVIRONMENT={self.ENVIRONMENT!r}.")
         return self
 
 

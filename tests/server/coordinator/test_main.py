@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -215,3 +216,71 @@ def test_method_not_allowed_allow_lists_every_route_of_path(client: TestClient,
     assert (runs.status_code, runs.headers["allow"]) == (405, "GET, POST")
     assert (policy.status_code, policy.headers["allow"]) == (405, "GET, PUT")
 
+
+_SECURITY_HEADERS = {"x-content-type-options": "nosniff", "x-frame-options": "DENY",
+                     "referrer-policy": "no-referrer"}
+
+
+def test_every_response_carries_security_headers(client: TestClient,
+                                                 admin_headers: dict[str, str]) -> None:
+    # Execute: answers of a route, the auth check, the router (404, 405), a limit (413)
+    responses = [client.get("/healthz"), client.get("/api/v1/runs", headers=admin_headers),
+                 client.get("/api/v1/runs"), client.get("/nowhere"),
+                 client.delete("/api/v1/runs", headers=admin_headers),
+                 client.post("/api/v1/runs", content=b"x" * 2_000_000),
+                 client.get("/docs"), client.get("/openapi.json")]
+
+    # Assert
+    for response in responses:
+        assert {k: response.headers.get(k) for k in _SECURITY_HEADERS} == _SECURITY_HEADERS
+        assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+        assert "strict-transport-security" not in response.headers
+    assert responses[1].headers["cache-control"] == "no-store"
+
+
+def test_tls_setting_adds_hsts(db_url: str, tmp_path: Path) -> None:
+    with TestClient(create_app(Settings(DATABASE_URL=db_url, DATA_DIR=tmp_path,
+                                        TLS=True))) as client:
+        response = client.get("/healthz")
+    assert response.headers["strict-transport-security"].startswith("max-age=")
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_docs_page_loads_only_packaged_assets(client: TestClient, page: str) -> None:
+    # Execute
+    response = client.get(page)
+    sources = re.findall(r'(?:src|href)="([^"]+)"', response.text)
+    assets = [client.get(source) for source in sources]
+
+    # Assert: same-origin only, each file served, and a CSP that forbids any other origin
+    assert response.status_code == 200
+    assert sources and all(source.startswith("/docs/assets/") for source in sources)
+    assert [a.status_code for a in assets] == [200] * len(assets)
+    assert all(len(a.content) > 1000 for a in assets if "init" not in str(a.url))
+    assert "script-src 'self';" in response.headers["content-security-policy"]
+    assert "<script>" not in response.text  # nothing inline
+
+
+def test_read_metrics_token_required_when_set(db_url: str, tmp_path: Path,
+                                              admin_headers: dict[str, str]) -> None:
+    # Prepare
+    settings = Settings(DATABASE_URL=db_url, DATA_DIR=tmp_path, METRICS_TOKEN="m-secret-1")
+
+    # Execute
+    with TestClient(create_app(settings)) as client:
+        anonymous = client.get("/metrics")
+        wrong = client.get("/metrics", headers={"Authorization": "Bearer m-secret-2"})
+        api_token = client.get("/metrics", headers=admin_headers)
+        right = client.get("/metrics", headers={"Authorization": "Bearer m-secret-1"})
+
+    # Assert
+    assert [r.status_code for r in (anonymous, wrong, api_token, right)] == [401, 401, 401, 200]
+    assert anonymous.headers["www-authenticate"] == "Bearer"
+    assert "APTFLEET_METRICS_TOKEN" in anonymous.json()["detail"]
+    assert "m-secret-1" not in anonymous.text
+    assert "aptfleet_http_request_duration_seconds" in right.text
+
+
+def test_metrics_token_placeholder_refused_in_production() -> None:
+    with pytest.raises(ValueError, match="APTFLEET_METRICS_TOKEN"):
+        Settings(ENVIRONMENT="production", METRICS_TOKEN="changethis")
