@@ -97,3 +97,13 @@ class PolicyUpdateError(AptfleetError, ValueError):
         self.loc = loc
         self.message = message
         self.value = value
+
+
+class CsrfError(AptfleetError):
+    """A dashboard form POST that is cross-site or lacks its CSRF token (a 403 page,
+    rendered by the dashboard itself)."""
+
+
+class BodyTooLargeError(AptfleetError):
+    """A request body over ``APTFLEET_MAX_BODY_BYTES`` (413, answered by the body-reading
+    middleware before the app sees the request)."""

@@ -10,6 +10,7 @@ import time
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.coordinator.core.metrics import Metrics
+from server.coordinator.exceptions import BodyTooLargeError
 
 
 async def _refuse(send: Send, status: int, detail: str,
@@ -60,10 +61,6 @@ class ClientLimitMiddleware:
                 del self._open[host]
 
 
-class _BodyTooLarge(Exception):
-    pass
-
-
 class BodyReadMiddleware:
     """Read the whole request body before the app sees it: 413 over ``max_bytes``, 408
     when it has not arrived within ``timeout`` seconds.
@@ -87,10 +84,10 @@ class BodyReadMiddleware:
         declared = dict(scope.get("headers") or []).get(b"content-length")
         try:
             if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-                raise _BodyTooLarge
+                raise BodyTooLargeError
             async with asyncio.timeout(self.timeout):
                 messages = await self._read(receive)
-        except _BodyTooLarge:
+        except BodyTooLargeError:
             await _refuse(send, 413, f"Request body exceeds the limit of {self.max_bytes} "
                                      "bytes (APTFLEET_MAX_BODY_BYTES).")
             return
@@ -114,7 +111,7 @@ class BodyReadMiddleware:
                 return messages
             size += len(message.get("body", b""))
             if size > self.max_bytes:
-                raise _BodyTooLarge
+                raise BodyTooLargeError
             if not message.get("more_body", False):
                 return messages
 

@@ -29,7 +29,11 @@ from fastapi.security.http import HTTPAuthorizationCredentials
 from server.coordinator import crud
 from server.coordinator.api.deps import AuthThrottleDep, SessionDep, client_address
 from server.coordinator.core.security import secrets_equal, session_csrf_token
-from server.coordinator.exceptions import AuthenticationError, TooManyAttemptsError
+from server.coordinator.exceptions import (
+    AuthenticationError,
+    CsrfError,
+    TooManyAttemptsError,
+)
 from server.coordinator.services.authentication import authenticate
 
 #: Cookie of the server-side session (renamed from ``aptfleet_dashboard``, which held the
@@ -65,10 +69,6 @@ class Form:
     token: str
     next: str
     csrf_token: str
-
-
-class CsrfError(Exception):
-    """A dashboard form POST that is cross-site or lacks its CSRF token (HTTP 403 page)."""
 
 
 def safe_next(value: str | None) -> str:

@@ -12,7 +12,6 @@ from server.coordinator.api.deps import INT32_MAX, AuthThrottleDep, SessionDep
 from server.coordinator.core.security import generate_csrf_token
 from server.coordinator.dashboard import pages
 from server.coordinator.dashboard.auth import (
-    CsrfError,
     FormDep,
     ViewerDep,
     check_login_csrf,
@@ -28,7 +27,7 @@ from server.coordinator.dashboard.auth import (
 )
 from server.coordinator.dashboard.markup import Markup
 from server.coordinator.dashboard.stylesheet import STYLESHEET
-from server.coordinator.exceptions import AuthenticationError, TooManyAttemptsError
+from server.coordinator.exceptions import AuthenticationError, CsrfError, TooManyAttemptsError
 
 router = APIRouter(prefix="", tags=["dashboard"], include_in_schema=False)
 

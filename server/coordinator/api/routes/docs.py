@@ -6,8 +6,10 @@ from __future__ import annotations
 from functools import cache
 from importlib.resources import files
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
+
+from server.coordinator.exceptions import NotFoundError
 
 router = APIRouter(prefix="", tags=["docs"], include_in_schema=False)
 
@@ -67,7 +69,7 @@ def read_docs_asset(name: str) -> Response:
         return Response(_SWAGGER_INIT, media_type="text/javascript", headers=_ASSET_HEADERS)
     media_type = _MEDIA_TYPES.get(name)
     if media_type is None:
-        raise HTTPException(404, detail=f"No docs asset named {name!r}.")
+        raise NotFoundError(f"No docs asset named {name!r}.")
     return Response(_asset(name), media_type=media_type, headers=_ASSET_HEADERS)
 
 
