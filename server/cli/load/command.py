@@ -13,6 +13,13 @@ import typer
 from server.cli.load.benchmark import Options, run
 from server.cli.load.report import markdown
 from server.cli.load.runs import DEFAULT_CLIENTS, DEFAULT_ROUNDS
+from server.cli.load.stress import (
+    DATABASES,
+    POSTGRES_URL,
+    StressOptions,
+    run_stress,
+    write_reports,
+)
 from server.cli.load.traffic import BURST_REQUESTS
 from server.cli.service import REPO_ROOT
 
@@ -37,13 +44,33 @@ def load(
     clients: Annotated[int, typer.Option(min=1, help="clients of each run")] = DEFAULT_CLIENTS,
     burst: Annotated[int, typer.Option(
         min=1, help="simultaneous reads of the final burst")] = BURST_REQUESTS,
+    scenario: Annotated[str, typer.Option(click_type=click.Choice(["read", "stress"]), help=(
+        "stress: stalled sockets, run-start burst, policy writes during steady reads; "
+        "writes stress.json/.md/.png (see server/cli/load/stress.py)"))] = "read",
+    database: Annotated[list[str] | None, typer.Option(click_type=click.Choice(
+        list(DATABASES)), help="stress: database(s), in turn (default: both)")] = None,
+    postgres_url: Annotated[str, typer.Option(help="stress: PostgreSQL server")] = POSTGRES_URL,
+    after_duration: Annotated[float, typer.Option(min=0, help="stress: reads after")] = 10.0,
+    stalled: Annotated[int, typer.Option(min=0, help="stress: stalled sockets")] = 300,
+    run_burst: Annotated[int, typer.Option(min=1, help="stress: POST /runs at once")] = 40,
+    writers: Annotated[int, typer.Option(min=1, help="stress: policy writers")] = 4,
+    writes: Annotated[int, typer.Option(min=1, help="stress: PUTs per writer")] = 25,
+    max_active_runs: Annotated[int, typer.Option(min=0, help="stress: the coordinator's "
+                                                 "APTFLEET_MAX_ACTIVE_RUNS")] = 1,
 ) -> None:
     """Read latency of the coordinator at a fixed request rate while a run trains.
 
     Starts a real coordinator on a temporary SQLite database on 127.0.0.1, trains
     simulated runs with and without an open-loop read load, and writes load.json, load.md
-    and load.png to --out. Every wait is bounded and the command stops by itself.
+    and load.png to --out (``--scenario stress``: the stress scenarios, stress.*). Every
+    wait is bounded and the command stops by itself.
     """
+    if scenario == "stress":
+        _stress(StressOptions(
+            tuple(database or DATABASES), rate, idle_duration, duration, after_duration,
+            stalled, run_burst, writers, writes, rounds, clients, max_active_runs,
+            postgres_url, out, keep), report_only)
+        return
     if report_only:
         result = json.loads((out / "load.json").read_text())
         (out / "load.md").write_text(markdown(result, result["command"]))
@@ -54,6 +81,17 @@ def load(
     run(Options(rate=rate, duration=duration, max_duration=max_duration,
                 idle_duration=idle_duration, out=out, keep=keep, rounds=rounds,
                 clients=clients, burst=burst))
+
+
+def _stress(options: StressOptions, report_only: bool) -> None:
+    """The stress scenario, or (``report_only``) stress.md/.png from stress.json."""
+    if report_only:
+        write_reports(json.loads((options.out / "stress.json").read_text()), options.out)
+        return
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    logging.getLogger("load").setLevel(logging.INFO)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    run_stress(options)
 
 
 def main(argv: list[str] | None = None) -> int:
