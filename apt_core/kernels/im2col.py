@@ -1,44 +1,42 @@
 """Exact integer convolution on int8 codes: chunked NHWC im2col feeding ``torch._int_mm``.
 
-Layout. Inputs arrive as NCHW codes; every product works on an NHWC view, so an
-im2col row is one output pixel and its columns run over ``(i, j, c)`` (kernel row,
-kernel column, input channel). A weight ``(O, C, kh, kw)`` therefore becomes the
-GEMM-ready matrix ``weight_matrix(w)`` of shape ``(O, kh*kw*C)``. 1-d convolutions
-are the 2-d case with ``H = 1``.
+Layout. Inputs arrive as NCHW codes (channels_last ones skip a transpose); products run
+on an NHWC copy, so an im2col row is one output pixel and its columns run over
+``(i, j, c)`` (kernel row, kernel column, input channel). A weight ``(O, C, kh, kw)``
+becomes the GEMM-ready matrix ``weight_matrix(w)`` of shape ``(O, kh*kw*C)``. For
+``C <= TRANSPOSED_MAX_CHANNELS`` the im2col is written transposed (``(K, rows)``, whose
+inner loop runs along a contiguous image row) and fed to ``_int_mm`` as a transposed
+operand: with a 1-channel input this copy ran 3-5x faster. 1-d is 2-d with ``H = 1``.
 
-Exactness. With 8-bit operands each product is at most ``2**14`` in magnitude, so a
-reduction of length ``K`` sums to at most ``K * 2**14``:
-
-* int32 accumulation (``torch._int_mm``) is exact for ``K <= INT32_EXACT_REDUCTION``
-  (``2**17 - 1``). Longer reductions are split into pieces of at most that length
-  and the partial sums are added in int64; the result is then int64.
-* float32 GEMM on the integer-valued operands is exact for
-  ``K <= FLOAT32_EXACT_REDUCTION`` (``2**10``): every partial sum stays within
-  ``2**24``. It is used only for tiny inner dimensions (``K <= FLOAT_GEMM_MAX_K``),
-  where it measured faster than ``_int_mm``.
+Exactness. With 8-bit operands every product is at most ``2**14`` in magnitude, so a
+reduction of length ``K`` sums to at most ``K * 2**14``. int32 accumulation
+(``torch._int_mm``) is exact for ``K <= INT32_EXACT_REDUCTION = 2**17 - 1``; longer
+reductions (``C*kh*kw``, ``kh*kw*O`` or ``N*Ho*Wo``) are split into pieces of at most
+that length whose int32 results are summed in int64, and the result is then int64. A
+float32 GEMM on the codes would be exact only for ``K <= 2**10`` (partial sums within
+``2**24``) and measured slower than ``_int_mm`` even at ``K = 5``, so it is not used.
 
 Memory. im2col is built in chunks of whole output rows (``Wo`` pixels each, or whole
-images when they fit). By default a chunk holds at most ``DEFAULT_CHUNK_BYTES`` of
-int8 columns, i.e. ``chunk_rows = DEFAULT_CHUNK_BYTES // K`` im2col rows; one buffer
-is reused for every chunk. No float copy of an activation is made; the float32 path
-converts one chunk at a time.
+images when they fit) into one reused buffer: by default at most
+``DEFAULT_CHUNK_BYTES`` of int8, i.e. ``chunk_rows = DEFAULT_CHUNK_BYTES // K`` rows.
+The padded NHWC copy of the input (int8) and the int32 result are the other buffers;
+no float copy of anything is made.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import torch
 from torch import Tensor
 
 IntPair = int | tuple[int, int]
+Chunk = tuple[int, int, Tensor]
 
 #: Longest reduction whose int32 sum of 8-bit products cannot wrap: K * 2**14 < 2**31.
 INT32_EXACT_REDUCTION = (1 << 17) - 1
-#: Longest reduction whose float32 partial sums of 8-bit products stay exact (<= 2**24).
-FLOAT32_EXACT_REDUCTION = 1 << 10
-#: Inner dimensions up to this size run as a float32 GEMM (measured faster here).
-FLOAT_GEMM_MAX_K = 16
+#: Input channel counts up to this build the im2col transposed (measured faster).
+TRANSPOSED_MAX_CHANNELS = 2
 #: Default budget of one int8 im2col chunk.
 DEFAULT_CHUNK_BYTES = 2 << 20
 
@@ -54,9 +52,7 @@ class ConvArgumentError(ValueError):
 def _pair(value: IntPair, name: str) -> tuple[int, int]:
     pair = (value, value) if isinstance(value, int) else tuple(value)
     if len(pair) != 2 or not all(isinstance(v, int) for v in pair):
-        raise ConvArgumentError(
-            f"Parameter {name} must be an int or a pair of ints, got {value!r}."
-        )
+        raise ConvArgumentError(f"Parameter {name} must be an int or two ints, got {value!r}.")
     return pair[0], pair[1]
 
 
@@ -80,9 +76,7 @@ def _out_size(size: int, k: int, s: int, p: int, d: int) -> int:
 
 def _check(tensor: Tensor, name: str, groups: int, dim: int = 4) -> None:
     if groups != 1:
-        raise ConvGroupsError(
-            f"Only groups=1 is supported by the integer kernels, got groups={groups}."
-        )
+        raise ConvGroupsError(f"The integer kernels support only groups=1, got groups={groups}.")
     if tensor.dtype != torch.int8 or tensor.dim() != dim:
         raise ConvArgumentError(
             f"Argument {name} must be a {dim}-d int8 tensor, got {tensor.dim()}-d {tensor.dtype}."
@@ -90,10 +84,8 @@ def _check(tensor: Tensor, name: str, groups: int, dim: int = 4) -> None:
 
 
 def weight_matrix(w: Tensor) -> Tensor:
-    """GEMM-ready ``(O, kh*kw*C)`` matrix of a ``(O, C, kh, kw)`` or ``(O, C, k)`` weight.
-
-    The dtype is kept; pass int8 codes to get the operand of the ``*_int`` kernels.
-    """
+    """GEMM-ready ``(O, kh*kw*C)`` matrix of a ``(O, C, kh, kw)`` or ``(O, C, k)`` weight
+    (dtype kept: int8 codes give the operand of the ``*_int`` kernels)."""
     if w.dim() == 3:
         w = w.unsqueeze(2)
     if w.dim() != 4:
@@ -116,9 +108,7 @@ def weight_from_matrix1d(mat: Tensor, channels: int, k: int) -> Tensor:
     return weight_from_matrix(mat, channels, 1, k).squeeze(2)
 
 
-def _nhwc_placed(
-    x: Tensor, step: tuple[int, int], pads: tuple[int, int, int, int]
-) -> Tensor:
+def _nhwc_placed(x: Tensor, step: tuple[int, int], pads: tuple[int, int, int, int]) -> Tensor:
     """NHWC copy of NCHW ``x`` spread by ``step`` (zeros between) and padded by
     ``(top, bottom, left, right)``; negative pads crop. A view when nothing moves."""
     n, c, h, w = x.shape
@@ -141,23 +131,23 @@ def _patches(xp: Tensor, kernel: tuple[int, int], stride: tuple[int, int],
     (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
     ho, wo = _out_size(hp, kh, sh, 0, dh), _out_size(wp, kw, sw, 0, dw)
     if ho < 1 or wo < 1:
-        raise ConvArgumentError(f"Input of spatial size ({hp}, {wp}) after padding is smaller "
-                                f"than the dilated kernel {kernel} (dilation {dilation}).")
+        raise ConvArgumentError(f"The padded input ({hp}, {wp}) is smaller than the kernel "
+                                f"{kernel} at dilation {dilation}.")
     s_n, s_h, s_w, s_c = xp.stride()
     return xp.as_strided((n, ho, wo, kh, kw, c),
                          (s_n, s_h * sh, s_w * sw, s_h * dh, s_w * dw, s_c), xp.storage_offset())
 
 
-def _im2col_chunks(patches: Tensor, chunk_rows: int | None) -> Iterator[tuple[int, int, Tensor]]:
-    """Yield ``(row0, row1, cols)`` with ``cols`` the int8 im2col rows ``row0:row1``.
+def _im2col_chunks(patches: Tensor, chunk_rows: int | None) -> Iterator[Chunk]:
+    """Yield ``(row0, row1, cols)`` with ``cols`` the ``(rows, K)`` int8 im2col rows.
 
     Chunks hold whole images when an image fits, else whole output rows of one image.
     ``cols`` lives in a buffer reused by the next chunk: consume it before advancing.
+    For few channels ``cols`` is the transpose of a contiguous ``(K, rows)`` buffer.
     """
     n, ho, wo, kh, kw, c = patches.shape
-    k = kh * kw * c
+    k, per_image = kh * kw * c, ho * wo
     rows = chunk_rows if chunk_rows is not None else max(1, DEFAULT_CHUNK_BYTES // k)
-    per_image = ho * wo
     if rows >= per_image:
         imgs = min(n, rows // per_image)
         plan = [(n0, min(n0 + imgs, n), 0, ho) for n0 in range(0, n, imgs)]
@@ -165,49 +155,62 @@ def _im2col_chunks(patches: Tensor, chunk_rows: int | None) -> Iterator[tuple[in
         hs = max(1, rows // wo)
         plan = [(i, i + 1, h0, min(h0 + hs, ho)) for i in range(n) for h0 in range(0, ho, hs)]
     n0, n1, h0, h1 = plan[0]
-    buf = patches.new_empty(max((b - a) * (d - c_) * wo for a, b, c_, d in plan) * k)
+    buf = patches.new_empty((n1 - n0) * (h1 - h0) * wo * k)
+    transposed = c <= TRANSPOSED_MAX_CHANNELS
     for n0, n1, h0, h1 in plan:
         count = (n1 - n0) * (h1 - h0) * wo
-        cols = buf[: count * k]
-        cols.view(n1 - n0, h1 - h0, wo, kh, kw, c).copy_(patches[n0:n1, h0:h1])
+        src = patches[n0:n1, h0:h1]
+        if transposed:
+            buf[: count * k].view(kh, kw, c, n1 - n0, h1 - h0, wo).copy_(
+                src.permute(3, 4, 5, 0, 1, 2)
+            )
+            cols = buf[: count * k].view(k, count).t()
+        else:
+            cols = buf[: count * k].view(count, k)
+            cols.view(src.shape).copy_(src)
         row0 = n0 * per_image + h0 * wo
-        yield row0, row0 + count, cols.view(count, k)
+        yield row0, row0 + count, cols
 
 
-def _matmul_exact(a: Tensor, b: Tensor) -> Tensor:
+def _operand(t: Tensor) -> Tensor:
+    """``t`` with row-major strides when a dimension is 1 (``_int_mm`` on CPU returned
+    wrong sums for operands carrying the ambiguous strides of a transposed view)."""
+    if t.shape[0] == 1 or t.shape[1] == 1:
+        return t.contiguous().as_strided(t.shape, (t.shape[1], 1))
+    return t
+
+
+def _matmul_exact(a: Tensor, b: Tensor, out: Tensor | None = None) -> Tensor:
     """Exact ``a @ b`` of int8 matrices: int32, or int64 when the reduction is too long."""
     k = a.shape[1]
     if k <= INT32_EXACT_REDUCTION:
-        return torch._int_mm(a, b)
-    acc = torch.zeros((a.shape[0], b.shape[1]), dtype=torch.int64)
+        a, b = _operand(a), _operand(b)
+        return torch._int_mm(a, b) if out is None else torch._int_mm(a, b, out=out)
+    acc = torch.zeros((a.shape[0], b.shape[1]), dtype=torch.int64) if out is None else out.zero_()
     for k0 in range(0, k, INT32_EXACT_REDUCTION):
         k1 = min(k0 + INT32_EXACT_REDUCTION, k)
-        acc += torch._int_mm(a[:, k0:k1].contiguous(), b[k0:k1])
+        acc += _matmul_exact(a[:, k0:k1], b[k0:k1])
     return acc
 
 
-def _conv_nhwc(xp: Tensor, w_mat: Tensor, kernel: tuple[int, int], stride: tuple[int, int],
-               dilation: tuple[int, int], chunk_rows: int | None) -> Tensor:
+def _conv_nhwc(
+    xp: Tensor, w_mat: Tensor, kernel: tuple[int, int], stride: tuple[int, int],
+    dilation: tuple[int, int], chunk_rows: int | None,
+) -> Tensor:
     """Exact ``(N, Ho, Wo, O)`` convolution of padded NHWC int8 ``xp`` with ``w_mat``."""
     patches = _patches(xp, kernel, stride, dilation)
     n, ho, wo = patches.shape[:3]
     o, k = w_mat.shape
-    if k != patches[0, 0, 0].numel():
-        raise ConvArgumentError(f"Weight matrix has {k} columns but the kernel {kernel} over "
-                                f"{xp.shape[3]} channels needs {patches[0, 0, 0].numel()}.")
-    use_float = k <= FLOAT_GEMM_MAX_K
-    wt = w_mat.t().float() if use_float else w_mat.t()
+    if w_mat.dtype != torch.int8 or k != kernel[0] * kernel[1] * xp.shape[3]:
+        raise ConvArgumentError(
+            f"The weight matrix must be int8 with kh*kw*C = {kernel[0] * kernel[1] * xp.shape[3]}"
+            f" columns, got {w_mat.dtype} of shape {tuple(w_mat.shape)}."
+        )
+    wt = w_mat.t()
     dtype = torch.int64 if k > INT32_EXACT_REDUCTION else torch.int32
     out = torch.empty((n * ho * wo, o), dtype=dtype)
     for r0, r1, cols in _im2col_chunks(patches, chunk_rows):
-        if use_float:
-            torch.mm(cols.float(), wt, out=out[r0:r1].view(torch.float32))
-        elif dtype == torch.int32:
-            torch._int_mm(cols, wt, out=out[r0:r1])
-        else:
-            out[r0:r1] = _matmul_exact(cols, wt)
-    if use_float:
-        out = out.view(torch.float32).to(torch.int32)
+        _matmul_exact(cols, wt, out=out[r0:r1])
     return out.view(n, ho, wo, o)
 
 
@@ -289,7 +292,7 @@ def conv2d_input_grad_int(
     return _conv_nhwc(ep, wt, (kh, kw), (1, 1), (dh, dw), chunk_rows).permute(0, 3, 1, 2)
 
 
-def _reduce_rows(e_rows: Tensor, chunks: Iterator[tuple[int, int, Tensor]] | list) -> Tensor:
+def _reduce_rows(e_rows: Tensor, chunks: Iterable[Chunk]) -> Tensor:
     """Exact ``e_rows @ im2col`` accumulated over row chunks (int64 past the int32 bound)."""
     acc: Tensor | None = None
     if e_rows.shape[1] > INT32_EXACT_REDUCTION:

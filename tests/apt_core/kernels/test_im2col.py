@@ -9,8 +9,8 @@ from torch import Tensor
 from torch.nn.grad import conv1d_input, conv1d_weight, conv2d_input, conv2d_weight
 
 from apt_core.kernels.im2col import (
-    FLOAT_GEMM_MAX_K,
     INT32_EXACT_REDUCTION,
+    TRANSPOSED_MAX_CHANNELS,
     ConvArgumentError,
     ConvGroupsError,
     conv1d_forward_int,
@@ -37,6 +37,12 @@ GEOMETRIES_2D = [
     (3, 2, 9, 13, 6, (1, 4), (1, 3), (0, 2), (1, 2), 17),
     (4, 16, 8, 8, 8, (3, 3), (1, 1), (1, 1), (1, 1), 1),
     (2, 6, 13, 11, 5, (3, 3), (2, 2), (2, 0), (2, 2), 3),
+    (2, 1, 5, 3, 4, (2, 3), (1, 1), (0, 0), (1, 1), 1),
+    (3, 2, 7, 8, 5, (3, 3), (2, 1), (1, 1), (1, 1), 11),
+    (2, 1, 9, 9, 3, (3, 3), (1, 1), (2, 2), (2, 2), 13),
+    (1, 1, 1, 1, 1, (1, 1), (1, 1), (0, 0), (1, 1), None),
+    (1, 3, 3, 3, 1, (3, 3), (1, 1), (0, 0), (1, 1), None),
+    (2, 1, 4, 4, 1, (1, 1), (1, 1), (0, 0), (1, 1), 3),
 ]
 
 # (N, C, L, O, kernel, stride, padding, dilation, chunk_rows)
@@ -118,8 +124,8 @@ def test_conv2d_forward_int_exact_channels_last_input() -> None:
     torch.testing.assert_close(_as_f64(y), F.conv2d(_as_f64(x), _as_f64(wt)), rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("c", [1, FLOAT_GEMM_MAX_K, FLOAT_GEMM_MAX_K + 1])
-def test_conv2d_forward_int_exact_extreme_codes_around_float_path(c: int) -> None:
+@pytest.mark.parametrize("c", [1, TRANSPOSED_MAX_CHANNELS, TRANSPOSED_MAX_CHANNELS + 1, 40])
+def test_conv2d_forward_int_exact_extreme_codes_both_layouts(c: int) -> None:
     # Prepare
     x = torch.full((2, c, 5, 5), -128, dtype=torch.int8)
     wt = torch.full((3, c, 1, 1), -128, dtype=torch.int8)
