@@ -1,0 +1,139 @@
+"""Fused per-tensor passes of the master-copy-free SGD update (compiled when possible).
+
+Pass 1 reads codes, gradient and momentum once and returns only reductions (the
+statistics and maxima that set the new exponents); pass 2 recomputes the same update
+element by element and writes the new codes and int8 momentum. The float arithmetic is
+the reference optimizer's, op for op, so nearest rounding is bit-exact with it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from apt_core.kernels.backend import log_once
+from apt_core.kernels.noise import hash_uniform, round_stochastic
+from apt_core.kernels.storage import LIMB_OFFSET
+
+log = logging.getLogger(__name__)
+
+# scalar slots of the float parameter vector ``p`` passed to both passes (one tensor, so
+# changing values never recompiles)
+G_SCALE, W_SCALE, LR, MOM, WD, M_SCALE, HALF, F_SCALE, LO, HI, E_SCALE, SKIP = range(12)
+N_SCALARS = 12
+
+
+def _codes(stored: Tensor, limbs: bool) -> Tensor:
+    if limbs:
+        hi, lo = stored[0], stored[1]
+        return hi.to(torch.int32) * 256 + (lo.to(torch.int32) + LIMB_OFFSET)
+    return stored.to(torch.int32)
+
+
+def _direction(stored: Tensor, g: Tensor, mom: Tensor, p: Tensor, limbs: bool,
+               has_prev: bool, has_wd: bool) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    """(old codes, w, d, prev): the reference's d = mu * prev + (g + wd * w)."""
+    c = _codes(stored, limbs)
+    w = c.to(torch.float32) * p[W_SCALE]
+    d = g.to(torch.float32) * p[G_SCALE]
+    if has_wd:
+        d = d + w * p[WD]  # two roundings, as the reference (not an FMA)
+    prev = None
+    if has_prev:
+        prev = mom.to(torch.float32) * p[M_SCALE]
+        d = prev * p[MOM] + d
+    return c, w, d, prev
+
+
+def stats_pass(stored: Tensor, g: Tensor, mom: Tensor, p: Tensor, limbs: bool,
+               has_prev: bool, has_wd: bool) -> tuple[Tensor, Tensor]:
+    """Reductions of one tensor's update.
+
+    Returns
+    -------
+    tuple[Tensor, Tensor]
+        float64 ``[sum|u|, max|w - u|, max|d|, max|prev|]`` and int64
+        ``[#(u != 0), #(|u| >= delta/2)]``.
+    """
+    _, w, d, prev = _direction(stored, g, mom, p, limbs, has_prev, has_wd)
+    u = d * p[LR]
+    au = u.abs()
+    w_new = w - u
+    zero = torch.zeros((), dtype=torch.float32)
+    amax_prev = prev.abs().amax() if prev is not None else zero
+    floats = torch.stack((au.to(torch.float64).sum(), w_new.abs().amax().to(torch.float64),
+                          d.abs().amax().to(torch.float64), amax_prev.to(torch.float64)))
+    counts = torch.stack(((u != 0).sum(), (au >= p[HALF]).sum()))
+    return floats, counts
+
+
+def write_pass(stored: Tensor, g: Tensor, mom: Tensor, p: Tensor, keys: Tensor, base: Tensor,
+               limbs: bool, has_prev: bool, has_wd: bool, stochastic: bool,
+               keep_momentum: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """New stored codes, new int8 momentum and #(changed codes) of one tensor.
+
+    ``keys`` holds the int64 noise keys ``[w1, w2, m1, m2]``; ``base`` the offset of
+    this tensor's first element in the optimizer's flat element numbering.
+    """
+    c, w, d, prev = _direction(stored, g, mom, p, limbs, has_prev, has_wd)
+    skip = p[SKIP] > 0
+    u = torch.where(skip, torch.zeros_like(d), d * p[LR])
+    if prev is not None:
+        d = torch.where(skip, prev, d)
+    else:
+        d = torch.where(skip, torch.zeros_like(d), d)
+    x = (w - u) * p[F_SCALE]
+    idx = torch.arange(c.numel(), dtype=torch.int64) + base
+    if stochastic:
+        r = round_stochastic(x, hash_uniform(idx, keys[0], keys[1]))
+    else:
+        r = torch.round(x)
+    code = torch.maximum(torch.minimum(r, p[HI]), p[LO]).to(torch.int32)
+    code = torch.where(skip, c, code)
+    changed = (code != c).sum()
+    if limbs:
+        new = torch.stack(((code >> 8).to(torch.int8),
+                           ((code & 255) - LIMB_OFFSET).to(torch.int8)))
+    else:
+        new = code.to(torch.int8)
+    if keep_momentum:
+        q = round_stochastic(d * p[E_SCALE], hash_uniform(idx, keys[2], keys[3]))
+        m = q.clamp(-127, 127).to(torch.int8)
+    else:
+        m = torch.zeros(0, dtype=torch.int8)
+    return new, m, changed
+
+
+class _Runner:
+    """Calls a pass compiled by inductor, or eagerly once compilation has failed."""
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+        self.compiled: Callable[..., Any] | None = None
+        self.eager = False
+
+    def __call__(self, *args: Any) -> Any:
+        if not self.eager:
+            try:
+                if self.compiled is None:
+                    self.compiled = torch.compile(self.fn, dynamic=True, fullgraph=True)
+                return self.compiled(*args)
+            except Exception as exc:  # noqa: BLE001 - any compiler failure means eager
+                self.eager = True
+                log_once("compile", "torch.compile of the fused optimizer passes failed "
+                         "(%s); running them eagerly from now on.", exc)
+        return self.fn(*args)
+
+
+run_stats = _Runner(stats_pass)
+run_write = _Runner(write_pass)
+
+
+def set_compiled(enabled: bool) -> None:
+    """Use the compiled passes (default) or always run them eagerly (for debugging)."""
+    for r in (run_stats, run_write):
+        r.eager = not enabled
