@@ -1,12 +1,12 @@
 """Exact integer convolution on int8 codes: chunked NHWC im2col feeding ``torch._int_mm``.
 
-Layout. Inputs arrive as NCHW codes (channels_last ones skip a transpose); products run
-on an NHWC copy, so an im2col row is one output pixel and its columns run over
-``(i, j, c)`` (kernel row, kernel column, input channel). A weight ``(O, C, kh, kw)``
-becomes the GEMM-ready matrix ``weight_matrix(w)`` of shape ``(O, kh*kw*C)``. For
-``C <= TRANSPOSED_MAX_CHANNELS`` the im2col is written transposed (``(K, rows)``, whose
-inner loop runs along a contiguous image row) and fed to ``_int_mm`` as a transposed
-operand: with a 1-channel input this copy ran 3-5x faster. 1-d is 2-d with ``H = 1``.
+Layout. Products run on an NHWC copy of the NCHW codes (channels_last codes skip an
+int8 transpose), so an im2col row is one output pixel and its columns run over
+``(i, j, c)`` (kernel row, kernel column, channel): a weight ``(O, C, kh, kw)`` becomes
+the GEMM-ready ``weight_matrix(w)`` of shape ``(O, kh*kw*C)``. For
+``C <= TRANSPOSED_MAX_CHANNELS`` the im2col is written transposed (``(K, rows)``, inner
+loop along an image row) and passed to ``_int_mm`` as a transposed operand: 3-5x faster
+to build for a 1-channel input. 1-d is the 2-d case with ``H = 1``.
 
 Exactness. With 8-bit operands every product is at most ``2**14`` in magnitude, so a
 reduction of length ``K`` sums to at most ``K * 2**14``. int32 accumulation
@@ -16,11 +16,9 @@ that length whose int32 results are summed in int64, and the result is then int6
 float32 GEMM on the codes would be exact only for ``K <= 2**10`` (partial sums within
 ``2**24``) and measured slower than ``_int_mm`` even at ``K = 5``, so it is not used.
 
-Memory. im2col is built in chunks of whole output rows (``Wo`` pixels each, or whole
-images when they fit) into one reused buffer: by default at most
-``DEFAULT_CHUNK_BYTES`` of int8, i.e. ``chunk_rows = DEFAULT_CHUNK_BYTES // K`` rows.
-The padded NHWC copy of the input (int8) and the int32 result are the other buffers;
-no float copy of anything is made.
+Memory. im2col is built in chunks of whole output rows (whole images when they fit) in
+one reused buffer, by default ``DEFAULT_CHUNK_BYTES // K`` rows (2 MiB of int8); other
+buffers: the padded int8 NHWC input and the int32 result. Nothing is copied to float.
 """
 
 from __future__ import annotations
@@ -28,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 IntPair = int | tuple[int, int]
@@ -50,7 +49,9 @@ class ConvArgumentError(ValueError):
 
 
 def _pair(value: IntPair, name: str) -> tuple[int, int]:
-    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if isinstance(value, int):
+        return value, value
+    pair = tuple(value)
     if len(pair) != 2 or not all(isinstance(v, int) for v in pair):
         raise ConvArgumentError(f"Parameter {name} must be an int or two ints, got {value!r}.")
     return pair[0], pair[1]
@@ -60,8 +61,8 @@ def _geometry(
     kernel: IntPair, stride: IntPair, padding: IntPair, dilation: IntPair
 ) -> tuple[tuple[int, int], ...]:
     """``(kernel, stride, padding, dilation)`` as validated int pairs."""
-    values = {"kernel": kernel, "stride": stride, "padding": padding, "dilation": dilation}
-    pairs = tuple(_pair(v, nm) for nm, v in values.items())
+    pairs = (_pair(kernel, "kernel"), _pair(stride, "stride"), _pair(padding, "padding"),
+             _pair(dilation, "dilation"))
     if min(pairs[0] + pairs[1] + pairs[3]) < 1 or min(pairs[2]) < 0:
         raise ConvArgumentError(
             f"Kernel, stride and dilation must be positive and padding non-negative, got "
@@ -78,16 +79,14 @@ def _check(tensor: Tensor, name: str, groups: int, dim: int = 4) -> None:
     if groups != 1:
         raise ConvGroupsError(f"The integer kernels support only groups=1, got groups={groups}.")
     if tensor.dtype != torch.int8 or tensor.dim() != dim:
-        raise ConvArgumentError(
-            f"Argument {name} must be a {dim}-d int8 tensor, got {tensor.dim()}-d {tensor.dtype}."
-        )
+        got = f"{tensor.dim()}-d {tensor.dtype}"
+        raise ConvArgumentError(f"Codes {name} are {got}, not {dim}-d int8.")
 
 
 def weight_matrix(w: Tensor) -> Tensor:
     """GEMM-ready ``(O, kh*kw*C)`` matrix of a ``(O, C, kh, kw)`` or ``(O, C, k)`` weight
     (dtype kept: int8 codes give the operand of the ``*_int`` kernels)."""
-    if w.dim() == 3:
-        w = w.unsqueeze(2)
+    w = w.unsqueeze(2) if w.dim() == 3 else w
     if w.dim() != 4:
         raise ConvArgumentError(f"A conv weight must be 3-d or 4-d, got shape {tuple(w.shape)}.")
     return w.permute(0, 2, 3, 1).reshape(w.shape[0], -1).contiguous()
@@ -114,14 +113,17 @@ def _nhwc_placed(x: Tensor, step: tuple[int, int], pads: tuple[int, int, int, in
     n, c, h, w = x.shape
     top, bottom, left, right = pads
     nhwc = x.permute(0, 2, 3, 1)
-    if step == (1, 1) and pads == (0, 0, 0, 0):
-        return nhwc if nhwc.is_contiguous() else nhwc.contiguous()
+    if step == (1, 1) and min(pads) >= 0 and (max(pads) == 0 or nhwc.is_contiguous()):
+        # channels_last or C = 1: one pad op keeps the layout; no pads: at most a transpose
+        padded = F.pad(x, (left, right, top, bottom)) if max(pads) else x
+        return padded.permute(0, 2, 3, 1).contiguous()
     hs, ws = (h - 1) * step[0] + 1, (w - 1) * step[1] + 1
     pt, pb, pl, pr = (max(p, 0) for p in pads)
     out = x.new_zeros((n, pt + hs + pb, pl + ws + pr, c))
     out[:, pt : pt + hs : step[0], pl : pl + ws : step[1]] = nhwc
-    rows, cols = out.shape[1], out.shape[2]
-    return out[:, pt - top : rows - pb + bottom, pl - left : cols - pr + right]
+    if min(pads) >= 0:
+        return out
+    return out[:, pt - top : out.shape[1] - pb + bottom, pl - left : out.shape[2] - pr + right]
 
 
 def _patches(xp: Tensor, kernel: tuple[int, int], stride: tuple[int, int],
@@ -138,6 +140,10 @@ def _patches(xp: Tensor, kernel: tuple[int, int], stride: tuple[int, int],
                          (s_n, s_h * sh, s_w * sw, s_h * dh, s_w * dw, s_c), xp.storage_offset())
 
 
+def _rows_per_chunk(k: int, chunk_rows: int | None) -> int:
+    return max(1, DEFAULT_CHUNK_BYTES // k if chunk_rows is None else chunk_rows)
+
+
 def _im2col_chunks(patches: Tensor, chunk_rows: int | None) -> Iterator[Chunk]:
     """Yield ``(row0, row1, cols)`` with ``cols`` the ``(rows, K)`` int8 im2col rows.
 
@@ -147,19 +153,18 @@ def _im2col_chunks(patches: Tensor, chunk_rows: int | None) -> Iterator[Chunk]:
     """
     n, ho, wo, kh, kw, c = patches.shape
     k, per_image = kh * kw * c, ho * wo
-    rows = chunk_rows if chunk_rows is not None else max(1, DEFAULT_CHUNK_BYTES // k)
+    rows = _rows_per_chunk(k, chunk_rows)
     if rows >= per_image:
         imgs = min(n, rows // per_image)
         plan = [(n0, min(n0 + imgs, n), 0, ho) for n0 in range(0, n, imgs)]
     else:
         hs = max(1, rows // wo)
         plan = [(i, i + 1, h0, min(h0 + hs, ho)) for i in range(n) for h0 in range(0, ho, hs)]
-    n0, n1, h0, h1 = plan[0]
-    buf = patches.new_empty((n1 - n0) * (h1 - h0) * wo * k)
+    buf = patches.new_empty((plan[0][1] - plan[0][0]) * (plan[0][3] - plan[0][2]) * wo * k)
     transposed = c <= TRANSPOSED_MAX_CHANNELS
     for n0, n1, h0, h1 in plan:
         count = (n1 - n0) * (h1 - h0) * wo
-        src = patches[n0:n1, h0:h1]
+        src = patches if len(plan) == 1 else patches[n0:n1, h0:h1]
         if transposed:
             buf[: count * k].view(kh, kw, c, n1 - n0, h1 - h0, wo).copy_(
                 src.permute(3, 4, 5, 0, 1, 2)
@@ -210,7 +215,7 @@ def _conv_nhwc(
     dtype = torch.int64 if k > INT32_EXACT_REDUCTION else torch.int32
     out = torch.empty((n * ho * wo, o), dtype=dtype)
     for r0, r1, cols in _im2col_chunks(patches, chunk_rows):
-        _matmul_exact(cols, wt, out=out[r0:r1])
+        _matmul_exact(cols, wt, out=out if r1 - r0 == out.shape[0] else out[r0:r1])
     return out.view(n, ho, wo, o)
 
 
@@ -294,17 +299,10 @@ def conv2d_input_grad_int(
 
 def _reduce_rows(e_rows: Tensor, chunks: Iterable[Chunk]) -> Tensor:
     """Exact ``e_rows @ im2col`` accumulated over row chunks (int64 past the int32 bound)."""
-    acc: Tensor | None = None
-    if e_rows.shape[1] > INT32_EXACT_REDUCTION:
-        acc = torch.zeros((e_rows.shape[0], 0), dtype=torch.int64)
+    wide, acc = e_rows.shape[1] > INT32_EXACT_REDUCTION, None
     for r0, r1, cols in chunks:
         part = _matmul_exact(e_rows[:, r0:r1], cols)
-        if acc is None:
-            acc = part
-        elif acc.shape[1] == 0:
-            acc = part.to(torch.int64)
-        else:
-            acc += part
+        acc = (part.to(torch.int64) if wide else part) if acc is None else acc.add_(part)
     assert acc is not None
     return acc
 
@@ -341,11 +339,13 @@ def iter_conv2d_weight_grad_int(
         raise ConvArgumentError(f"Error codes of shape {tuple(e.shape)} do not match the "
                                 f"output ({n}, O, {ho}, {wo}) of this input and geometry.")
     o = e.shape[1]
-    e_mat = e.permute(1, 0, 2, 3).reshape(o, n * ho * wo)
+    e_nhwc = e.permute(0, 2, 3, 1)
+    # channels_last errors: a transposed operand beats an int8 transpose copy
+    e_mat = e_nhwc.view(-1, o).t() if e_nhwc.is_contiguous() else e.transpose(0, 1).reshape(o, -1)
     step = o if out_chunk is None else max(1, out_chunk)
-    first = next(_im2col_chunks(patches, chunk_rows))
     # one chunk holds the whole batch: build it once for every slice
-    cached = [first] if first[1] == n * ho * wo else None
+    single = _rows_per_chunk(patches[0, 0, 0].numel(), chunk_rows) >= n * ho * wo
+    cached = list(_im2col_chunks(patches, chunk_rows)) if single else None
     for o0 in range(0, o, step):
         o1 = min(o0 + step, o)
         source = cached if cached is not None else _im2col_chunks(patches, chunk_rows)

@@ -111,17 +111,29 @@ def test_conv1d_int_matches_reference(geometry: tuple) -> None:
     torch.testing.assert_close(_as_f64(weight_from_matrix1d(dw, c, k)), ref_dw, rtol=0, atol=0)
 
 
-def test_conv2d_forward_int_exact_channels_last_input() -> None:
+@pytest.mark.parametrize("out_chunk", [None, 3])
+def test_conv2d_int_matches_reference_channels_last_codes(out_chunk: int | None) -> None:
     # Prepare
     gen = torch.Generator().manual_seed(1)
-    x = _codes(2, 8, 6, 6, generator=gen).to(memory_format=torch.channels_last)
-    wt = _codes(4, 8, 3, 3, generator=gen)
+    cl = torch.channels_last
+    x = _codes(2, 8, 6, 7, generator=gen).to(memory_format=cl)
+    wt = _codes(5, 8, 3, 2, generator=gen)
+    geo = ((3, 2), (2, 1), 1, 1)
+    ref_y = F.conv2d(_as_f64(x), _as_f64(wt), None, *geo[1:])
+    e = _codes(*ref_y.shape, generator=gen).to(memory_format=cl)
+    w_mat = weight_matrix(wt)
 
     # Execute
-    y = conv2d_forward_int(x, weight_matrix(wt), 3, 1, 0)
+    y = conv2d_forward_int(x, w_mat, *geo)
+    dx = conv2d_input_grad_int(e, w_mat, (6, 7), *geo)
+    dw = torch.cat([s[2] for s in iter_conv2d_weight_grad_int(e, x, *geo, out_chunk=out_chunk)])
 
     # Assert
-    torch.testing.assert_close(_as_f64(y), F.conv2d(_as_f64(x), _as_f64(wt)), rtol=0, atol=0)
+    torch.testing.assert_close(_as_f64(y), ref_y, rtol=0, atol=0)
+    ref_dx = conv2d_input(x.shape, _as_f64(wt), _as_f64(e), *geo[1:])
+    torch.testing.assert_close(_as_f64(dx), ref_dx, rtol=0, atol=0)
+    ref_dw = conv2d_weight(_as_f64(x), wt.shape, _as_f64(e), *geo[1:])
+    torch.testing.assert_close(_as_f64(weight_from_matrix(dw, 8, 3, 2)), ref_dw, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("c", [1, TRANSPOSED_MAX_CHANNELS, TRANSPOSED_MAX_CHANNELS + 1, 40])
