@@ -35,6 +35,7 @@ from apt_core.quant import (
     quantize_error,
 )
 
+
 class APTLayer(nn.Module):
     """Base of the fixed-point GEMM layers: storage, encode/decode and bit changes.
 

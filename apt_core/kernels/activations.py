@@ -20,6 +20,7 @@ from apt_core.kernels.backend import get_backend
 class _ReLUMask(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Tensor) -> Tensor:  # type: ignore[override]
+        # eager: inductor's bool stores measured ~20x slower than these two passes
         mask = x > 0
         ctx.save_for_backward(mask)
         return torch.relu(x)
@@ -27,7 +28,7 @@ class _ReLUMask(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, g: Tensor) -> Tensor:  # type: ignore[override]
         (mask,) = ctx.saved_tensors
-        return torch.where(mask, g, torch.zeros((), dtype=g.dtype))
+        return g.masked_fill(mask.logical_not(), 0.0)
 
 
 class APTReLU(nn.ReLU):

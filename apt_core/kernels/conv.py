@@ -89,8 +89,8 @@ class ConvProducts:
         dims = (0, 2) if self.one_d else (0, 2, 3)
         return gq.sum(dims, dtype=torch.int32)
 
-    def add_bias(self, y: Tensor, b: Tensor) -> Tensor:
-        return y.add_(b.view(1, -1, 1) if self.one_d else b.view(1, -1, 1, 1))
+    def bias_view(self, b: Tensor) -> Tensor:
+        return b.view(1, -1, 1) if self.one_d else b.view(1, -1, 1, 1)
 
     def float_step(self, x: Tensor, w: Tensor, gy: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         k, s, p, d = self._g()

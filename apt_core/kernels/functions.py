@@ -15,7 +15,8 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-from apt_core.kernels.gemm import linear_forward, linear_input_grad, int_mm, quantize_codes
+from apt_core.kernels.compiled import rescale, rescale_bias
+from apt_core.kernels.gemm import int_mm, linear_forward, linear_input_grad, quantize_codes
 
 
 class IntGemmLayer(Protocol):
@@ -40,7 +41,7 @@ class Products(Protocol):
     def input_grad(self, gq: Tensor, w: Tensor, limbs: bool, x_shape: torch.Size) -> Tensor: ...
     def weight_grad(self, gq: Tensor, xq: Tensor) -> Tensor: ...
     def bias_grad(self, gq: Tensor) -> Tensor: ...
-    def add_bias(self, y: Tensor, b: Tensor) -> Tensor: ...
+    def bias_view(self, b: Tensor) -> Tensor: ...
     def float_step(self, x: Tensor, w: Tensor, gy: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         ...
 
@@ -61,8 +62,8 @@ class LinearProducts:
     def bias_grad(self, gq: Tensor) -> Tensor:
         return gq.reshape(-1, gq.shape[-1]).sum(0, dtype=torch.int32)
 
-    def add_bias(self, y: Tensor, b: Tensor) -> Tensor:
-        return y.add_(b)
+    def bias_view(self, b: Tensor) -> Tensor:
+        return b
 
     def float_step(self, x: Tensor, w: Tensor, gy: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         g2, x2 = gy.reshape(-1, gy.shape[-1]), x.reshape(-1, x.shape[-1])
@@ -70,8 +71,7 @@ class LinearProducts:
 
 
 def _scale(t: Tensor, exponent: int) -> Tensor:
-    return t.mul_(2.0**-exponent) if t.dtype == torch.float32 else t.to(torch.float32) * (
-        2.0**-exponent)
+    return rescale(t, torch.tensor(2.0**-exponent))  # type: ignore[no-any-return]
 
 
 class IntGemmFunction(torch.autograd.Function):
@@ -82,10 +82,11 @@ class IntGemmFunction(torch.autograd.Function):
                 ops: Products, xq: Tensor, fx: int) -> Tensor:
         del anchor  # only there so that autograd reaches this layer's backward
         w, fw, limbs = layer.stored("weight"), layer.exponent("weight"), layer.n_bits > 8
-        y = _scale(ops.forward(xq, w, limbs), fx + fw)
-        b = layer.bias_float()
-        if b is not None:
-            y = ops.add_bias(y, b)
+        acc, b = ops.forward(xq, w, limbs), layer.bias_float()
+        if b is None:
+            y = _scale(acc, fx + fw)
+        else:
+            y = rescale_bias(acc, torch.tensor(2.0 ** -(fx + fw)), ops.bias_view(b))
         ctx.layer, ctx.ops, ctx.xq, ctx.fx = layer, ops, xq, fx
         ctx.w, ctx.fw, ctx.limbs, ctx.x_shape = w, fw, limbs, x.shape
         return y

@@ -12,6 +12,7 @@ import math
 import torch
 from torch import Tensor
 
+from apt_core.kernels.compiled import quantize_int8
 from apt_core.kernels.storage import LIMB_OFFSET
 from apt_core.quant import MAX_EXPONENT, choose_exponent, code_range
 
@@ -33,8 +34,7 @@ def quantize_codes(x: Tensor, bits: int) -> tuple[Tensor, int] | None:
         return None
     f = min(choose_exponent(amax, bits), MAX_EXPONENT) if amax > 0 else bits - 1
     lo, hi = code_range(bits)
-    q = torch.round(x.detach() * (2.0**f)).clamp_(lo, hi).to(torch.int8)
-    return q, f
+    return quantize_int8(x.detach(), torch.tensor([2.0**f, lo, hi])), f
 
 
 def int_mm(a: Tensor, b: Tensor) -> Tensor:

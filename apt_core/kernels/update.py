@@ -8,18 +8,12 @@ the reference optimizer's, op for op, so nearest rounding is bit-exact with it.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
-from typing import Any
-
 import torch
 from torch import Tensor
 
-from apt_core.kernels.backend import log_once
+from apt_core.kernels.compiled import Compiled
 from apt_core.kernels.noise import hash_uniform, round_stochastic
 from apt_core.kernels.storage import LIMB_OFFSET
-
-log = logging.getLogger(__name__)
 
 # scalar slots of the float parameter vector ``p`` passed to both passes (one tensor, so
 # changing values never recompiles)
@@ -108,32 +102,5 @@ def write_pass(stored: Tensor, g: Tensor, mom: Tensor, p: Tensor, keys: Tensor, 
     return new, m, changed
 
 
-class _Runner:
-    """Calls a pass compiled by inductor, or eagerly once compilation has failed."""
-
-    def __init__(self, fn: Callable[..., Any]) -> None:
-        self.fn = fn
-        self.compiled: Callable[..., Any] | None = None
-        self.eager = False
-
-    def __call__(self, *args: Any) -> Any:
-        if not self.eager:
-            try:
-                if self.compiled is None:
-                    self.compiled = torch.compile(self.fn, dynamic=True, fullgraph=True)
-                return self.compiled(*args)
-            except Exception as exc:  # noqa: BLE001 - any compiler failure means eager
-                self.eager = True
-                log_once("compile", "torch.compile of the fused optimizer passes failed "
-                         "(%s); running them eagerly from now on.", exc)
-        return self.fn(*args)
-
-
-run_stats = _Runner(stats_pass)
-run_write = _Runner(write_pass)
-
-
-def set_compiled(enabled: bool) -> None:
-    """Use the compiled passes (default) or always run them eagerly (for debugging)."""
-    for r in (run_stats, run_write):
-        r.eager = not enabled
+run_stats = Compiled(stats_pass)
+run_write = Compiled(write_pass)
