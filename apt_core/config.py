@@ -6,6 +6,8 @@ import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from apt_core.errors import PolicyError
+
 ROUNDING_MODES = ("nearest", "stochastic")
 
 #: Lowest and highest bit-widths the fixed-point format supports (codes are packed at
@@ -13,9 +15,6 @@ ROUNDING_MODES = ("nearest", "stochastic")
 FORMAT_BITS_MIN = 2
 FORMAT_BITS_MAX = 16
 
-
-class PolicyError(ValueError):
-    """A precision policy value is out of its allowed range."""
 
 
 def _require(cond: bool, field: str, value: Any, reason: str) -> None:

@@ -9,9 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-
-class PackError(ValueError):
-    """A packed payload is malformed (bad magic, version, header or length)."""
+from apt_core.errors import PackError
 
 
 def packed_nbytes(numel: int, bits: int) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 from apt_core.controller import PrecisionController
 from apt_core.cost import CostMeter, mean_bits
 from apt_core.layers import apt_layers, layer_bits
-from apt_core.optimizer import APTSGD
+from apt_core.optimizer import APTSGD, LayerStepStats
 
 Optimizer = APTSGD | torch.optim.Optimizer
 
@@ -121,68 +121,101 @@ def train(model: nn.Module, train_loader: DataLoader, *, optimizer: Optimizer, e
         Evaluate after each epoch (else only at the end).
     """
     model.train()
-    apt = isinstance(optimizer, APTSGD)
-    layers = apt_layers(model)
-    step, examples = 0, 0
+    loop = _Loop(model, optimizer, lr_schedule, controller, meter)
     history_start = len(controller.history) if controller else 0
     log: list[EpochLog] = []
     last_loss = float("nan")
     t_start = time.perf_counter()
     c_start = time.process_time()
-    bits = layer_bits(model) if layers else None
     for epoch in range(epochs):
         t0 = time.perf_counter()
-        loss_sum, n_sum, under_sum, under_n = 0.0, 0, 0.0, 0
-        for x, y in train_loader:
-            lr = lr_schedule(step)
-            _set_lr(optimizer, lr)
-            optimizer.zero_grad()
-            loss = F.cross_entropy(model(x), y)
-            loss.backward()
-            stats = optimizer.step()
-            if meter is not None:
-                meter.step(x.shape[0], bits)
-            if apt and stats:
-                under_sum += sum(s.underflow for s in stats.values()) / len(stats)
-                under_n += 1
-            if controller is not None and stats is not None:
-                controller.observe(stats)
-                if controller.due():
-                    new = controller.decide(step + 1, {n: (m.n_bits, m.exponent())
-                                                       for n, m in layers.items()})
-                    for n, b in new.items():
-                        layers[n].set_bits(b)
-                    bits = layer_bits(model)
-            step += 1
-            examples += x.shape[0]
-            loss_sum += float(loss.detach()) * x.shape[0]
-            n_sum += x.shape[0]
-        optimizer.zero_grad()
-        last_loss = loss_sum / max(n_sum, 1)
+        last_loss, underflow = loop.epoch(train_loader)
         acc = None
         if test_loader is not None and (eval_every_epoch or epoch == epochs - 1):
             acc, _ = evaluate(model, test_loader)
-        entry = EpochLog(epoch + 1, lr_schedule(step), last_loss, acc,
-                         mean_bits(meter.profiles, bits) if meter is not None and bits else None,
-                         under_sum / under_n if under_n else None, time.perf_counter() - t0)
+        entry = EpochLog(epoch + 1, lr_schedule(loop.step), last_loss, acc,
+                         mean_bits(meter.profiles, loop.bits)
+                         if meter is not None and loop.bits else None,
+                         underflow, time.perf_counter() - t0)
         log.append(entry)
         if on_epoch is not None:
             on_epoch(entry)
     acc, test_loss = (evaluate(model, test_loader) if test_loader is not None
                       else (None, None))
-    energy = meter.energy if meter is not None else None
-    return TrainMetrics(
-        accuracy=acc, loss=test_loss, train_loss=last_loss, epochs=epochs, steps=step,
-        examples=examples,
-        energy_j=energy.total_j if energy else 0.0,
-        energy_gemm_j=energy.gemm_j if energy else 0.0,
-        energy_move_j=energy.move_j if energy else 0.0,
-        avg_bits=meter.avg_bits if meter is not None and layers else None,
-        final_bits=layer_bits(model),
-        final_exponents={n: m.exponent() for n, m in layers.items()},
+    return loop.metrics(
+        accuracy=acc, loss=test_loss, train_loss=last_loss, epochs=epochs,
         history=[h.to_dict() for h in controller.history[history_start:]] if controller else [],
         epoch_log=log, wall_s=time.perf_counter() - t_start,
-        cpu_s=time.process_time() - c_start,
-        nonfinite_skips=sum(optimizer.nonfinite_skips.values()) if apt else 0,  # type: ignore[union-attr]
-        overflow_shifts=sum(optimizer.overflow_shifts.values()) if apt else 0)  # type: ignore[union-attr]
+        cpu_s=time.process_time() - c_start)
 
+
+class _Loop:
+    """The steps of one training run: what it injected and what it has counted so far."""
+
+    def __init__(self, model: nn.Module, optimizer: Optimizer,
+                 lr_schedule: Callable[[int], float], controller: PrecisionController | None,
+                 meter: CostMeter | None) -> None:
+        self.model, self.optimizer, self.lr_schedule = model, optimizer, lr_schedule
+        self.controller, self.meter = controller, meter
+        self.apt = isinstance(optimizer, APTSGD)
+        self.layers = apt_layers(model)
+        self.bits = layer_bits(model) if self.layers else None
+        self.step, self.examples = 0, 0
+
+    def epoch(self, loader: DataLoader) -> tuple[float, float | None]:
+        """One pass over ``loader``: (mean training loss, mean underflow share or None)."""
+        loss_sum, n_sum, under_sum, under_n = 0.0, 0, 0.0, 0
+        for x, y in loader:
+            loss, underflow = self._step(x, y)
+            if underflow is not None:
+                under_sum += underflow
+                under_n += 1
+            loss_sum += loss * x.shape[0]
+            n_sum += x.shape[0]
+        self.optimizer.zero_grad()
+        return loss_sum / max(n_sum, 1), under_sum / under_n if under_n else None
+
+    def metrics(self, **measured: Any) -> TrainMetrics:
+        """The run's metrics: ``measured`` plus the counts, energy, bits and optimizer
+        events this loop knows."""
+        energy = self.meter.energy if self.meter is not None else None
+        optimizer = self.optimizer if isinstance(self.optimizer, APTSGD) else None
+        return TrainMetrics(
+            steps=self.step, examples=self.examples,
+            energy_j=energy.total_j if energy else 0.0,
+            energy_gemm_j=energy.gemm_j if energy else 0.0,
+            energy_move_j=energy.move_j if energy else 0.0,
+            avg_bits=self.meter.avg_bits if self.meter is not None and self.layers else None,
+            final_bits=layer_bits(self.model),
+            final_exponents={n: m.exponent() for n, m in self.layers.items()},
+            nonfinite_skips=sum(optimizer.nonfinite_skips.values()) if optimizer else 0,
+            overflow_shifts=sum(optimizer.overflow_shifts.values()) if optimizer else 0,
+            **measured)
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float | None]:
+        """One optimizer step: (batch loss, the step's mean underflow share for APT)."""
+        _set_lr(self.optimizer, self.lr_schedule(self.step))
+        self.optimizer.zero_grad()
+        loss = F.cross_entropy(self.model(x), y)
+        loss.backward()
+        stats = self.optimizer.step()
+        if self.meter is not None:
+            self.meter.step(x.shape[0], self.bits)
+        underflow = (sum(s.underflow for s in stats.values()) / len(stats)
+                     if self.apt and stats else None)
+        if self.controller is not None and stats is not None:
+            self._control(self.controller, stats)
+        self.step += 1
+        self.examples += x.shape[0]
+        return float(loss.detach()), underflow
+
+    def _control(self, controller: PrecisionController,
+                 stats: Mapping[str, LayerStepStats]) -> None:
+        """Let the controller observe the step and, when a check is due, set new bits."""
+        controller.observe(stats)
+        if controller.due():
+            new = controller.decide(self.step + 1, {n: (m.n_bits, m.exponent())
+                                                    for n, m in self.layers.items()})
+            for n, b in new.items():
+                self.layers[n].set_bits(b)
+            self.bits = layer_bits(self.model)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -12,13 +11,15 @@ from flwr.app import ConfigRecord, Context
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from apt_core import record_keys as keys
-from apt_core.data import TaskData, client_split, load_task
 from apt_core.federated import RunSettings
+from apt_core.federated import record_keys as keys
+from apt_core.federated.device_class import (
+    DEFAULT_DEVICE_CLASS,
+    DEVICE_CLASS_PATTERN,
+    DEVICE_CLASS_RULE,
+)
 from apt_core.layers import apt_layers
-
-DEFAULT_DEVICE_CLASS = "standard"
-_DEVICE_CLASS = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
+from apt_core.tasks.data import TaskData, client_split, load_task
 
 
 class SimulatedFailure(RuntimeError):
@@ -34,7 +35,7 @@ class DeviceConfig:
     partition_id : int
     num_partitions : int
     device_class : str (default: "standard")
-        Picks the per-class policy override; 1-32 letters, digits, '_', '.' or '-'.
+        Picks the per-class policy override; see :data:`DEVICE_CLASS_RULE`.
     fail_at_round : int | None (default: None)
         Test hook: train raises :class:`SimulatedFailure` at this server round.
     """
@@ -54,9 +55,9 @@ class DeviceConfig:
                                  f"{keys.NUM_PARTITIONS}=N\".")
         pid = int(node_config[keys.PARTITION_ID])
         device_class = str(node_config.get(keys.DEVICE_CLASS, DEFAULT_DEVICE_CLASS))
-        if not _DEVICE_CLASS.match(device_class):
+        if not DEVICE_CLASS_PATTERN.match(device_class):
             raise ValueError(f"Node config '{keys.DEVICE_CLASS}' = {device_class!r} must be "
-                             "1-32 letters, digits, '_', '.' or '-'.")
+                             f"{DEVICE_CLASS_RULE}.")
         fail = node_config.get(keys.FAIL_AT_ROUND)
         return cls(pid, int(node_config[keys.NUM_PARTITIONS]), device_class,
                    None if fail is None else int(fail))

@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # The aptfleet coordinator: REST API + dashboard (`aptfleet serve`). Each run is a
-# `python -m server.job` process that submits the Flower app (built from /app) to the
+# `python -m server.coordinator.job` process that submits the Flower app (built from /app) to the
 # SuperLink named by APTFLEET_SUPERLINK. The same image runs deploy/prestart.sh (migrate).
 # Build from the repository root: docker build -f deploy/coordinator.Dockerfile .
 FROM python:3.11-slim-bookworm
@@ -23,8 +23,9 @@ COPY pyproject.toml README.md .gitignore ./
 COPY apt_core/ apt_core/
 COPY client/ client/
 COPY server/ server/
-# Editable, so /app stays the Flower app directory that `flwr run` bundles.
-RUN pip install -e .
+# Editable, so /app stays the Flower app directory that `flwr run` bundles. The coordinator
+# extra brings the REST API, the store, the Flower server side and the `aptfleet` CLI.
+RUN pip install -e ".[coordinator]"
 COPY deploy/prestart.sh deploy/prestart.sh
 
 # No secret is baked in: APTFLEET_DATABASE_URL (with its password) comes at run time.

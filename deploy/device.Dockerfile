@@ -22,7 +22,8 @@ COPY pyproject.toml README.md .gitignore ./
 COPY apt_core/ apt_core/
 COPY client/ client/
 COPY server/ server/
-RUN pip install -e .
+# Only the device extra: flwr and the task data, none of the coordinator's stack.
+RUN pip install -e ".[device]"
 
 RUN useradd --create-home --uid 10001 aptfleet
 USER aptfleet

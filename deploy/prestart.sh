@@ -11,8 +11,8 @@ python - "$wait_seconds" <<'PY'
 import sys
 import time
 
-from server.core.config import settings
-from server.core.db import check_db, make_engine
+from server.coordinator.core.config import settings
+from server.coordinator.core.db import check_db, make_engine
 
 timeout = float(sys.argv[1])
 engine = make_engine(settings.DATABASE_URL)

@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# A Flower SuperLink for the aptfleet app. It runs the ServerApp (server.server_app) in a
+# A Flower SuperLink for the aptfleet app. It runs the ServerApp (server.flower.server_app) in a
 # subprocess, which records every round in the coordinator's database (the `db-url` of
 # the run config), so the image carries the project and its dependencies.
 # Build from the repository root: docker build -f deploy/superlink.Dockerfile .
@@ -21,7 +21,8 @@ COPY pyproject.toml README.md .gitignore ./
 COPY apt_core/ apt_core/
 COPY client/ client/
 COPY server/ server/
-RUN pip install -e .
+# The ServerApp records into the coordinator's database: the coordinator extra.
+RUN pip install -e ".[coordinator]"
 
 RUN useradd --create-home --uid 10001 aptfleet
 USER aptfleet

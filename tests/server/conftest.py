@@ -11,10 +11,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, delete
 from sqlalchemy.orm import Session
 
-from server.core.config import Settings
-from server.core.db import init_db, make_engine
-from server.main import create_app
-from server.models import Base, Policy
+from server.coordinator.core.config import Settings
+from server.coordinator.core.db import make_engine
+from server.coordinator.main import create_app
+from server.coordinator.services.startup import init_db
+from server.coordinator.tables import Base, Policy
 from tests.utils.db import BACKENDS, empty_database
 from tests.utils.launcher import RecordingLauncher
 from tests.utils.token import token_headers

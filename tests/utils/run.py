@@ -7,10 +7,10 @@ from collections.abc import Callable, Iterable
 
 from sqlalchemy.orm import Session
 
-from server import crud
-from server.models import Run
-from server.records import ClientRound, LayerPrecision, RoundRecord
-from server.schemas import RunCreate
+from server.coordinator import crud
+from server.coordinator.schemas import RunCreate
+from server.coordinator.tables import Run
+from server.flower.records import ClientRound, LayerPrecision, RoundRecord
 
 
 def create_random_run(db: Session, *, status: str = "pending", rounds: int = 5) -> Run:
@@ -20,7 +20,8 @@ def create_random_run(db: Session, *, status: str = "pending", rounds: int = 5) 
                        clients=random.randint(1, 20), fraction=random.choice([0.5, 1.0]),
                        rounds=rounds, alpha=random.choice([0.1, 1.0]),
                        seed=random.randint(0, 1000))
-    run = crud.create_run(session=db, run_in=run_in)
+    run = crud.create_run(session=db, **run_in.model_dump(),
+                          settings=run_in.run_settings().to_dict())
     if status != "pending":
         if status != "running":
             crud.set_run_status(session=db, run_id=run.id, status="running")

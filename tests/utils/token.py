@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from server import crud
+from server.coordinator import crud
 
 
 def token_headers(db: Session, *, role: str, name: str | None = None) -> dict[str, str]:

@@ -1,6 +1,6 @@
 """The deployment topology as plain processes on loopback, for end-to-end tests.
 
-A real ``flower-superlink`` and N ``flower-supernode`` processes (``server.fleet``), and a
+A real ``flower-superlink`` and N ``flower-supernode`` processes (``server.flower.fleet``), and a
 real coordinator (``aptfleet serve``) whose run jobs submit the app to that SuperLink
 (``APTFLEET_SUPERLINK``) and store every round in the coordinator's database.
 """
@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from server import fleet
+from server.flower import fleet, processes, submission
 from tests.utils.service import Coordinator, kill_run_jobs, run_job_pids, wait_for
 
 
@@ -29,15 +29,15 @@ def alive(pid: int) -> bool:
 
 def local_superlink_pids(marker: str) -> list[int]:
     """``flower-superlink`` processes whose FLWR_HOME contains ``marker`` (ours)."""
-    return fleet.superlink_pids(marker, exact=False)
+    return processes.superlink_pids(marker, exact=False)
 
 
 def registered_nodes(state: fleet.FleetState) -> list[dict]:
     """SuperNodes the SuperLink knows (``flwr supernode list --format json``)."""
-    res = fleet._flwr(state.cli_home, ["supernode", "list", fleet.CONNECTION, "--format",
+    res = submission.flwr(state.cli_home, ["supernode", "list", fleet.CONNECTION, "--format",
                                        "json"], 60)
     try:
-        return list(fleet._json_out(res.stdout).get("nodes") or [])
+        return list(submission.json_out(res.stdout).get("nodes") or [])
     except (fleet.FleetError, ValueError):
         return []
 
@@ -62,19 +62,19 @@ class Topology:
         proc = self.supernode(device_class)
         self.note_pids()
         os.killpg(proc.pid, signal.SIGKILL)
-        wait_for(lambda: not fleet.process_group_members({proc.pid}), 30,
+        wait_for(lambda: not processes.process_group_members({proc.pid}), 30,
                  f"SuperNode {device_class} (pgid {proc.pid}) to die")
         return proc.pid
 
     def note_pids(self) -> set[int]:
         """Remember every process of the topology that is alive now."""
         pids = {p.pid for p in self.state.procs}
-        pids |= fleet.process_group_members(pids)
+        pids |= processes.process_group_members(pids)
         if self.coordinator.proc is not None:
             pids.add(self.coordinator.proc.pid)
-            pids |= fleet.process_group_members({self.coordinator.proc.pid})
+            pids |= processes.process_group_members({self.coordinator.proc.pid})
         jobs = set(run_job_pids(self.coordinator.data_dir))
-        pids |= jobs | fleet.process_group_members(jobs)
+        pids |= jobs | processes.process_group_members(jobs)
         self.seen_pids |= pids
         return pids
 

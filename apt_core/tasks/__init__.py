@@ -1,0 +1,1 @@
+"""Benchmark tasks: offline datasets with their federated partitions, reference networks."""

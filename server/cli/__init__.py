@@ -1,0 +1,1 @@
+"""The ``aptfleet`` command line and its command groups."""

@@ -1,0 +1,1 @@
+"""The coordinator: FastAPI app, store (SQLAlchemy + Alembic), run jobs and dashboard."""

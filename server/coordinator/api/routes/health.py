@@ -1,0 +1,35 @@
+"""Liveness, readiness and Prometheus metrics (no token needed)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response, status
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from server.coordinator.core.db import check_db
+from server.coordinator.schemas import Message
+
+router = APIRouter(prefix="", tags=["health"])
+
+
+@router.get("/healthz", response_model=Message)
+def read_health() -> Message:
+    """The process is alive."""
+    return Message(detail="ok")
+
+
+@router.get("/readyz", response_model=Message, responses={503: {"model": Message}})
+def read_readiness(request: Request) -> Response:
+    """The database answers ``SELECT 1`` (503 otherwise)."""
+    if check_db(request.app.state.engine):
+        return JSONResponse({"detail": "ok"})
+    return JSONResponse({"detail": "Database unreachable"},
+                        status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
+
+
+@router.get("/metrics", response_class=Response,
+            responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+def read_metrics(request: Request) -> Response:
+    """Prometheus text exposition of the app's registry."""
+    return Response(generate_latest(request.app.state.metrics.registry),
+                    media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,85 @@
+"""The page shell of the dashboard (head, top bar, refresh) and small shared widgets."""
+
+from __future__ import annotations
+
+from server.coordinator.dashboard.markup import Markup, fmt, join
+from server.coordinator.tables import ACTIVE_RUN_STATUSES, ApiToken, Run
+
+#: Seconds between reloads of a page that shows an active run.
+REFRESH_S = 10
+
+
+def page(*, title: str, body: Markup, viewer: ApiToken | None = None,
+         refresh_s: int | None = None) -> Markup:
+    """A complete HTML document.
+
+    Parameters
+    ----------
+    title : str
+        Document title (after "aptfleet — ").
+    body : Markup
+        Content of ``<main>``.
+    viewer : ApiToken | None (default: None)
+        The signed-in token; shows its name and a sign-out button.
+    refresh_s : int | None (default: None)
+        Reload the page every ``refresh_s`` seconds (``<meta http-equiv="refresh">``, so
+        no script is needed).
+    """
+    refresh = Markup("")
+    if refresh_s is not None:
+        refresh = fmt('<meta http-equiv="refresh" content="{s}">', s=refresh_s)
+    account = Markup("")
+    if viewer is not None:
+        account = fmt(
+            '<span class="muted" id="viewer">Signed in as {name} ({role})</span>'
+            '<form method="post" action="/logout"><button type="submit">Sign out</button>'
+            '</form>', name=viewer.name, role=viewer.role)
+    return fmt(
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        '<meta name="referrer" content="no-referrer">{refresh}'
+        '<title>aptfleet — {title}</title>'
+        '<link rel="stylesheet" href="/dashboard.css"></head>'
+        '<body><header class="top"><a href="/">aptfleet coordinator</a>'
+        '<a href="/">Runs</a><span class="spacer"></span>{account}</header>'
+        '<main>{body}</main></body></html>\n',
+        refresh=refresh, title=title, account=account, body=body)
+
+
+def section(title: str, body: Markup, *, section_id: str) -> Markup:
+    """A titled card."""
+    return fmt('<section class="card" id="{id}"><h2>{title}</h2>{body}</section>',
+               id=section_id, title=title, body=body)
+
+
+def empty(message: str, *, element_id: str) -> Markup:
+    """The grey italic line shown where there is nothing to show yet."""
+    return fmt('<p class="empty" id="{id}">{message}</p>', id=element_id, message=message)
+
+
+def status_badge(status: str) -> Markup:
+    """A coloured pill with the run's status."""
+    return fmt('<span class="badge {status}">{status}</span>', status=status)
+
+
+def run_progress(run: Run) -> Markup:
+    """A progress bar and ``current / planned rounds``."""
+    done = min(run.current_round, run.rounds)
+    return fmt(
+        '<progress class="run-progress" value="{done}" max="{total}" '
+        'data-run="{id}">{pct}%</progress> <span class="progress-text">{current} / {total}'
+        '</span>', done=done, total=max(run.rounds, 1), id=run.id,
+        pct=round(100 * done / run.rounds) if run.rounds else 0, current=run.current_round)
+
+
+def is_active(run: Run) -> bool:
+    """Whether the run may still change (pending or running): its page refreshes itself."""
+    return run.status in ACTIVE_RUN_STATUSES
+
+
+def table(headers: list[tuple[str, str]], rows: list[Markup], *, table_id: str) -> Markup:
+    """A table; ``headers`` are ``(label, css class)`` pairs, ``rows`` whole ``<tr>`` rows."""
+    head = join(fmt('<th class="{cls}">{label}</th>', cls=cls, label=label)
+                for label, cls in headers)
+    return fmt('<table id="{id}"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>',
+               id=table_id, head=head, rows=join(rows))

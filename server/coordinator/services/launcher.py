@@ -1,0 +1,148 @@
+"""The run-launcher seam: the protocol, a placeholder, and start/stop orchestration."""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol, runtime_checkable
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from server.coordinator import crud
+from server.coordinator.exceptions import LaunchError, RunStateError
+from server.coordinator.schemas import RunCreate
+from server.coordinator.tables import TERMINAL_RUN_STATUSES, Run
+
+logger = logging.getLogger(__name__)
+
+NO_LAUNCHER_MESSAGE = (
+    "No run launcher is configured on this coordinator (NullLauncher), so the run was not "
+    "started. Pass one with create_app(launcher=...) or set app.state.launcher.")
+
+
+@runtime_checkable
+class RunLauncher(Protocol):
+    """Starts and stops the Flower side of a run.
+
+    ``start`` must return quickly (run Flower in a thread or process). While the run goes
+    on, the launcher reports through its own sessions and commits:
+    ``crud.set_run_status(status="running", flower_run_id=...)``, then one
+    ``crud.record_round`` per round, ``crud.set_run_savings``, and finally
+    ``crud.set_run_status(status="completed" | "failed", error=...)``. A run the API
+    stopped is already ``stopped``; ``set_run_status`` then raises ``RunStateError``.
+    """
+
+    def start(self, run_id: int) -> None:
+        """Begin training run ``run_id`` (stored, status pending)."""
+        ...
+
+    def stop(self, run_id: int) -> None:
+        """Ask run ``run_id`` to stop; the API marks it stopped afterwards."""
+        ...
+
+
+class NullLauncher:
+    """Placeholder launcher: marks every run failed with a message saying why.
+
+    Parameters
+    ----------
+    session_factory : sessionmaker[Session]
+        Used to mark the run failed in its own transaction.
+    """
+
+    def __init__(self, session_factory: sessionmaker[Session]) -> None:
+        self._session_factory = session_factory
+
+    def start(self, run_id: int) -> None:
+        """Mark the run failed: nothing can train it."""
+        logger.warning("Run %s not started: no run launcher is configured.", run_id)
+        with self._session_factory() as session:
+            crud.set_run_status(session=session, run_id=run_id, status="failed",
+                                error=NO_LAUNCHER_MESSAGE)
+            session.commit()
+
+    def stop(self, run_id: int) -> None:
+        """Nothing runs, so nothing to stop."""
+        logger.info("Run %s: stop requested; the NullLauncher runs nothing.", run_id)
+
+
+def _start_or_fail(session: Session, launcher: RunLauncher, run: Run, run_id: int,
+                   verb: str) -> Run:
+    """Hand a committed pending run to ``launcher``; mark it failed if that raises.
+
+    ``run_id`` is read before the commit: touching ``run`` before ``start`` returns would
+    make SQLite pin a read snapshot from before the launcher's own writes.
+    """
+    try:
+        launcher.start(run_id)
+    except Exception as exc:
+        logger.exception("Run %s: the launcher failed to %s it.", run_id, verb)
+        session.rollback()
+        reason = f"The launcher failed to {verb} the run: {type(exc).__name__}: {exc}"
+        try:
+            crud.set_run_status(session=session, run_id=run_id, status="failed", error=reason)
+            session.commit()
+        except RunStateError:
+            session.rollback()
+        raise LaunchError(f"Run {run_id} could not be {verb}ed. {reason}") from exc
+    session.refresh(run)
+    return run
+
+
+def launch_run(*, session: Session, launcher: RunLauncher, run_in: RunCreate) -> Run:
+    """Store a pending run, commit it, and hand it to ``launcher``.
+
+    Raises
+    ------
+    LaunchError
+        If ``launcher.start`` raises; the run is then marked failed with the reason.
+    """
+    run = crud.create_run(session=session, **run_in.model_dump(),
+                          settings=run_in.run_settings().to_dict())
+    run_id = run.id
+    session.commit()  # the launcher reads the run through its own session
+    return _start_or_fail(session, launcher, run, run_id, "start")
+
+
+def resume_run(*, session: Session, launcher: RunLauncher, run: Run) -> Run:
+    """Reopen an interrupted, stopped or failed run and start it again from its latest
+    checkpoint; rounds already recorded are neither lost nor trained twice.
+
+    Raises
+    ------
+    RunStateError
+        If the run cannot be resumed (pending, running or completed).
+    LaunchError
+        If ``launcher.start`` raises; the run is then marked failed with the reason.
+    """
+    run_id = run.id
+    crud.reopen_run(session=session, run_id=run_id)
+    session.commit()
+    return _start_or_fail(session, launcher, run, run_id, "resume")
+
+
+def stop_run(*, session: Session, launcher: RunLauncher, run: Run) -> Run:
+    """Stop a pending or running run and mark it ``stopped``.
+
+    Raises
+    ------
+    RunStateError
+        If the run already finished.
+    LaunchError
+        If ``launcher.stop`` raises; the run status is left unchanged.
+    """
+    run_id = run.id
+    if run.status in TERMINAL_RUN_STATUSES:
+        raise RunStateError(f"Run {run_id} is already {run.status}; only pending or running "
+                            "runs can be stopped.")
+    session.commit()  # end the read snapshot: the launcher writes through its own session
+    try:
+        launcher.stop(run_id)
+    except Exception as exc:
+        logger.exception("Run %s: the launcher failed to stop it.", run_id)
+        raise LaunchError(f"Run {run_id} could not be stopped: {type(exc).__name__}: "
+                          f"{exc}") from exc
+    session.refresh(run)
+    if run.status not in TERMINAL_RUN_STATUSES:
+        run = crud.set_run_status(session=session, run_id=run_id, status="stopped")
+        session.commit()
+    return run

@@ -1,5 +1,0 @@
-"""Read-only operator dashboard: server-rendered HTML pages with inline SVG charts."""
-
-from server.dashboard.routes import router
-
-__all__ = ["router"]

@@ -1,0 +1,1 @@
+"""The Flower server side: ServerApp, strategy, round records, simulation and fleet."""

@@ -1,0 +1,324 @@
+"""`aptfleet simulate`: federated runs on Flower's simulation engine (Ray), with results.
+
+Runs in-process through ``flwr.simulation.run_simulation``: the ServerApp is a thread of
+this process, so settings, the policy provider and the recorder are passed to it directly
+(``run_config`` is empty there). Writes ``results.json``, ``results.md`` and plots.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from apt_core import federated as fed
+from apt_core.config import PrecisionPolicy, resolve_policy
+from server.flower.records import RoundRecord
+from server.flower.server_app import ServerSettings, create_server_app
+from server.flower.strategy import PolicyProvider, Recorder
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+OBJECT_STORE_BYTES = 128 * 1024**2
+
+
+def backend_config(num_cpus: int = 2) -> dict[str, Any]:
+    """Ray settings for a small shared machine: one CPU per ClientApp actor."""
+    return {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+            "init_args": {"num_cpus": num_cpus, "object_store_memory": OBJECT_STORE_BYTES,
+                          "include_dashboard": False}}
+
+
+def run_federated(settings: ServerSettings, *, clients: int, provider: PolicyProvider,
+                  recorder: Recorder | None = None,
+                  node_config: Mapping[int, Mapping[str, Any]] | None = None,
+                  num_cpus: int = 2) -> list[RoundRecord]:
+    """Run one federated training on the simulation engine; returns its round records.
+
+    Parameters
+    ----------
+    settings : ServerSettings
+        Run settings, rounds and sampling.
+    clients : int
+        Simulated SuperNodes (partition ids 0..clients-1).
+    provider : PolicyProvider
+        Asked for the policy at every round.
+    recorder : Recorder | None (default: None)
+        Also receives every round record (e.g. a progress bar or a DB).
+    node_config : Mapping[int, Mapping[str, Any]] | None (default: None)
+        Extra node config per partition id, e.g. ``{0: {"device-class": "mcu"},
+        2: {"fail-at-round": 2}}``.
+    num_cpus : int (default: 2)
+        CPUs Ray may use (one concurrent ClientApp per CPU).
+    """
+    from flwr.simulation import run_simulation
+
+    from client.client_app import create_client_app
+
+    records: list[RoundRecord] = []
+
+    def record(r: RoundRecord) -> None:
+        records.append(r)
+        if recorder is not None:
+            recorder(r)
+
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # silences a Ray tip
+    # Ray workers import client/ and apt_core/ from the repo, whatever the caller's cwd.
+    path = os.environ.get("PYTHONPATH", "")
+    if str(REPO_ROOT) not in path.split(os.pathsep):
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), path) if p)
+    run_simulation(server_app=create_server_app(settings, provider, record),
+                   client_app=create_client_app(node_config), num_supernodes=clients,
+                   backend_config=backend_config(num_cpus))  # type: ignore[arg-type]
+    return records
+
+
+def _method_result(method: str, settings: ServerSettings, clients: int,
+                   records: list[RoundRecord]) -> dict[str, Any]:
+    rounds_log = [{
+        "round": r.round, "accuracy": r.accuracy, "loss": r.loss, "energy_j": r.energy_j,
+        "uplink_bytes": r.uplink_bytes, "downlink_bytes": r.downlink_bytes,
+        "participants": r.participants, "failures": r.failures, "rejections": r.rejections,
+        "mean_bits": r.mean_bits, "policy_version": r.policy_version,
+        "global_bits": r.global_bits} for r in records]
+    s = settings.run
+    return {
+        "task": s.task, "arch": s.arch, "method": method, "clients": clients,
+        "fraction": settings.fraction_train, "rounds": settings.rounds, "alpha": s.alpha,
+        "seed": s.seed, "local_epochs": s.local_epochs, "lr": s.lr,
+        "rounds_log": rounds_log,
+        "final_accuracy": records[-1].accuracy if records else None,
+        "total_energy_j": sum(r.energy_j for r in records),
+        "total_uplink_bytes": sum(r.uplink_bytes for r in records),
+        "total_downlink_bytes": sum(r.downlink_bytes for r in records),
+    }
+
+
+def _saving(new: float, base: float) -> float | None:
+    return None if not base else 1.0 - new / base
+
+
+def comparison(runs: Sequence[dict[str, Any]], baseline: str = "fp32") -> dict[str, Any]:
+    """Savings of every other method against ``baseline`` (fractions; 0.6 = 60% less)."""
+    base = next((r for r in runs if r["method"] == baseline), None)
+    if base is None:
+        return {}
+    out: dict[str, Any] = {"baseline": baseline}
+    for r in runs:
+        if r is base:
+            continue
+        acc, bacc = r["final_accuracy"], base["final_accuracy"]
+        out[r["method"]] = {
+            "energy_saving": _saving(r["total_energy_j"], base["total_energy_j"]),
+            "uplink_saving": _saving(r["total_uplink_bytes"], base["total_uplink_bytes"]),
+            "downlink_saving": _saving(r["total_downlink_bytes"],
+                                       base["total_downlink_bytes"]),
+            "accuracy_delta": None if acc is None or bacc is None else acc - bacc}
+    return out
+
+
+def simulate(task: str = "digits", method: str | Sequence[str] = "apt", clients: int = 20,
+             fraction: float = 0.5, rounds: int = 30, alpha: float | None = 0.5, seed: int = 0,
+             out: Path = Path("results/simulate"), policy: str = "default", arch: str = "cnn",
+             local_epochs: int = 5, lr: float = 0.1, batch_size: int = 16,
+             on_round: Callable[[str, RoundRecord], None] | None = None,
+             provider: PolicyProvider | None = None,
+             node_config: Mapping[int, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """Run each method on the simulation engine and write results, report and plots.
+
+    Parameters
+    ----------
+    task, arch : str
+        Benchmark task and model.
+    method : str | Sequence[str] (default: "apt")
+        "apt", "fp32", "qat8" or several (run one after the other, same partitions).
+    clients, fraction, rounds, alpha, seed, local_epochs, lr, batch_size
+        Federation and local training settings (alpha None: IID partitions).
+    out : Path
+        Output directory for results.json, results.md and the PNG plots.
+    policy : str (default: "default")
+        Named policy or key=value overrides; served as version 1 to every round.
+    on_round : Callable[[str, RoundRecord], None] | None
+        Progress hook, called with (method, record) after each round.
+    provider : PolicyProvider | None
+        Replaces the static policy (e.g. the coordinator's).
+    node_config : Mapping[int, Mapping[str, Any]] | None
+        Extra node config per partition id (device classes, test hooks).
+
+    Returns
+    -------
+    dict
+        What results.json holds.
+    """
+    methods = [method] if isinstance(method, str) else list(method)
+    bad = [m for m in methods if m not in fed.FED_METHODS]
+    if bad:
+        raise ValueError(f"method {bad[0]!r} is not one of {fed.FED_METHODS}.")
+    pol = resolve_policy(policy)
+    static: PolicyProvider = provider or (lambda: (1, pol, {}))
+    runs = []
+    for m in methods:
+        run = fed.RunSettings(task=task, arch=arch, method=m, local_epochs=local_epochs,
+                              lr=lr, batch_size=batch_size, alpha=alpha, seed=seed)
+        settings = ServerSettings(run=run, rounds=rounds, fraction_train=fraction,
+                                  min_nodes=clients)
+        hook = None if on_round is None else (lambda r, m=m: on_round(m, r))
+        records = run_federated(settings, clients=clients, provider=static, recorder=hook,
+                                node_config=node_config)
+        runs.append(_method_result(m, settings, clients, records))
+    results = _results(runs, methods, policy, pol)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    write_markdown(results, out)
+    plot_all(results, out)
+    return results
+
+
+def _results(runs: list[dict[str, Any]], methods: list[str], policy: str,
+             pol: PrecisionPolicy) -> dict[str, Any]:
+    """results.json: one method's result as is; several share the settings and are compared."""
+    results: dict[str, Any] = {**runs[0], "policy": policy, "policy_spec": pol.to_dict()}
+    if len(runs) > 1:
+        results = {k: v for k, v in results.items() if k in (
+            "task", "arch", "clients", "fraction", "rounds", "alpha", "seed", "local_epochs",
+            "lr", "policy", "policy_spec")}
+        results["methods"] = methods
+        results["runs"] = runs
+        results["comparison"] = comparison(runs)
+    return results
+
+
+def _runs(results: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return list(results["runs"]) if "runs" in results else [results]
+
+
+def _fmt(x: Any, spec: str) -> str:
+    return "n/a" if x is None else format(x, spec)
+
+
+def write_markdown(results: Mapping[str, Any], out: Path) -> None:
+    """``results.md``: settings, one row per method, savings vs fp32, per-round table."""
+    runs = _runs(results)
+    r0 = runs[0]
+    lines = ["# aptfleet simulate", "",
+             f"task `{r0['task']}` ({r0['arch']}), {r0['clients']} clients, fraction "
+             f"{r0['fraction']}, {r0['rounds']} rounds, alpha {r0['alpha']}, seed {r0['seed']}, "
+             f"policy `{results.get('policy')}`.", "",
+             "| method | final accuracy | client energy (J) | uplink (MB) | downlink (MB) |",
+             "|---|---|---|---|---|"]
+    for r in runs:
+        lines.append(f"| {r['method']} | {_fmt(r['final_accuracy'], '.3f')} | "
+                     f"{r['total_energy_j']:.4g} | {r['total_uplink_bytes'] / 1e6:.3f} | "
+                     f"{r['total_downlink_bytes'] / 1e6:.3f} |")
+    for m, c in (results.get("comparison") or {}).items():
+        if m == "baseline":
+            continue
+        lines += ["", f"**{m} vs {results['comparison']['baseline']}**: energy "
+                  f"{_fmt(c['energy_saving'], '.1%')} less, uplink "
+                  f"{_fmt(c['uplink_saving'], '.1%')} less, downlink "
+                  f"{_fmt(c['downlink_saving'], '.1%')} less, accuracy "
+                  f"{_fmt(c['accuracy_delta'], '+.3f')}."]
+    for r in runs:
+        lines += ["", f"## {r['method']} per round", "",
+                  "| round | accuracy | energy (J) | uplink B | downlink B | participants | "
+                  "failures | rejections | mean bits |", "|---|---|---|---|---|---|---|---|---|"]
+        for x in r["rounds_log"]:
+            lines.append(f"| {x['round']} | {_fmt(x['accuracy'], '.3f')} | "
+                         f"{x['energy_j']:.4g} | {x['uplink_bytes']} | {x['downlink_bytes']} | "
+                         f"{x['participants']} | {x['failures']} | {x['rejections']} | "
+                         f"{_fmt(x['mean_bits'], '.2f')} |")
+    lines += ["", "Plots: accuracy.png, energy.png, bytes.png, bits_<method>.png.", ""]
+    (out / "results.md").write_text("\n".join(lines))
+
+
+def plot_all(results: Mapping[str, Any], out: Path) -> list[Path]:
+    """accuracy.png, energy.png (cumulative), bytes.png (cumulative up/down) and a
+    per-layer bits heatmap (layers x rounds) for each apt run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    runs = _runs(results)
+    paths = [_plot_curve(runs, out / "accuracy.png", "accuracy", "test accuracy", False),
+             _plot_curve(runs, out / "energy.png", "energy_j", "cumulative client energy (J)",
+                         True),
+             _plot_bytes(runs, out / "bytes.png")]
+    for r in runs:
+        log_ = [x for x in r["rounds_log"] if x["global_bits"]]
+        if log_:
+            paths.append(_plot_bits(r["method"], log_, out / f"bits_{r['method']}.png"))
+    return paths
+
+
+def _series(r: Mapping[str, Any], key: str) -> tuple[list[int], list[float]]:
+    """(rounds, values of ``key``) of a run's round log, NaN where a value is missing."""
+    xs = [x["round"] for x in r["rounds_log"]]
+    return xs, [float("nan") if x[key] is None else x[key] for x in r["rounds_log"]]
+
+
+def _plot_curve(runs: list[Mapping[str, Any]], path: Path, key: str, ylabel: str,
+                cumulative: bool) -> Path:
+    """One line per method of ``key`` over the rounds (summed up when ``cumulative``)."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in runs:
+        xs, ys = _series(r, key)
+        ax.plot(xs, np.cumsum(ys) if cumulative else ys, marker=".", label=r["method"])
+    ax.set_xlabel("round")
+    ax.set_ylabel(ylabel)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _plot_bytes(runs: list[Mapping[str, Any]], path: Path) -> Path:
+    """Cumulative uplink and downlink MB per method, side by side."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key, title in zip(axes, ("uplink_bytes", "downlink_bytes"),
+                              ("uplink", "downlink"), strict=True):
+        for r in runs:
+            xs, ys = _series(r, key)
+            ax.plot(xs, np.cumsum(ys) / 1e6, marker=".", label=r["method"])
+        ax.set_title(f"cumulative {title}")
+        ax.set_xlabel("round")
+        ax.set_ylabel("MB")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _plot_bits(method: str, log_: list[Mapping[str, Any]], path: Path) -> Path:
+    """Heatmap of the global bits per layer (rows) and round (columns)."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    layers = list(log_[0]["global_bits"])
+    grid = np.array([[x["global_bits"].get(n, np.nan) for x in log_] for n in layers])
+    fig, ax = plt.subplots(figsize=(max(4, 0.3 * len(log_) + 2), 0.5 * len(layers) + 1.5))
+    im = ax.imshow(grid, aspect="auto", cmap="viridis", interpolation="nearest")
+    ax.set_yticks(range(len(layers)), layers)
+    ax.set_xticks(range(len(log_)), [str(x["round"]) for x in log_])
+    ax.set_xlabel("round")
+    ax.set_title(f"{method}: global bits per layer")
+    if grid.size <= 400:  # small enough to print every cell's bits
+        for (i, j), b in np.ndenumerate(grid):
+            if not np.isnan(b):
+                ax.text(j, i, f"{int(b)}", ha="center", va="center", fontsize=7,
+                        color="white")
+    fig.colorbar(im, ax=ax, label="bits")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,353 @@
+"""APTFedAvg: FedAvg over bit-packed APT models, with per-round policy and round records."""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+from collections.abc import Callable, Iterable
+from typing import Any, cast
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg
+from flwr.serverapp.strategy.strategy_utils import validate_message_reply_consistency
+from torch import nn
+
+from apt_core import federated as fed
+from apt_core.config import PrecisionPolicy
+from apt_core.federated import record_keys as keys
+from apt_core.federated.device_class import DEFAULT_DEVICE_CLASS
+from apt_core.layers import apt_layers
+from apt_core.packing import unpack_tensors
+from apt_core.wire import unpack
+from client.array_records import array_record, numpy_arrays
+from server.flower.records import ClientRound, RoundRecord
+from server.flower.validation import RoundTerms, check_reply, failure_reason
+
+log = logging.getLogger(__name__)
+
+PolicyProvider = Callable[[], tuple[int, PrecisionPolicy, dict[str, dict[str, Any]]]]
+Recorder = Callable[[RoundRecord], None]
+Evaluator = Callable[[nn.Module], tuple[float, float]]
+
+_FLOAT_METHOD_BITS = 32.0
+_Accepted = tuple[Message, fed.ReplyModel, ClientRound]
+
+
+def aggregate_scalar_metrics(records: list[RecordDict], weight_key: str) -> MetricRecord:
+    """Example-weighted mean of the scalar metrics (lists differ per device; left out)."""
+    metrics = [r.metric_records[keys.METRICS] for r in records]
+    total = sum(float(cast(float, m[weight_key])) for m in metrics)
+    out = MetricRecord()
+    for m in metrics:
+        w = float(cast(float, m[weight_key])) / total
+        for k, v in m.items():
+            if k != weight_key and not isinstance(v, list):
+                out[k] = float(out.get(k, 0.0)) + float(v) * w  # type: ignore[arg-type]
+    return out
+
+
+def _reply_node(msg: Message, sent: dict[int, int], sent_to: dict[str, int]) -> int:
+    """The node a reply speaks for."""
+    node = int(msg.metadata.src_node_id)
+    if msg.has_error() and node not in sent:
+        # an error reply the SuperLink (or Grid) made for a sampled node, e.g. one that
+        # stopped sending heartbeats: its source is the SuperLink, not the node
+        node = sent_to.get(msg.metadata.reply_to_message_id, node)
+    return node
+
+
+class APTFedAvg(FedAvg):
+    """FedAvg for APT devices: bit-packed models both ways, validated replies, round records.
+
+    Parameters
+    ----------
+    settings : RunSettings
+        Task, architecture, method ("apt", "fp32", "qat8") and local training settings,
+        sent to every device each round.
+    policy_provider : Callable[[], tuple[int, PrecisionPolicy, dict[str, dict]]]
+        Asked at every ``configure_train``: (policy version, fleet policy, per-device-class
+        overrides). Its answer goes into that round's config.
+    recorder : Callable[[RoundRecord], None] | None (default: None)
+        Receives each round's :class:`RoundRecord` once the round is aggregated and
+        centrally evaluated. Its exceptions propagate (a round that cannot be recorded
+        fails the run).
+    evaluator : Callable[[nn.Module], tuple[float, float]] | None (default: None)
+        Central evaluation of the global model: (accuracy, loss). Used by
+        :meth:`evaluate_global` (pass it to ``start(evaluate_fn=...)``) and for the record.
+    **kwargs
+        FedAvg's sampling arguments (``fraction_train``, ``min_available_nodes``, ...).
+    """
+
+    def __init__(self, *, settings: fed.RunSettings, policy_provider: PolicyProvider,
+                 recorder: Recorder | None = None, evaluator: Evaluator | None = None,
+                 lr_rounds: int | None = None, round_offset: int = 0,
+                 **kwargs: Any) -> None:
+        kwargs.setdefault("train_metrics_aggr_fn", aggregate_scalar_metrics)
+        kwargs.setdefault("fraction_evaluate", 0.0)
+        super().__init__(arrayrecord_key=keys.ARRAYS, configrecord_key=keys.CONFIG,
+                         weighted_by_key=keys.NUM_EXAMPLES, **kwargs)
+        self.settings = settings
+        self.lr_rounds = lr_rounds
+        self.round_offset = round_offset
+        self.policy_provider = policy_provider
+        self.recorder = recorder
+        self.evaluator = evaluator
+        self.template = fed.make_model(settings.task, settings.arch, settings.method)
+        self._layer_names = list(apt_layers(self.template))
+        self._policy: tuple[int, PrecisionPolicy, dict[str, dict[str, Any]]] | None = None
+        self._round_policy: dict[int, tuple[int, PrecisionPolicy, dict[str, dict[str, Any]]]] = {}
+        self._sent: dict[int, dict[int, int]] = {}
+        self._sent_messages: dict[int, list[Message]] = {}
+        #: device class each node last reported in an accepted reply; a failure carries no
+        #: content, and recording it as "standard" would rewrite the device's class
+        self._device_classes: dict[int, str] = {}
+        self._global: ArrayRecord | None = None
+        self._evaluated: dict[int, tuple[float, float]] = {}
+
+    # --- setup ----------------------------------------------------------------------
+    def initial_arrays(self) -> ArrayRecord:
+        """The round-0 global model (seeded init; apt layers at the policy's start bits)."""
+        _, policy, _ = self._current_policy()
+        s = self.settings
+        model = fed.make_model(s.task, s.arch, s.method, policy, seed=s.seed)
+        self._global = array_record(fed.model_arrays(model, s.method))
+        return self._global
+
+    def arrays_from_checkpoint(self, checkpoint: bytes) -> ArrayRecord:
+        """The global model stored by :meth:`aggregate_train` (packed codes for apt, a
+        ``torch.save`` float state_dict otherwise), as the arrays to continue from."""
+        s = self.settings
+        model = fed.make_model(s.task, s.arch, s.method)
+        if s.method == "apt":
+            unpack(model, checkpoint)
+        else:
+            model.load_state_dict(torch.load(io.BytesIO(checkpoint), weights_only=True))
+        self._global = array_record(fed.model_arrays(model, s.method))
+        return self._global
+
+    def summary(self) -> None:
+        """Log the run settings, then FedAvg's sampling summary."""
+        s = self.settings
+        log.info("APTFedAvg: task=%s arch=%s method=%s local_epochs=%s lr=%s batch_size=%s "
+                 "momentum=%s alpha=%s seed=%s", s.task, s.arch, s.method, s.local_epochs,
+                 s.lr, s.batch_size, s.momentum, s.alpha, s.seed)
+        log.info("APTFedAvg: recorder=%s central evaluation=%s", self.recorder is not None,
+                 self.evaluator is not None)
+        super().summary()
+
+    def _current_policy(self) -> tuple[int, PrecisionPolicy, dict[str, dict[str, Any]]]:
+        try:
+            version, policy, overrides = self.policy_provider()
+            fed.policy_to_config(version, policy, overrides)  # rejects unknown fields
+            for device_class in overrides:  # rejects overrides that make invalid policies
+                fed.effective_policy(policy, overrides, device_class)
+            self._policy = (int(version), policy, dict(overrides))
+        except Exception as exc:  # a provider backed by a DB may fail in many ways
+            if self._policy is None:
+                raise
+            log.warning("Policy provider failed (%s: %s); keeping policy version %s.",
+                        type(exc).__name__, exc, self._policy[0])
+        assert self._policy is not None
+        return self._policy
+
+    # --- configure --------------------------------------------------------------------
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        """Ask the provider for the policy, put it and the run settings into the config."""
+        version, policy, overrides = self._current_policy()
+        self._round_policy[server_round] = (version, policy, overrides)
+        self._global = arrays
+        cfg = ConfigRecord({k: v for k, v in config.items()
+                            if not k.startswith((keys.POLICY_PREFIX, keys.OVERRIDE_PREFIX))})
+        cfg.update(self.settings.to_config())
+        cfg[keys.LR] = self.round_lr(server_round + self.round_offset)
+        cfg.update(fed.policy_to_config(version, policy, overrides))
+        messages = list(super().configure_train(server_round, arrays, cfg, grid))
+        nbytes = fed.arrays_nbytes(numpy_arrays(arrays))
+        self._sent[server_round] = {m.metadata.dst_node_id: nbytes for m in messages}
+        # the Grid sets each message's id when it pushes it; aggregate_train maps replies
+        # that the SuperLink generated (e.g. "node unavailable") back to their node by it
+        self._sent_messages[server_round] = messages
+        log.info("Round %s: policy version %s sent to %s devices (%s bytes each).",
+                 server_round, version, len(messages), nbytes)
+        return messages
+
+    def round_lr(self, server_round: int) -> float:
+        """Local learning rate of a round: cosine decay over the run's rounds to 10% of
+        the base rate (constant when the run length is unknown). Decaying across rounds
+        lets FedAvg settle instead of oscillating with non-IID devices; APT devices see
+        their updates shrink and add bits, as they do at learning-rate decays."""
+        base = float(self.settings.lr)
+        if not self.lr_rounds or self.lr_rounds <= 1:
+            return base
+        t = min(max(server_round - 1, 0) / (self.lr_rounds - 1), 1.0)
+        return base * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * t)))
+
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord,
+                           config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+        """Federated evaluation: the run settings go along so devices can load the model."""
+        config.update(self.settings.to_config())
+        return super().configure_evaluate(server_round, arrays, config, grid)
+
+    # --- aggregate --------------------------------------------------------------------
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]
+                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Validate each reply, aggregate the good ones, evaluate, and record the round.
+
+        Error replies are failures, replies that fail validation are rejected; both are
+        logged with their reason and listed in the round record, and the round goes on
+        with the rest. Sampled devices that did not reply count as failures too.
+        """
+        terms = self._round_terms(server_round)
+        clients, accepted = self._judge_replies(server_round, list(replies), terms)
+        clients += self._silent(server_round, clients)
+        arrays, metrics, packed, gbits = self._aggregate_accepted(accepted)
+        log.info("Round %s: %s aggregated, %s rejected, %s failed.", server_round,
+                 len(accepted), sum(c.rejected is not None for c in clients),
+                 sum(c.failure is not None for c in clients))
+        self._record(server_round, terms.version, clients, arrays, packed, gbits)
+        return arrays, metrics
+
+    def _round_terms(self, server_round: int) -> RoundTerms:
+        """What the round sent (its policy is asked for now if configure_train did not run)."""
+        if server_round not in self._round_policy:
+            self._round_policy[server_round] = self._current_policy()
+        version, policy, overrides = self._round_policy[server_round]
+        return RoundTerms(template=self.template, method=self.settings.method,
+                          layer_names=self._layer_names, version=version, policy=policy,
+                          overrides=overrides)
+
+    def _judge_replies(self, server_round: int, replies: list[Message], terms: RoundTerms
+                       ) -> tuple[list[ClientRound], list[_Accepted]]:
+        """One row per replying node (the first reply of a node counts) and the accepted
+        replies with their decoded models."""
+        sent = self._sent.get(server_round, {})
+        sent_to = {m.metadata.message_id: int(m.metadata.dst_node_id)
+                   for m in self._sent_messages.pop(server_round, []) if m.metadata.message_id}
+        default_down = fed.arrays_nbytes(numpy_arrays(self._global)) if self._global else 0
+        reference = self._global_max_abs()
+        clients: list[ClientRound] = []
+        accepted: list[_Accepted] = []
+        for msg in replies:
+            node = _reply_node(msg, sent, sent_to)
+            if node in {c.node_id for c in clients}:
+                log.warning("Round %s: node %s replied twice; the second reply is ignored.",
+                            server_round, node)
+                continue
+            client, model = self._judge_reply(server_round, msg, node,
+                                              sent.get(node, default_down), terms, reference)
+            clients.append(client)
+            if model is not None:
+                accepted.append((msg, model, client))
+                self._device_classes[node] = client.device_class
+        return clients, accepted
+
+    def _judge_reply(self, server_round: int, msg: Message, node: int, downlink_bytes: int,
+                     terms: RoundTerms, reference: dict[str, float]
+                     ) -> tuple[ClientRound, fed.ReplyModel | None]:
+        """The node's row, and its model when the reply is accepted (None otherwise)."""
+        if msg.has_error():
+            reason = failure_reason(msg)
+            log.warning("Round %s: node %s failed: %s", server_round, node, reason)
+            return self._failed(node, downlink_bytes, reason), None
+        client = ClientRound(node_id=node, downlink_bytes=downlink_bytes)
+        try:
+            model = check_reply(msg, client, terms)
+            fed.check_growth(reference, model)
+        except fed.ReplyError as exc:
+            client.rejected = str(exc)
+            log.warning("Round %s: reply of node %s rejected: %s", server_round, node, exc)
+            return client, None
+        return client, model
+
+    def _silent(self, server_round: int, clients: list[ClientRound]) -> list[ClientRound]:
+        """Failure rows of the sampled nodes that sent nothing."""
+        replied = {c.node_id for c in clients}
+        return [self._failed(node, down, "The device sent no reply before the round's timeout.")
+                for node, down in self._sent.get(server_round, {}).items()
+                if node not in replied]
+
+    def _aggregate_accepted(self, accepted: list[_Accepted]
+                            ) -> tuple[ArrayRecord | None, MetricRecord | None, bytes | None,
+                                       dict[str, int]]:
+        """The new global model (arrays, stored bytes, per-layer bits) and the aggregated
+        metrics; all None (bits empty) when no reply was accepted."""
+        if not accepted:
+            return None, None, None, {}
+        contents = [m.content for m, _, _ in accepted]
+        validate_message_reply_consistency(contents, self.weighted_by_key, True)
+        new = fed.aggregate(self.template, [(mod, c.num_examples) for _, mod, c in accepted])
+        arrays, packed = self._encode_global(new)
+        gbits = fed.global_bits(new) if isinstance(new, list) else {}
+        metrics = self.train_metrics_aggr_fn(contents, self.weighted_by_key)
+        self._global = arrays
+        return arrays, metrics, packed, gbits
+
+    def _failed(self, node: int, downlink_bytes: int, reason: str) -> ClientRound:
+        """A failed device's row, under the class it reported before (if any)."""
+        return ClientRound(node_id=node, downlink_bytes=downlink_bytes, failure=reason,
+                           device_class=self._device_classes.get(node, DEFAULT_DEVICE_CLASS))
+
+    def _global_max_abs(self) -> dict[str, float]:
+        """Per-tensor max |w| of the global model this round started from."""
+        if self._global is None:
+            return {}
+        arrays = numpy_arrays(self._global)
+        if self.settings.method == "apt":
+            model: fed.ReplyModel = unpack_tensors(arrays[keys.APT_PAYLOAD].tobytes())
+        else:
+            model = {k: torch.from_numpy(np.array(v)) for k, v in arrays.items()}
+        return fed.tensors_max_abs(model)
+
+    def _encode_global(self, new: fed.ReplyModel) -> tuple[ArrayRecord, bytes]:
+        if isinstance(new, list):
+            arrays = fed.packed_arrays(new)
+            return array_record(arrays), arrays[keys.APT_PAYLOAD].tobytes()
+        buf = io.BytesIO()
+        torch.save(new, buf)
+        return array_record({k: v.numpy() for k, v in new.items()}), buf.getvalue()
+
+    # --- evaluation and records ---------------------------------------------------------
+    def evaluate_global(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        """Central evaluation of a global model (the ``evaluate_fn`` of ``start``)."""
+        if self.evaluator is None:
+            return None
+        if server_round not in self._evaluated or server_round == 0:
+            model = fed.make_model(self.settings.task, self.settings.arch, self.settings.method)
+            fed.load_arrays(model, numpy_arrays(arrays), self.settings.method)
+            self._evaluated[server_round] = self.evaluator(model)
+        acc, loss = self._evaluated[server_round]
+        return MetricRecord({keys.ACCURACY: float(acc), keys.LOSS: float(loss)})
+
+    def _record(self, server_round: int, version: int, clients: list[ClientRound],
+                arrays: ArrayRecord | None, packed: bytes | None,
+                gbits: dict[str, int]) -> None:
+        acc = loss = None
+        current = arrays if arrays is not None else self._global
+        if current is not None and self.evaluator is not None:
+            self._evaluated.pop(server_round, None)
+            res = self.evaluate_global(server_round, current)
+            if res is not None:
+                acc, loss = float(res[keys.ACCURACY]), float(res[keys.LOSS])  # type: ignore
+        ok = [c for c in clients if c.rejected is None and c.failure is None]
+        if self.settings.method == "apt":
+            means = [fed.mean_bits(self.template, {x.layer: x.bits for x in c.layers})
+                     for c in ok]
+            mean = sum(x for x in means if x is not None) / len(means) if means else None
+        else:
+            mean = _FLOAT_METHOD_BITS
+        record = RoundRecord(
+            round=server_round, accuracy=acc,
+            loss=loss if loss is None or math.isfinite(loss) else None,
+            energy_j=sum(c.energy_j for c in clients),
+            uplink_bytes=sum(c.uplink_bytes for c in clients),
+            downlink_bytes=sum(c.downlink_bytes for c in clients),
+            participants=len(ok), failures=sum(c.failure is not None for c in clients),
+            rejections=sum(c.rejected is not None for c in clients), mean_bits=mean,
+            policy_version=version, clients=clients, global_bits=gbits, packed_model=packed)
+        if self.recorder is not None:
+            self.recorder(record)

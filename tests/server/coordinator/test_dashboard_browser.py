@@ -1,0 +1,189 @@
+"""The dashboard in a real headless Chromium: sign in, load a run, check the SVG charts."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import uvicorn
+from sqlalchemy.orm import Session
+
+from server.coordinator import crud
+from server.coordinator.core.config import Settings
+from server.coordinator.core.db import make_engine
+from server.coordinator.dashboard.auth import COOKIE_NAME
+from server.coordinator.main import create_app
+from server.coordinator.services.startup import init_db
+from tests.utils.run import create_random_run, make_round_record
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+NODES = (11, 12, 13)
+LAYERS = ("conv1", "conv2", "fc1", "fc2")
+ROUNDS = 6
+
+webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
+if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+    pytest.skip(f"{CHROMIUM} or {CHROMEDRIVER} is missing; install them with "
+                "'apt-get install -y chromium chromium-driver'", allow_module_level=True)
+
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
+from selenium.webdriver.support import expected_conditions  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+
+@dataclass(frozen=True)
+class LiveServer:
+    """A coordinator serving a finished run on 127.0.0.1."""
+
+    url: str
+    token: str
+    run_id: int
+
+
+def _populate(database_url: str) -> tuple[str, int]:
+    """A finished run with ``ROUNDS`` rounds, and an operator token."""
+    init_db(database_url)
+    engine = make_engine(database_url)
+    try:
+        with Session(engine) as db:
+            token = crud.create_token(session=db, role="operator", name="browser")
+            run = create_random_run(db, status="running", rounds=ROUNDS)
+            for r in range(1, ROUNDS + 1):
+                crud.record_round(session=db, run_id=run.id,
+                                  record=make_round_record(r, nodes=NODES, layers=LAYERS))
+            crud.set_run_savings(session=db, run_id=run.id,
+                                 savings={"energy": 0.41, "memory": 0.38, "uplink": 0.52})
+            crud.set_run_status(session=db, run_id=run.id, status="completed")
+            db.commit()
+            return token, run.id
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    tmp = tmp_path_factory.mktemp("dashboard")
+    database_url = f"sqlite:///{tmp / 'live.db'}"
+    token, run_id = _populate(database_url)
+    app = create_app(Settings(DATABASE_URL=database_url, DATA_DIR=tmp))
+    # Binding the socket here (port 0) avoids racing another process for a "free" port.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start within 10 s")
+        time.sleep(0.05)
+    yield LiveServer(url=f"http://127.0.0.1:{port}", token=token, run_id=run_id)
+    server.should_exit = True
+    thread.join(timeout=10)
+    sock.close()
+
+
+@pytest.fixture()
+def browser(tmp_path: Path) -> Iterator[WebDriver]:
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu",
+                 "--disable-background-networking", "--no-first-run",
+                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+                 f"--user-data-dir={tmp_path / 'chromium-profile'}",
+                 "--window-size=1400,2600"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    driver.set_page_load_timeout(20)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(tmp_path / "chromium-profile", ignore_errors=True)
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG file"
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+def _sign_in(browser: WebDriver, live_server: LiveServer, path: str) -> None:
+    browser.get(f"{live_server.url}{path}")
+    WebDriverWait(browser, 10).until(expected_conditions.url_contains("/login"))
+    browser.find_element(By.ID, "token").send_keys(live_server.token)
+    browser.find_element(By.ID, "login-submit").click()
+    WebDriverWait(browser, 10).until(expected_conditions.url_to_be(f"{live_server.url}{path}"))
+
+
+def test_dashboard_run_page_renders_charts_in_chromium(
+        live_server: LiveServer, browser: WebDriver, tmp_path: Path) -> None:
+    # Prepare
+    path = f"/runs/{live_server.run_id}"
+
+    # Execute
+    _sign_in(browser, live_server, path)
+    WebDriverWait(browser, 10).until(
+        expected_conditions.visibility_of_element_located((By.ID, "chart-bits")))
+    screenshot = tmp_path / "run.png"
+    browser.save_screenshot(str(screenshot))
+
+    # Assert: signed in through an HttpOnly, SameSite=Strict cookie
+    cookie = browser.get_cookie(COOKIE_NAME)
+    assert cookie is not None
+    assert (cookie["httpOnly"], cookie["sameSite"]) == (True, "Strict")
+    assert browser.find_element(By.ID, "viewer").text == "Signed in as browser (operator)"
+    # line charts: displayed, sized, one non-empty polyline per series
+    for chart_id, series in (("chart-accuracy", 1), ("chart-energy", 1), ("chart-bytes", 2)):
+        svg = browser.find_element(By.ID, chart_id)
+        assert svg.is_displayed()
+        assert svg.size["width"] > 200 and svg.size["height"] > 80
+        assert svg.get_attribute("data-points") == str(ROUNDS)
+        lines = svg.find_elements(By.CSS_SELECTOR, "polyline.series")
+        assert len(lines) == series
+        for line in lines:
+            assert len((line.get_attribute("points") or "").split()) == ROUNDS
+            # Selenium's is_displayed() is False for a flat line (zero-height box), so check
+            # the box's width and the computed style instead.
+            assert line.rect["width"] > 100
+            assert line.value_of_css_property("visibility") == "visible"
+            assert line.value_of_css_property("stroke") not in ("none", "")
+    # heatmap: one painted cell per layer and round
+    heatmap = browser.find_element(By.ID, "chart-bits")
+    assert heatmap.is_displayed() and heatmap.size["width"] > 200
+    cells = heatmap.find_elements(By.CSS_SELECTOR, "rect.cell")
+    assert len(cells) == len(LAYERS) * ROUNDS
+    assert all(cell.rect["width"] > 0 and cell.rect["height"] > 0 for cell in cells[:3])
+    # the page keeps to its own Content-Security-Policy (no blocked inline style or script)
+    messages = [entry["message"] for entry in browser.get_log("browser")]
+    assert not [m for m in messages if "Content Security Policy" in m], messages
+    # a real, non-blank screenshot
+    width, height = _png_size(screenshot)
+    assert (width, height) >= (800, 600)
+    assert screenshot.stat().st_size > 20_000
+
+
+def test_dashboard_overview_in_chromium(live_server: LiveServer, browser: WebDriver) -> None:
+    # Execute
+    _sign_in(browser, live_server, "/")
+
+    # Assert
+    rows = browser.find_elements(By.CSS_SELECTOR, "tr.run-row")
+    assert [row.get_attribute("data-run") for row in rows] == [str(live_server.run_id)]
+    bar = rows[0].find_element(By.CSS_SELECTOR, "progress")
+    assert bar.is_displayed() and bar.size["width"] > 0
+    assert bar.get_attribute("value") == str(ROUNDS)
