@@ -121,11 +121,12 @@ def assert_same_stats(ref: dict[str, LayerStepStats], got: dict[str, LayerStepSt
 
 
 def assert_same_optimizer_state(ref: APTSGD, got: APTSGD) -> None:
-    """Same momentum codes and exponents, same skip and overflow counters."""
+    """Same momentum codes and exponents (nan where the float part is nan), same skip and
+    overflow counters."""
     want_t, got_t = list(ref.state_tensors()), list(got.state_tensors())
     assert len(got_t) == len(want_t)
     for w, g in zip(want_t, got_t, strict=True):
-        torch.testing.assert_close(g, w, rtol=0, atol=0)
+        torch.testing.assert_close(g, w, rtol=0, atol=0, equal_nan=True)
     assert got.nonfinite_skips == ref.nonfinite_skips
     assert got.overflow_shifts == ref.overflow_shifts
 
@@ -167,3 +168,49 @@ def assert_within(got: Tensor, want: Tensor, bound: Tensor, what: str) -> None:
 def apt_layer_list(model: nn.Module) -> list[APTLayer]:
     """The APT layers of ``model`` in module order."""
     return list(apt_layers(model).values())
+
+
+class AllLayersNet(nn.Module):
+    """Conv2d -> ReLU -> MaxPool2d -> Conv1d -> ReLU -> LayerNorm -> Linear on 1x6x6 inputs.
+
+    Every layer type ``to_apt`` converts (and swaps: ReLU, non-overlapping MaxPool2d),
+    plus a LayerNorm that stays float. Fan-ins stay small (9, 9, 28) so that the float
+    reference's GEMMs are exact at every bit width with these seeds.
+    """
+
+    input_shape = (1, 6, 6)
+    classes = 5
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv2 = nn.Conv2d(1, 3, kernel_size=3, padding=1)  # -> 3x6x6
+        self.act2 = nn.ReLU()
+        self.pool = nn.MaxPool2d(2)  # -> 3x3x3
+        self.conv1 = nn.Conv1d(3, 4, kernel_size=3)  # 3x9 -> 4x7
+        self.act1 = nn.ReLU()
+        self.norm = nn.LayerNorm(28)
+        self.head = nn.Linear(28, self.classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.pool(self.act2(self.conv2(x))).flatten(2)
+        x = self.act1(self.conv1(x)).flatten(1)
+        return self.head(self.norm(x))
+
+
+def make_all_layers_net(seed: int = 0) -> AllLayersNet:
+    """An :class:`AllLayersNet` with weights from a fixed seed."""
+    torch.manual_seed(seed)
+    return AllLayersNet()
+
+
+def make_batch(batch: int = 4, seed: int = 1) -> tuple[Tensor, Tensor]:
+    """A fixed random batch for :class:`AllLayersNet`: (inputs, class targets)."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn((batch, *AllLayersNet.input_shape), generator=gen)
+    return x, torch.randint(0, AllLayersNet.classes, (batch,), generator=gen)
+
+
+def fixed_policy_at(bits: int, **changes: object) -> PrecisionPolicy:
+    """A policy that starts every layer at ``bits`` (any width 2..16)."""
+    return PrecisionPolicy(bits_min=2, bits_max=16, bits_init=bits,
+                           **changes)  # type: ignore[arg-type]
