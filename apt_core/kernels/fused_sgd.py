@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from apt_core.kernels import update as K
-from apt_core.kernels.noise import stream_keys
+from apt_core.kernels.noise import as_int32, stream_keys
 from apt_core.kernels.storage import uses_limbs
 from apt_core.quant import MAX_EXPONENT, choose_exponent, code_range
 
@@ -88,7 +88,7 @@ def _write(o: object, seen: list[_Seen], bad: set[str], has_prev: bool
     step = o._t  # type: ignore[attr-defined]
     w1, w2 = stream_keys(o.seed, step, 0)  # type: ignore[attr-defined]
     m1, m2 = stream_keys(o.seed, step, 1)  # type: ignore[attr-defined]
-    keys = torch.tensor([w1, w2, m1, m2], dtype=torch.int64)
+    keys = torch.tensor([as_int32(k) for k in (w1, w2, m1, m2)], dtype=torch.int32)
     keep = o.momentum > 0  # type: ignore[attr-defined]
     if keep and o._mom is None:  # type: ignore[attr-defined]
         o._mom = torch.zeros(sum(o._sizes), dtype=torch.int8)  # type: ignore[attr-defined]
@@ -111,7 +111,7 @@ def _write(o: object, seen: list[_Seen], bad: set[str], has_prev: bool
         prev = (o._mom[s.offset: s.offset + s.size] if has_prev  # type: ignore[attr-defined]
                 else torch.zeros(0, dtype=torch.int8))
         new, m, changed = K.run_write(_view(stored, limbs), v.grad[0].reshape(-1), prev, p,
-                                      keys, torch.tensor(s.offset, dtype=torch.int64), limbs,
+                                      keys, torch.tensor(s.offset, dtype=torch.int32), limbs,
                                       has_prev, bool(o.weight_decay),  # type: ignore
                                       o.rounding == "stochastic", keep)  # type: ignore
         if keep:

@@ -70,8 +70,8 @@ def write_pass(stored: Tensor, g: Tensor, mom: Tensor, p: Tensor, keys: Tensor, 
                keep_momentum: bool) -> tuple[Tensor, Tensor, Tensor]:
     """New stored codes, new int8 momentum and #(changed codes) of one tensor.
 
-    ``keys`` holds the int64 noise keys ``[w1, w2, m1, m2]``; ``base`` the offset of
-    this tensor's first element in the optimizer's flat element numbering.
+    ``keys`` holds the int32 noise keys ``[w1, w2, m1, m2]``; ``base`` (int32) the offset
+    of this tensor's first element in the optimizer's flat element numbering.
     """
     c, w, d, prev = _direction(stored, g, mom, p, limbs, has_prev, has_wd)
     skip = p[SKIP] > 0
@@ -81,7 +81,7 @@ def write_pass(stored: Tensor, g: Tensor, mom: Tensor, p: Tensor, keys: Tensor, 
     else:
         d = torch.where(skip, torch.zeros_like(d), d)
     x = (w - u) * p[F_SCALE]
-    idx = torch.arange(c.numel(), dtype=torch.int64) + base
+    idx = torch.arange(c.numel(), dtype=torch.int32) + base
     if stochastic:
         r = round_stochastic(x, hash_uniform(idx, keys[0], keys[1]))
     else:
