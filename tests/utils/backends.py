@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 import torch
 from torch import Tensor, nn
 
 from apt_core.config import PrecisionPolicy
 from apt_core.kernels import get_backend, set_backend
+from apt_core.kernels.compiled import _enabled as compiled_state
 from apt_core.kernels.compiled import set_compiled
 from apt_core.layers import APTLayer, apt_layers, to_apt
 from apt_core.optimizer import APTSGD, LayerStepStats
@@ -36,17 +37,24 @@ def backend(name: str) -> Iterator[None]:
 
 
 @contextmanager
-def eager_kernels() -> Iterator[None]:
-    """Run the integer kernels eagerly (same code and float ops, no compile time).
+def compiled_kernels(enabled: bool) -> Iterator[None]:
+    """Run the integer kernels compiled (``True``) or eagerly, then restore the setting.
 
-    The compiled path is checked by a few dedicated tests; the others would spend most
-    of their time in inductor (one graph per combination of the kernels' flags).
+    Eager runs the same code and float ops without compile time. The compiled path is
+    checked by a few dedicated tests; the others would spend most of their time in
+    inductor (one graph per combination of the kernels' flags).
     """
-    set_compiled(False)
+    before = compiled_state["compile"]
+    set_compiled(enabled)
     try:
         yield
     finally:
-        set_compiled(True)
+        set_compiled(before)
+
+
+def eager_kernels() -> AbstractContextManager[None]:
+    """Shorthand for ``compiled_kernels(False)``."""
+    return compiled_kernels(False)
 
 
 def twin_models(model: nn.Module, policy: PrecisionPolicy) -> tuple[nn.Module, nn.Module]:

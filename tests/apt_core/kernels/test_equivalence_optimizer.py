@@ -20,6 +20,7 @@ from tests.utils.backends import (
     assert_same_layers,
     assert_same_optimizer_state,
     assert_same_stats,
+    compiled_kernels,
     eager_kernels,
     fixed_policy_at,
     make_all_layers_net,
@@ -71,6 +72,26 @@ def test_aptsgd_int_steps_match_reference(bits: int, rounding: str) -> None:
     assert list(opts[1].state_tensors())  # int8 momentum was kept and compared
     for p_ref, p_int in zip(ref.parameters(), intm.parameters(), strict=True):
         torch.testing.assert_close(p_int, p_ref, rtol=0, atol=0)  # the float LayerNorm
+
+
+@pytest.mark.slow  # inductor compiles ~10 graphs: 60-90 s per width on a loaded 2-core box
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("bits", [8, 12])
+def test_aptsgd_int_compiled_kernels_match_reference(bits: int) -> None:
+    # Prepare: the inductor-compiled quantize/rescale/update kernels (as in production),
+    # with every float op the fused passes have: weight decay, momentum, stochastic noise
+    ref, intm = twin_models(make_all_layers_net(), fixed_policy_at(bits))
+    opts = twin_optimizers(ref, intm, lr=0.1, momentum=0.9, weight_decay=1e-2,
+                           rounding="stochastic", seed=3)
+    x, y = make_batch()
+
+    with compiled_kernels(True):
+        for _ in range(2):
+            # Execute
+            outs, stats = twin_steps(ref, intm, opts, x, _loss(y))
+
+            # Assert
+            _assert_twins(ref, intm, opts, outs, stats)
 
 
 @pytest.mark.parametrize(("bits", "lr"), [(2, 5.0), (8, 5.0), (9, 5.0), (16, 5.0), (8, 500.0),
