@@ -323,10 +323,6 @@ def test_to_apt_swapped_activations_match_torch_and_swap_back(pool: dict[str, ob
     assert repr(back) == repr(model)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "APTReLU saves mask = x > 0, so its backward zeroes the gradient where x is nan; "
-    "nn.ReLU (the reference backend) tests its output (threshold_backward: nan <= 0 is "
-    "false) and passes it. Fix in apt_core/kernels/activations.py: mask = ~(x <= 0)."))
 def test_apt_relu_gradient_matches_nn_relu_with_nan_input() -> None:
     # Prepare: nn.ReLU passes the gradient where the input is nan (its backward tests the
     # output, nan <= 0 is false); a mask of x > 0 drops it
