@@ -26,6 +26,7 @@ from apt_core.kernels.backend import get_backend, log_once
 from apt_core.kernels.conv import ConvProducts
 from apt_core.kernels.functions import LinearProducts, Products, int_gemm
 from apt_core.kernels.storage import decode, encode, stored_rows
+from apt_core.kernels.weight_grad import DeferredGrad, as_tensor
 from apt_core.packing import PackedTensor
 from apt_core.quant import (
     choose_exponent,
@@ -71,7 +72,8 @@ class APTLayer(nn.Module):
             self.register_buffer("bias_exp", torch.tensor(0, dtype=torch.int32))
             self.register_buffer("bias_codes", torch.zeros(0, dtype=torch.int8))
         self._live: dict[str, Tensor] = {}  # float tensors of the current step only
-        self._grads: dict[str, tuple[Tensor, int]] = {}  # integer-path gradients
+        # integer-path gradients (a wide layer's weight gradient stays deferred)
+        self._grads: dict[str, tuple[Tensor | DeferredGrad, int]] = {}
         self._stepping = False
         with torch.no_grad():
             self.encode_from_float(weight.detach().float(),
@@ -203,7 +205,7 @@ class APTLayer(nn.Module):
             self._live[which] = t
         if t is not None and t.grad is None and which in self._grads:
             acc, e = self._grads[which]
-            t.grad = self.from_matrix(which, acc.to(torch.float32) * 2.0**-e)
+            t.grad = self.from_matrix(which, as_tensor(acc).to(torch.float32) * 2.0**-e)
         return t
 
     def live_codes(self, which: str) -> Tensor:
@@ -211,19 +213,23 @@ class APTLayer(nn.Module):
         codes = self._live.get(f"{which}_codes")
         return self.codes(which) if codes is None else codes
 
-    def grad_of(self, which: str) -> tuple[Tensor, int] | None:
-        """This step's gradient in stored order as ``(tensor, e)`` meaning tensor * 2**-e."""
+    def grad_of(self, which: str) -> tuple[Tensor | DeferredGrad, int] | None:
+        """This step's gradient in stored order as ``(g, e)`` meaning g * 2**-e.
+
+        ``g`` is a tensor, or for a wide layer's weight the deferred integer product
+        (:class:`apt_core.kernels.weight_grad.DeferredGrad`, read in row blocks).
+        """
         t = self._live.get(which)
         if t is not None and t.grad is not None:
             return self.to_matrix(which, t.grad), 0
         return self._grads.get(which)
 
-    def accept_grad(self, which: str, grad: Tensor, exponent: int) -> None:
+    def accept_grad(self, which: str, grad: Tensor | DeferredGrad, exponent: int) -> None:
         """Take (or add to) this step's gradient from the integer backward."""
         old = self._grads.get(which)
         if old is not None:  # a second backward before the step: accumulate in float
-            grad = old[0].to(torch.float32) * 2.0**-old[1] + grad.to(torch.float32) * (
-                2.0**-exponent)
+            grad = as_tensor(old[0]).to(torch.float32) * 2.0**-old[1] + as_tensor(grad).to(
+                torch.float32) * 2.0**-exponent
             exponent = 0
         self._grads[which] = (grad, exponent)
 

@@ -15,20 +15,25 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from apt_core.kernels.backend import get_backend
+from apt_core.kernels.compiled import relu_grad
 
 
 class _ReLUMask(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Tensor) -> Tensor:  # type: ignore[override]
-        # eager: inductor's bool stores measured ~20x slower than these two passes
-        mask = x > 0
-        ctx.save_for_backward(mask)
-        return torch.relu(x)
+        # eager: inductor's bool stores measured ~20x slower than these two passes; the
+        # mask is kept as uint8, which the compiled backward loads fast (bool: slow)
+        # (relu(x) != 0) is nn.ReLU's test (result <= 0 drops the gradient): NaN passes
+        y = torch.relu(x)
+        ctx.save_for_backward((y != 0).view(torch.uint8))
+        return y
 
     @staticmethod
     def backward(ctx: Any, g: Tensor) -> Tensor:  # type: ignore[override]
         (mask,) = ctx.saved_tensors
-        return g.masked_fill(mask.logical_not(), 0.0)
+        if g.dtype != torch.float32:
+            return g.masked_fill(mask.logical_not(), 0.0)
+        return relu_grad(g.contiguous(), mask.contiguous())  # type: ignore[no-any-return]
 
 
 class APTReLU(nn.ReLU):

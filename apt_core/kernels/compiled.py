@@ -31,6 +31,7 @@ class Compiled:
         if not self.eager and _enabled["compile"]:
             try:
                 if self.compiled is None:
+                    _allow_variants()
                     self.compiled = torch.compile(self.fn, dynamic=True, fullgraph=True)
                 return self.compiled(*args)
             except Exception as exc:  # noqa: BLE001 - any compiler failure means eager
@@ -38,6 +39,18 @@ class Compiled:
                 log_once("compile", "torch.compile of the APT kernels failed (%s); running "
                          "them eagerly from now on.", exc)
         return self.fn(*args)
+
+
+#: Graphs one kernel may need: its flags (limbs, momentum, weight decay, rounding) times
+#: the view layouts of whole tensors and row blocks. Past dynamo's default limit (8) the
+#: kernel would run eagerly for the rest of the process.
+RECOMPILE_LIMIT = 64
+
+
+def _allow_variants() -> None:
+    cfg = torch._dynamo.config
+    cfg.recompile_limit = max(cfg.recompile_limit, RECOMPILE_LIMIT)
+    cfg.accumulated_recompile_limit = max(cfg.accumulated_recompile_limit, 4 * RECOMPILE_LIMIT)
 
 
 def set_compiled(enabled: bool) -> None:
@@ -58,6 +71,13 @@ def _rescale_bias(acc: Tensor, scale: Tensor, bias: Tensor) -> Tensor:
     return acc.to(torch.float32) * scale + bias
 
 
+def _relu_grad(g: Tensor, mask: Tensor) -> Tensor:
+    # bit mask on the float's int32 view: exact (+0 where masked, NaN-safe like
+    # masked_fill) and one vectorized pass over a uint8 mask (bool loads are slow here)
+    return (g.view(torch.int32) & (-mask.to(torch.int32))).view(torch.float32)
+
+
 quantize_int8 = Compiled(_quantize)
+relu_grad = Compiled(_relu_grad)
 rescale = Compiled(_rescale)
 rescale_bias = Compiled(_rescale_bias)

@@ -16,7 +16,8 @@ import torch
 from torch import Tensor
 
 from apt_core.kernels.compiled import rescale, rescale_bias
-from apt_core.kernels.gemm import int_mm, linear_forward, linear_input_grad, quantize_codes
+from apt_core.kernels.gemm import linear_forward, linear_input_grad, quantize_codes
+from apt_core.kernels.weight_grad import DeferredGrad, bias_grad, linear_weight_grad
 
 
 class IntGemmLayer(Protocol):
@@ -30,7 +31,7 @@ class IntGemmLayer(Protocol):
     @property
     def n_bits(self) -> int: ...
     def bias_float(self) -> Tensor | None: ...
-    def accept_grad(self, which: str, grad: Tensor, exponent: int) -> None: ...
+    def accept_grad(self, which: str, grad: Tensor | DeferredGrad, exponent: int) -> None: ...
     def weight_float(self) -> Tensor: ...
 
 
@@ -39,7 +40,7 @@ class Products(Protocol):
 
     def forward(self, xq: Tensor, w: Tensor, limbs: bool) -> Tensor: ...
     def input_grad(self, gq: Tensor, w: Tensor, limbs: bool, x_shape: torch.Size) -> Tensor: ...
-    def weight_grad(self, gq: Tensor, xq: Tensor) -> Tensor: ...
+    def weight_grad(self, gq: Tensor, xq: Tensor) -> Tensor | DeferredGrad: ...
     def bias_grad(self, gq: Tensor) -> Tensor: ...
     def bias_view(self, b: Tensor) -> Tensor: ...
     def float_step(self, x: Tensor, w: Tensor, gy: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -56,11 +57,11 @@ class LinearProducts:
     def input_grad(self, gq: Tensor, w: Tensor, limbs: bool, x_shape: torch.Size) -> Tensor:
         return linear_input_grad(gq.reshape(-1, gq.shape[-1]), w, limbs).view(x_shape)
 
-    def weight_grad(self, gq: Tensor, xq: Tensor) -> Tensor:
-        return int_mm(gq.reshape(-1, gq.shape[-1]).t(), xq.reshape(-1, xq.shape[-1]))
+    def weight_grad(self, gq: Tensor, xq: Tensor) -> Tensor | DeferredGrad:
+        return linear_weight_grad(gq.reshape(-1, gq.shape[-1]), xq.reshape(-1, xq.shape[-1]))
 
     def bias_grad(self, gq: Tensor) -> Tensor:
-        return gq.reshape(-1, gq.shape[-1]).sum(0, dtype=torch.int32)
+        return bias_grad(gq.reshape(-1, gq.shape[-1]))
 
     def bias_view(self, b: Tensor) -> Tensor:
         return b
