@@ -12,6 +12,7 @@ gradient (the float emulation every integer result is tested against).
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,8 +26,8 @@ from apt_core.kernels.activations import APTMaxPool2d, APTReLU
 from apt_core.kernels.backend import get_backend, log_once
 from apt_core.kernels.conv import ConvProducts
 from apt_core.kernels.functions import LinearProducts, Products, int_gemm
+from apt_core.kernels.step_state import StepState
 from apt_core.kernels.storage import decode, encode, stored_rows
-from apt_core.kernels.weight_grad import DeferredGrad, as_tensor
 from apt_core.packing import PackedTensor
 from apt_core.quant import (
     choose_exponent,
@@ -37,7 +38,7 @@ from apt_core.quant import (
 )
 
 
-class APTLayer(nn.Module):
+class APTLayer(StepState, nn.Module):
     """Base of the fixed-point GEMM layers: storage, encode/decode and bit changes.
 
     Buffers (all survive ``state_dict`` and transport): ``weight_codes`` (int8 matrix of
@@ -71,10 +72,7 @@ class APTLayer(nn.Module):
         else:
             self.register_buffer("bias_exp", torch.tensor(0, dtype=torch.int32))
             self.register_buffer("bias_codes", torch.zeros(0, dtype=torch.int8))
-        self._live: dict[str, Tensor] = {}  # float tensors of the current step only
-        # integer-path gradients (a wide layer's weight gradient stays deferred)
-        self._grads: dict[str, tuple[Tensor | DeferredGrad, int]] = {}
-        self._stepping = False
+        self._init_step_state()
         with torch.no_grad():
             self.encode_from_float(weight.detach().float(),
                                    None if bias is None else bias.detach().float())
@@ -87,8 +85,8 @@ class APTLayer(nn.Module):
 
     def numel_params(self) -> int:
         """Number of stored parameters (weight and bias)."""
-        n = _numel(self.weight_shape)
-        return n + (0 if self.bias_shape is None else _numel(self.bias_shape))
+        n = math.prod(self.weight_shape)
+        return n + (0 if self.bias_shape is None else math.prod(self.bias_shape))
 
     def _shape(self, which: str) -> tuple[int, ...]:
         shape = self.weight_shape if which == "weight" else self.bias_shape
@@ -184,71 +182,14 @@ class APTLayer(nn.Module):
                                       unexpected_keys, error_msgs)
         for which in self.tensors():
             rows = stored_rows(self._shape(which)[0], self.n_bits)
-            cols = _numel(self._shape(which)) // self._shape(which)[0]
+            cols = math.prod(self._shape(which)) // self._shape(which)[0]
             got = tuple(self.stored(which).shape)
             if got != (rows, cols):
                 error_msgs.append(f"{prefix}{which}_codes: shape {got} does not hold "
                                   f"{self._shape(which)} at {self.n_bits} bits (expected "
                                   f"{(rows, cols)}).")
 
-    # --- step state ------------------------------------------------------------------
-    def live(self, which: str) -> Tensor | None:
-        """The float tensor of the current step (with its gradient), if any.
-
-        On the reference backend ``forward`` decodes it; on the integer backend it is
-        only materialized on request (for inspection), with the integer gradient
-        dequantized into ``.grad``. It exists only between ``forward`` and the step.
-        """
-        t = self._live.get(which)
-        if t is None and self._stepping and (which == "weight" or self.bias_shape):
-            t = dequantize(self.codes(which), self.exponent(which)).requires_grad_(True)
-            self._live[which] = t
-        if t is not None and t.grad is None and which in self._grads:
-            acc, e = self._grads[which]
-            t.grad = self.from_matrix(which, as_tensor(acc).to(torch.float32) * 2.0**-e)
-        return t
-
-    def live_codes(self, which: str) -> Tensor:
-        """The integer codes of the current step (int32, real shape)."""
-        codes = self._live.get(f"{which}_codes")
-        return self.codes(which) if codes is None else codes
-
-    def grad_of(self, which: str) -> tuple[Tensor | DeferredGrad, int] | None:
-        """This step's gradient in stored order as ``(g, e)`` meaning g * 2**-e.
-
-        ``g`` is a tensor, or for a wide layer's weight the deferred integer product
-        (:class:`apt_core.kernels.weight_grad.DeferredGrad`, read in row blocks).
-        """
-        t = self._live.get(which)
-        if t is not None and t.grad is not None:
-            return self.to_matrix(which, t.grad), 0
-        return self._grads.get(which)
-
-    def accept_grad(self, which: str, grad: Tensor | DeferredGrad, exponent: int) -> None:
-        """Take (or add to) this step's gradient from the integer backward."""
-        old = self._grads.get(which)
-        if old is not None:  # a second backward before the step: accumulate in float
-            grad = as_tensor(old[0]).to(torch.float32) * 2.0**-old[1] + as_tensor(grad).to(
-                torch.float32) * 2.0**-exponent
-            exponent = 0
-        self._grads[which] = (grad, exponent)
-
-    def release(self) -> None:
-        """Drop the float tensors and gradients of the current step."""
-        self._live.clear()
-        self._grads.clear()
-        self._stepping = False
-
     # --- compute ---------------------------------------------------------------------
-    def _decoded(self, which: str) -> Tensor:
-        codes = self.codes(which)
-        value = dequantize(codes, self.exponent(which))
-        if torch.is_grad_enabled() and self.training:
-            value.requires_grad_(True)
-            self._live[which] = value
-            self._live[f"{which}_codes"] = codes
-        return value
-
     def weight_float(self) -> Tensor:
         """The float weight (real shape), as a transient."""
         return dequantize(self.codes("weight"), self.exponent("weight"))
@@ -449,13 +390,6 @@ def apt_layers(model: nn.Module) -> dict[str, APTLayer]:
 def layer_bits(model: nn.Module) -> dict[str, int]:
     """Current bit-width of every APT layer."""
     return {n: m.n_bits for n, m in apt_layers(model).items()}
-
-
-def _numel(shape: tuple[int, ...] | None) -> int:
-    n = 1
-    for d in shape or ():
-        n *= d
-    return n
 
 
 def _copy_into(m: nn.Module, w: Tensor, b: Tensor | None) -> None:

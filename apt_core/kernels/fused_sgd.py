@@ -82,10 +82,17 @@ def _write_tensor(stored: Tensor, grad: Tensor | DeferredGrad, prev: Tensor, p: 
     return out, int(total)
 
 
-def _params(g_exp: int, f: int, lr: float, mom: float, wd: float, m_exp: int) -> Tensor:
+def _params(g_exp: int, f: int, lr: float, mom: float, wd: float, m_exp: int,
+            guess: tuple[int, int, int] | None = None) -> Tensor:
+    """The passes' scalars; ``guess`` = (bits, f, e) fills the one-pass grid and momentum."""
     p = [0.0] * K.N_SCALARS
     p[K.G_SCALE], p[K.W_SCALE], p[K.LR], p[K.MOM] = 2.0**-g_exp, 2.0**-f, lr, mom
     p[K.WD], p[K.M_SCALE], p[K.HALF] = wd, 2.0**-m_exp, 2.0 ** -(f + 1)
+    if guess is not None:
+        b, f_grid, e = guess
+        lo, hi = code_range(b)
+        p[K.F_SCALE], p[K.LO], p[K.HI] = 2.0**f_grid, float(lo), float(hi)
+        p[K.E_SCALE] = 2.0**e
     return torch.tensor(p, dtype=torch.float32)
 
 
@@ -94,7 +101,7 @@ def fused_step(opt: object, slots: list[Slot]) -> tuple[dict[str, tuple[int, int
     """Update every slot that has a gradient; see :meth:`APTSGD.step`.
 
     Each layer first runs one fused pass per tensor on guessed decisions (grid kept,
-    momentum exponent within one of the last one); when a guess was wrong (an overflow
+    momentum exponent of the last step, right ~85% of the time); when a guess was wrong (an overflow
     shift, a larger momentum move, a non-finite update) that layer is redone with the
     exact two-pass update. Returns ``(new (f_old, f_new) per weight, raw stats per
     layer, skipped layers)``.
@@ -149,10 +156,7 @@ def _try(o: object, s: Slot, has_prev: bool, keys: Tensor) -> _Try | None:
     b, f = layer.n_bits, layer.exponent(which)  # type: ignore[attr-defined]
     e_guess = int(o._mom_exp[s.index]) if o._mom_exp is not None else 7  # type: ignore
     p = _params(grad[1], f, o.lr, o.momentum, o.weight_decay,  # type: ignore[attr-defined]
-                e_guess if has_prev else 0)
-    lo, hi = code_range(b)
-    p[K.F_SCALE], p[K.LO], p[K.HI] = 2.0**f, float(lo), float(hi)
-    p[K.E_DOWN], p[K.E_SCALE], p[K.E_UP] = (2.0 ** (e_guess + k) for k in (-1, 0, 1))
+                e_guess if has_prev else 0, (b, f, e_guess))
     mom = (o._mom[s.offset: s.offset + s.size] if has_prev  # type: ignore[attr-defined]
            else torch.zeros(0, dtype=torch.int8))
     flags = (uses_limbs(b), has_prev, bool(o.weight_decay),  # type: ignore[attr-defined]
@@ -161,7 +165,7 @@ def _try(o: object, s: Slot, has_prev: bool, keys: Tensor) -> _Try | None:
                                      keys, s.offset, flags)
     e = min(choose_exponent(floats[2], 8), MAX_EXPONENT) if _finite(floats[2]) else e_guess
     ok = (_finite(floats[0]) and _fit(floats[1], b, f)[1] == 0
-          and (abs(e - e_guess) <= 1 or not o.momentum))  # type: ignore[attr-defined]
+          and (e == e_guess or not o.momentum))  # type: ignore[attr-defined]
     return _Try(s, grad, p, floats, counts, new, moms, e, e_guess, ok)
 
 
@@ -171,7 +175,7 @@ def _commit(o: object, t: _Try, exps: dict[str, tuple[int, int]],
     f = layer.exponent(s.which)  # type: ignore[attr-defined]
     if o.momentum > 0:  # type: ignore[attr-defined]
         o._mom[s.offset: s.offset + s.size].copy_(  # type: ignore[attr-defined]
-            t.moms[t.e - t.e_guess + 1])
+            t.moms)
         o._mom_exp[s.index] = t.e  # type: ignore[attr-defined]
     layer.set_stored(s.which, t.new, f)  # type: ignore[attr-defined]
     if s.which == "weight":
@@ -190,7 +194,7 @@ def _one(stored: Tensor, grad: Tensor | DeferredGrad, mom: Tensor, p: Tensor, ke
         return new.view(stored.shape), moms, fl.tolist(), ct.tolist()
     k = grad.shape[1]
     out = torch.empty_like(stored)
-    moms = torch.empty((3, grad.shape[0] * k), dtype=torch.int8)
+    moms = torch.empty(grad.shape[0] * k, dtype=torch.int8)
     fls, cts = [], []
     for r0, r1, acc in grad.blocks():
         m = mom[r0 * k: r1 * k] if has_prev else mom
@@ -198,7 +202,7 @@ def _one(stored: Tensor, grad: Tensor | DeferredGrad, mom: Tensor, p: Tensor, ke
         new, mb, fl, ct = K.run_one(_rows(stored, limbs, r0, r1), acc.view(-1), m, p, keys,
                                     base, *flags)
         _rows(out, limbs, r0, r1).copy_(new)
-        moms[:, r0 * k: r1 * k].copy_(mb)
+        moms[r0 * k: r1 * k].copy_(mb)
         fls.append(fl)
         cts.append(ct)
     f = torch.stack(fls)

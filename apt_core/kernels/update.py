@@ -1,7 +1,7 @@
 """Fused per-tensor passes of the master-copy-free SGD update (compiled when possible).
 
 ``one_pass`` reads codes, gradient and momentum once, writes the new codes on the current
-grid and the int8 momentum at three candidate exponents, and returns the reductions
+grid and the int8 momentum at the last step's exponent, and returns the reductions
 (statistics and maxima) that decide whether those guesses hold; ``write_pass`` is the
 exact second pass for when they do not (an overflow shift, a skipped layer, a larger
 momentum move). The float arithmetic is the reference optimizer's, op for op, so nearest
@@ -20,8 +20,7 @@ from apt_core.kernels.storage import LIMB_OFFSET
 # scalar slots of the float parameter vector ``p`` passed to both passes (one tensor, so
 # changing values never recompiles)
 G_SCALE, W_SCALE, LR, MOM, WD, M_SCALE, HALF, F_SCALE, LO, HI, E_SCALE, SKIP = range(12)
-E_DOWN, E_UP = 12, 13  # the one-pass kernel's neighbouring momentum scales
-N_SCALARS = 14
+N_SCALARS = 12
 
 
 def _codes(stored: Tensor, limbs: bool) -> Tensor:
@@ -87,12 +86,12 @@ def one_pass(stored: Tensor, g: Tensor, mom: Tensor, p: Tensor, keys: Tensor, ba
              limbs: bool, has_prev: bool, has_wd: bool, stochastic: bool
              ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Both passes at once, on guessed decisions: the grid ``p[F_SCALE]`` is kept and the
-    momentum is rounded at three candidate exponents (scales ``E_DOWN, E_SCALE, E_UP``).
+    momentum is rounded at the exponent of the last step (scale ``p[E_SCALE]``).
 
     Returns
     -------
     tuple[Tensor, Tensor, Tensor, Tensor]
-        New stored codes, int8 momentum ``(3, n)`` (one row per candidate), the float64
+        New stored codes, new int8 momentum, the float64
         reductions ``[sum|u|, max|w - u|, max|d|, max|prev|]`` and int64
         ``[#(u != 0), #(|u| >= delta/2), #(changed codes)]``. The caller keeps them when
         the guesses were right.
@@ -106,19 +105,19 @@ def one_pass(stored: Tensor, g: Tensor, mom: Tensor, p: Tensor, keys: Tensor, ba
     r = round_stochastic(x, hash_uniform(idx, keys[0], keys[1])) if stochastic else torch.round(x)
     code = torch.maximum(torch.minimum(r, p[HI]), p[LO]).to(torch.int32)
     noise = hash_uniform(idx, keys[2], keys[3])
-    moms = torch.stack([round_stochastic(d * p[k], noise).clamp(-127, 127).to(torch.int8)
-                        for k in (E_DOWN, E_SCALE, E_UP)])
+    mom_new = round_stochastic(d * p[E_SCALE], noise).clamp(-127, 127).to(torch.int8)
     zero = torch.zeros((), dtype=torch.float32)
     amax_prev = prev.abs().amax() if prev is not None else zero
     floats = torch.stack((au.to(torch.float64).sum(), w_new.abs().amax().to(torch.float64),
                           d.abs().amax().to(torch.float64), amax_prev.to(torch.float64)))
-    counts = torch.stack(((u != 0).sum(), (au >= p[HALF]).sum(), (code != c).sum()))
+    counts = torch.stack(((u != 0).sum(dtype=torch.int32), (au >= p[HALF]).sum(dtype=torch.int32),
+                          (code != c).sum(dtype=torch.int32)))
     if limbs:
         new = torch.stack(((code >> 8).to(torch.int8),
                            ((code & 255) - LIMB_OFFSET).to(torch.int8)))
     else:
         new = code.to(torch.int8)
-    return new, moms, floats, counts
+    return new, mom_new, floats, counts
 
 
 run_one = Compiled(one_pass)
