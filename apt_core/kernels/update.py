@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from apt_core.kernels.compiled import Compiled
+from apt_core.kernels.compiled import COMPILE_MIN_NUMEL, Compiled
 from apt_core.kernels.noise import hash_uniform, round_stochastic
 from apt_core.kernels.storage import LIMB_OFFSET
 
@@ -120,5 +120,5 @@ def one_pass(stored: Tensor, g: Tensor, mom: Tensor, p: Tensor, keys: Tensor, ba
     return new, mom_new, floats, counts
 
 
-run_one = Compiled(one_pass)
-run_write = Compiled(write_pass)
+run_one = Compiled(one_pass, COMPILE_MIN_NUMEL)
+run_write = Compiled(write_pass, COMPILE_MIN_NUMEL)
