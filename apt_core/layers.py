@@ -1,14 +1,18 @@
 """Fixed-point layers that own no float weight, and the module swaps to and from them.
 
-An APT layer keeps its weight (and bias) only as bit-packed integer codes in registered
-buffers, with an exponent and a bit-width buffer beside them. A float weight exists only
-inside one training step: ``forward`` decodes it, autograd fills its gradient, and the
-optimizer (the only writer of codes) re-encodes the update and drops the float copy.
+An APT layer keeps its weight (and bias) only as integer codes in registered int8
+buffers, GEMM-ready (see :mod:`apt_core.kernels.storage`: one int8 per code up to 8 bits,
+two int8 limbs from 9 to 16 bits), with an exponent and a bit-width buffer beside them.
+On the integer backend (default) the forward and both backward GEMMs run on these codes
+and the weight gradient is handed to the optimizer as an exact integer accumulator; on
+the reference backend a float weight is decoded for the step and autograd fills its
+gradient (the float emulation every integer result is tested against).
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,7 +21,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from apt_core.config import PrecisionPolicy
-from apt_core.packing import PackedTensor, pack_bits, packed_nbytes, unpack_bits
+from apt_core.kernels import im2col
+from apt_core.kernels.activations import APTMaxPool2d, APTReLU
+from apt_core.kernels.backend import get_backend, log_once
+from apt_core.kernels.conv import ConvProducts
+from apt_core.kernels.functions import LinearProducts, Products, int_gemm
+from apt_core.kernels.step_state import StepState
+from apt_core.kernels.storage import decode, encode, stored_rows
+from apt_core.packing import PackedTensor
 from apt_core.quant import (
     choose_exponent,
     dequantize,
@@ -27,12 +38,14 @@ from apt_core.quant import (
 )
 
 
-class APTLayer(nn.Module):
+class APTLayer(StepState, nn.Module):
     """Base of the fixed-point GEMM layers: storage, encode/decode and bit changes.
 
-    Buffers (all survive ``state_dict`` and transport): ``weight_codes`` (uint8 bit
-    stream, ``bits`` bits per value), ``weight_exp`` (int32), ``bits`` (int32) and, with
-    a bias, ``bias_codes`` / ``bias_exp`` (the bias shares the layer's bit-width).
+    Buffers (all survive ``state_dict`` and transport): ``weight_codes`` (int8 matrix of
+    ``(out, fan_in)`` codes, or ``(2*out, fan_in)`` limbs above 8 bits), ``weight_exp``
+    (int32), ``bits`` (int32) and, with a bias, ``bias_codes`` / ``bias_exp`` (the bias
+    shares the layer's bit-width). ``fallbacks`` counts forwards that could not run on
+    the integer backend.
     """
 
     weight_codes: Tensor
@@ -40,6 +53,7 @@ class APTLayer(nn.Module):
     bits: Tensor
     bias_codes: Tensor | None
     bias_exp: Tensor | None
+    products: Products = LinearProducts()
 
     def __init__(self, weight: Tensor, bias: Tensor | None, policy: PrecisionPolicy) -> None:
         super().__init__()
@@ -47,17 +61,18 @@ class APTLayer(nn.Module):
         self.bias_shape = None if bias is None else tuple(bias.shape)
         self.act_bits = policy.act_bits
         self.err_bits = policy.err_bits
+        self.fallbacks = 0
         b = policy.start_bits
         self.register_buffer("bits", torch.tensor(b, dtype=torch.int32))
         self.register_buffer("weight_exp", torch.tensor(0, dtype=torch.int32))
-        self.register_buffer("weight_codes", torch.zeros(0, dtype=torch.uint8))
+        self.register_buffer("weight_codes", torch.zeros(0, dtype=torch.int8))
         if bias is None:
             self.bias_codes = None
             self.bias_exp = None
         else:
             self.register_buffer("bias_exp", torch.tensor(0, dtype=torch.int32))
-            self.register_buffer("bias_codes", torch.zeros(0, dtype=torch.uint8))
-        self._live: dict[str, Tensor] = {}  # float tensors of the current step only
+            self.register_buffer("bias_codes", torch.zeros(0, dtype=torch.int8))
+        self._init_step_state()
         with torch.no_grad():
             self.encode_from_float(weight.detach().float(),
                                    None if bias is None else bias.detach().float())
@@ -70,15 +85,29 @@ class APTLayer(nn.Module):
 
     def numel_params(self) -> int:
         """Number of stored parameters (weight and bias)."""
-        n = _numel(self.weight_shape)
-        return n + (0 if self.bias_shape is None else _numel(self.bias_shape))
+        n = math.prod(self.weight_shape)
+        return n + (0 if self.bias_shape is None else math.prod(self.bias_shape))
+
+    def _shape(self, which: str) -> tuple[int, ...]:
+        shape = self.weight_shape if which == "weight" else self.bias_shape
+        assert shape is not None
+        return shape
+
+    def to_matrix(self, which: str, t: Tensor) -> Tensor:
+        """A real-shape tensor in the stored ``(out, fan_in)`` order."""
+        return t.reshape(t.shape[0], -1)
+
+    def from_matrix(self, which: str, m: Tensor) -> Tensor:
+        """Inverse of :meth:`to_matrix`."""
+        return m.reshape(self._shape(which))
+
+    def stored(self, which: str) -> Tensor:
+        """The stored int8 matrix of one tensor (codes or limbs)."""
+        return getattr(self, f"{which}_codes")  # type: ignore[no-any-return]
 
     def codes(self, which: str = "weight") -> Tensor:
         """Decode one tensor's integer codes (int32, real shape)."""
-        shape = self.weight_shape if which == "weight" else self.bias_shape
-        assert shape is not None
-        packed = getattr(self, f"{which}_codes")
-        return unpack_bits(packed, self.n_bits, _numel(shape)).view(shape)
+        return self.from_matrix(which, decode(self.stored(which), self.n_bits))
 
     def exponent(self, which: str = "weight") -> int:
         """One tensor's exponent f (step 2**-f)."""
@@ -86,7 +115,11 @@ class APTLayer(nn.Module):
 
     def store_codes(self, which: str, codes: Tensor, exponent: int) -> None:
         """Write integer codes at the current bit-width (the optimizer's only write path)."""
-        setattr(self, f"{which}_codes", pack_bits(codes, self.n_bits))
+        self.set_stored(which, encode(self.to_matrix(which, codes), self.n_bits), exponent)
+
+    def set_stored(self, which: str, stored: Tensor, exponent: int) -> None:
+        """Adopt an already encoded int8 matrix (the fused optimizer's write path)."""
+        setattr(self, f"{which}_codes", stored)
         getattr(self, f"{which}_exp").fill_(exponent)
 
     def tensors(self) -> Iterator[str]:
@@ -127,51 +160,66 @@ class APTLayer(nn.Module):
 
     def load_packed(self, which: str, t: PackedTensor) -> None:
         """Replace one tensor's codes, bit-width and exponent from a wire-format entry."""
+        if t.bits != self.n_bits and self.bits_fit():
+            self.set_bits(t.bits)  # keeps the other tensor's storage consistent
         self.bits.fill_(t.bits)
         self.store_codes(which, t.codes, t.exponent)
 
+    def bits_fit(self) -> bool:
+        """True when the stored matrices are consistent with the current bit-width."""
+        return all(self.stored(w).shape[0] == stored_rows(self._shape(w)[0], self.n_bits)
+                   for w in self.tensors())
+
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):  # type: ignore[no-untyped-def]
-        # The packed code buffers change size with the bit-width, so adopt them whole
-        # instead of copying into the current (possibly differently sized) buffer.
+        # The code matrices change shape with the bit-width (limbs above 8 bits), so
+        # adopt them whole instead of copying into the current buffers.
         for name in ("weight_codes", "bias_codes"):
             key = prefix + name
             if key in state_dict and getattr(self, name) is not None:
-                setattr(self, name, state_dict[key].detach().clone().to(torch.uint8))
+                setattr(self, name, state_dict[key].detach().clone().to(torch.int8))
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
-        shape_ok = self.weight_codes.numel() == packed_nbytes(_numel(self.weight_shape),
-                                                              self.n_bits)
-        if not shape_ok:
-            error_msgs.append(f"{prefix}weight_codes: {self.weight_codes.numel()} bytes do not "
-                              f"hold {self.weight_shape} at {self.n_bits} bits.")
+        for which in self.tensors():
+            rows = stored_rows(self._shape(which)[0], self.n_bits)
+            cols = math.prod(self._shape(which)) // self._shape(which)[0]
+            got = tuple(self.stored(which).shape)
+            if got != (rows, cols):
+                error_msgs.append(f"{prefix}{which}_codes: shape {got} does not hold "
+                                  f"{self._shape(which)} at {self.n_bits} bits (expected "
+                                  f"{(rows, cols)}).")
 
     # --- compute ---------------------------------------------------------------------
-    def live(self, which: str) -> Tensor | None:
-        """The float tensor decoded for the current step (with its gradient), if any.
+    def weight_float(self) -> Tensor:
+        """The float weight (real shape), as a transient."""
+        return dequantize(self.codes("weight"), self.exponent("weight"))
 
-        It and :meth:`live_codes` exist only between ``forward`` and the optimizer step.
-        """
-        return self._live.get(which)
+    def bias_float(self) -> Tensor | None:
+        """The float bias, as a transient (None without a bias)."""
+        if self.bias_shape is None:
+            return None
+        return dequantize(self.codes("bias"), self.exponent("bias"))
 
-    def release(self) -> None:
-        """Drop the float tensors of the current step."""
-        self._live.clear()
-
-    def live_codes(self, which: str) -> Tensor:
-        """The integer codes decoded for the current step (int32, real shape)."""
-        return self._live[f"{which}_codes"]
-
-    def _decoded(self, which: str) -> Tensor:
-        codes = self.codes(which)
-        value = dequantize(codes, self.exponent(which))
-        if torch.is_grad_enabled() and self.training:
-            value.requires_grad_(True)
-            self._live[which] = value
-            self._live[f"{which}_codes"] = codes
-        return value
+    def int_unsupported(self, x: Tensor) -> str | None:
+        """Why this call cannot run on the integer backend (None when it can)."""
+        if not 0 < self.act_bits <= 8 or not 0 < self.err_bits <= 8:
+            return "act_bits/err_bits outside 1..8"
+        if x.dtype != torch.float32:
+            return f"input dtype {x.dtype}"
+        return None
 
     def forward(self, x: Tensor) -> Tensor:
+        if get_backend() == "int":
+            reason = self.int_unsupported(x)
+            track = torch.is_grad_enabled() and self.training
+            y = int_gemm(x, self, self.products, track) if reason is None else None
+            if y is not None:
+                self._stepping = self._stepping or track
+                return y
+            self.fallbacks += 1
+            reason = reason or "non-finite input"
+            log_once(reason, "APT layer %s falls back to the float emulation: %s.",
+                     type(self).__name__, reason)
         w = self._decoded("weight")
         b = self._decoded("bias") if self.bias_shape is not None else None
         y = self._gemm(quantize_activation(x, self.act_bits), w, b)
@@ -183,11 +231,7 @@ class APTLayer(nn.Module):
     def dequantized(self) -> tuple[Tensor, Tensor | None]:
         """Float weight and bias (for export and evaluation)."""
         with torch.no_grad():
-            w = dequantize(self.codes("weight"), self.exponent("weight"))
-            b = None
-            if self.bias_shape is not None:
-                b = dequantize(self.codes("bias"), self.exponent("bias"))
-        return w, b
+            return self.weight_float(), self.bias_float()
 
     def extra_repr(self) -> str:
         return (f"shape={self.weight_shape}, bits={self.n_bits}, "
@@ -228,7 +272,32 @@ class _APTConv(APTLayer):
         layer = cls(m.weight, m.bias, policy)
         layer.conv_args = dict(stride=m.stride, padding=m.padding, dilation=m.dilation,
                                groups=m.groups)
+        layer.products = ConvProducts(layer.weight_shape, layer.conv_args)
         return layer
+
+    def to_matrix(self, which: str, t: Tensor) -> Tensor:
+        if which == "bias":
+            return t.reshape(-1, 1)
+        return im2col.weight_matrix(t)
+
+    def from_matrix(self, which: str, m: Tensor) -> Tensor:
+        if which == "bias":
+            return m.reshape(self._shape(which))
+        out_c, in_c, *k = self.weight_shape
+        if len(k) == 1:
+            w = im2col.weight_from_matrix1d(m, in_c, k[0])
+        else:
+            w = im2col.weight_from_matrix(m, in_c, k[0], k[1])
+        # plain row-major strides: size-1 dims can leave channels_last-looking strides,
+        # which steer torch's float conv to another kernel (different rounding)
+        return torch.empty(w.shape, dtype=w.dtype).copy_(w)
+
+    def int_unsupported(self, x: Tensor) -> str | None:
+        if self.conv_args["groups"] != 1:
+            return "groups != 1"
+        if x.dim() != len(self.weight_shape):
+            return f"{x.dim()}-d input to a {len(self.weight_shape) - 2}-d convolution"
+        return super().int_unsupported(x)
 
     def _gemm(self, x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
         return self._conv_fn(x, w, b, **self.conv_args)
@@ -281,9 +350,17 @@ def to_apt(model: nn.Module, policy: PrecisionPolicy | None = None) -> nn.Module
         cls = _SWAP.get(type(child))
         if cls is not None:
             setattr(model, name, cls.from_float(child, policy))  # type: ignore[attr-defined]
+        elif type(child) is nn.ReLU:
+            setattr(model, name, APTReLU(inplace=child.inplace))
+        elif type(child) is nn.MaxPool2d and APTMaxPool2d.supports(child):
+            setattr(model, name, _swap_pool(child, APTMaxPool2d))
         else:
             to_apt(child, policy)
     return model
+
+
+def _swap_pool(m: nn.MaxPool2d, cls: type[nn.MaxPool2d]) -> nn.MaxPool2d:
+    return cls(m.kernel_size, m.stride, m.padding, m.dilation, m.return_indices, m.ceil_mode)
 
 
 def to_float(model: nn.Module) -> nn.Module:
@@ -297,6 +374,10 @@ def _swap_back(module: nn.Module) -> None:
     for name, child in list(module.named_children()):
         if isinstance(child, APTLayer):
             setattr(module, name, child.to_float())  # type: ignore[operator]
+        elif type(child) is APTReLU:
+            setattr(module, name, nn.ReLU(inplace=child.inplace))
+        elif type(child) is APTMaxPool2d:
+            setattr(module, name, _swap_pool(child, nn.MaxPool2d))
         else:
             _swap_back(child)
 
@@ -309,13 +390,6 @@ def apt_layers(model: nn.Module) -> dict[str, APTLayer]:
 def layer_bits(model: nn.Module) -> dict[str, int]:
     """Current bit-width of every APT layer."""
     return {n: m.n_bits for n, m in apt_layers(model).items()}
-
-
-def _numel(shape: tuple[int, ...] | None) -> int:
-    n = 1
-    for d in shape or ():
-        n *= d
-    return n
 
 
 def _copy_into(m: nn.Module, w: Tensor, b: Tensor | None) -> None:

@@ -9,8 +9,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from apt_core.kernels.backend import get_backend, log_once
+from apt_core.kernels.fused_sgd import Slot, fused_step
+from apt_core.kernels.noise import hash_uniform, round_stochastic, stream_keys
 from apt_core.layers import APTLayer, apt_layers
-from apt_core.quant import MAX_EXPONENT, choose_exponent, code_range, stochastic_round
+from apt_core.quant import MAX_EXPONENT, choose_exponent, code_range
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +37,11 @@ class LayerStepStats:
 class APTSGD:
     """SGD (optional momentum and weight decay) that writes Q(w - u) straight into codes.
 
-    All layers are updated together as one flat vector (a few dozen tensor ops per step
-    instead of a few dozen per layer), with per-tensor exponents and bit-widths expanded
-    onto it; per-layer results are read back with segment reductions.
+    On the integer backend (default) every tensor is updated by two fused passes
+    (:mod:`apt_core.kernels.fused_sgd`); the reference backend updates all layers as one
+    flat float vector with segment reductions. Both compute the same float ops in the
+    same order and draw the same counter-based noise for stochastic rounding (a hash of
+    seed, step and element index), so they agree bit for bit.
 
     Parameters
     ----------
@@ -53,12 +58,15 @@ class APTSGD:
         Storage of the momentum between steps: "int8" (dynamic fixed point with one
         exponent per tensor, stochastic rounding), "bf16" or "fp32".
     seed : int (default: 0)
-        Seed of the stochastic rounding source.
+        Seed of the stochastic rounding noise.
+    backend : str | None (default: None -> the process-wide backend)
+        "int" or "reference" (see :func:`apt_core.kernels.set_backend`).
     """
 
     def __init__(self, model: nn.Module, lr: float, momentum: float = 0.9,
                  weight_decay: float = 0.0, rounding: str = "nearest",
-                 momentum_format: str = "int8", seed: int = 0) -> None:
+                 momentum_format: str = "int8", seed: int = 0,
+                 backend: str | None = None) -> None:
         if not lr > 0:
             raise ValueError(f"lr={lr!r} must be > 0.")
         if not 0.0 <= momentum < 1.0:
@@ -74,10 +82,18 @@ class APTSGD:
         self.weight_decay = weight_decay
         self.rounding = rounding
         self.momentum_format = momentum_format
-        self.generator = torch.Generator().manual_seed(seed)
+        self.seed = seed
+        self.backend = backend
+        self._t = 0  # steps taken: names the noise stream of each step
         # (layer, tensor) slots in flat order, with their sizes
         self._slots = [(n, w) for n, m in self.layers.items() for w in m.tensors()]
         self._sizes = [_numel(m, w) for n, m in self.layers.items() for w in m.tensors()]
+        starts = [0]
+        for size in self._sizes[:-1]:
+            starts.append(starts[-1] + size)
+        self._fused_slots = [Slot(n, w, self.layers[n], size, start, i) for i, ((n, w), size,
+                             start) in enumerate(zip(self._slots, self._sizes, starts,
+                                                     strict=True))]
         self._mom: Tensor | None = None  # flat momentum, int8 / bf16 / fp32
         self._mom_exp: Tensor | None = None  # int8 format: one exponent per slot
         self.nonfinite_skips: dict[str, int] = {n: 0 for n in self.layers}
@@ -98,6 +114,7 @@ class APTSGD:
     def step(self) -> dict[str, LayerStepStats]:
         """Apply one update to every APT layer that saw a gradient this step."""
         stats = self._step_apt()
+        self._t += 1
         if self._float_opt is not None:
             for g in self._float_opt.param_groups:
                 g["lr"] = self.lr
@@ -105,6 +122,34 @@ class APTSGD:
         return stats
 
     def _step_apt(self) -> dict[str, LayerStepStats]:
+        backend = self.backend or get_backend()
+        if backend == "int" and self.momentum_format != "int8" and self.momentum:
+            log_once("momentum_format", "APTSGD: momentum_format=%s runs on the reference "
+                     "update (the fused passes keep int8 momentum).", self.momentum_format)
+        elif backend == "int":
+            return self._step_fused()
+        return self._step_reference()
+
+    def _step_fused(self) -> dict[str, LayerStepStats]:
+        exps, raw, bad = fused_step(self, self._fused_slots)
+        out: dict[str, LayerStepStats] = {}
+        for name in sorted(bad):
+            self.nonfinite_skips[name] += 1
+            log.warning("layer %s: non-finite update, step skipped (%s so far)", name,
+                        self.nonfinite_skips[name])
+        for name, (abs_sum, size, moved, changed, shifts) in raw.items():  # type: ignore
+            f_old, _ = exps[name]
+            self.overflow_shifts[name] += shifts
+            out[name] = LayerStepStats(
+                gavg=abs_sum / size / 2.0**-f_old,
+                underflow=1.0 - changed / moved if moved else 1.0, overflow_shifts=shifts)
+        for name in bad:
+            out[name] = LayerStepStats(gavg=0.0, underflow=0.0, skipped=True)
+        for layer in self.layers.values():
+            layer.release()
+        return {n: out[n] for n in self.layers if n in out}
+
+    def _step_reference(self) -> dict[str, LayerStepStats]:
         lives = [self.layers[n].live(w) for n, w in self._slots]
         if any(t is None or t.grad is None for t in lives):
             # a layer outside this step's graph: fall back to updating only those with grads
@@ -117,9 +162,11 @@ class APTSGD:
         sizes = [self._sizes[i] for i in active]
         n_slot = len(slots)
         seg = torch.repeat_interleave(torch.arange(n_slot), torch.tensor(sizes))
-        w = torch.cat([lives[i].detach().reshape(-1) for i in active])  # type: ignore[union-attr]
-        g = torch.cat([lives[i].grad.reshape(-1) for i in active])  # type: ignore[union-attr]
-        d = g.add_(w, alpha=self.weight_decay) if self.weight_decay else g
+        # flat order is each tensor's stored (GEMM-ready) order, as in the fused passes
+        w = torch.cat([self._flat(i, lives[i].detach()) for i in active])  # type: ignore
+        g = torch.cat([self._flat(i, lives[i].grad) for i in active])  # type: ignore
+        # two roundings (not add's fused multiply-add), as the fused passes compute it
+        d = g.add_(w * self.weight_decay) if self.weight_decay else g
         # momentum lives in one flat buffer over every slot; select the active ones
         full = len(active) == len(self._slots)
         mom_all = self._read_momentum() if self.momentum else None
@@ -130,7 +177,7 @@ class APTSGD:
             d = prev.mul(self.momentum).add_(d)
         u = d * self.lr
         abs_u = u.abs()
-        abs_sum = torch.zeros(n_slot).index_add_(0, seg, abs_u)
+        abs_sum = torch.zeros(n_slot, dtype=torch.float64).index_add_(0, seg, abs_u.double())
         bad_layers = {slots[i][0] for i in
                       torch.nonzero(~torch.isfinite(abs_sum)).flatten().tolist()}
         if bad_layers:
@@ -166,11 +213,14 @@ class APTSGD:
         hi = torch.tensor([float((1 << (b - 1)) - 1) for b in bits])[seg]
         x = w_new.mul_(scale)
         if self.rounding == "stochastic":
-            codes = stochastic_round(x, self.generator)
+            flat_idx = torch.arange(len(x)) if idx is None else idx
+            codes = round_stochastic(x, hash_uniform(flat_idx, *stream_keys(self.seed, self._t,
+                                                                            0)))
         else:
             codes = torch.round(x)
         codes = torch.maximum(torch.minimum(codes, hi), -hi - 1).to(torch.int32)
-        old = torch.cat([self.layers[n].live_codes(wh).reshape(-1) for n, wh in slots])
+        old = torch.cat([self._flat(i, self.layers[self._slots[i][0]].live_codes(
+            self._slots[i][1])) for i in active])
         moved = torch.zeros(n_slot).index_add_(0, seg, (u != 0).float()).tolist()
         changed = torch.zeros(n_slot).index_add_(0, seg, (codes != old).float()).tolist()
         sums = abs_sum.tolist()
@@ -191,10 +241,15 @@ class APTSGD:
                     gavg=sums[i] / sizes[i] / delta,
                     underflow=1.0 - changed[i] / moved[i] if moved[i] else 1.0,
                     overflow_shifts=shifts[i])
-            layer.store_codes(which, part.view(layer.live_codes(which).shape), f_new[i])
+            mat = layer.to_matrix(which, layer.live_codes(which))
+            layer.store_codes(which, layer.from_matrix(which, part.view(mat.shape)), f_new[i])
         for layer in self.layers.values():
             layer.release()
         return out
+
+    def _flat(self, i: int, t: Tensor) -> Tensor:
+        name, which = self._slots[i]
+        return self.layers[name].to_matrix(which, t).reshape(-1)
 
     def _offsets(self, active: list[int]) -> list[int]:
         starts = [0]
@@ -226,7 +281,8 @@ class APTSGD:
         scale = torch.tensor([2.0**e for e in exps])[seg]
         # stochastic rounding keeps small entries alive in expectation; the per-tensor
         # scale is set by the largest one, so nearest rounding would zero most of them
-        q = stochastic_round(m * scale, self.generator).clamp_(-127, 127)
+        noise = hash_uniform(torch.arange(len(m)), *stream_keys(self.seed, self._t, 1))
+        q = round_stochastic(m * scale, noise).clamp_(-127, 127)
         self._mom = q.to(torch.int8)
         self._mom_exp = torch.tensor(exps, dtype=torch.int32)
 

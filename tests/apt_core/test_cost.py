@@ -248,7 +248,7 @@ def test_model_nbytes_float_model_is_four_bytes_per_parameter() -> None:
     assert model_nbytes(_Tiny()) == (15 + 6) * 4
 
 
-def test_model_nbytes_apt_model_is_packed_codes_plus_small_buffers() -> None:
+def test_model_nbytes_apt_model_is_gemm_ready_codes_plus_small_buffers() -> None:
     # Prepare: fc 64x32 (+32 bias) at 5 bits, conv 16x8x5 (+16 bias) at 11 bits
     model = to_apt(nn.Sequential(nn.Linear(64, 32), nn.Unflatten(1, (8, 4)),
                                  nn.Conv1d(8, 16, kernel_size=5, padding=2)),
@@ -261,9 +261,11 @@ def test_model_nbytes_apt_model_is_packed_codes_plus_small_buffers() -> None:
     # Execute
     measured = model_nbytes(model)
 
-    # Assert: ceil(n*b/8) per packed tensor, plus bits, weight_exp, bias_exp (int32 each)
-    packed = sum(-(-nw * b // 8) + -(-nb * b // 8) for nw, nb, b in sizes)
-    assert packed == (1280 + 20) + (880 + 22)
-    assert measured == packed + 3 * 4 * len(sizes)
+    # Assert: in memory the codes are GEMM-ready (issue 9): one int8 per code up to 8 bits,
+    # two int8 limbs from 9 to 16 bits; exact-bit packing is for the wire only. Plus bits,
+    # weight_exp, bias_exp (int32 each).
+    gemm_ready = sum((nw + nb) * (1 if b <= 8 else 2) for nw, nb, b in sizes)
+    assert gemm_ready == (2048 + 32) + 2 * (640 + 16)
+    assert measured == gemm_ready + 3 * 4 * len(sizes)
     ideal = sum((nw + nb) * b / 8 for nw, nb, b in sizes)
-    assert measured <= 1.15 * ideal
+    assert measured <= 1.6 * ideal

@@ -107,7 +107,7 @@ def test_to_apt_state_dict_holds_only_integer_tensors() -> None:
     floats = {k: v.dtype for k, v in state.items()
               if v.is_floating_point() or v.is_complex()}
     assert floats == {}
-    assert {v.dtype for v in state.values()} <= {torch.uint8, torch.int32}
+    assert {v.dtype for v in state.values()} <= {torch.int8, torch.int32}
 
 
 def test_to_apt_leaves_no_parameters() -> None:
@@ -137,8 +137,9 @@ def test_apt_layer_registers_code_exponent_and_bits_buffers(bias: bool) -> None:
     assert set(buffers) == expected
     assert buffers["bits"].dtype == torch.int32 and int(buffers["bits"]) == 8
     assert buffers["weight_exp"].dtype == torch.int32
-    assert buffers["weight_codes"].dtype == torch.uint8
-    assert buffers["weight_codes"].numel() == 5 * 6 * 17  # 8 bits: one byte per code
+    assert buffers["weight_codes"].dtype == torch.int8
+    # 8 bits: one byte per code, GEMM-ready (out, in) matrix
+    assert tuple(buffers["weight_codes"].shape) == (5, 6 * 17)
 
 
 @pytest.mark.parametrize("step", [1, 3])
@@ -161,17 +162,21 @@ def test_set_bits_increase_is_lossless(step: int) -> None:
         torch.testing.assert_close(b1, b0, rtol=0, atol=0)
 
 
-def test_set_bits_increase_resizes_packed_buffer() -> None:
+def test_set_bits_increase_past_8_bits_switches_to_two_int8_limbs() -> None:
     # Prepare
     layer = apt_layers(_converted(policy=PrecisionPolicy(bits_init=6)))["head"]
-    n = 5 * 6 * 17
+    before = layer.codes()
 
     # Execute
     layer.set_bits(11)
 
-    # Assert
-    assert layer.weight_codes.numel() == (n * 11 + 7) // 8
-    assert layer.bias_codes is not None and layer.bias_codes.numel() == (5 * 11 + 7) // 8
+    # Assert: high limbs stacked above low limbs along the output dim (2 bytes per code)
+    assert layer.weight_codes.dtype == torch.int8
+    assert tuple(layer.weight_codes.shape) == (2 * 5, 6 * 17)
+    assert layer.bias_codes is not None and tuple(layer.bias_codes.shape) == (2 * 5, 1)
+    hi, lo = layer.weight_codes.int().chunk(2)
+    torch.testing.assert_close(hi * 256 + lo + 128, before * 32, rtol=0, atol=0)
+    torch.testing.assert_close(layer.codes(), before * 32, rtol=0, atol=0)
 
 
 def test_set_bits_decrease_moves_values_by_at_most_one_new_step() -> None:

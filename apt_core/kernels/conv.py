@@ -1,0 +1,101 @@
+"""The three integer products of APT convolutions, on the NHWC im2col primitives.
+
+1-d convolutions run as 2-d ones with a unit height. Above 8 bits the weight is two
+int8 limbs (``code = 256 * hi + lo + 128``): the forward runs both limbs in one call
+(stacked along the output channels), the input gradient in one call with the limbs
+stacked along the input channels, and the ``+128`` offset enters through a convolution
+of the channel-summed codes with a ones kernel (one channel, exact in float32).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.nn import grad as nn_grad
+
+from apt_core.kernels import im2col
+from apt_core.kernels.gemm import combine
+
+
+class ConvProducts:
+    """Products of one convolution geometry (``groups == 1``)."""
+
+    def __init__(self, weight_shape: tuple[int, ...], conv_args: dict[str, Any]) -> None:
+        self.one_d = len(weight_shape) == 3
+        self.out_ch, self.in_ch = weight_shape[0], weight_shape[1]
+        self.kernel = (1, weight_shape[2]) if self.one_d else tuple(weight_shape[2:])
+        self.geo = {k: self._two(k, v) for k, v in conv_args.items() if k != "groups"}
+
+    def _two(self, key: str, v: Any) -> tuple[int, int]:
+        t = (v,) if isinstance(v, int) else tuple(v)
+        if self.one_d:
+            return (0 if key == "padding" else 1, t[0])
+        return (t[0], t[0]) if len(t) == 1 else (t[0], t[1])
+
+    def _g(self) -> tuple[Any, ...]:
+        g = self.geo
+        return self.kernel, g["stride"], g["padding"], g["dilation"]
+
+    def _4d(self, t: Tensor) -> Tensor:
+        return t.unsqueeze(2) if self.one_d else t
+
+    def _back(self, t: Tensor) -> Tensor:
+        return t.squeeze(2) if self.one_d else t
+
+    def _offset(self, codes: Tensor, transpose_to: tuple[int, ...] | None) -> Tensor:
+        """Exact int32 convolution (or its input gradient) of channel sums with ones."""
+        k, s, p, d = self._g()
+        chan = codes.sum(1, keepdim=True, dtype=torch.int32).to(torch.float32)
+        ones = torch.ones((1, 1, *k))
+        if transpose_to is None:
+            out = F.conv2d(chan, ones, stride=s, padding=p, dilation=d)
+        else:
+            out = nn_grad.conv2d_input(transpose_to, ones, chan, stride=s, padding=p,
+                                       dilation=d)
+        return out.to(torch.int32)
+
+    def forward(self, xq: Tensor, w: Tensor, limbs: bool) -> Tensor:
+        k, s, p, d = self._g()
+        x4 = self._4d(xq)
+        acc = im2col.conv2d_forward_int(x4, w, k, s, p, d)
+        if not limbs:
+            return self._back(acc.to(torch.float32))
+        o = self.out_ch
+        y = combine(acc[:, :o], acc[:, o:], self._offset(x4, None))
+        return self._back(y)
+
+    def input_grad(self, gq: Tensor, w: Tensor, limbs: bool, x_shape: torch.Size) -> Tensor:
+        k, s, p, d = self._g()
+        g4 = self._4d(gq)
+        hw = (1, x_shape[-1]) if self.one_d else (x_shape[-2], x_shape[-1])
+        if not limbs:
+            return self._back(im2col.conv2d_input_grad_int(g4, w, hw, k, s, p, d)
+                              .to(torch.float32))
+        o, c = self.out_ch, self.in_ch
+        hi, lo = (t.view(o, k[0], k[1], c) for t in w.chunk(2))
+        both = torch.cat((hi, lo), dim=3).reshape(o, -1)  # limbs as 2C input channels
+        acc = im2col.conv2d_input_grad_int(g4, both, hw, k, s, p, d)
+        off = self._offset(g4, (g4.shape[0], 1, *hw))
+        return self._back(combine(acc[:, :c], acc[:, c:], off))
+
+    def weight_grad(self, gq: Tensor, xq: Tensor) -> Tensor:
+        k, s, p, d = self._g()
+        return im2col.conv2d_weight_grad_int(self._4d(gq), self._4d(xq), k, s, p, d)
+
+    def bias_grad(self, gq: Tensor) -> Tensor:
+        dims = (0, 2) if self.one_d else (0, 2, 3)
+        return gq.sum(dims, dtype=torch.int32)
+
+    def bias_view(self, b: Tensor) -> Tensor:
+        return b.view(1, -1, 1) if self.one_d else b.view(1, -1, 1, 1)
+
+    def float_step(self, x: Tensor, w: Tensor, gy: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        k, s, p, d = self._g()
+        x4, g4 = self._4d(x), self._4d(gy)
+        w4 = w.unsqueeze(2) if self.one_d else w
+        dx = nn_grad.conv2d_input(x4.shape, w4, g4, stride=s, padding=p, dilation=d)
+        dw = nn_grad.conv2d_weight(x4, w4.shape, g4, stride=s, padding=p, dilation=d)
+        return self._back(dx), im2col.weight_matrix(dw), g4.sum((0, 2, 3))

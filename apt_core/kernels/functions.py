@@ -1,0 +1,124 @@
+"""Autograd functions running an APT layer's three GEMMs on int8 codes.
+
+Forward: the input is rounded onto its ``act_bits`` dynamic grid as int8 codes, which
+are all that is saved for backward; ``codes @ weight`` accumulates exactly in int32 and
+is rescaled by ``2**-(f_x + f_w)``; the bias is added in float. Backward: the error is
+rounded onto its ``err_bits`` grid as int8; the input gradient is ``error @ weight`` and
+the weight gradient ``error.T @ input`` stays an exact integer accumulator handed to the
+layer (``accept_grad``) with its exponent, for APTSGD to consume.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor
+
+from apt_core.kernels.compiled import rescale, rescale_bias
+from apt_core.kernels.gemm import linear_forward, linear_input_grad, quantize_codes
+from apt_core.kernels.weight_grad import DeferredGrad, bias_grad, linear_weight_grad
+
+
+class IntGemmLayer(Protocol):
+    """What the functions need from a layer (an :class:`apt_core.layers.APTLayer`)."""
+
+    act_bits: int
+    err_bits: int
+
+    def stored(self, which: str) -> Tensor: ...
+    def exponent(self, which: str = "weight") -> int: ...
+    @property
+    def n_bits(self) -> int: ...
+    def bias_float(self) -> Tensor | None: ...
+    def accept_grad(self, which: str, grad: Tensor | DeferredGrad, exponent: int) -> None: ...
+    def weight_float(self) -> Tensor: ...
+
+
+class Products(Protocol):
+    """The three integer products of one layer type, on int8 codes."""
+
+    def forward(self, xq: Tensor, w: Tensor, limbs: bool) -> Tensor: ...
+    def input_grad(self, gq: Tensor, w: Tensor, limbs: bool, x_shape: torch.Size) -> Tensor: ...
+    def weight_grad(self, gq: Tensor, xq: Tensor) -> Tensor | DeferredGrad: ...
+    def bias_grad(self, gq: Tensor) -> Tensor: ...
+    def bias_view(self, b: Tensor) -> Tensor: ...
+    def float_step(self, x: Tensor, w: Tensor, gy: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        ...
+
+
+class LinearProducts:
+    """Products of a linear layer on ``(M, K)`` codes (leading dims flattened)."""
+
+    def forward(self, xq: Tensor, w: Tensor, limbs: bool) -> Tensor:
+        y = linear_forward(xq.reshape(-1, xq.shape[-1]), w, limbs)
+        return y.view(*xq.shape[:-1], y.shape[-1])
+
+    def input_grad(self, gq: Tensor, w: Tensor, limbs: bool, x_shape: torch.Size) -> Tensor:
+        return linear_input_grad(gq.reshape(-1, gq.shape[-1]), w, limbs).view(x_shape)
+
+    def weight_grad(self, gq: Tensor, xq: Tensor) -> Tensor | DeferredGrad:
+        return linear_weight_grad(gq.reshape(-1, gq.shape[-1]), xq.reshape(-1, xq.shape[-1]))
+
+    def bias_grad(self, gq: Tensor) -> Tensor:
+        return bias_grad(gq.reshape(-1, gq.shape[-1]))
+
+    def bias_view(self, b: Tensor) -> Tensor:
+        return b
+
+    def float_step(self, x: Tensor, w: Tensor, gy: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        g2, x2 = gy.reshape(-1, gy.shape[-1]), x.reshape(-1, x.shape[-1])
+        return (g2 @ w).view(x.shape), g2.t() @ x2, g2.sum(0)
+
+
+def _scale(t: Tensor, exponent: int) -> Tensor:
+    return rescale(t, torch.tensor(2.0**-exponent))  # type: ignore[no-any-return]
+
+
+class IntGemmFunction(torch.autograd.Function):
+    """``y = x @ W`` (linear or convolution) on int8 codes; see the module docstring."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, anchor: Tensor, layer: IntGemmLayer,  # type: ignore[override]
+                ops: Products, xq: Tensor, fx: int) -> Tensor:
+        del anchor  # only there so that autograd reaches this layer's backward
+        w, fw, limbs = layer.stored("weight"), layer.exponent("weight"), layer.n_bits > 8
+        acc, b = ops.forward(xq, w, limbs), layer.bias_float()
+        if b is None:
+            y = _scale(acc, fx + fw)
+        else:
+            y = rescale_bias(acc, torch.tensor(2.0 ** -(fx + fw)), ops.bias_view(b))
+        ctx.layer, ctx.ops, ctx.xq, ctx.fx = layer, ops, xq, fx
+        ctx.w, ctx.fw, ctx.limbs, ctx.x_shape = w, fw, limbs, x.shape
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, gy: Tensor) -> tuple[Tensor | None, None, None, None, None, None]:
+        layer, ops = ctx.layer, ctx.ops
+        q = quantize_codes(gy, layer.err_bits)
+        need_dx = ctx.needs_input_grad[0]
+        if q is None:  # non-finite error: the reference passes it through unrounded
+            x = ctx.xq.to(torch.float32) * 2.0**-ctx.fx
+            dx, dw, db = ops.float_step(x, layer.weight_float(), gy)
+            layer.accept_grad("weight", dw, 0)
+            if layer.bias_float() is not None:
+                layer.accept_grad("bias", db, 0)
+            return (dx if need_dx else None), None, None, None, None, None
+        gq, fe = q
+        dx = None
+        if need_dx:
+            dx = _scale(ops.input_grad(gq, ctx.w, ctx.limbs, ctx.x_shape), fe + ctx.fw)
+        layer.accept_grad("weight", ops.weight_grad(gq, ctx.xq), fe + ctx.fx)
+        if layer.bias_float() is not None:
+            layer.accept_grad("bias", ops.bias_grad(gq), fe)
+        ctx.xq = ctx.w = None
+        return dx, None, None, None, None, None
+
+
+def int_gemm(x: Tensor, layer: IntGemmLayer, ops: Products, track: bool) -> Tensor | None:
+    """Run ``layer`` on the integer path; None when ``x`` has no finite grid (fall back)."""
+    q = quantize_codes(x, layer.act_bits)
+    if q is None:
+        return None
+    anchor = torch.empty(0, requires_grad=track)
+    return IntGemmFunction.apply(x, anchor, layer, ops, q[0], q[1])  # type: ignore[no-any-return]

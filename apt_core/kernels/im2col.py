@@ -1,0 +1,399 @@
+"""Exact integer convolution on int8 codes: chunked NHWC im2col feeding ``torch._int_mm``.
+
+Layout. Products run on an NHWC copy of the NCHW codes (channels_last codes skip an
+int8 transpose), so an im2col row is one output pixel and its columns run over
+``(i, j, c)`` (kernel row, kernel column, channel): a weight ``(O, C, kh, kw)`` becomes
+the GEMM-ready ``weight_matrix(w)`` of shape ``(O, kh*kw*C)``. For
+``C <= TRANSPOSED_MAX_CHANNELS`` the im2col is written transposed (``(K, rows)``, inner
+loop along an image row) and passed to ``_int_mm`` as a transposed operand: 3-5x faster
+to build for a 1-channel input. 1-d is the 2-d case with ``H = 1``.
+
+Exactness. With 8-bit operands every product is at most ``2**14`` in magnitude, so a
+reduction of length ``K`` sums to at most ``K * 2**14``. int32 accumulation
+(``torch._int_mm``) is exact for ``K <= INT32_EXACT_REDUCTION = 2**17 - 1``; longer
+reductions (``C*kh*kw``, ``kh*kw*O`` or ``N*Ho*Wo``) are split into pieces of at most
+that length whose int32 results are summed in int64, and the result is then int64. A
+float32 GEMM on the codes would be exact only for ``K <= 2**10`` (partial sums within
+``2**24``) and measured slower than ``_int_mm`` even at ``K = 5``, so it is not used.
+
+Memory. im2col is built in chunks of whole output rows (whole images when they fit) in
+one reused buffer, by default ``DEFAULT_CHUNK_BYTES // K`` rows (2 MiB of int8); other
+buffers: the padded int8 NHWC input and the int32 result. Nothing is copied to float.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+IntPair = int | tuple[int, int]
+Chunk = tuple[int, int, Tensor]
+
+#: Longest reduction whose int32 sum of 8-bit products cannot wrap: K * 2**14 < 2**31.
+INT32_EXACT_REDUCTION = (1 << 17) - 1
+#: Input channel counts up to this build the im2col transposed (measured faster).
+TRANSPOSED_MAX_CHANNELS = 2
+#: Default budget of one int8 im2col chunk.
+DEFAULT_CHUNK_BYTES = 2 << 20
+
+
+class ConvGroupsError(ValueError):
+    """Raised for grouped convolutions, which the integer kernels do not implement."""
+
+
+class ConvArgumentError(ValueError):
+    """Raised when codes or geometry do not describe a valid convolution."""
+
+
+def _pair(value: IntPair, name: str) -> tuple[int, int]:
+    if isinstance(value, int):
+        return value, value
+    pair = tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, int) for v in pair):
+        raise ConvArgumentError(f"Parameter {name} must be an int or two ints, got {value!r}.")
+    return pair[0], pair[1]
+
+
+def _geometry(
+    kernel: IntPair, stride: IntPair, padding: IntPair, dilation: IntPair
+) -> tuple[tuple[int, int], ...]:
+    """``(kernel, stride, padding, dilation)`` as validated int pairs."""
+    pairs = (_pair(kernel, "kernel"), _pair(stride, "stride"), _pair(padding, "padding"),
+             _pair(dilation, "dilation"))
+    if min(pairs[0] + pairs[1] + pairs[3]) < 1 or min(pairs[2]) < 0:
+        raise ConvArgumentError(
+            f"Kernel, stride and dilation must be positive and padding non-negative, got "
+            f"kernel={kernel}, stride={stride}, padding={padding}, dilation={dilation}."
+        )
+    return pairs
+
+
+def _out_size(size: int, k: int, s: int, p: int, d: int) -> int:
+    return (size + 2 * p - d * (k - 1) - 1) // s + 1
+
+
+def _check(tensor: Tensor, name: str, groups: int, dim: int = 4) -> None:
+    if groups != 1:
+        raise ConvGroupsError(f"The integer kernels support only groups=1, got groups={groups}.")
+    if tensor.dtype != torch.int8 or tensor.dim() != dim:
+        got = f"{tensor.dim()}-d {tensor.dtype}"
+        raise ConvArgumentError(f"Codes {name} are {got}, not {dim}-d int8.")
+
+
+def weight_matrix(w: Tensor) -> Tensor:
+    """GEMM-ready ``(O, kh*kw*C)`` matrix of a ``(O, C, kh, kw)`` or ``(O, C, k)`` weight
+    (dtype kept: int8 codes give the operand of the ``*_int`` kernels)."""
+    w = w.unsqueeze(2) if w.dim() == 3 else w
+    if w.dim() != 4:
+        raise ConvArgumentError(f"A conv weight must be 3-d or 4-d, got shape {tuple(w.shape)}.")
+    return w.permute(0, 2, 3, 1).reshape(w.shape[0], -1).contiguous()
+
+
+def weight_from_matrix(mat: Tensor, channels: int, kh: int, kw: int) -> Tensor:
+    """Inverse of ``weight_matrix``: ``(O, kh*kw*C)`` back to ``(O, C, kh, kw)`` (contiguous)."""
+    if mat.dim() != 2 or mat.shape[1] != kh * kw * channels:
+        raise ConvArgumentError(
+            f"A weight matrix for C={channels}, kernel=({kh}, {kw}) needs {kh * kw * channels} "
+            f"columns, got shape {tuple(mat.shape)}."
+        )
+    return mat.reshape(mat.shape[0], kh, kw, channels).permute(0, 3, 1, 2).contiguous()
+
+
+def weight_from_matrix1d(mat: Tensor, channels: int, k: int) -> Tensor:
+    """Inverse of ``weight_matrix`` for 1-d weights: ``(O, k*C)`` back to ``(O, C, k)``."""
+    return weight_from_matrix(mat, channels, 1, k).squeeze(2)
+
+
+def _nhwc_placed(x: Tensor, step: tuple[int, int], pads: tuple[int, int, int, int]) -> Tensor:
+    """NHWC copy of NCHW ``x`` spread by ``step`` (zeros between) and padded by
+    ``(top, bottom, left, right)``; negative pads crop. A view when nothing moves."""
+    n, c, h, w = x.shape
+    top, bottom, left, right = pads
+    nhwc = x.permute(0, 2, 3, 1)
+    if step == (1, 1) and min(pads) >= 0 and (max(pads) == 0 or nhwc.is_contiguous()):
+        # channels_last or C = 1: one pad op keeps the layout; no pads: at most a transpose
+        padded = F.pad(x, (left, right, top, bottom)) if max(pads) else x
+        return padded.permute(0, 2, 3, 1).contiguous()
+    hs, ws = (h - 1) * step[0] + 1, (w - 1) * step[1] + 1
+    pt, pb, pl, pr = (max(p, 0) for p in pads)
+    out = x.new_zeros((n, pt + hs + pb, pl + ws + pr, c))
+    out[:, pt : pt + hs : step[0], pl : pl + ws : step[1]] = nhwc
+    if min(pads) >= 0:
+        return out
+    return out[:, pt - top : out.shape[1] - pb + bottom, pl - left : out.shape[2] - pr + right]
+
+
+def _patches(xp: Tensor, kernel: tuple[int, int], stride: tuple[int, int],
+             dilation: tuple[int, int]) -> Tensor:
+    """Strided ``(N, Ho, Wo, kh, kw, C)`` view of every receptive field of NHWC ``xp``."""
+    n, hp, wp, c = xp.shape
+    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
+    ho, wo = _out_size(hp, kh, sh, 0, dh), _out_size(wp, kw, sw, 0, dw)
+    if ho < 1 or wo < 1:
+        raise ConvArgumentError(f"The padded input ({hp}, {wp}) is smaller than the kernel "
+                                f"{kernel} at dilation {dilation}.")
+    s_n, s_h, s_w, s_c = xp.stride()
+    return xp.as_strided((n, ho, wo, kh, kw, c),
+                         (s_n, s_h * sh, s_w * sw, s_h * dh, s_w * dw, s_c), xp.storage_offset())
+
+
+def _rows_per_chunk(k: int, chunk_rows: int | None) -> int:
+    return max(1, DEFAULT_CHUNK_BYTES // k if chunk_rows is None else chunk_rows)
+
+
+def _im2col_chunks(patches: Tensor, chunk_rows: int | None) -> Iterator[Chunk]:
+    """Yield ``(row0, row1, cols)`` with ``cols`` the ``(rows, K)`` int8 im2col rows.
+
+    Chunks hold whole images when an image fits, else whole output rows of one image.
+    ``cols`` lives in a buffer reused by the next chunk: consume it before advancing.
+    For few channels ``cols`` is the transpose of a contiguous ``(K, rows)`` buffer.
+    """
+    n, ho, wo, kh, kw, c = patches.shape
+    k, per_image = kh * kw * c, ho * wo
+    rows = _rows_per_chunk(k, chunk_rows)
+    if rows >= per_image:
+        imgs = min(n, rows // per_image)
+        plan = [(n0, min(n0 + imgs, n), 0, ho) for n0 in range(0, n, imgs)]
+    else:
+        hs = max(1, rows // wo)
+        plan = [(i, i + 1, h0, min(h0 + hs, ho)) for i in range(n) for h0 in range(0, ho, hs)]
+    buf = patches.new_empty((plan[0][1] - plan[0][0]) * (plan[0][3] - plan[0][2]) * wo * k)
+    transposed = c <= TRANSPOSED_MAX_CHANNELS
+    for n0, n1, h0, h1 in plan:
+        count = (n1 - n0) * (h1 - h0) * wo
+        src = patches if len(plan) == 1 else patches[n0:n1, h0:h1]
+        if transposed:
+            buf[: count * k].view(kh, kw, c, n1 - n0, h1 - h0, wo).copy_(
+                src.permute(3, 4, 5, 0, 1, 2)
+            )
+            cols = buf[: count * k].view(k, count).t()
+        else:
+            cols = buf[: count * k].view(count, k)
+            cols.view(src.shape).copy_(src)
+        row0 = n0 * per_image + h0 * wo
+        yield row0, row0 + count, cols
+
+
+def _operand(t: Tensor) -> Tensor:
+    """``t`` with row-major strides when a dimension is 1 (``_int_mm`` on CPU returned
+    wrong sums for operands carrying the ambiguous strides of a transposed view)."""
+    if t.shape[0] == 1 or t.shape[1] == 1:
+        return t.contiguous().as_strided(t.shape, (t.shape[1], 1))
+    return t
+
+
+def _matmul_exact(a: Tensor, b: Tensor, out: Tensor | None = None) -> Tensor:
+    """Exact ``a @ b`` of int8 matrices: int32, or int64 when the reduction is too long."""
+    k = a.shape[1]
+    if k <= INT32_EXACT_REDUCTION:
+        a, b = _operand(a), _operand(b)
+        return torch._int_mm(a, b) if out is None else torch._int_mm(a, b, out=out)
+    acc = torch.zeros((a.shape[0], b.shape[1]), dtype=torch.int64) if out is None else out.zero_()
+    for k0 in range(0, k, INT32_EXACT_REDUCTION):
+        k1 = min(k0 + INT32_EXACT_REDUCTION, k)
+        acc += _matmul_exact(a[:, k0:k1], b[k0:k1])
+    return acc
+
+
+def _conv_nhwc(
+    xp: Tensor, w_mat: Tensor, kernel: tuple[int, int], stride: tuple[int, int],
+    dilation: tuple[int, int], chunk_rows: int | None,
+) -> Tensor:
+    """Exact ``(N, Ho, Wo, O)`` convolution of padded NHWC int8 ``xp`` with ``w_mat``."""
+    patches = _patches(xp, kernel, stride, dilation)
+    n, ho, wo = patches.shape[:3]
+    o, k = w_mat.shape
+    if w_mat.dtype != torch.int8 or k != kernel[0] * kernel[1] * xp.shape[3]:
+        raise ConvArgumentError(
+            f"The weight matrix must be int8 with kh*kw*C = {kernel[0] * kernel[1] * xp.shape[3]}"
+            f" columns, got {w_mat.dtype} of shape {tuple(w_mat.shape)}."
+        )
+    wt = w_mat.t()
+    dtype = torch.int64 if k > INT32_EXACT_REDUCTION else torch.int32
+    out = torch.empty((n * ho * wo, o), dtype=dtype)
+    for r0, r1, cols in _im2col_chunks(patches, chunk_rows):
+        _matmul_exact(cols, wt, out=out if r1 - r0 == out.shape[0] else out[r0:r1])
+    return out.view(n, ho, wo, o)
+
+
+def conv2d_forward_int(
+    x: Tensor, w_mat: Tensor, kernel: IntPair, stride: IntPair = 1, padding: IntPair = 0,
+    dilation: IntPair = 1, *, groups: int = 1, chunk_rows: int | None = None,
+) -> Tensor:
+    """Exact 2-d convolution of int8 codes: ``sum_{c,i,j} x[n,c,.,.] * w[o,c,i,j]``.
+
+    Parameters
+    ----------
+    x : Tensor
+        int8 input codes ``(N, C, H, W)``, any memory format (channels_last is cheapest).
+    w_mat : Tensor
+        int8 ``weight_matrix`` of the ``(O, C, kh, kw)`` weight codes.
+    kernel, stride, padding, dilation : int or tuple[int, int]
+        Convolution geometry as in ``torch.nn.functional.conv2d``; padding is with code 0.
+    groups : int (default: 1)
+        Must be 1; anything else raises ``ConvGroupsError``.
+    chunk_rows : int | None (default: None)
+        im2col rows per chunk (rounded to whole output rows); None keeps a chunk under
+        ``DEFAULT_CHUNK_BYTES``.
+
+    Returns
+    -------
+    Tensor
+        ``(N, O, Ho, Wo)`` int32 sums (int64 if ``C*kh*kw > INT32_EXACT_REDUCTION``), laid
+        out channels_last (a permuted view of a contiguous NHWC tensor).
+    """
+    _check(x, "x", groups)
+    kern, st, pad, dil = _geometry(kernel, stride, padding, dilation)
+    xp = _nhwc_placed(x, (1, 1), (pad[0], pad[0], pad[1], pad[1]))
+    return _conv_nhwc(xp, w_mat, kern, st, dil, chunk_rows).permute(0, 3, 1, 2)
+
+
+def conv2d_input_grad_int(
+    e: Tensor, w_mat: Tensor, input_hw: tuple[int, int], kernel: IntPair, stride: IntPair = 1,
+    padding: IntPair = 0, dilation: IntPair = 1, *, groups: int = 1,
+    chunk_rows: int | None = None,
+) -> Tensor:
+    """Exact gradient of ``conv2d_forward_int`` w.r.t. its input, for int8 error codes.
+
+    Computed as a convolution (stride 1, same dilation) of the error spread by the stride
+    and padded by ``dilation*(k-1) - padding`` with the flipped, transposed weight, so it
+    is one more chunked ``_int_mm`` pass (reduction length ``kh*kw*O``).
+
+    Parameters
+    ----------
+    e : Tensor
+        int8 error codes ``(N, O, Ho, Wo)``.
+    w_mat : Tensor
+        int8 ``weight_matrix`` of the ``(O, C, kh, kw)`` weight codes.
+    input_hw : tuple[int, int]
+        Spatial size ``(H, W)`` of the forward input (stride may leave it ambiguous).
+    kernel, stride, padding, dilation, groups, chunk_rows
+        As in ``conv2d_forward_int``.
+
+    Returns
+    -------
+    Tensor
+        ``(N, C, H, W)`` int32 (int64 if ``kh*kw*O > INT32_EXACT_REDUCTION``), channels_last.
+    """
+    _check(e, "e", groups)
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = _geometry(kernel, stride, padding, dilation)
+    h, w = input_hw
+    n, o, ho, wo = e.shape
+    if w_mat.shape[0] != o or w_mat.shape[1] % (kh * kw):
+        raise ConvArgumentError(f"Weight matrix of shape {tuple(w_mat.shape)} does not match "
+                                f"{o} error channels and kernel ({kh}, {kw}).")
+    if (_out_size(h, kh, sh, ph, dh), _out_size(w, kw, sw, pw, dw)) != (ho, wo):
+        raise ConvArgumentError(f"Error of spatial size ({ho}, {wo}) does not come from an "
+                                f"input of size {tuple(input_hw)} with this geometry.")
+    c = w_mat.shape[1] // (kh * kw)
+    wt = w_mat.view(o, kh, kw, c).flip(1, 2).permute(3, 1, 2, 0).reshape(c, kh * kw * o)
+    top, left = dh * (kh - 1) - ph, dw * (kw - 1) - pw
+    bottom = h + dh * (kh - 1) - (ho - 1) * sh - 1 - top
+    right = w + dw * (kw - 1) - (wo - 1) * sw - 1 - left
+    ep = _nhwc_placed(e, (sh, sw), (top, bottom, left, right))
+    return _conv_nhwc(ep, wt, (kh, kw), (1, 1), (dh, dw), chunk_rows).permute(0, 3, 1, 2)
+
+
+def _reduce_rows(e_rows: Tensor, chunks: Iterable[Chunk]) -> Tensor:
+    """Exact ``e_rows @ im2col`` accumulated over row chunks (int64 past the int32 bound)."""
+    wide, acc = e_rows.shape[1] > INT32_EXACT_REDUCTION, None
+    for r0, r1, cols in chunks:
+        part = _matmul_exact(e_rows[:, r0:r1], cols)
+        acc = (part.to(torch.int64) if wide else part) if acc is None else acc.add_(part)
+    assert acc is not None
+    return acc
+
+
+def iter_conv2d_weight_grad_int(
+    e: Tensor, x: Tensor, kernel: IntPair, stride: IntPair = 1, padding: IntPair = 0,
+    dilation: IntPair = 1, *, groups: int = 1, chunk_rows: int | None = None,
+    out_chunk: int | None = None,
+) -> Iterator[tuple[int, int, Tensor]]:
+    """Yield the exact weight gradient in slices ``(o0, o1, grad[o0:o1])`` along O.
+
+    Each slice is ``(o1 - o0, kh*kw*C)`` in ``weight_matrix`` column order, int32 while
+    ``N*Ho*Wo <= INT32_EXACT_REDUCTION`` and int64 beyond. Consume a slice before asking
+    for the next to keep only one accumulator alive. When the im2col of the batch needs
+    more than one chunk it is rebuilt for every slice (time traded for memory).
+
+    Parameters
+    ----------
+    e : Tensor
+        int8 error codes ``(N, O, Ho, Wo)``.
+    x : Tensor
+        int8 input codes ``(N, C, H, W)`` of the forward pass.
+    kernel, stride, padding, dilation, groups, chunk_rows
+        As in ``conv2d_forward_int``.
+    out_chunk : int | None (default: None)
+        Output channels per slice; None yields all of them at once.
+    """
+    _check(e, "e", groups)
+    _check(x, "x", groups)
+    kern, st, pad, dil = _geometry(kernel, stride, padding, dilation)
+    patches = _patches(_nhwc_placed(x, (1, 1), (pad[0], pad[0], pad[1], pad[1])), kern, st, dil)
+    n, ho, wo = patches.shape[:3]
+    if e.shape[0] != n or e.shape[2:] != (ho, wo):
+        raise ConvArgumentError(f"Error codes of shape {tuple(e.shape)} do not match the "
+                                f"output ({n}, O, {ho}, {wo}) of this input and geometry.")
+    o = e.shape[1]
+    e_nhwc = e.permute(0, 2, 3, 1)
+    # channels_last errors: a transposed operand beats an int8 transpose copy
+    e_mat = e_nhwc.view(-1, o).t() if e_nhwc.is_contiguous() else e.transpose(0, 1).reshape(o, -1)
+    step = o if out_chunk is None else max(1, out_chunk)
+    # one chunk holds the whole batch: build it once for every slice
+    single = _rows_per_chunk(patches[0, 0, 0].numel(), chunk_rows) >= n * ho * wo
+    cached = list(_im2col_chunks(patches, chunk_rows)) if single else None
+    for o0 in range(0, o, step):
+        o1 = min(o0 + step, o)
+        source = cached if cached is not None else _im2col_chunks(patches, chunk_rows)
+        yield o0, o1, _reduce_rows(e_mat[o0:o1], source)
+
+
+def conv2d_weight_grad_int(
+    e: Tensor, x: Tensor, kernel: IntPair, stride: IntPair = 1, padding: IntPair = 0,
+    dilation: IntPair = 1, *, groups: int = 1, chunk_rows: int | None = None,
+) -> Tensor:
+    """Exact weight gradient ``(O, kh*kw*C)`` in ``weight_matrix`` column order.
+
+    int32 while the reduction ``N*Ho*Wo <= INT32_EXACT_REDUCTION``, int64 beyond (the
+    reduction is split and summed in int64). Arguments as in
+    ``iter_conv2d_weight_grad_int``; ``weight_from_matrix`` turns it into ``(O, C, kh, kw)``.
+    """
+    ((_, _, grad),) = iter_conv2d_weight_grad_int(
+        e, x, kernel, stride, padding, dilation, groups=groups, chunk_rows=chunk_rows)
+    return grad
+
+
+def conv1d_forward_int(
+    x: Tensor, w_mat: Tensor, kernel: int, stride: int = 1, padding: int = 0,
+    dilation: int = 1, *, groups: int = 1, chunk_rows: int | None = None,
+) -> Tensor:
+    """``conv2d_forward_int`` for ``(N, C, L)`` codes; returns ``(N, O, Lo)``."""
+    _check(x, "x", groups, dim=3)
+    return conv2d_forward_int(x.unsqueeze(2), w_mat, (1, kernel), (1, stride), (0, padding),
+                              (1, dilation), chunk_rows=chunk_rows).squeeze(2)
+
+
+def conv1d_input_grad_int(
+    e: Tensor, w_mat: Tensor, input_len: int, kernel: int, stride: int = 1, padding: int = 0,
+    dilation: int = 1, *, groups: int = 1, chunk_rows: int | None = None,
+) -> Tensor:
+    """``conv2d_input_grad_int`` for ``(N, O, Lo)`` error codes; returns ``(N, C, L)``."""
+    _check(e, "e", groups, dim=3)
+    return conv2d_input_grad_int(e.unsqueeze(2), w_mat, (1, input_len), (1, kernel),
+                                 (1, stride), (0, padding), (1, dilation),
+                                 chunk_rows=chunk_rows).squeeze(2)
+
+
+def conv1d_weight_grad_int(
+    e: Tensor, x: Tensor, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1,
+    *, groups: int = 1, chunk_rows: int | None = None,
+) -> Tensor:
+    """``conv2d_weight_grad_int`` for 1-d codes; returns ``(O, k*C)``."""
+    _check(e, "e", groups, dim=3)
+    _check(x, "x", groups, dim=3)
+    return conv2d_weight_grad_int(e.unsqueeze(2), x.unsqueeze(2), (1, kernel), (1, stride),
+                                  (0, padding), (1, dilation), chunk_rows=chunk_rows)
