@@ -137,7 +137,7 @@ class APTSGD:
             self.nonfinite_skips[name] += 1
             log.warning("layer %s: non-finite update, step skipped (%s so far)", name,
                         self.nonfinite_skips[name])
-        for name, (abs_sum, size, moved, changed, shifts) in raw.items():  # type: ignore
+        for name, (abs_sum, size, moved, changed, shifts) in raw.items():
             f_old, _ = exps[name]
             self.overflow_shifts[name] += shifts
             out[name] = LayerStepStats(

@@ -8,6 +8,7 @@ copies of every weight, gradient and momentum, no segment bookkeeping.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import Tensor
@@ -96,14 +97,18 @@ def _params(g_exp: int, f: int, lr: float, mom: float, wd: float, m_exp: int,
     return torch.tensor(p, dtype=torch.float32)
 
 
+#: Per layer: (sum |u|, weights, weights with a non-zero update, codes changed, shifts).
+RawStats = tuple[float, int, float, float, int]
+
+
 def fused_step(opt: object, slots: list[Slot]) -> tuple[dict[str, tuple[int, int]],
-                                                        dict[str, object], set[str]]:
+                                                        dict[str, RawStats], set[str]]:
     """Update every slot that has a gradient; see :meth:`APTSGD.step`.
 
     Each layer first runs one fused pass per tensor on guessed decisions (grid kept,
-    momentum exponent of the last step, right ~85% of the time); when a guess was wrong (an overflow
-    shift, a larger momentum move, a non-finite update) that layer is redone with the
-    exact two-pass update. Returns ``(new (f_old, f_new) per weight, raw stats per
+    momentum exponent of the last step, right ~85% of the time); when a guess was wrong
+    (an overflow shift, a larger momentum move, a non-finite update) that layer is redone
+    with the exact two-pass update. Returns ``(new (f_old, f_new) per weight, raw stats per
     layer, skipped layers)``.
     """
     o = opt  # APTSGD; typed loosely to avoid an import cycle
@@ -130,7 +135,7 @@ def fused_step(opt: object, slots: list[Slot]) -> tuple[dict[str, tuple[int, int
         exps.update(e2)
         stats.update(s2)
         bad |= b2
-    return exps, stats, bad
+    return exps, cast(dict[str, RawStats], stats), bad
 
 
 @dataclass
