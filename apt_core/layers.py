@@ -138,8 +138,11 @@ class APTLayer(StepState, nn.Module):
             self.store_codes(which, quantize(value, b, f), f)
 
     def set_bits(self, new_bits: int) -> None:
-        """Move to ``new_bits``: one more bit doubles the codes (lossless), one less halves
-        them with round-to-nearest (lossy). The representable range is unchanged."""
+        """Move to ``new_bits`` and keep the representable range.
+
+        One more bit doubles the codes (lossless); one less halves them with round-to-nearest
+        (lossy).
+        """
         old = self.n_bits
         if new_bits == old:
             return
@@ -209,6 +212,12 @@ class APTLayer(StepState, nn.Module):
         return None
 
     def forward(self, x: Tensor) -> Tensor:
+        """Fixed-point ``x -> y``: integer GEMMs on the int backend, else float emulation.
+
+        Either way the input is rounded onto its ``act_bits`` grid and the error on its
+        way back onto its ``err_bits`` grid. A call the int backend cannot take (see
+        :meth:`int_unsupported`, or a non-finite input) falls back to the emulation.
+        """
         if get_backend() == "int":
             reason = self.int_unsupported(x)
             track = torch.is_grad_enabled() and self.training
@@ -234,6 +243,7 @@ class APTLayer(StepState, nn.Module):
             return self.weight_float(), self.bias_float()
 
     def extra_repr(self) -> str:
+        """Shape, bits and exponent of the weight, and the activation and error bits."""
         return (f"shape={self.weight_shape}, bits={self.n_bits}, "
                 f"exponent={self.exponent('weight')}, act_bits={self.act_bits}, "
                 f"err_bits={self.err_bits}")

@@ -33,6 +33,7 @@ class QATLinear(nn.Linear, _QATMixin):
     """nn.Linear with 8-bit fake-quantized weight and input."""
 
     def forward(self, x: Tensor) -> Tensor:
+        """Linear map of the input on its ``qbits`` grid with the fake-quantized weight (STE)."""
         return F.linear(quantize_activation(x, self.qbits), self._fq_weight(), self.bias)
 
 
@@ -40,6 +41,7 @@ class QATConv1d(nn.Conv1d, _QATMixin):
     """nn.Conv1d with 8-bit fake-quantized weight and input."""
 
     def forward(self, x: Tensor) -> Tensor:
+        """Convolve the input on its ``qbits`` grid with the fake-quantized weight (STE)."""
         return self._conv_forward(quantize_activation(x, self.qbits), self._fq_weight(),
                                   self.bias)
 
@@ -48,6 +50,7 @@ class QATConv2d(nn.Conv2d, _QATMixin):
     """nn.Conv2d with 8-bit fake-quantized weight and input."""
 
     def forward(self, x: Tensor) -> Tensor:
+        """Convolve the input on its ``qbits`` grid with the fake-quantized weight (STE)."""
         return self._conv_forward(quantize_activation(x, self.qbits), self._fq_weight(),
                                   self.bias)
 

@@ -118,6 +118,7 @@ class FixedPointSTE(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, fwd_bits: int, bwd_bits: int) -> Tensor:  # type: ignore[override]
+        """``x`` on its dynamic ``fwd_bits`` grid (unchanged when 0)."""
         ctx.bwd_bits = bwd_bits
         if fwd_bits > 0:
             return fake_quantize_dynamic(x, fwd_bits)
@@ -125,6 +126,7 @@ class FixedPointSTE(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
+        """``grad`` on its dynamic ``bwd_bits`` grid (straight through when 0)."""
         if ctx.bwd_bits > 0:
             grad = fake_quantize_dynamic(grad, ctx.bwd_bits)
         return grad, None, None

@@ -176,8 +176,10 @@ class _Loop:
         return loss_sum / max(n_sum, 1), under_sum / under_n if under_n else None
 
     def metrics(self, **measured: Any) -> TrainMetrics:
-        """The run's metrics: ``measured`` plus the counts, energy, bits and optimizer
-        events this loop knows."""
+        """The run's metrics: ``measured`` plus what this loop counted.
+
+        This loop adds the counts, energy, bits and optimizer events it knows.
+        """
         energy = self.meter.energy if self.meter is not None else None
         optimizer = self.optimizer if isinstance(self.optimizer, APTSGD) else None
         return TrainMetrics(

@@ -25,8 +25,10 @@ def pack(model: nn.Module) -> bytes:
 
 
 def check_against(model: nn.Module, tensors: list[PackedTensor]) -> None:
-    """Raise :class:`PackError` unless ``tensors`` match ``model``'s APT layers exactly
-    (names, order and shapes)."""
+    """Raise :class:`PackError` unless ``tensors`` match ``model``'s APT layers exactly.
+
+    Names, order and shapes must all agree.
+    """
     layers = apt_layers(model)
     expected = [(f"{n}.{w}", tuple(m.weight_shape if w == "weight" else m.bias_shape or ()))
                 for n, m in layers.items() for w in m.tensors()]

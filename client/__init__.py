@@ -1,0 +1,1 @@
+"""aptfleet device side: the Flower ClientApp and its node-local state."""

@@ -66,7 +66,8 @@ def run_one(task: str, arch: str, method: str, policy: PrecisionPolicy | None,
             policy_label: str | None = None) -> dict[str, Any]:
     """Train one (method, policy, seed) and measure it; returns one ``runs`` entry.
 
-    ``policy_label`` names the policy in the results (default: its repr)."""
+    ``policy_label`` names the policy in the results (default: its repr).
+    """
     torch.set_num_threads(cfg.threads)
     data = load_task(task)
     torch.manual_seed(seed)
@@ -159,8 +160,11 @@ def run_bench(task: str, arch: str, methods: Sequence[str], policies: Sequence[s
 
 def profile_step(task: str, arch: str, method: str, policy: PrecisionPolicy | None,
                  cfg: BenchConfig, steps: int = 100) -> dict[str, float]:
-    """Process CPU milliseconds per training step, split into forward, backward and
-    optimizer (where APT's emulation overhead goes); one torch thread, one full batch."""
+    """Process CPU milliseconds per training step, split into forward, backward and optimizer.
+
+    The optimizer share is where APT's emulation overhead goes. Measured on one torch thread with
+    one full batch.
+    """
     torch.set_num_threads(cfg.threads)
     data = load_task(task)
     torch.manual_seed(0)

@@ -30,9 +30,11 @@ class RuntimeTarget:
 
     @property
     def field(self) -> str:
+        """The results column checked: ``step_ratio_vs_fp32`` or ``peak_ratio_vs_fp32``."""
         return f"{self.metric}_ratio_vs_fp32"
 
     def describe(self) -> str:
+        """The target in words, as the report lists it."""
         what = "step time" if self.metric == "step" else "peak training memory"
         return (f"{self.task} {self.model} batch {self.batch}, {self.bits}-bit: {what} "
                 f"<= {self.limit:g}x fp32")
@@ -173,8 +175,10 @@ def write_markdown(results: dict[str, Any], out: Path) -> Path:
 
 
 def plot_ratios(results: dict[str, Any], out: Path) -> Path:
-    """Write ``runtime.png``: step and peak-memory ratio to fp32 per apt configuration,
-    with the 1.0x line and the issue-9 limits as red ticks."""
+    """Write ``runtime.png``: step-time and peak-memory ratios to fp32 per apt configuration.
+
+    The plot draws the 1.0x line and the issue-9 limits as red ticks.
+    """
     rows = [r for r in results["rows"] if r["method"] == "apt"]
     labels = [f"{r['task']} {r['model']} b{r['batch']}\n{r['label'][4:]}" for r in rows]
     fig, axes = plt.subplots(2, 1, figsize=(max(6.0, 0.7 * len(rows) + 2), 7), sharex=True)

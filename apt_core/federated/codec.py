@@ -65,6 +65,13 @@ def load_arrays(model: nn.Module, arrays: Mapping[str, np.ndarray], method: str)
 
 
 def arrays_payload(arrays: Mapping[str, np.ndarray]) -> bytes:
+    """The packed apt model carried by transport arrays, as bytes for :func:`unpack`.
+
+    Raises
+    ------
+    ReplyError
+        If ``arrays`` is not exactly one 1-D uint8 array under ``apt-payload``.
+    """
     if set(arrays) != {keys.APT_PAYLOAD}:
         raise ReplyError(f"The apt model must travel as the single array '{keys.APT_PAYLOAD}'; "
                          f"got arrays {sorted(arrays)}.")

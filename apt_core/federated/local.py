@@ -127,8 +127,10 @@ def _result(model: nn.Module, method: str, history: list[dict[str, Any]],
 
 def _start_bits(model: nn.Module, policy: PrecisionPolicy,
                 device_bits: Mapping[str, int] | None) -> None:
-    """Set each APT layer to the device's last bits (else the global ones), clamped into
-    the policy's range."""
+    """Set each APT layer to the device's last bits, falling back to the global ones.
+
+    Either is clamped into the policy's range.
+    """
     for name, layer in apt_layers(model).items():
         b = device_bits.get(name, layer.n_bits) if device_bits else layer.n_bits
         layer.set_bits(min(max(int(b), policy.bits_min), policy.bits_max))
@@ -136,8 +138,10 @@ def _start_bits(model: nn.Module, policy: PrecisionPolicy,
 
 def _close_window(controller: PrecisionController, model: nn.Module, steps: int,
                   history: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Judge the steps observed since the last check at the end of the round; returns the
-    new history entries (none when the last check closed the round)."""
+    """Judge the steps observed since the last check, at the end of the round.
+
+    Returns the new history entries (none when the last check closed the round).
+    """
     last = max((h["step"] for h in history), default=0)
     if steps <= last:
         return []

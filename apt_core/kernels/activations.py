@@ -40,6 +40,7 @@ class APTReLU(nn.ReLU):
     """``nn.ReLU`` that saves a bool mask for backward (on the integer backend)."""
 
     def forward(self, x: Tensor) -> Tensor:
+        """ReLU; when training on the integer backend, save only the mask for backward."""
         if get_backend() == "int" and torch.is_grad_enabled() and x.requires_grad:
             return _ReLUMask.apply(x)  # type: ignore[no-any-return]
         return super().forward(x)
@@ -78,6 +79,7 @@ class APTMaxPool2d(nn.MaxPool2d):
                 and s[0] >= k[0] and s[1] >= k[1])
 
     def forward(self, x: Tensor) -> Tensor:
+        """Max-pool; when training on the integer backend, save only compact indices."""
         if (get_backend() == "int" and torch.is_grad_enabled() and x.requires_grad
                 and x.dim() == 4):
             return _MaxPoolIdx.apply(x, self)  # type: ignore[no-any-return]

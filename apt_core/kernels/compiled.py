@@ -28,8 +28,11 @@ COMPILE_MIN_NUMEL = 1 << 17
 
 
 class Compiled:
-    """Calls ``fn`` compiled by inductor when a tensor argument holds at least ``min_numel``
-    elements, else (or once compilation has failed) eagerly."""
+    """Calls ``fn`` compiled by inductor on large tensors and eagerly otherwise.
+
+    It compiles when a tensor argument holds at least ``min_numel`` elements; below that, or once
+    compilation has failed, ``fn`` runs eagerly.
+    """
 
     def __init__(self, fn: Callable[..., Any], min_numel: int = 0) -> None:
         self.fn = fn
@@ -38,6 +41,7 @@ class Compiled:
         self.eager = False
 
     def __call__(self, *args: Any) -> Any:
+        """Run ``fn`` on ``args``, compiling it on the first large enough call."""
         if not self.eager and _enabled["compile"] and _large(args, self.min_numel):
             try:
                 if self.compiled is None:

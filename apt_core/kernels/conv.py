@@ -58,6 +58,7 @@ class ConvProducts:
         return out.to(torch.int32)
 
     def forward(self, xq: Tensor, w: Tensor, limbs: bool) -> Tensor:
+        """Exact convolution of input codes ``xq`` with weight matrix ``w``, as float32."""
         k, s, p, d = self._g()
         x4 = self._4d(xq)
         acc = im2col.conv2d_forward_int(x4, w, k, s, p, d)
@@ -68,6 +69,7 @@ class ConvProducts:
         return self._back(y)
 
     def input_grad(self, gq: Tensor, w: Tensor, limbs: bool, x_shape: torch.Size) -> Tensor:
+        """Exact input gradient (shape ``x_shape``) of error codes ``gq``, as float32."""
         k, s, p, d = self._g()
         g4 = self._4d(gq)
         hw = (1, x_shape[-1]) if self.one_d else (x_shape[-2], x_shape[-1])
@@ -82,17 +84,21 @@ class ConvProducts:
         return self._back(combine(acc[:, :c], acc[:, c:], off))
 
     def weight_grad(self, gq: Tensor, xq: Tensor) -> Tensor:
+        """Exact int32 weight gradient, in the stored ``(O, kh*kw*C)`` matrix order."""
         k, s, p, d = self._g()
         return im2col.conv2d_weight_grad_int(self._4d(gq), self._4d(xq), k, s, p, d)
 
     def bias_grad(self, gq: Tensor) -> Tensor:
+        """Exact int32 bias gradient: error codes summed over batch and positions."""
         dims = (0, 2) if self.one_d else (0, 2, 3)
         return gq.sum(dims, dtype=torch.int32)
 
     def bias_view(self, b: Tensor) -> Tensor:
+        """The bias shaped to broadcast over the output's channel axis."""
         return b.view(1, -1, 1) if self.one_d else b.view(1, -1, 1, 1)
 
     def float_step(self, x: Tensor, w: Tensor, gy: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Float input, weight (matrix order) and bias gradients, for a non-finite error."""
         k, s, p, d = self._g()
         x4, g4 = self._4d(x), self._4d(gy)
         w4 = w.unsqueeze(2) if self.one_d else w

@@ -26,47 +26,74 @@ class IntGemmLayer(Protocol):
     act_bits: int
     err_bits: int
 
-    def stored(self, which: str) -> Tensor: ...
-    def exponent(self, which: str = "weight") -> int: ...
+    def stored(self, which: str) -> Tensor:
+        """The stored int8 matrix of ``"weight"`` or ``"bias"`` (codes or limbs)."""
+
+    def exponent(self, which: str = "weight") -> int:
+        """The tensor's exponent f (step 2**-f)."""
+
     @property
-    def n_bits(self) -> int: ...
-    def bias_float(self) -> Tensor | None: ...
-    def accept_grad(self, which: str, grad: Tensor | DeferredGrad, exponent: int) -> None: ...
-    def weight_float(self) -> Tensor: ...
+    def n_bits(self) -> int:
+        """Current bit-width; above 8 the weight is stored as two int8 limbs."""
+
+    def bias_float(self) -> Tensor | None:
+        """The float bias, as a transient (None without a bias)."""
+
+    def accept_grad(self, which: str, grad: Tensor | DeferredGrad, exponent: int) -> None:
+        """Take (or add to) this step's gradient ``grad * 2**-exponent`` from the backward."""
+
+    def weight_float(self) -> Tensor:
+        """The float weight (real shape), as a transient."""
 
 
 class Products(Protocol):
     """The three integer products of one layer type, on int8 codes."""
 
-    def forward(self, xq: Tensor, w: Tensor, limbs: bool) -> Tensor: ...
-    def input_grad(self, gq: Tensor, w: Tensor, limbs: bool, x_shape: torch.Size) -> Tensor: ...
-    def weight_grad(self, gq: Tensor, xq: Tensor) -> Tensor | DeferredGrad: ...
-    def bias_grad(self, gq: Tensor) -> Tensor: ...
-    def bias_view(self, b: Tensor) -> Tensor: ...
+    def forward(self, xq: Tensor, w: Tensor, limbs: bool) -> Tensor:
+        """Exact product of input codes ``xq`` and stored weight ``w``, as float32."""
+
+    def input_grad(self, gq: Tensor, w: Tensor, limbs: bool, x_shape: torch.Size) -> Tensor:
+        """Exact input gradient (shape ``x_shape``) of error codes ``gq``, as float32."""
+
+    def weight_grad(self, gq: Tensor, xq: Tensor) -> Tensor | DeferredGrad:
+        """Exact integer weight gradient in stored order (or its deferred factors)."""
+
+    def bias_grad(self, gq: Tensor) -> Tensor:
+        """Exact int32 bias gradient: error codes summed over all but the channel axis."""
+
+    def bias_view(self, b: Tensor) -> Tensor:
+        """The bias shaped to broadcast over the output."""
+
     def float_step(self, x: Tensor, w: Tensor, gy: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        ...
+        """Float input, weight and bias gradients, for an error that is not finite."""
 
 
 class LinearProducts:
     """Products of a linear layer on ``(M, K)`` codes (leading dims flattened)."""
 
     def forward(self, xq: Tensor, w: Tensor, limbs: bool) -> Tensor:
+        """Exact ``xq @ w.T`` on int8 codes, as float32 with ``xq``'s leading dims."""
         y = linear_forward(xq.reshape(-1, xq.shape[-1]), w, limbs)
         return y.view(*xq.shape[:-1], y.shape[-1])
 
     def input_grad(self, gq: Tensor, w: Tensor, limbs: bool, x_shape: torch.Size) -> Tensor:
+        """Exact ``gq @ w`` on int8 codes, as float32 of shape ``x_shape``."""
         return linear_input_grad(gq.reshape(-1, gq.shape[-1]), w, limbs).view(x_shape)
 
     def weight_grad(self, gq: Tensor, xq: Tensor) -> Tensor | DeferredGrad:
+        """Exact ``gq.T @ xq`` (deferred for a wide layer, see ``linear_weight_grad``)."""
         return linear_weight_grad(gq.reshape(-1, gq.shape[-1]), xq.reshape(-1, xq.shape[-1]))
 
     def bias_grad(self, gq: Tensor) -> Tensor:
+        """Exact int32 bias gradient: error codes summed over the flattened rows."""
         return bias_grad(gq.reshape(-1, gq.shape[-1]))
 
     def bias_view(self, b: Tensor) -> Tensor:
+        """The bias unchanged: it already broadcasts over ``(..., out)``."""
         return b
 
     def float_step(self, x: Tensor, w: Tensor, gy: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Float input, weight and bias gradients, for an error that is not finite."""
         g2, x2 = gy.reshape(-1, gy.shape[-1]), x.reshape(-1, x.shape[-1])
         return (g2 @ w).view(x.shape), g2.t() @ x2, g2.sum(0)
 
@@ -81,6 +108,7 @@ class IntGemmFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Tensor, anchor: Tensor, layer: IntGemmLayer,  # type: ignore[override]
                 ops: Products, xq: Tensor, fx: int) -> Tensor:
+        """The output from the input's int8 codes ``xq`` (exponent ``fx``), kept for backward."""
         del anchor  # only there so that autograd reaches this layer's backward
         w, fw, limbs = layer.stored("weight"), layer.exponent("weight"), layer.n_bits > 8
         acc, b = ops.forward(xq, w, limbs), layer.bias_float()
@@ -94,6 +122,7 @@ class IntGemmFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, gy: Tensor) -> tuple[Tensor | None, None, None, None, None, None]:
+        """Input gradient for autograd; the layer's integer gradients go to ``accept_grad``."""
         layer, ops = ctx.layer, ctx.ops
         q = quantize_codes(gy, layer.err_bits)
         need_dx = ctx.needs_input_grad[0]

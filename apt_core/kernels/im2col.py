@@ -84,8 +84,10 @@ def _check(tensor: Tensor, name: str, groups: int, dim: int = 4) -> None:
 
 
 def weight_matrix(w: Tensor) -> Tensor:
-    """GEMM-ready ``(O, kh*kw*C)`` matrix of a ``(O, C, kh, kw)`` or ``(O, C, k)`` weight
-    (dtype kept: int8 codes give the operand of the ``*_int`` kernels)."""
+    """GEMM-ready ``(O, kh*kw*C)`` matrix of a ``(O, C, kh, kw)`` or ``(O, C, k)`` weight.
+
+    The dtype is kept: int8 codes give the operand of the ``*_int`` kernels.
+    """
     w = w.unsqueeze(2) if w.dim() == 3 else w
     if w.dim() != 4:
         raise ConvArgumentError(f"A conv weight must be 3-d or 4-d, got shape {tuple(w.shape)}.")
@@ -108,8 +110,10 @@ def weight_from_matrix1d(mat: Tensor, channels: int, k: int) -> Tensor:
 
 
 def _nhwc_placed(x: Tensor, step: tuple[int, int], pads: tuple[int, int, int, int]) -> Tensor:
-    """NHWC copy of NCHW ``x`` spread by ``step`` (zeros between) and padded by
-    ``(top, bottom, left, right)``; negative pads crop. A view when nothing moves."""
+    """NHWC copy of NCHW ``x`` spread by ``step`` (zeros between) and padded by ``pads``.
+
+    ``pads`` is ``(top, bottom, left, right)``; negative pads crop. A view when nothing moves.
+    """
     n, c, h, w = x.shape
     top, bottom, left, right = pads
     nhwc = x.permute(0, 2, 3, 1)
@@ -178,8 +182,11 @@ def _im2col_chunks(patches: Tensor, chunk_rows: int | None) -> Iterator[Chunk]:
 
 
 def _operand(t: Tensor) -> Tensor:
-    """``t`` with row-major strides when a dimension is 1 (``_int_mm`` on CPU returned
-    wrong sums for operands carrying the ambiguous strides of a transposed view)."""
+    """``t`` with row-major strides when a dimension is 1.
+
+    ``_int_mm`` on CPU returned wrong sums for operands carrying the ambiguous strides of a
+    transposed view.
+    """
     if t.shape[0] == 1 or t.shape[1] == 1:
         return t.contiguous().as_strided(t.shape, (t.shape[1], 1))
     return t

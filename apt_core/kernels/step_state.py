@@ -31,10 +31,17 @@ class StepState:
     training: bool
 
     if TYPE_CHECKING:  # provided by the layer
-        def codes(self, which: str = "weight") -> Tensor: ...
-        def exponent(self, which: str = "weight") -> int: ...
-        def to_matrix(self, which: str, t: Tensor) -> Tensor: ...
-        def from_matrix(self, which: str, m: Tensor) -> Tensor: ...
+        def codes(self, which: str = "weight") -> Tensor:
+            """The tensor's integer codes (int32, real shape)."""
+
+        def exponent(self, which: str = "weight") -> int:
+            """The tensor's exponent f (step 2**-f)."""
+
+        def to_matrix(self, which: str, t: Tensor) -> Tensor:
+            """A real-shape tensor in the stored ``(out, fan_in)`` order."""
+
+        def from_matrix(self, which: str, m: Tensor) -> Tensor:
+            """Inverse of :meth:`to_matrix`."""
 
     def _init_step_state(self) -> None:
         self._live = {}
@@ -63,7 +70,7 @@ class StepState:
         return self.codes(which) if codes is None else codes
 
     def grad_of(self, which: str) -> tuple[Tensor | DeferredGrad, int] | None:
-        """This step's gradient in stored order as ``(g, e)`` meaning g * 2**-e.
+        """Gradient of this step in stored order, as ``(g, e)`` meaning g * 2**-e.
 
         ``g`` is a tensor, or for a wide layer's weight the deferred integer product
         (:class:`apt_core.kernels.weight_grad.DeferredGrad`, read in row blocks).

@@ -85,8 +85,10 @@ def write_pass(stored: Tensor, g: Tensor, mom: Tensor, p: Tensor, keys: Tensor, 
 def one_pass(stored: Tensor, g: Tensor, mom: Tensor, p: Tensor, keys: Tensor, base: Tensor,
              limbs: bool, has_prev: bool, has_wd: bool, stochastic: bool
              ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Both passes at once, on guessed decisions: the grid ``p[F_SCALE]`` is kept and the
-    momentum is rounded at the exponent of the last step (scale ``p[E_SCALE]``).
+    """Update codes and momentum in one read of the tensors, on guessed decisions.
+
+    The grid ``p[F_SCALE]`` is kept and the momentum is rounded at the exponent of the last step
+    (scale ``p[E_SCALE]``); the reductions tell the caller whether the guesses held.
 
     Returns
     -------

@@ -1,5 +1,8 @@
-"""Federated commands: `simulate` (simulation engine) and `fleet certs|register|up|down|status|run`
-(a local deployment-engine fleet). Mount ``fl_cli`` into the main ``aptfleet`` CLI."""
+"""Federated commands: `simulate` (simulation engine) and `fleet` (deployment engine).
+
+`fleet certs|register|up|down|status|run` drives a local deployment-engine fleet. Mount ``fl_cli``
+into the main ``aptfleet`` CLI.
+"""
 
 from __future__ import annotations
 
@@ -126,8 +129,10 @@ def fleet_register(
         "--ca", help="CA certificate the SuperLink's certificate is verified with "
                      "(default: the system's trust store)")] = None,
 ) -> None:
-    """Register SuperNode public keys with a SuperLink started with --enable-supernode-auth
-    (keys it already knows are skipped); only registered SuperNodes may connect."""
+    """Register SuperNode public keys with a SuperLink started with --enable-supernode-auth.
+
+    Keys it already knows are skipped; only registered SuperNodes may connect.
+    """
     from server.flower import fleet
 
     try:
@@ -153,8 +158,10 @@ def fleet_up(
         "--insecure", help="plain text and no SuperNode authentication: local development "
                            "only")] = False,
 ) -> None:
-    """Start a SuperLink and N SuperNodes on free loopback ports, with TLS and SuperNode
-    authentication unless --insecure."""
+    """Start a SuperLink and N SuperNodes on free loopback ports.
+
+    TLS and SuperNode authentication are on unless --insecure.
+    """
     from server.flower import fleet
     from server.flower.certs import DEFAULT_HOSTS
 

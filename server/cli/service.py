@@ -98,8 +98,10 @@ class Coordinator:
             self.proc.wait(10)
 
     def stop(self, grace: float = 30.0) -> None:
-        """SIGTERM the service's process group (it stops its run jobs), SIGKILL it after
-        ``grace`` seconds."""
+        """SIGTERM the service's process group, then SIGKILL it after ``grace`` seconds.
+
+        On SIGTERM the service stops its run jobs itself.
+        """
         if self.proc is None or self.proc.poll() is not None:
             return
         os.killpg(self.proc.pid, signal.SIGTERM)
@@ -137,8 +139,10 @@ def wait_for(cond: Callable[[], Any], timeout: float, what: str, every: float = 
 
 
 def run_job_pids(data_dir: Path) -> list[int]:
-    """PIDs of ``server.coordinator.job`` processes working for the coordinator of
-    ``data_dir`` (read from Linux /proc)."""
+    """PIDs of ``server.coordinator.job`` processes working for the coordinator of ``data_dir``.
+
+    Read from Linux /proc.
+    """
     marker = f"APTFLEET_DATA_DIR={data_dir}".encode()
     pids = []
     for entry in Path("/proc").iterdir():
@@ -155,8 +159,10 @@ def run_job_pids(data_dir: Path) -> list[int]:
 
 
 def kill_run_jobs(data_dir: Path) -> None:
-    """End any ``server.coordinator.job`` process group left from a killed coordinator of
-    ``data_dir``."""
+    """End any ``server.coordinator.job`` process group left from a killed coordinator.
+
+    Only jobs of the coordinator of ``data_dir`` are ended.
+    """
     for pid in run_job_pids(data_dir):
         try:
             os.killpg(pid, signal.SIGKILL)

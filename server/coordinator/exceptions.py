@@ -42,8 +42,10 @@ class TooManyAttemptsError(AptfleetError):
 
 
 class NotConfiguredError(AptfleetError):
-    """The coordinator is not set up for what the request asks, e.g. a model converter
-    for ``format=torch`` (HTTP 501)."""
+    """The coordinator is not set up for what the request asks (HTTP 501).
+
+    For example a model converter for ``format=torch``.
+    """
 
 
 class ConflictError(AptfleetError):
@@ -100,10 +102,14 @@ class PolicyUpdateError(AptfleetError, ValueError):
 
 
 class CsrfError(AptfleetError):
-    """A dashboard form POST that is cross-site or lacks its CSRF token (a 403 page,
-    rendered by the dashboard itself)."""
+    """A dashboard form POST that is cross-site or lacks its CSRF token.
+
+    Answered with a 403 page, rendered by the dashboard itself.
+    """
 
 
 class BodyTooLargeError(AptfleetError):
-    """A request body over ``APTFLEET_MAX_BODY_BYTES`` (413, answered by the body-reading
-    middleware before the app sees the request)."""
+    """A request body over ``APTFLEET_MAX_BODY_BYTES`` (HTTP 413).
+
+    Answered by the body-reading middleware before the app sees the request.
+    """

@@ -117,8 +117,11 @@ class _Heartbeat:
 
 
 def _start_ray(num_cpus: int = 2) -> None:
-    """Start this job's Ray cluster now, so a start-up failure happens before the run is
-    marked running (Flower then reuses it); the arguments are the simulation engine's."""
+    """Start this job's Ray cluster now, before the run is marked running (Flower reuses it).
+
+    A start-up failure thus happens while the run is not yet running. The arguments are the
+    simulation engine's.
+    """
     import ray
 
     from server.flower.simulation import REPO_ROOT, backend_config
@@ -148,8 +151,10 @@ def _prepare(session_factory: sessionmaker[Session], run_id: int,
 
 
 def _mark_running(session_factory: sessionmaker[Session], run_id: int) -> bool:
-    """Mark the run running in a write transaction, retried while the database is locked;
-    False when it cannot start any more (stopped meanwhile)."""
+    """Mark the run running in a write transaction, retried while the database is locked.
+
+    Returns False when the run cannot start any more (stopped meanwhile).
+    """
     def write() -> bool:
         with session_factory() as session:
             begin_write(session)

@@ -68,8 +68,10 @@ async def _too_many_attempts(_request: Request, exc: Exception) -> JSONResponse:
 
 
 def _json_safe(value: Any) -> Any:
-    """``value`` with NaN and infinities spelled as JSON strings, so a 422 can echo any
-    input back (JSON has no such numbers; the parser accepts them, the encoder does not)."""
+    """``value`` with NaN and infinities spelled as JSON strings, so a 422 can echo any input.
+
+    JSON has no such numbers: the parser accepts them, the encoder does not.
+    """
     if isinstance(value, float) and not math.isfinite(value):
         return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
     if isinstance(value, dict):
@@ -94,8 +96,11 @@ async def _policy_update_error(_request: Request, exc: Exception) -> JSONRespons
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
-    """Starlette's HTTP errors, with a 405's ``Allow`` listing the methods of every route
-    of the path (Starlette names only those of the first route that matched it)."""
+    """Starlette's HTTP errors, with a 405's ``Allow`` listing the methods of every route.
+
+    Every route of the path counts; Starlette names only the methods of the first route that matched
+    it.
+    """
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code == 405:
         methods: set[str] = set()
@@ -201,8 +206,10 @@ def create_app(settings: Settings | None = None,
 
 
 def create_service_app() -> FastAPI:
-    """The app ``aptfleet serve`` runs: runs train in their own processes (Flower), and
-    checkpoints export to float PyTorch."""
+    """The app ``aptfleet serve`` runs.
+
+    Runs train in their own processes (Flower), and checkpoints export to float PyTorch.
+    """
     from server.coordinator.services.model_export import packed_to_torch
     from server.coordinator.services.process_launcher import ProcessLauncher
 

@@ -58,6 +58,7 @@ class UInt64(TypeDecorator[int]):
     cache_ok = True
 
     def process_bind_param(self, value: int | None, dialect: Dialect) -> int | None:
+        """The signed BIGINT with the bit pattern of unsigned ``value``."""
         if value is None:
             return None
         if not 0 <= value < _UINT64_SPAN:
@@ -65,6 +66,7 @@ class UInt64(TypeDecorator[int]):
         return value - _UINT64_SPAN if value > _INT64_MAX else value
 
     def process_result_value(self, value: int | None, dialect: Dialect) -> int | None:
+        """The unsigned id whose bit pattern the stored BIGINT holds."""
         if value is None:
             return None
         return value + _UINT64_SPAN if value < 0 else value
@@ -77,11 +79,13 @@ class UTCDateTime(TypeDecorator[datetime]):
     cache_ok = True
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """``value`` with a naive time taken as UTC."""
         if value is not None and value.tzinfo is None:
             value = value.replace(tzinfo=UTC)
         return value
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """The stored time in UTC, timezone-aware (a naive one is taken as UTC)."""
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

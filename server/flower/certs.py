@@ -1,5 +1,6 @@
-"""Certificates and SuperNode keys of a fleet: a CA, the SuperLink's TLS certificate and
-one EC key pair per SuperNode, made with ``cryptography``.
+"""Certificates and SuperNode keys of a fleet, made with ``cryptography``.
+
+A CA, the SuperLink's TLS certificate and one EC key pair per SuperNode.
 
 Layout of a certificates directory (what ``aptfleet fleet certs`` writes)::
 
@@ -62,8 +63,11 @@ class FleetCerts:
 
     @property
     def ca_cert(self) -> Path:
-        """The CA certificate: SuperNodes' ``--root-certificates``, the CLI's
-        ``root-certificates``, the SuperLink's ``--ssl-ca-certfile``."""
+        """The CA certificate.
+
+        It is the SuperNodes' ``--root-certificates``, the CLI's ``root-certificates`` and the
+        SuperLink's ``--ssl-ca-certfile``.
+        """
         return self.root / "ca.crt"
 
     @property

@@ -225,8 +225,9 @@ def _start_superlink(state: FleetState, timeout: float) -> None:
 
 
 def register_node(state: FleetState, public_key: Path) -> int:
-    """Register a SuperNode's public key (OpenSSH format) with the fleet's SuperLink;
-    returns the node id it was given.
+    """Register a SuperNode's public key (OpenSSH format) with the fleet's SuperLink.
+
+    Returns the node id it was given.
 
     Raises
     ------
@@ -240,8 +241,9 @@ def register_node(state: FleetState, public_key: Path) -> int:
 
 def register_keys(address: str, public_keys: Sequence[Path], *, ca_file: Path | None = None
                   ) -> dict[Path, int | None]:
-    """Register SuperNode public keys with the SuperLink at ``address`` (over TLS, verified
-    with ``ca_file`` or the system's trust store); keys it already knows are skipped.
+    """Register SuperNode public keys with the SuperLink at ``address``; known keys are skipped.
+
+    The connection uses TLS, verified with ``ca_file`` or the system's trust store.
 
     Returns each key with its new node id, or None when it was registered before.
     """
@@ -251,8 +253,9 @@ def register_keys(address: str, public_keys: Sequence[Path], *, ca_file: Path | 
 
 
 def register_key(cli_home: Path, public_key: Path, *, exist_ok: bool = False) -> int | None:
-    """``flwr supernode register`` with the CLI config of ``cli_home``: the new node id, or
-    None when the key is already registered and ``exist_ok``.
+    """Run ``flwr supernode register`` with the CLI config of ``cli_home``.
+
+    Returns the new node id, or None when the key is already registered and ``exist_ok``.
 
     Raises
     ------
@@ -275,8 +278,10 @@ def register_key(cli_home: Path, public_key: Path, *, exist_ok: bool = False) ->
 
 
 def supernodes(state: FleetState) -> list[dict[str, Any]]:
-    """The SuperNodes the SuperLink knows (``flwr supernode list --format json``): node id,
-    status (``registered``, ``online``, ``offline``, ...)."""
+    """The SuperNodes the SuperLink knows (``flwr supernode list --format json``).
+
+    Each comes with its node id and status (``registered``, ``online``, ``offline``, ...).
+    """
     res = flwr(state.cli_home, ["supernode", "list", CONNECTION, "--format", "json"], 60)
     try:
         return list(json_out(res.stdout).get("nodes") or [])

@@ -33,8 +33,10 @@ def port_open(port: int) -> bool:
 
 
 def flwr_env(flwr_home: Path) -> dict[str, str]:
-    """Environment of a Flower process: its own FLWR_HOME, the repo importable, no
-    telemetry, update checks or runtime dependency installs."""
+    """Environment of a Flower process: its own FLWR_HOME, with the repo importable.
+
+    Telemetry, update checks and runtime dependency installs are turned off.
+    """
     env = {**os.environ, **_ENV, "FLWR_HOME": str(flwr_home)}
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
@@ -58,8 +60,10 @@ def executable(name: str) -> str:
 
 
 def start_process(args: list[str], home: Path, log_name: str) -> tuple[int, Path]:
-    """Start ``args`` in a session of its own with FLWR_HOME ``home``, output appended to
-    ``home/<log_name>.log``; returns (pid, log file)."""
+    """Start ``args`` in a session of its own with FLWR_HOME ``home``; returns (pid, log file).
+
+    Output is appended to ``home/<log_name>.log``.
+    """
     home.mkdir(parents=True, exist_ok=True)
     log_file = home / f"{log_name}.log"
     with log_file.open("ab") as out:
@@ -125,8 +129,10 @@ def process_group_members(pgids: set[int]) -> set[int]:
 
 
 def superlink_pids(flwr_home: str, *, exact: bool = True) -> list[int]:
-    """``flower-superlink`` processes whose FLWR_HOME is ``flwr_home`` (or, with
-    ``exact=False``, contains it)."""
+    """``flower-superlink`` processes whose FLWR_HOME is ``flwr_home``.
+
+    With ``exact=False``, those whose FLWR_HOME contains it.
+    """
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():

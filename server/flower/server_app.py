@@ -34,14 +34,18 @@ from server.flower.strategy import APTFedAvg, Evaluator, PolicyProvider, Recorde
 log = logging.getLogger(__name__)
 
 class JsonlRecorder:
-    """Appends each round record to ``out_dir/rounds.jsonl`` and keeps the latest packed
-    model as ``out_dir/global-model.bin`` (no DB)."""
+    """Records each round to files in ``out_dir`` (no DB).
+
+    Appends each round record to ``out_dir/rounds.jsonl`` and keeps the latest packed model as
+    ``out_dir/global-model.bin``.
+    """
 
     def __init__(self, out_dir: Path) -> None:
         self.out_dir = out_dir
         out_dir.mkdir(parents=True, exist_ok=True)
 
     def __call__(self, record: RoundReport) -> None:
+        """Append ``record`` as one JSON line and write its packed model, if any."""
         with (self.out_dir / "rounds.jsonl").open("a") as fh:
             fh.write(json.dumps(record.to_dict()) + "\n")
         if record.packed_model is not None:
@@ -157,8 +161,10 @@ def run_strategy(grid: Grid, settings: ServerSettings, provider: PolicyProvider,
 
 def create_server_app(settings: ServerSettings, provider: PolicyProvider,
                       recorder: Recorder | None) -> ServerApp:
-    """A ServerApp bound to explicit settings (the simulation's channel: run_config is
-    empty under ``run_simulation``)."""
+    """A ServerApp bound to explicit settings.
+
+    This is the simulation's channel: run_config is empty under ``run_simulation``.
+    """
     server_app = ServerApp()
 
     @server_app.main()

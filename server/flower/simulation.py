@@ -34,8 +34,11 @@ LOOPBACK_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 
 def backend_config(num_cpus: int = 2) -> dict[str, Any]:
-    """Ray settings for a small shared machine: one CPU per ClientApp actor, every Ray
-    process on 127.0.0.1 only (with :data:`LOOPBACK_RAY_ENV`), no dashboard."""
+    """Ray settings for a small shared machine.
+
+    One CPU per ClientApp actor, every Ray process on 127.0.0.1 only (with
+    :data:`LOOPBACK_RAY_ENV`), no dashboard.
+    """
     return {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
             "init_args": {"num_cpus": num_cpus, "object_store_memory": OBJECT_STORE_BYTES,
                           "include_dashboard": False, "_node_ip_address": "127.0.0.1"}}
@@ -246,8 +249,10 @@ def write_markdown(results: Mapping[str, Any], out: Path) -> None:
 
 
 def plot_all(results: Mapping[str, Any], out: Path) -> list[Path]:
-    """accuracy.png, energy.png (cumulative), bytes.png (cumulative up/down) and a
-    per-layer bits heatmap (layers x rounds) for each apt run."""
+    """Plot accuracy.png, energy.png, bytes.png and, for each apt run, a per-layer bits heatmap.
+
+    Energy and bytes (up and down) are cumulative; the heatmap is layers x rounds.
+    """
     import matplotlib
 
     matplotlib.use("Agg")

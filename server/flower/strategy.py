@@ -118,8 +118,10 @@ class APTFedAvg(FedAvg):
         return self._global
 
     def arrays_from_checkpoint(self, checkpoint: bytes) -> ArrayRecord:
-        """The global model stored by :meth:`aggregate_train` (packed codes for apt, a
-        ``torch.save`` float state_dict otherwise), as the arrays to continue from."""
+        """The global model stored by :meth:`aggregate_train`, as the arrays to continue from.
+
+        Packed codes for apt, a ``torch.save`` float state_dict otherwise.
+        """
         s = self.settings
         model = fed.make_model(s.task, s.arch, s.method)
         if s.method == "apt":
@@ -177,10 +179,12 @@ class APTFedAvg(FedAvg):
         return messages
 
     def round_lr(self, server_round: int) -> float:
-        """Local learning rate of a round: cosine decay over the run's rounds to 10% of
-        the base rate (constant when the run length is unknown). Decaying across rounds
-        lets FedAvg settle instead of oscillating with non-IID devices; APT devices see
-        their updates shrink and add bits, as they do at learning-rate decays."""
+        """Local learning rate of a round: cosine decay over the run's rounds to 10% of base.
+
+        Constant when the run length is unknown. Decaying across rounds lets FedAvg settle
+        instead of oscillating with non-IID devices; APT devices see their updates shrink and
+        add bits, as they do at learning-rate decays.
+        """
         base = float(self.settings.lr)
         if not self.lr_rounds or self.lr_rounds <= 1:
             return base
@@ -223,8 +227,10 @@ class APTFedAvg(FedAvg):
 
     def _judge_replies(self, server_round: int, replies: list[Message], terms: RoundTerms
                        ) -> tuple[list[ClientReport], list[_Accepted]]:
-        """One row per replying node (the first reply of a node counts) and the accepted
-        replies with their decoded models."""
+        """One row per replying node, and the accepted replies with their decoded models.
+
+        The first reply of a node counts.
+        """
         sent = self._sent.get(server_round, {})
         sent_to = {m.metadata.message_id: int(m.metadata.dst_node_id)
                    for m in self._sent_messages.pop(server_round, []) if m.metadata.message_id}
@@ -274,8 +280,10 @@ class APTFedAvg(FedAvg):
     def _aggregate_accepted(self, accepted: list[_Accepted]
                             ) -> tuple[ArrayRecord | None, MetricRecord | None, bytes | None,
                                        dict[str, int]]:
-        """The new global model (arrays, stored bytes, per-layer bits) and the aggregated
-        metrics; all None (bits empty) when no reply was accepted."""
+        """The new global model (arrays, stored bytes, per-layer bits) and the aggregated metrics.
+
+        All None (bits empty) when no reply was accepted.
+        """
         if not accepted:
             return None, None, None, {}
         contents = [m.content for m, _, _ in accepted]

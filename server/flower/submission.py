@@ -129,8 +129,10 @@ def submit_to_superlink(address: str, settings: ServerSettingsLike, *, db_url: s
 
 def submit(cli_home: Path, run_config: Mapping[str, Any], app_dir: Path,
            timeout: float) -> RunOutcome:
-    """Submit the app in ``app_dir`` with ``run_config`` overrides; wait up to ``timeout`` s
-    for the run to finish (it is stopped if it does not)."""
+    """Submit the app in ``app_dir`` with ``run_config`` overrides and wait for the run to end.
+
+    The wait lasts up to ``timeout`` s; a run not finished by then is stopped.
+    """
     args = ["run", str(app_dir), CONNECTION, "--format", "json"]
     for k, v in run_config.items():
         args += ["-c", f"{k}={json.dumps(v)}"]

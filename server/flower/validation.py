@@ -65,8 +65,10 @@ class RoundTerms:
 
 
 def failure_reason(msg: Message) -> str:
-    """Why an error reply failed: the SuperLink's verdict on an unreachable node, or the
-    device's own error."""
+    """Why an error reply failed.
+
+    The SuperLink's verdict on an unreachable node, or the device's own error.
+    """
     reason = _error_reason(str(msg.error.reason))
     if msg.error.code == ErrorCode.NODE_UNAVAILABLE:
         return f"The device went offline (no heartbeat): {reason}"

@@ -58,8 +58,10 @@ def eager_kernels() -> AbstractContextManager[None]:
 
 
 def twin_models(model: nn.Module, policy: PrecisionPolicy) -> tuple[nn.Module, nn.Module]:
-    """Two independent APT copies of ``model`` with the same initial codes:
-    ``(reference, integer)``."""
+    """Two independent APT copies of ``model`` with the same initial codes.
+
+    Returned as ``(reference, integer)``.
+    """
     return to_apt(copy.deepcopy(model), policy), to_apt(copy.deepcopy(model), policy)
 
 
@@ -129,8 +131,10 @@ def assert_same_stats(ref: dict[str, LayerStepStats], got: dict[str, LayerStepSt
 
 
 def assert_same_optimizer_state(ref: APTSGD, got: APTSGD) -> None:
-    """Same momentum codes and exponents (nan where the float part is nan), same skip and
-    overflow counters."""
+    """Assert the same momentum codes and exponents, and the same skip and overflow counters.
+
+    Codes and exponents are nan where the float part is nan; those compare equal.
+    """
     want_t, got_t = list(ref.state_tensors()), list(got.state_tensors())
     assert len(got_t) == len(want_t)
     for w, g in zip(want_t, got_t, strict=True):

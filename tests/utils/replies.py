@@ -39,8 +39,10 @@ class FakeGrid:
 
 def create_instruction(node_id: int, content: RecordDict | None = None,
                        message_type: str = MessageType.TRAIN) -> Message:
-    """A message from the ServerApp to ``node_id`` (metadata set directly, so no Flower
-    runtime is needed)."""
+    """A message from the ServerApp to ``node_id``.
+
+    Its metadata is set directly, so no Flower runtime is needed.
+    """
     metadata = Metadata(run_id=1, message_id=f"m-{node_id}", src_node_id=0,
                         dst_node_id=node_id, reply_to_message_id="", group_id="1",
                         created_at=time.time(), ttl=3600.0, message_type=message_type)

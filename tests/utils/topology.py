@@ -33,8 +33,10 @@ def local_superlink_pids(marker: str) -> list[int]:
 
 
 def online_nodes(state: fleet.FleetState) -> list[dict]:
-    """SuperNodes connected to the SuperLink (``flwr supernode list``, status ``online``); a
-    registered key whose SuperNode has not connected yet does not count."""
+    """SuperNodes connected to the SuperLink (``flwr supernode list``, status ``online``).
+
+    A registered key whose SuperNode has not connected yet does not count.
+    """
     return [n for n in fleet.supernodes(state) if n.get("status") == "online"]
 
 
@@ -80,8 +82,9 @@ def topology(tmp_path: Path, device_classes: Sequence[str], *,
              database_url: str | None = None,
              env: dict[str, str] | None = None,
              insecure: bool = False) -> Iterator[Topology]:
-    """Start a SuperLink, one SuperNode per device class, and a coordinator that submits
-    its runs to that SuperLink; stop all of it on exit.
+    """Start a SuperLink, one SuperNode per device class and a coordinator; stop all of it on exit.
+
+    The coordinator submits its runs to that SuperLink.
 
     The fleet uses TLS and SuperNode authentication (the coordinator verifies the SuperLink
     with the fleet's CA, ``APTFLEET_SUPERLINK_CA_FILE``) unless ``insecure``. Waits until

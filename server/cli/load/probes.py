@@ -17,8 +17,9 @@ log = logging.getLogger("load")
 
 
 def settle(service: Coordinator, patience: float = 90.0) -> bool:
-    """Wait until the last run's job process exited (Ray tears down for a while after the
-    run is marked completed) and the service answers /healthz quickly again.
+    """Wait until the last run's job process exited and the service answers /healthz quickly.
+
+    Ray tears down for a while after the run is marked completed.
 
     Returns True when the service did not recover within ``patience`` seconds and was
     restarted (same database and port), which the results report.

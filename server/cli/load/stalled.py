@@ -111,8 +111,10 @@ async def _hold(kind: str, port: int, source: str, report: StallReport, t0: floa
 
 async def _trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                    stop: asyncio.Event) -> bytes | None:
-    """Send one byte every ``TRICKLE_S`` until the server answers or closes (its bytes,
-    b"" for a bare close) or ``stop`` is set (None)."""
+    """Send one byte every ``TRICKLE_S`` until the server answers or closes, or ``stop`` is set.
+
+    Returns the server's bytes (b"" for a bare close), or None when ``stop`` was set.
+    """
     while not stop.is_set():
         try:
             data = await asyncio.wait_for(reader.read(4096), TRICKLE_S)

@@ -52,8 +52,10 @@ def timeline(samples: list[Sample]) -> list[dict[str, float]]:
 
 
 def overload(timeline: list[dict[str, float]]) -> tuple[int, int] | None:
-    """(first, last) second of the first stretch of at least 3 s whose median latency
-    exceeded one second, if any."""
+    """(first, last) second of the first stretch of >= 3 s whose median latency exceeded 1 s.
+
+    None when there is no such stretch.
+    """
     stretch: list[int] = []
     for point in [*timeline, {"s": -1, "ok": 1, "p50_ms": 0.0}]:  # sentinel ends a stretch
         if point["s"] >= 0 and (not point["ok"] or point["p50_ms"] > 1000):

@@ -38,9 +38,11 @@ class Sample:
 async def send_load(base: str, token: str, run_id: int, rate: float, min_duration: float,
                     max_duration: float, run_done: Callable[[], bool]
                     ) -> tuple[list[Sample], float]:
-    """Send ``rate`` requests/s open-loop until ``min_duration`` passed and ``run_done()``
-    (checked once a second, in a thread) or ``max_duration`` passed; returns the samples
-    and the load's wall time."""
+    """Send ``rate`` requests/s open-loop; return the samples and the load's wall time.
+
+    Sending goes on until ``min_duration`` has passed and ``run_done()`` (checked once a second, in
+    a thread), or until ``max_duration`` has passed.
+    """
     paths = [("GET /runs", "/runs"), ("GET /runs/{id}", f"/runs/{run_id}"),
              ("GET /runs/{id}/rounds", f"/runs/{run_id}/rounds"),
              ("GET /runs/{id}/precision", f"/runs/{run_id}/precision"),

@@ -1,5 +1,7 @@
-"""ASGI middleware: per-address request limit, body size and time limits, admission limit
-and request latency metrics."""
+"""ASGI middleware that limits requests and measures their latency.
+
+Limits: requests open per client address, body size and arrival time, and requests admitted at once.
+"""
 
 from __future__ import annotations
 
@@ -15,8 +17,10 @@ from server.coordinator.exceptions import BodyTooLargeError
 
 async def _refuse(send: Send, status: int, detail: str,
                   headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    """Answer ``{"detail": detail}`` and ask the server to close the connection, since
-    the rest of the request (a body still arriving) is not read."""
+    """Answer ``{"detail": detail}`` and ask the server to close the connection.
+
+    Closing is needed because the rest of the request (a body still arriving) is not read.
+    """
     body = json.dumps({"detail": detail}).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"),
@@ -42,6 +46,7 @@ class ClientLimitMiddleware:
         self._open: dict[str, int] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Refuse with 429 a request from an address already at its limit; pass others on."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -62,8 +67,9 @@ class ClientLimitMiddleware:
 
 
 class BodyReadMiddleware:
-    """Read the whole request body before the app sees it: 413 over ``max_bytes``, 408
-    when it has not arrived within ``timeout`` seconds.
+    """Read the whole request body before the app sees it, within size and time limits.
+
+    Answers 413 over ``max_bytes`` and 408 when the body has not arrived within ``timeout`` seconds.
 
     The size limit holds for chunked uploads too, not only for an honest Content-Length.
     Reading here, outside ``ConcurrencyLimitMiddleware``, means a slow or stalled body
@@ -78,6 +84,7 @@ class BodyReadMiddleware:
         self.timeout = timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request on with its body already read, or answer 413 or 408."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -134,6 +141,7 @@ class ConcurrencyLimitMiddleware:
         self._slots = asyncio.Semaphore(limit)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request on once an admission slot is free; non-HTTP scopes pass at once."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -149,6 +157,7 @@ class RequestMetricsMiddleware:
         self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request on and observe its latency by method, route template and status."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

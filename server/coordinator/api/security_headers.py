@@ -19,7 +19,9 @@ _HSTS = "max-age=31536000"
 
 
 class SecurityHeadersMiddleware:
-    """Add ``nosniff``, ``X-Frame-Options: DENY``, ``Referrer-Policy: no-referrer``, a
+    """Add security headers to every HTTP answer.
+
+    They are ``nosniff``, ``X-Frame-Options: DENY``, ``Referrer-Policy: no-referrer``, a
     Content-Security-Policy, ``Cache-Control: no-store`` and, behind TLS, HSTS.
 
     A header the route set itself wins: the dashboard and /docs set their own CSP, and
@@ -42,6 +44,7 @@ class SecurityHeadersMiddleware:
             self.defaults["Strict-Transport-Security"] = _HSTS
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request on and add the default headers the answer does not set."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

@@ -34,11 +34,13 @@ class FleetCollector(Collector):
         self._read_totals = read_totals
 
     def describe(self) -> Iterator[Metric]:
+        """The metric families, empty, so that registering reads no database."""
         # Without describe() the registry would call collect(), i.e. query the database,
         # when the collector is registered.
         yield from self._families({})
 
     def collect(self) -> Iterator[Metric]:
+        """The fleet totals read now; nothing when the database cannot be read."""
         try:
             totals = self._read_totals()
         except SQLAlchemyError as exc:

@@ -158,8 +158,10 @@ def reopen_run(*, session: Session, run_id: int) -> Run:
 
 
 def set_run_savings(*, session: Session, run_id: int, savings: dict[str, Any]) -> Run:
-    """Store the launcher's estimate of savings versus fp32 (JSON object), e.g.
-    ``{"energy": 0.41, "memory": 0.38, "uplink": 0.52}``. The caller commits."""
+    """Store the launcher's estimate of savings versus fp32 (JSON object); the caller commits.
+
+    For example ``{"energy": 0.41, "memory": 0.38, "uplink": 0.52}``.
+    """
     run = _locked_run(session, run_id)
     run.savings = dict(savings)
     session.flush()
@@ -207,8 +209,9 @@ def queue_positions(*, session: Session) -> dict[int, int]:
 
 
 def admit_queued_runs(*, session: Session, max_active: int) -> list[int]:
-    """Move the oldest queued runs to ``pending`` while fewer than ``max_active`` runs are
-    pending or running; the caller commits, then starts their jobs.
+    """Move the oldest queued runs to ``pending`` while fewer than ``max_active`` are active.
+
+    Active means pending or running. The caller commits, then starts their jobs.
 
     On SQLite call it in a write transaction (``core.db.begin_write``) so two admissions
     cannot both take the last slot.

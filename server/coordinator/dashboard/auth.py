@@ -63,8 +63,7 @@ class Viewer:
 
 @dataclass(frozen=True)
 class Form:
-    """Fields of a dashboard form: the token (sign-in only), the return page, the CSRF
-    token."""
+    """Fields of a dashboard form: the token (sign-in only), the return page, the CSRF token."""
 
     token: str
     next: str
@@ -108,8 +107,7 @@ ViewerDep = Annotated[Viewer | None, Depends(get_viewer)]
 
 
 async def read_form(request: Request) -> Form:
-    """The ``application/x-www-form-urlencoded`` body of a dashboard form (missing ->
-    empty)."""
+    """The ``application/x-www-form-urlencoded`` body of a dashboard form (missing -> empty)."""
     body = (await request.body()).decode("utf-8", errors="replace")
     try:
         fields = parse_qs(body, max_num_fields=8)
@@ -212,8 +210,10 @@ def login_redirect(request: Request) -> RedirectResponse:
 
 
 def _secure(request: Request) -> bool:
-    """Whether cookies get ``Secure``: the request came over HTTPS (as seen by the app;
-    behind a TLS-terminating proxy run uvicorn with ``--proxy-headers``)."""
+    """Whether cookies get ``Secure``: the request came over HTTPS, as seen by the app.
+
+    Behind a TLS-terminating proxy, run uvicorn with ``--proxy-headers`` so that the app sees it.
+    """
     return request.url.scheme == "https"
 
 

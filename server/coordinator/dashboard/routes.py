@@ -95,8 +95,11 @@ def read_login_page(request: Request,
 @router.post("/login")
 def create_login_session(request: Request, session: SessionDep, throttle: AuthThrottleDep,
                          form: FormDep) -> Response:
-    """Check the token and open a server-side session (403 cross-site or without the
-    form's CSRF token, 401 page if the token is invalid, 429 after too many failures)."""
+    """Check the token and open a server-side session.
+
+    Answers 403 when cross-site or without the form's CSRF token, a 401 page when the token is
+    invalid, and 429 after too many failures.
+    """
     try:
         check_login_csrf(request, form)
     except CsrfError as exc:

@@ -61,8 +61,10 @@ def authenticate(*, session: Session, secret: str, address: str,
 
 
 def _record_use(session: Session, row: ApiToken) -> None:
-    """Write the token's last use (at most once a minute); a failed write never fails
-    the request, it only leaves the previous time."""
+    """Write the token's last use, at most once a minute.
+
+    A failed write never fails the request; it only leaves the previous time.
+    """
     try:
         if crud.touch_token(session=session, row=row):
             session.commit()

@@ -91,8 +91,9 @@ def _start_or_fail(session: Session, launcher: RunLauncher, run: Run, run_id: in
 
 
 def launch_run(*, session: Session, launcher: RunLauncher, run_in: RunCreate) -> Run:
-    """Store a queued run, commit it, and hand it to ``launcher`` (which admits it when a
-    slot is free).
+    """Store a queued run, commit it, and hand it to ``launcher``.
+
+    The launcher admits it when a slot is free.
 
     Raises
     ------
@@ -107,8 +108,9 @@ def launch_run(*, session: Session, launcher: RunLauncher, run_in: RunCreate) ->
 
 
 def resume_run(*, session: Session, launcher: RunLauncher, run: Run) -> Run:
-    """Reopen an interrupted, stopped or failed run (back of the queue) and start it again
-    from its latest checkpoint; rounds already recorded are neither lost nor trained twice.
+    """Reopen an interrupted, stopped or failed run and start it again from its latest checkpoint.
+
+    It goes to the back of the queue; rounds already recorded are neither lost nor trained twice.
 
     Raises
     ------
@@ -124,8 +126,9 @@ def resume_run(*, session: Session, launcher: RunLauncher, run: Run) -> Run:
 
 
 def stop_run(*, session: Session, launcher: RunLauncher, run: Run) -> Run:
-    """Stop a queued, pending or running run and mark it ``stopped`` (a queued run never
-    starts).
+    """Stop a queued, pending or running run and mark it ``stopped``.
+
+    A queued run never starts.
 
     Raises
     ------

@@ -14,8 +14,10 @@ from server.coordinator.tables import Run
 
 
 def packed_to_torch(packed: bytes, run: Run) -> bytes:
-    """``torch.save`` bytes of the float state_dict of a run's checkpoint (fp32 and qat8
-    checkpoints already are one)."""
+    """``torch.save`` bytes of the float state_dict of a run's checkpoint.
+
+    Checkpoints of fp32 and qat8 runs already are one.
+    """
     if run.method != "apt":
         return packed
     settings = run_settings_of(run)

@@ -1,5 +1,7 @@
-"""The real run launcher: an admission queue and one ``python -m server.coordinator.job``
-process group per admitted run, watched until it ends."""
+"""The real run launcher: an admission queue and one job process group per admitted run.
+
+Each job is ``python -m server.coordinator.job``, watched until it ends.
+"""
 
 from __future__ import annotations
 
@@ -43,8 +45,9 @@ class _Job:
 
 
 class ProcessLauncher:
-    """Admits queued runs up to ``APTFLEET_MAX_ACTIVE_RUNS``, starts each as its own process
-    group, and watches the jobs.
+    """Admits queued runs up to ``APTFLEET_MAX_ACTIVE_RUNS``, starts their jobs and watches them.
+
+    Each job runs as its own process group.
 
     A watcher thread admits the oldest queued runs while slots are free and looks at every
     job it started: a job that exits before marking its run running (Ray failed to start,
@@ -91,8 +94,10 @@ class ProcessLauncher:
         self._wake.set()
 
     def stop(self, run_id: int, timeout: float = 15.0) -> None:
-        """End the run's job (SIGTERM, then SIGKILL to its group); a queued run is marked
-        stopped here, so it can never be admitted meanwhile."""
+        """End the run's job (SIGTERM, then SIGKILL to its group).
+
+        A queued run is marked stopped here, so it can never be admitted meanwhile.
+        """
         with self._lock:
             job = self._jobs.pop(run_id, None)
             self._retries.pop(run_id, None)
@@ -105,8 +110,11 @@ class ProcessLauncher:
     # -- lifecycle ------------------------------------------------------------------------
 
     def resume_queue(self) -> None:
-        """Start the watcher (idempotent): the coordinator calls it once the database is
-        ready, so runs queued before a restart are admitted."""
+        """Start the watcher (idempotent).
+
+        The coordinator calls it once the database is ready, so runs queued before a restart are
+        admitted.
+        """
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
                 self._closing.clear()
@@ -230,8 +238,10 @@ class ProcessLauncher:
         return self._sessions
 
     def _write(self, what: str, fn: Callable[[Session], T]) -> T:
-        """``fn`` in one write transaction of its own, retried while the database is
-        locked or unreachable."""
+        """Run ``fn`` in one write transaction of its own.
+
+        The transaction is retried while the database is locked or unreachable.
+        """
         def attempt() -> T:
             with self._session_factory()() as session:
                 begin_write(session)

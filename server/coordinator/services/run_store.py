@@ -64,6 +64,7 @@ class DbPolicyProvider:
         self._session_factory = session_factory
 
     def __call__(self) -> PolicyAnswer:
+        """The current fleet policy (version, policy, per-class overrides), retried on outage."""
         def read() -> PolicyAnswer:
             with self._session_factory() as session:
                 return crud.current_policy(session)
@@ -116,6 +117,16 @@ class DbRecorder:
         self.run_id = run_id
 
     def __call__(self, record: RoundReport) -> None:
+        """Store ``record`` with its checkpoint, retrying the transaction through an outage.
+
+        A round an earlier attempt committed before its connection dropped is not stored
+        twice.
+
+        Raises
+        ------
+        RunStopped
+            If the run is gone or no longer running.
+        """
         attempts = 0
 
         def store() -> None:
@@ -184,8 +195,10 @@ def fp32_estimate(*, task: str, arch: str, rounds: list[Any], clients: list[Any]
 
 
 def run_savings(session: Session, run_id: int) -> dict[str, Any]:
-    """Savings of a finished run against what fp32 FedAvg would cost for the same
-    client-rounds (cost model, Horowitz 45 nm): fractions, 0.6 = 60% less."""
+    """Savings of a finished run against fp32 FedAvg on the same client-rounds, as fractions.
+
+    The fp32 cost comes from the cost model (Horowitz 45 nm); 0.6 means 60% less.
+    """
     run = crud.get_run(session=session, run_id=run_id)
     assert run is not None
     rounds = crud.list_rounds(session=session, run_id=run_id)

@@ -66,8 +66,10 @@ def _randn(*shape: int, seed: int) -> Tensor:
 
 
 def _grid(t: Tensor, bits: int) -> tuple[Tensor, int]:
-    """Codes (float64) and exponent of ``t`` on its dynamic ``bits`` grid, as the reference
-    quantizes activations and errors."""
+    """Codes (float64) and exponent of ``t`` on its dynamic ``bits`` grid.
+
+    This is how the reference quantizes activations and errors.
+    """
     f = ref_exponent(float(t.abs().max()), bits)
     return ref_quantize(t, bits, f).double(), f
 

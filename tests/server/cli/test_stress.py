@@ -1,5 +1,7 @@
-"""Tests of the load tool's stress scenario (server.cli.load.stress): a tiny real run on
-SQLite, and its pure checks."""
+"""Tests of the load tool's stress scenario (server.cli.load.stress).
+
+A tiny real run on SQLite, and its pure checks.
+"""
 
 from __future__ import annotations
 

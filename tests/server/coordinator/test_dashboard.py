@@ -36,8 +36,10 @@ class _Elements(HTMLParser):
 
 
 def _elements(html: str, tag: str, **attrs: str) -> list[dict[str, str]]:
-    """Attributes of the ``tag`` elements whose attributes include ``attrs``
-    (``class_`` matches one class of a space-separated list)."""
+    """Attributes of the ``tag`` elements whose attributes include ``attrs``.
+
+    ``class_`` matches one class of a space-separated list.
+    """
     parser = _Elements()
     parser.feed(html)
     wanted_class = attrs.pop("class_", None)

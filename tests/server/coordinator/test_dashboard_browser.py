@@ -192,8 +192,10 @@ def test_dashboard_overview_in_chromium(live_server: LiveServer, browser: WebDri
 
 @pytest.fixture()
 def attacker_site(live_server: LiveServer) -> Iterator[str]:
-    """A page on another origin (another port: same site, so SameSite=Strict cookies are
-    still sent) that submits a sign-out form to the dashboard as soon as it loads."""
+    """A page on another origin that submits a sign-out form to the dashboard as soon as it loads.
+
+    The other origin is another port: the same site, so SameSite=Strict cookies are still sent.
+    """
     page = (f'<!DOCTYPE html><html><body><form id="forged" method="post" '
             f'action="{live_server.url}/logout"><input name="csrf_token" value="guess">'
             '</form><script>document.getElementById("forged").submit()</script>'

@@ -1,6 +1,8 @@
-"""Hardening beyond test_main.py and api/routes/test_auth.py: limits that hold for valid
-tokens, CORS on simple requests, tokens kept out of every log (CLI, dashboard, the live
-service), and no write at all without an API bearer token."""
+"""Hardening beyond test_main.py and api/routes/test_auth.py.
+
+Limits that hold for valid tokens, CORS on simple requests, tokens kept out of every log (CLI,
+dashboard, the live service), and no write at all without an API bearer token.
+"""
 
 from __future__ import annotations
 

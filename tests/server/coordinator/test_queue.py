@@ -1,6 +1,8 @@
-"""The run admission queue and job liveness of the ProcessLauncher, with a stand-in job
-(no Ray): admission order and limit, restart pickup, stop while queued, start retries with
-backoff, and a job killed from outside."""
+"""The run admission queue and job liveness of the ProcessLauncher, with a stand-in job (no Ray).
+
+Admission order and limit, restart pickup, stop while queued, start retries with backoff, and a job
+killed from outside.
+"""
 
 from __future__ import annotations
 

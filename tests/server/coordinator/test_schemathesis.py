@@ -73,8 +73,11 @@ schema.app = CURRENT_APP
 
 @pytest.fixture()
 def seeded(db: Session) -> dict[str, int]:
-    """Path parameters that name stored rows: a run with rounds, checkpoint and devices,
-    and an operator token (not the admin token every case carries)."""
+    """Path parameters that name stored rows.
+
+    A run with rounds, checkpoint and devices, and an operator token (not the admin token every case
+    carries).
+    """
     run = create_random_run(db, status="running")
     for round_ in (1, 2):
         crud.record_round(session=db, run_id=run.id, record=make_round_record(round_))

@@ -110,8 +110,10 @@ def _listening_sockets() -> list[tuple[str, int]]:
 
 
 def _processes_of(data_dir: Path, exclude: int) -> set[int]:
-    """PIDs whose environment names ``data_dir`` (the run's job and every Ray process it
-    started inherit it), except the coordinator."""
+    """PIDs whose environment names ``data_dir``, except the coordinator.
+
+    The run's job and every Ray process it started inherit it.
+    """
     marker = f"APTFLEET_DATA_DIR={data_dir}".encode()
     pids = set()
     for entry in Path("/proc").iterdir():

@@ -24,8 +24,10 @@ def _declared_keys() -> set[str]:
 
 
 def _submit(state: fleet.FleetState, state_dir: Path) -> fleet.RunOutcome:
-    """The coordinator's path when pyproject declares every key, else ``run_app`` with the
-    declared subset (the app's defaults fill in the rest)."""
+    """The coordinator's path when pyproject declares every key, else ``run_app``.
+
+    ``run_app`` gets the declared subset; the app's defaults fill in the rest.
+    """
     wanted = SETTINGS.to_run_config()
     if set(wanted) <= _declared_keys():
         return fleet.submit_to_superlink(state.address, SETTINGS, timeout=400,

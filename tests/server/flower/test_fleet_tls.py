@@ -1,5 +1,8 @@
-"""Fleet security end to end on loopback: TLS and SuperNode authentication keep intruders out
-of the federation and out of the aggregate; ``--insecure`` is an explicit opt-in."""
+"""Fleet security end to end on loopback.
+
+TLS and SuperNode authentication keep intruders out of the federation and out of the aggregate;
+``--insecure`` is an explicit opt-in.
+"""
 
 from __future__ import annotations
 

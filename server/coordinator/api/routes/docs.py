@@ -1,5 +1,7 @@
-"""Interactive API docs (/docs, Swagger UI; /redoc, ReDoc) from files installed with the
-package: an offline fleet sees them too, and no page loads anything from another origin."""
+"""Interactive API docs (/docs, Swagger UI; /redoc, ReDoc) from files installed with the package.
+
+An offline fleet sees them too, and no page loads anything from another origin.
+"""
 
 from __future__ import annotations
 

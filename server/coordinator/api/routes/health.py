@@ -1,5 +1,7 @@
-"""Liveness, readiness and Prometheus metrics (no API token; /metrics takes
-APTFLEET_METRICS_TOKEN when one is set)."""
+"""Liveness, readiness and Prometheus metrics, without the API token.
+
+/metrics takes APTFLEET_METRICS_TOKEN when one is set.
+"""
 
 from __future__ import annotations
 

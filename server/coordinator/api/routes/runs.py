@@ -40,8 +40,10 @@ def _public(session: Session, runs: list[Run]) -> list[RunPublic]:
              responses={400: {"model": Message, "description": "The body is not valid JSON."},
                         503: {"model": Message}})
 def create_run(session: SessionDep, launcher: LauncherDep, run_in: RunCreate) -> RunPublic:
-    """Queue a run (status queued); the launcher starts it when an admission slot is free
-    (at most ``APTFLEET_MAX_ACTIVE_RUNS`` runs pending or running at once)."""
+    """Queue a run (status queued); the launcher starts it when an admission slot is free.
+
+    At most ``APTFLEET_MAX_ACTIVE_RUNS`` runs are pending or running at once.
+    """
     run = run_launcher.launch_run(session=session, launcher=launcher, run_in=run_in)
     return _public(session, [run])[0]
 
@@ -71,8 +73,10 @@ def stop_run(session: SessionDep, launcher: LauncherDep, run: RunDep) -> RunPubl
              responses={404: {"model": Message}, 409: {"model": Message},
                         503: {"model": Message}})
 def resume_run(session: SessionDep, launcher: LauncherDep, run: RunDep) -> RunPublic:
-    """Queue an interrupted, stopped or failed run again; it resumes from its latest
-    checkpoint."""
+    """Queue an interrupted, stopped or failed run again.
+
+    It resumes from its latest checkpoint.
+    """
     run = run_launcher.resume_run(session=session, launcher=launcher, run=run)
     return _public(session, [run])[0]
 

@@ -1,5 +1,7 @@
-"""Every /api/v1 endpoint needs a live bearer token; only admins may change the policy;
-repeated failures from one address are slowed."""
+"""Every /api/v1 endpoint needs a live bearer token; only admins may change the policy.
+
+Repeated failures from one address are slowed.
+"""
 
 from __future__ import annotations
 
