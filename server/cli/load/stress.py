@@ -38,7 +38,7 @@ from sqlalchemy.pool import NullPool
 
 from server.cli.load.stalled import hold_stalled
 from server.cli.load.stress_plot import plot_stress
-from server.cli.load.stress_report import markdown, result_of
+from server.cli.load.stress_report import earlier_summary, markdown, result_of
 from server.cli.load.stress_traffic import (
     policy_check,
     policy_writers,
@@ -58,6 +58,8 @@ POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 STALL_RAMP_S = 3.0
 SNAPSHOT_EVERY_S = 5.0
 JOB_EXIT_TIMEOUT_S = 90.0
+#: Earlier measurements of a database kept (in summary) when it is measured again.
+MAX_EARLIER = 3
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,8 @@ def run_stress(options: StressOptions) -> dict[str, Any]:
     """Measure every database of ``options`` in turn; write stress.json/.md/.png.
 
     Results of databases not measured this time are kept from an existing stress.json
-    in ``options.out``, so the databases can be measured by separate commands.
+    in ``options.out``, so the databases can be measured by separate commands; the
+    previous result of a database measured again is kept in summary under ``earlier``.
 
     Returns
     -------
@@ -115,6 +118,9 @@ def run_stress(options: StressOptions) -> dict[str, Any]:
     report.setdefault("databases", {})
     for database in options.databases:
         result = measure(database, options)
+        if (previous := report["databases"].get(database)) is not None:
+            result["earlier"] = [earlier_summary(previous),
+                                 *previous.get("earlier", [])][:MAX_EARLIER]
         report["databases"][database] = result
         path.write_text(json.dumps(report, indent=2) + "\n")
         log.info("%s: %s", database, result["verdict"])

@@ -16,6 +16,20 @@ if TYPE_CHECKING:
     from server.cli.load.stress import StressOptions
 
 
+#: Seconds after the burst of run starts reported as a window of their own.
+BURST_WINDOW_S = 10.0
+
+
+def earlier_summary(r: dict[str, Any]) -> dict[str, Any]:
+    """The headline figures of a previous result, kept when a database is measured again."""
+    return {"measured_at": r["measured_at"], "code": r["code"],
+            "loadavg": r["machine"]["loadavg"],
+            "reads": {p: {k: v[k] for k in ("count", "errors", "p50_ms", "p99_ms", "max_ms")}
+                      for p, v in r["reads"]["phases"].items()},
+            "run_burst_answers": r["run_burst"]["answers"],
+            "policy_answers": r["policy_writes"]["answers"], "verdict": r["verdict"]}
+
+
 def _statuses(items: list[dict[str, Any]]) -> dict[str, int]:
     return dict(sorted(Counter(str(i["status"]) for i in items).items()))
 
@@ -49,7 +63,12 @@ def result_of(database: str, described: str, options: StressOptions, tl: dict[st
     """One database's entry of stress.json."""
     samples, burst, writes = tl["samples"], tl["burst"], tl["writes"]
     stalled = tl["stalled"]
-    reads = _phase_reads(samples, tl["phases"])
+    burst_at = tl["burst_at_s"]
+    windows = {**tl["phases"],
+               "stress, burst +10 s": [burst_at, min(burst_at + BURST_WINDOW_S,
+                                                     tl["phases"]["stress"][1])],
+               "stress, rest": [burst_at + BURST_WINDOW_S, tl["phases"]["stress"][1]]}
+    reads = _phase_reads(samples, windows)
     no_5xx = not any(500 <= s.status for s in samples) and not any(
         i["status"] >= 500 or i["status"] == 0 for i in [*burst, *writes])
     snapshots = tl["snapshots"]
@@ -74,7 +93,7 @@ def result_of(database: str, described: str, options: StressOptions, tl: dict[st
         "settings": {"coordinator": {f"APTFLEET_{k}": v for k, v in tl["limits"].items()},
                      "run_body": options.run_body},
         "phases": tl["phases"], "burst_at_s": round(tl["burst_at_s"], 2),
-        "reads": {"rate": options.rate, "phases": reads,
+        "reads": {"rate": options.rate, "phases": reads, "windows": windows,
                   "stress_endpoints": _endpoints(samples, *tl["phases"]["stress"]),
                   "timeline": timeline(samples)},
         "stalled": {**stalled.summary(), "started_at_s": tl["phases"]["stress"][0],
@@ -152,7 +171,8 @@ def _setup(dbs: dict[str, Any]) -> list[str]:
 
 def _table(name: str, r: dict[str, Any]) -> list[str]:
     ph, st, rb, pw = r["reads"]["phases"], r["stalled"], r["run_burst"], r["policy_writes"]
-    rows = [f"| reads, {p} ({r['phases'][p][1] - r['phases'][p][0]:.0f} s) | "
+    windows = r["reads"].get("windows", r["phases"])
+    rows = [f"| reads, {p} ({windows[p][1] - windows[p][0]:.0f} s) | "
             f"{v['count']} requests, {v['errors']} errors; p50 / p99 / max "
             f"{_fmt(v['p50_ms'])} / {_fmt(v['p99_ms'])} / {_fmt(v['max_ms'])} ms |"
             for p, v in ph.items()]
@@ -187,7 +207,25 @@ def _table(name: str, r: dict[str, Any]) -> list[str]:
         f"| coordinator log | {r['server_log']} |"]
     verdict = ", ".join(f"{k}: **{'yes' if v else 'NO'}**" for k, v in r["verdict"].items())
     return [f"## {name}", "", "| figure | measured |", "|---|---|", *rows, "",
-            f"Checks: {verdict}.", ""]
+            f"Checks: {verdict}.", "", *_earlier(r.get("earlier", []))]
+
+
+def _earlier(runs: list[dict[str, Any]]) -> list[str]:
+    """One line per earlier measurement of the same database (same command)."""
+    if not runs:
+        return []
+    lines = ["Earlier runs of the same command (the spread is the shared machine's):", ""]
+    for e in runs:
+        reads = "; ".join(f"{p} p50 / p99 / max {_fmt(v['p50_ms'])} / {_fmt(v['p99_ms'])} / "
+                          f"{_fmt(v['max_ms'])} ms, {v['errors']} errors"
+                          for p, v in e["reads"].items())
+        lines.append(f"- {e['measured_at']} (code {e['code']}, load average before / end "
+                     f"of stress {e['loadavg']['before']} / "
+                     f"{e['loadavg'].get('end_of_stress')}): reads {reads}; run starts "
+                     f"{e['run_burst_answers']}; policy writes {e['policy_answers']}; all "
+                     f"checks passed: {all(e['verdict'].values())}."
+                     + (f" Note: {e['note']}" if e.get("note") else ""))
+    return [*lines, ""]
 
 
 def _proves() -> list[str]:
