@@ -207,7 +207,8 @@ def _table(name: str, r: dict[str, Any]) -> list[str]:
         f"| coordinator log | {r['server_log']} |"]
     verdict = ", ".join(f"{k}: **{'yes' if v else 'NO'}**" for k, v in r["verdict"].items())
     return [f"## {name}", "", "| figure | measured |", "|---|---|", *rows, "",
-            f"Checks: {verdict}.", "", *_earlier(r.get("earlier", []))]
+            f"Checks: {verdict}.", "", *([f"Note: {r['note']}", ""] if r.get("note") else []),
+            *_earlier(r.get("earlier", []))]
 
 
 def _earlier(runs: list[dict[str, Any]]) -> list[str]:
