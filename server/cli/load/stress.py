@@ -1,5 +1,7 @@
-"""``aptfleet load --scenario stress``: the coordinator under stalled clients, a burst of
-run starts and concurrent policy writes, with steady reads measured throughout.
+"""``aptfleet load --scenario stress``: the coordinator under stress, reads measured.
+
+Stalled clients, a burst of run starts and concurrent policy writes, with steady reads
+measured throughout.
 
 For each database (a temporary SQLite file; a fresh PostgreSQL database created next to
 ``--postgres-url`` and dropped afterwards) a real ``aptfleet serve`` process with its real
@@ -136,8 +138,10 @@ def write_reports(report: dict[str, Any], out: Path) -> None:
 
 @contextmanager
 def _database(kind: str, data_dir: Path, admin_url: str) -> Iterator[tuple[str, str]]:
-    """(URL, description) of an empty database of ``kind``; a PostgreSQL one is created
-    fresh next to ``admin_url`` and dropped afterwards."""
+    """(URL, description) of an empty database of ``kind``.
+
+    A PostgreSQL one is created fresh next to ``admin_url`` and dropped afterwards.
+    """
     if kind == "sqlite":
         yield f"sqlite:///{data_dir / 'aptfleet.db'}", "a new SQLite file (WAL)"
         return

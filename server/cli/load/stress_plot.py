@@ -9,8 +9,11 @@ _SHADES = {"idle": "#e8f4e8", "stress": "#fbe3e3", "after": "#e6eef8"}
 
 
 def plot_stress(report: dict[str, Any], path: Path) -> None:
-    """One panel per database: p50 and p99 of the reads per second (log scale), the
-    open stalled sockets on a second axis, the burst of run starts marked."""
+    """Write one panel per database to ``path`` (PNG).
+
+    Each panel: p50 and p99 of the reads per second (log scale), the open stalled sockets
+    on a second axis, the burst of run starts marked.
+    """
     import matplotlib
 
     matplotlib.use("Agg")

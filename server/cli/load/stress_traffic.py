@@ -1,5 +1,6 @@
-"""The stress scenarios' clients: steady reads, a burst of run starts, concurrent policy
-writes, and the checks of what the coordinator stored.
+"""The stress scenarios' clients, and the checks of what the coordinator stored.
+
+Steady reads, a burst of run starts, concurrent policy writes.
 
 Every client talks to 127.0.0.1 only, every loop is bounded in count and in time.
 """
@@ -111,8 +112,9 @@ async def run_burst(base: str, tokens: list[str], count: int,
 
 async def policy_writers(base: str, tokens: list[str], writers: int, writes: int,
                          deadline: float) -> list[dict[str, Any]]:
-    """``writers`` concurrent admins, each doing up to ``writes`` ``PUT /api/v1/policy``
-    back to back (until loop time ``deadline``); they start together.
+    """``writers`` concurrent admins doing ``PUT /api/v1/policy`` back to back.
+
+    Each does up to ``writes`` of them, until loop time ``deadline``; they start together.
 
     The API has no expected-version field (``PolicyUpdate``): each PUT creates version
     current + 1, and two writers taking the same number is a 409. Each body changes
@@ -172,8 +174,10 @@ def queue_check(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 async def queue_snapshots(base: str, token: str, every: float, deadline: float
                           ) -> list[dict[str, Any]]:
-    """:func:`queue_check` of ``GET /api/v1/runs`` every ``every`` seconds until loop
-    time ``deadline``."""
+    """:func:`queue_check` of ``GET /api/v1/runs`` every ``every`` s until ``deadline``.
+
+    ``deadline`` is a time of the running event loop.
+    """
     loop = asyncio.get_running_loop()
     out: list[dict[str, Any]] = []
     async with _client(base, token, 1, REQUEST_TIMEOUT_S) as client:
@@ -213,8 +217,10 @@ def policy_check(api: httpx.Client, writes: list[dict[str, Any]]) -> dict[str, A
 
 
 def stop_unfinished(api: httpx.Client, burst: list[dict[str, Any]]) -> dict[str, int]:
-    """``POST /runs/{id}/stop`` on every burst run not yet ended; counts of the answers
-    (409 when it ended in between)."""
+    """``POST /runs/{id}/stop`` on every burst run not yet ended.
+
+    Returns the counts of the answers (409 when a run ended in between).
+    """
     stored = {r["id"]: r for r in api.get("/runs", params={"limit": 1000}).json()["data"]}
     answers: Counter[str] = Counter()
     for item in burst:
