@@ -16,7 +16,6 @@ FORMAT_BITS_MIN = 2
 FORMAT_BITS_MAX = 16
 
 
-
 def _require(cond: bool, field: str, value: Any, reason: str) -> None:
     if not cond:
         raise PolicyError(f"Invalid precision policy: field '{field}' = {value!r}: {reason}.")
@@ -70,29 +69,59 @@ class PrecisionPolicy:
     adaptive: bool = True
 
     def __post_init__(self) -> None:
-        _require(isinstance(self.t_min, int | float) and math.isfinite(self.t_min)
-                 and self.t_min > 0, "t_min", self.t_min, "must be a finite number > 0")
+        _require(
+            isinstance(self.t_min, int | float) and math.isfinite(self.t_min) and self.t_min > 0,
+            "t_min",
+            self.t_min,
+            "must be a finite number > 0",
+        )
         if self.t_max is None:
             object.__setattr__(self, "t_max", 4.0 * float(self.t_min))
         t_max = self.t_max
-        _require(isinstance(t_max, int | float) and math.isfinite(t_max) and t_max > 0,
-                 "t_max", t_max, "must be a finite number > 0")
+        _require(
+            isinstance(t_max, int | float) and math.isfinite(t_max) and t_max > 0,
+            "t_max",
+            t_max,
+            "must be a finite number > 0",
+        )
         assert t_max is not None
-        _require(t_max >= 2 * self.t_min, "t_max", t_max,
-                 f"must be at least 2 * t_min = {2 * self.t_min:g} (one bit doubles Gavg, "
-                 "a narrower band oscillates)")
+        _require(
+            t_max >= 2 * self.t_min,
+            "t_max",
+            t_max,
+            f"must be at least 2 * t_min = {2 * self.t_min:g} (one bit doubles Gavg, "
+            "a narrower band oscillates)",
+        )
         for name in ("bits_min", "bits_max", "bits_init", "act_bits", "err_bits"):
             v = getattr(self, name)
-            _require(isinstance(v, int) and not isinstance(v, bool)
-                     and FORMAT_BITS_MIN <= v <= FORMAT_BITS_MAX, name, v,
-                     f"must be an integer in [{FORMAT_BITS_MIN}, {FORMAT_BITS_MAX}]")
-        _require(self.bits_min <= self.bits_max, "bits_min", self.bits_min,
-                 f"must not exceed bits_max = {self.bits_max}")
-        _require(isinstance(self.check_every, int) and not isinstance(self.check_every, bool)
-                 and self.check_every > 0, "check_every", self.check_every,
-                 "must be a positive integer")
-        _require(self.rounding in ROUNDING_MODES, "rounding", self.rounding,
-                 f"must be one of {ROUNDING_MODES}")
+            _require(
+                isinstance(v, int)
+                and not isinstance(v, bool)
+                and FORMAT_BITS_MIN <= v <= FORMAT_BITS_MAX,
+                name,
+                v,
+                f"must be an integer in [{FORMAT_BITS_MIN}, {FORMAT_BITS_MAX}]",
+            )
+        _require(
+            self.bits_min <= self.bits_max,
+            "bits_min",
+            self.bits_min,
+            f"must not exceed bits_max = {self.bits_max}",
+        )
+        _require(
+            isinstance(self.check_every, int)
+            and not isinstance(self.check_every, bool)
+            and self.check_every > 0,
+            "check_every",
+            self.check_every,
+            "must be a positive integer",
+        )
+        _require(
+            self.rounding in ROUNDING_MODES,
+            "rounding",
+            self.rounding,
+            f"must be one of {ROUNDING_MODES}",
+        )
         _require(isinstance(self.adaptive, bool), "adaptive", self.adaptive, "must be a bool")
 
     @property
@@ -141,7 +170,8 @@ def resolve_policy(spec: str) -> PrecisionPolicy:
     if "=" not in spec:
         raise PolicyError(
             f"Invalid precision policy: name '{spec}' is not one of {sorted(NAMED_POLICIES)} "
-            "and is not a key=value list.")
+            "and is not a key=value list."
+        )
     base = NAMED_POLICIES["default"]
     changes: dict[str, Any] = {}
     for item in spec.split(","):
@@ -162,5 +192,6 @@ def resolve_policy(spec: str) -> PrecisionPolicy:
                 changes[key] = int(raw)
         except ValueError:
             raise PolicyError(
-                f"Invalid precision policy: field '{key}' = {raw!r}: not a number.") from None
+                f"Invalid precision policy: field '{key}' = {raw!r}: not a number."
+            ) from None
     return base.with_(**changes)

@@ -96,8 +96,9 @@ class PrecisionController:
                     new = bits - 1
             new = min(max(new, p.bits_min), p.bits_max)
             out[name] = new
-            self.history.append(PrecisionCheck(step, name, bits, new, exponent + new - bits,
-                                               gavg, under))
+            self.history.append(
+                PrecisionCheck(step, name, bits, new, exponent + new - bits, gavg, under)
+            )
         self._sum_gavg.clear()
         self._sum_under.clear()
         self._n.clear()

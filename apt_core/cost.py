@@ -115,8 +115,13 @@ def profile_layers(model: nn.Module, example: Tensor) -> dict[str, LayerProfile]
                 fan_in *= d
             x = inputs[0]
             found[name] = LayerProfile(
-                name=name, params=params, macs=(out.numel() // batch) * fan_in,
-                input_grad=bool(x.requires_grad), act_numel=x.numel() // batch)
+                name=name,
+                params=params,
+                macs=(out.numel() // batch) * fan_in,
+                input_grad=bool(x.requires_grad),
+                act_numel=x.numel() // batch,
+            )
+
         return fn
 
     for name, m in model.named_modules():
@@ -151,10 +156,16 @@ class EnergyTotals:
         return self.gemm_j + self.move_j
 
 
-def step_energy(profiles: Mapping[str, LayerProfile], batch: int, kind: str,
-                bits: Mapping[str, int] | None = None, act_bits: int = 8, err_bits: int = 8,
-                state_bits: int = 32,
-                constants: EnergyConstants = HOROWITZ_45NM) -> EnergyTotals:
+def step_energy(
+    profiles: Mapping[str, LayerProfile],
+    batch: int,
+    kind: str,
+    bits: Mapping[str, int] | None = None,
+    act_bits: int = 8,
+    err_bits: int = 8,
+    state_bits: int = 32,
+    constants: EnergyConstants = HOROWITZ_45NM,
+) -> EnergyTotals:
     """Modelled energy of one training step.
 
     Parameters
@@ -190,8 +201,11 @@ def step_energy(profiles: Mapping[str, LayerProfile], batch: int, kind: str,
             if bits is None or name not in bits:
                 raise ValueError(f"bits of layer '{name}' are required for kind='fixed'.")
             b = bits[name]
-            gemm = (macs * c.int_mac_pj(act_bits, b) + n_bwd_input * c.int_mac_pj(err_bits, b)
-                    + macs * c.int_mac_pj(err_bits, act_bits))
+            gemm = (
+                macs * c.int_mac_pj(act_bits, b)
+                + n_bwd_input * c.int_mac_pj(err_bits, b)
+                + macs * c.int_mac_pj(err_bits, act_bits)
+            )
             moved = p.params * (2 * b + 2 * state_bits)
         e.gemm_j += gemm * PJ
         e.move_j += moved * c.mem_pj_per_bit * PJ
@@ -214,8 +228,16 @@ class CostMeter:
 
     def step(self, batch: int, bits: Mapping[str, int] | None = None) -> EnergyTotals:
         """Charge one training step; returns that step's energy."""
-        e = step_energy(self.profiles, batch, self.kind, bits, self.act_bits, self.err_bits,
-                        self.state_bits, self.constants)
+        e = step_energy(
+            self.profiles,
+            batch,
+            self.kind,
+            bits,
+            self.act_bits,
+            self.err_bits,
+            self.state_bits,
+            self.constants,
+        )
         self.energy.gemm_j += e.gemm_j
         self.energy.move_j += e.move_j
         self.steps += 1

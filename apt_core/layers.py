@@ -74,8 +74,9 @@ class APTLayer(StepState, nn.Module):
             self.register_buffer("bias_codes", torch.zeros(0, dtype=torch.int8))
         self._init_step_state()
         with torch.no_grad():
-            self.encode_from_float(weight.detach().float(),
-                                   None if bias is None else bias.detach().float())
+            self.encode_from_float(
+                weight.detach().float(), None if bias is None else bias.detach().float()
+            )
 
     # --- storage ---------------------------------------------------------------------
     @property
@@ -158,8 +159,10 @@ class APTLayer(StepState, nn.Module):
 
     def packed_tensors(self, prefix: str) -> list[PackedTensor]:
         """Codes of every stored tensor, for the model wire format."""
-        return [PackedTensor(f"{prefix}.{w}", self.codes(w), self.n_bits, self.exponent(w))
-                for w in self.tensors()]
+        return [
+            PackedTensor(f"{prefix}.{w}", self.codes(w), self.n_bits, self.exponent(w))
+            for w in self.tensors()
+        ]
 
     def load_packed(self, which: str, t: PackedTensor) -> None:
         """Replace one tensor's codes, bit-width and exponent from a wire-format entry."""
@@ -170,27 +173,33 @@ class APTLayer(StepState, nn.Module):
 
     def bits_fit(self) -> bool:
         """True when the stored matrices are consistent with the current bit-width."""
-        return all(self.stored(w).shape[0] == stored_rows(self._shape(w)[0], self.n_bits)
-                   for w in self.tensors())
+        return all(
+            self.stored(w).shape[0] == stored_rows(self._shape(w)[0], self.n_bits)
+            for w in self.tensors()
+        )
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
-                              unexpected_keys, error_msgs):  # type: ignore[no-untyped-def]
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):  # type: ignore[no-untyped-def]
         # The code matrices change shape with the bit-width (limbs above 8 bits), so
         # adopt them whole instead of copying into the current buffers.
         for name in ("weight_codes", "bias_codes"):
             key = prefix + name
             if key in state_dict and getattr(self, name) is not None:
                 setattr(self, name, state_dict[key].detach().clone().to(torch.int8))
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
-                                      unexpected_keys, error_msgs)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
         for which in self.tensors():
             rows = stored_rows(self._shape(which)[0], self.n_bits)
             cols = math.prod(self._shape(which)) // self._shape(which)[0]
             got = tuple(self.stored(which).shape)
             if got != (rows, cols):
-                error_msgs.append(f"{prefix}{which}_codes: shape {got} does not hold "
-                                  f"{self._shape(which)} at {self.n_bits} bits (expected "
-                                  f"{(rows, cols)}).")
+                error_msgs.append(
+                    f"{prefix}{which}_codes: shape {got} does not hold "
+                    f"{self._shape(which)} at {self.n_bits} bits (expected "
+                    f"{(rows, cols)})."
+                )
 
     # --- compute ---------------------------------------------------------------------
     def weight_float(self) -> Tensor:
@@ -227,8 +236,12 @@ class APTLayer(StepState, nn.Module):
                 return y
             self.fallbacks += 1
             reason = reason or "non-finite input"
-            log_once(reason, "APT layer %s falls back to the float emulation: %s.",
-                     type(self).__name__, reason)
+            log_once(
+                reason,
+                "APT layer %s falls back to the float emulation: %s.",
+                type(self).__name__,
+                reason,
+            )
         w = self._decoded("weight")
         b = self._decoded("bias") if self.bias_shape is not None else None
         y = self._gemm(quantize_activation(x, self.act_bits), w, b)
@@ -244,9 +257,11 @@ class APTLayer(StepState, nn.Module):
 
     def extra_repr(self) -> str:
         """Shape, bits and exponent of the weight, and the activation and error bits."""
-        return (f"shape={self.weight_shape}, bits={self.n_bits}, "
-                f"exponent={self.exponent('weight')}, act_bits={self.act_bits}, "
-                f"err_bits={self.err_bits}")
+        return (
+            f"shape={self.weight_shape}, bits={self.n_bits}, "
+            f"exponent={self.exponent('weight')}, act_bits={self.act_bits}, "
+            f"err_bits={self.err_bits}"
+        )
 
 
 class APTLinear(APTLayer):
@@ -277,11 +292,13 @@ class _APTConv(APTLayer):
     def from_float(cls, m: nn.Conv1d | nn.Conv2d, policy: PrecisionPolicy) -> _APTConv:
         """Convert a float layer (its weights are rounded onto the start grid)."""
         if m.padding_mode != "zeros":
-            raise ValueError(f"padding_mode={m.padding_mode!r} is not supported by APT layers "
-                             "(only 'zeros').")
+            raise ValueError(
+                f"padding_mode={m.padding_mode!r} is not supported by APT layers (only 'zeros')."
+            )
         layer = cls(m.weight, m.bias, policy)
-        layer.conv_args = dict(stride=m.stride, padding=m.padding, dilation=m.dilation,
-                               groups=m.groups)
+        layer.conv_args = dict(
+            stride=m.stride, padding=m.padding, dilation=m.dilation, groups=m.groups
+        )
         layer.products = ConvProducts(layer.weight_shape, layer.conv_args)
         return layer
 
@@ -316,8 +333,13 @@ class _APTConv(APTLayer):
         """A plain float copy of this layer."""
         out_c, in_per_group, *k = self.weight_shape
         groups = self.conv_args["groups"]
-        m = self._float_cls(in_per_group * groups, out_c, tuple(k),
-                            bias=self.bias_shape is not None, **self.conv_args)
+        m = self._float_cls(
+            in_per_group * groups,
+            out_c,
+            tuple(k),
+            bias=self.bias_shape is not None,
+            **self.conv_args,
+        )
         _copy_into(m, *self.dequantized())
         return m
 
@@ -337,7 +359,10 @@ class APTConv2d(_APTConv):
 
 
 _SWAP: dict[type[nn.Module], type[APTLayer]] = {
-    nn.Linear: APTLinear, nn.Conv1d: APTConv1d, nn.Conv2d: APTConv2d}
+    nn.Linear: APTLinear,
+    nn.Conv1d: APTConv1d,
+    nn.Conv2d: APTConv2d,
+}
 
 
 def to_apt(model: nn.Module, policy: PrecisionPolicy | None = None) -> nn.Module:

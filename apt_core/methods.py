@@ -29,10 +29,18 @@ class MethodSetup:
     policy: PrecisionPolicy | None
 
 
-def setup_method(method: str, model: nn.Module, profiles: dict[str, LayerProfile], *,
-                 policy: PrecisionPolicy | None = None, lr: float = 0.05,
-                 momentum: float = 0.9, weight_decay: float = 5e-4,
-                 momentum_format: str = "int8", seed: int = 0) -> MethodSetup:
+def setup_method(
+    method: str,
+    model: nn.Module,
+    profiles: dict[str, LayerProfile],
+    *,
+    policy: PrecisionPolicy | None = None,
+    lr: float = 0.05,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+    momentum_format: str = "int8",
+    seed: int = 0,
+) -> MethodSetup:
     """Convert a float ``model`` in place for ``method`` and build what trains it.
 
     Parameters
@@ -56,15 +64,31 @@ def setup_method(method: str, model: nn.Module, profiles: dict[str, LayerProfile
     if method in ("fp32", "qat8"):
         if method == "qat8":
             to_qat(model, 8)
-        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum,
-                              weight_decay=weight_decay)
+        opt = torch.optim.SGD(
+            model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay
+        )
         meter = CostMeter(profiles, kind=method, state_bits=32 if momentum else 0)
         return MethodSetup(method, model, opt, None, meter, None)
-    pol = fixed_policy(int(method[5:])) if method.startswith("fixed") else (
-        policy or PrecisionPolicy())
+    pol = (
+        fixed_policy(int(method[5:]))
+        if method.startswith("fixed")
+        else (policy or PrecisionPolicy())
+    )
     to_apt(model, pol)
-    aptopt = APTSGD(model, lr=lr, momentum=momentum, weight_decay=weight_decay,
-                    rounding=pol.rounding, momentum_format=momentum_format, seed=seed)
-    meter = CostMeter(profiles, kind="fixed", act_bits=pol.act_bits, err_bits=pol.err_bits,
-                      state_bits=aptopt.state_bits_per_param())
+    aptopt = APTSGD(
+        model,
+        lr=lr,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        rounding=pol.rounding,
+        momentum_format=momentum_format,
+        seed=seed,
+    )
+    meter = CostMeter(
+        profiles,
+        kind="fixed",
+        act_bits=pol.act_bits,
+        err_bits=pol.err_bits,
+        state_bits=aptopt.state_bits_per_param(),
+    )
     return MethodSetup(method, model, aptopt, PrecisionController(pol), meter, pol)

@@ -63,17 +63,25 @@ class APTSGD:
         "int" or "reference" (see :func:`apt_core.kernels.set_backend`).
     """
 
-    def __init__(self, model: nn.Module, lr: float, momentum: float = 0.9,
-                 weight_decay: float = 0.0, rounding: str = "nearest",
-                 momentum_format: str = "int8", seed: int = 0,
-                 backend: str | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        lr: float,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        rounding: str = "nearest",
+        momentum_format: str = "int8",
+        seed: int = 0,
+        backend: str | None = None,
+    ) -> None:
         if not lr > 0:
             raise ValueError(f"lr={lr!r} must be > 0.")
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum={momentum!r} must be in [0, 1).")
         if momentum_format not in MOMENTUM_FORMATS:
-            raise ValueError(f"momentum_format={momentum_format!r} is not one of "
-                             f"{MOMENTUM_FORMATS}.")
+            raise ValueError(
+                f"momentum_format={momentum_format!r} is not one of {MOMENTUM_FORMATS}."
+            )
         if rounding not in ("nearest", "stochastic"):
             raise ValueError(f"rounding={rounding!r} is not one of ('nearest', 'stochastic').")
         self.layers = apt_layers(model)
@@ -91,17 +99,22 @@ class APTSGD:
         starts = [0]
         for size in self._sizes[:-1]:
             starts.append(starts[-1] + size)
-        self._fused_slots = [Slot(n, w, self.layers[n], size, start, i) for i, ((n, w), size,
-                             start) in enumerate(zip(self._slots, self._sizes, starts,
-                                                     strict=True))]
+        self._fused_slots = [
+            Slot(n, w, self.layers[n], size, start, i)
+            for i, ((n, w), size, start) in enumerate(
+                zip(self._slots, self._sizes, starts, strict=True)
+            )
+        ]
         self._mom: Tensor | None = None  # flat momentum, int8 / bf16 / fp32
         self._mom_exp: Tensor | None = None  # int8 format: one exponent per slot
         self.nonfinite_skips: dict[str, int] = {n: 0 for n in self.layers}
         self.overflow_shifts: dict[str, int] = {n: 0 for n in self.layers}
         float_params = list(model.parameters())  # APT layers own no parameters
-        self._float_opt = (torch.optim.SGD(float_params, lr=lr, momentum=momentum,
-                                           weight_decay=weight_decay)
-                           if float_params else None)
+        self._float_opt = (
+            torch.optim.SGD(float_params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+            if float_params
+            else None
+        )
 
     def zero_grad(self) -> None:
         """Drop the float tensors of the last step (their grads go with them)."""
@@ -124,8 +137,12 @@ class APTSGD:
     def _step_apt(self) -> dict[str, LayerStepStats]:
         backend = self.backend or get_backend()
         if backend == "int" and self.momentum_format != "int8" and self.momentum:
-            log_once("momentum_format", "APTSGD: momentum_format=%s runs on the reference "
-                     "update (the fused passes keep int8 momentum).", self.momentum_format)
+            log_once(
+                "momentum_format",
+                "APTSGD: momentum_format=%s runs on the reference "
+                "update (the fused passes keep int8 momentum).",
+                self.momentum_format,
+            )
         elif backend == "int":
             return self._step_fused()
         return self._step_reference()
@@ -135,14 +152,19 @@ class APTSGD:
         out: dict[str, LayerStepStats] = {}
         for name in sorted(bad):
             self.nonfinite_skips[name] += 1
-            log.warning("layer %s: non-finite update, step skipped (%s so far)", name,
-                        self.nonfinite_skips[name])
+            log.warning(
+                "layer %s: non-finite update, step skipped (%s so far)",
+                name,
+                self.nonfinite_skips[name],
+            )
         for name, (abs_sum, size, moved, changed, shifts) in raw.items():
             f_old, _ = exps[name]
             self.overflow_shifts[name] += shifts
             out[name] = LayerStepStats(
                 gavg=abs_sum / size / 2.0**-f_old,
-                underflow=1.0 - changed / moved if moved else 1.0, overflow_shifts=shifts)
+                underflow=1.0 - changed / moved if moved else 1.0,
+                overflow_shifts=shifts,
+            )
         for name in bad:
             out[name] = LayerStepStats(gavg=0.0, underflow=0.0, skipped=True)
         for layer in self.layers.values():
@@ -170,21 +192,30 @@ class APTSGD:
         # momentum lives in one flat buffer over every slot; select the active ones
         full = len(active) == len(self._slots)
         mom_all = self._read_momentum() if self.momentum else None
-        idx = None if full else torch.cat([
-            torch.arange(o, o + n) for o, n in zip(self._offsets(active), sizes, strict=True)])
+        idx = (
+            None
+            if full
+            else torch.cat(
+                [torch.arange(o, o + n) for o, n in zip(self._offsets(active), sizes, strict=True)]
+            )
+        )
         prev = None if mom_all is None else (mom_all if idx is None else mom_all[idx])
         if prev is not None:
             d = prev.mul(self.momentum).add_(d)
         u = d * self.lr
         abs_u = u.abs()
         abs_sum = torch.zeros(n_slot, dtype=torch.float64).index_add_(0, seg, abs_u.double())
-        bad_layers = {slots[i][0] for i in
-                      torch.nonzero(~torch.isfinite(abs_sum)).flatten().tolist()}
+        bad_layers = {
+            slots[i][0] for i in torch.nonzero(~torch.isfinite(abs_sum)).flatten().tolist()
+        }
         if bad_layers:
             for name in sorted(bad_layers):
                 self.nonfinite_skips[name] += 1
-                log.warning("layer %s: non-finite update, step skipped (%s so far)", name,
-                            self.nonfinite_skips[name])
+                log.warning(
+                    "layer %s: non-finite update, step skipped (%s so far)",
+                    name,
+                    self.nonfinite_skips[name],
+                )
             bad = torch.tensor([n in bad_layers for n, _ in slots])[seg]
             u.masked_fill_(bad, 0.0)
             abs_u.masked_fill_(bad, 0.0)
@@ -214,19 +245,23 @@ class APTSGD:
         x = w_new.mul_(scale)
         if self.rounding == "stochastic":
             flat_idx = torch.arange(len(x)) if idx is None else idx
-            codes = round_stochastic(x, hash_uniform(flat_idx, *stream_keys(self.seed, self._t,
-                                                                            0)))
+            codes = round_stochastic(x, hash_uniform(flat_idx, *stream_keys(self.seed, self._t, 0)))
         else:
             codes = torch.round(x)
         codes = torch.maximum(torch.minimum(codes, hi), -hi - 1).to(torch.int32)
-        old = torch.cat([self._flat(i, self.layers[self._slots[i][0]].live_codes(
-            self._slots[i][1])) for i in active])
+        old = torch.cat(
+            [
+                self._flat(i, self.layers[self._slots[i][0]].live_codes(self._slots[i][1]))
+                for i in active
+            ]
+        )
         moved = torch.zeros(n_slot).index_add_(0, seg, (u != 0).float()).tolist()
         changed = torch.zeros(n_slot).index_add_(0, seg, (codes != old).float()).tolist()
         sums = abs_sum.tolist()
         out: dict[str, LayerStepStats] = {}
-        for i, (name, which), part in zip(range(n_slot), slots, torch.split(codes, sizes),
-                                          strict=True):
+        for i, (name, which), part in zip(
+            range(n_slot), slots, torch.split(codes, sizes), strict=True
+        ):
             layer = self.layers[name]
             if name in bad_layers:
                 out[name] = LayerStepStats(gavg=0.0, underflow=0.0, skipped=True)
@@ -235,12 +270,13 @@ class APTSGD:
                 delta = 2.0 ** -f_old[i]
                 self.overflow_shifts[name] += shifts[i]
                 if shifts[i]:  # the grid changed; count updates of at least half a step
-                    seg_u = abs_u[sum(sizes[:i]): sum(sizes[: i + 1])]
+                    seg_u = abs_u[sum(sizes[:i]) : sum(sizes[: i + 1])]
                     changed[i] = float((seg_u >= delta / 2).sum())
                 out[name] = LayerStepStats(
                     gavg=sums[i] / sizes[i] / delta,
                     underflow=1.0 - changed[i] / moved[i] if moved[i] else 1.0,
-                    overflow_shifts=shifts[i])
+                    overflow_shifts=shifts[i],
+                )
             mat = layer.to_matrix(which, layer.live_codes(which))
             layer.store_codes(which, layer.from_matrix(which, part.view(mat.shape)), f_new[i])
         for layer in self.layers.values():
@@ -263,8 +299,7 @@ class APTSGD:
         if self.momentum_format == "int8":
             assert self._mom_exp is not None
             scale = torch.pow(2.0, -self._mom_exp.float())
-            return self._mom.float().mul_(
-                torch.repeat_interleave(scale, torch.tensor(self._sizes)))
+            return self._mom.float().mul_(torch.repeat_interleave(scale, torch.tensor(self._sizes)))
         return self._mom.float()
 
     def _write_momentum(self, m: Tensor) -> None:

@@ -33,8 +33,9 @@ def pack_bits(codes: Tensor, bits: int) -> Tensor:
         hi = (u >> 8).to(torch.uint8)
         return torch.stack((lo, hi), dim=1).reshape(-1)
     # numpy's C bit (un)packing is an order of magnitude faster than torch bit matrices
-    bitmat = np.unpackbits(u.numpy().astype("<u2").view(np.uint8).reshape(-1, 2), axis=1,
-                           bitorder="little")[:, :bits]
+    bitmat = np.unpackbits(
+        u.numpy().astype("<u2").view(np.uint8).reshape(-1, 2), axis=1, bitorder="little"
+    )[:, :bits]
     return torch.from_numpy(np.packbits(bitmat.reshape(-1), bitorder="little"))
 
 
@@ -42,16 +43,18 @@ def unpack_bits(packed: Tensor, bits: int, numel: int) -> Tensor:
     """Inverse of :func:`pack_bits`: ``numel`` signed codes as int32."""
     need = packed_nbytes(numel, bits)
     if packed.numel() < need:
-        raise PackError(f"packed buffer holds {packed.numel()} bytes; {numel} codes at "
-                        f"{bits} bits need {need}.")
+        raise PackError(
+            f"packed buffer holds {packed.numel()} bytes; {numel} codes at {bits} bits need {need}."
+        )
     offset = 1 << (bits - 1)
     if bits == 8:
         return packed[:numel].to(torch.int32) - offset
     if bits == 16:
         pair = packed[: 2 * numel].view(-1, 2).to(torch.int32)
         return (pair[:, 0] | (pair[:, 1] << 8)) - offset
-    bitmat = np.unpackbits(packed[:need].numpy(), count=numel * bits,
-                           bitorder="little").reshape(numel, bits)
+    bitmat = np.unpackbits(packed[:need].numpy(), count=numel * bits, bitorder="little").reshape(
+        numel, bits
+    )
     by = np.packbits(bitmat, axis=1, bitorder="little")
     u = by[:, 0] if bits <= 8 else np.ascontiguousarray(by).view("<u2")[:, 0]
     return torch.from_numpy(u.astype(np.int32)) - offset
@@ -98,15 +101,14 @@ def unpack_tensors(payload: bytes) -> list[PackedTensor]:
     if magic != MAGIC:
         raise PackError(f"magic={magic!r} is not {MAGIC!r}.")
     if version != FORMAT_VERSION:
-        raise PackError(f"format version={version} is not supported (expected "
-                        f"{FORMAT_VERSION}).")
+        raise PackError(f"format version={version} is not supported (expected {FORMAT_VERSION}).")
     pos = _HEAD.size
     entries: list[tuple[str, int, int, tuple[int, ...]]] = []
     try:
         for _ in range(count):
             (nlen,) = struct.unpack_from("<H", payload, pos)
             pos += 2
-            name = payload[pos: pos + nlen].decode()
+            name = payload[pos : pos + nlen].decode()
             pos += nlen
             bits, exponent, ndim = _ENTRY.unpack_from(payload, pos)
             pos += _ENTRY.size
@@ -124,15 +126,15 @@ def unpack_tensors(payload: bytes) -> list[PackedTensor]:
             numel *= d
         n = packed_nbytes(numel, bits)
         if pos + n > len(payload):
-            raise PackError(f"tensor '{name}': payload truncated ({len(payload) - pos} bytes "
-                            f"left, {n} needed).")
-        buf = torch.frombuffer(bytearray(payload[pos: pos + n]), dtype=torch.uint8)
+            raise PackError(
+                f"tensor '{name}': payload truncated ({len(payload) - pos} bytes left, {n} needed)."
+            )
+        buf = torch.frombuffer(bytearray(payload[pos : pos + n]), dtype=torch.uint8)
         codes = unpack_bits(buf, bits, numel).reshape(shape)
         out.append(PackedTensor(name, codes, bits, exponent))
         pos += n
     if pos != len(payload):
-        raise PackError(f"payload has {len(payload) - pos} trailing bytes after the last "
-                        "tensor.")
+        raise PackError(f"payload has {len(payload) - pos} trailing bytes after the last tensor.")
     return out
 
 

@@ -17,8 +17,8 @@ class _QATMixin:
 
     def _init_q(self, bits: int) -> None:
         self.qbits = bits
-        self.register_buffer(  # type: ignore[attr-defined]
-            "weight_q", torch.zeros(self.weight.shape, dtype=torch.int8))  # type: ignore
+        shape = self.weight.shape  # type: ignore[attr-defined]
+        self.register_buffer("weight_q", torch.zeros(shape, dtype=torch.int8))  # type: ignore[attr-defined]
 
     def _fq_weight(self) -> Tensor:
         w: Tensor = self.weight  # type: ignore[attr-defined]
@@ -42,8 +42,7 @@ class QATConv1d(nn.Conv1d, _QATMixin):
 
     def forward(self, x: Tensor) -> Tensor:
         """Convolve the input on its ``qbits`` grid with the fake-quantized weight (STE)."""
-        return self._conv_forward(quantize_activation(x, self.qbits), self._fq_weight(),
-                                  self.bias)
+        return self._conv_forward(quantize_activation(x, self.qbits), self._fq_weight(), self.bias)
 
 
 class QATConv2d(nn.Conv2d, _QATMixin):
@@ -51,12 +50,14 @@ class QATConv2d(nn.Conv2d, _QATMixin):
 
     def forward(self, x: Tensor) -> Tensor:
         """Convolve the input on its ``qbits`` grid with the fake-quantized weight (STE)."""
-        return self._conv_forward(quantize_activation(x, self.qbits), self._fq_weight(),
-                                  self.bias)
+        return self._conv_forward(quantize_activation(x, self.qbits), self._fq_weight(), self.bias)
 
 
 _SWAP: dict[type[nn.Module], type[nn.Module]] = {
-    nn.Linear: QATLinear, nn.Conv1d: QATConv1d, nn.Conv2d: QATConv2d}
+    nn.Linear: QATLinear,
+    nn.Conv1d: QATConv1d,
+    nn.Conv2d: QATConv2d,
+}
 
 
 def to_qat(model: nn.Module, bits: int = 8) -> nn.Module:

@@ -59,8 +59,13 @@ def stochastic_round(x: Tensor, generator: torch.Generator | None = None) -> Ten
     return fl + (noise < x - fl).to(x.dtype)
 
 
-def quantize(x: Tensor, bits: int, exponent: int, rounding: str = "nearest",
-             generator: torch.Generator | None = None) -> Tensor:
+def quantize(
+    x: Tensor,
+    bits: int,
+    exponent: int,
+    rounding: str = "nearest",
+    generator: torch.Generator | None = None,
+) -> Tensor:
     """Integer codes (int32) of ``x`` on the ``bits``/``exponent`` grid, saturated.
 
     ``exponent`` is used as given; callers keep it at most :data:`MAX_EXPONENT` for float32.

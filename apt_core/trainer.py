@@ -62,12 +62,15 @@ class TrainMetrics:
         return asdict(self)
 
 
-def cosine_lr(base: float, total_steps: int, final_fraction: float = 0.01
-              ) -> Callable[[int], float]:
+def cosine_lr(
+    base: float, total_steps: int, final_fraction: float = 0.01
+) -> Callable[[int], float]:
     """Cosine decay from ``base`` to ``base * final_fraction`` over ``total_steps``."""
+
     def lr(step: int) -> float:
         t = min(step / max(total_steps, 1), 1.0)
         return base * (final_fraction + (1 - final_fraction) * 0.5 * (1 + math.cos(math.pi * t)))
+
     return lr
 
 
@@ -94,11 +97,19 @@ def _set_lr(optimizer: Optimizer, lr: float) -> None:
             g["lr"] = lr
 
 
-def train(model: nn.Module, train_loader: DataLoader, *, optimizer: Optimizer, epochs: int,
-          lr_schedule: Callable[[int], float], controller: PrecisionController | None = None,
-          meter: CostMeter | None = None, test_loader: DataLoader | None = None,
-          on_epoch: Callable[[EpochLog], None] | None = None,
-          eval_every_epoch: bool = True) -> TrainMetrics:
+def train(
+    model: nn.Module,
+    train_loader: DataLoader,
+    *,
+    optimizer: Optimizer,
+    epochs: int,
+    lr_schedule: Callable[[int], float],
+    controller: PrecisionController | None = None,
+    meter: CostMeter | None = None,
+    test_loader: DataLoader | None = None,
+    on_epoch: Callable[[EpochLog], None] | None = None,
+    eval_every_epoch: bool = True,
+) -> TrainMetrics:
     """Train ``model`` for ``epochs`` epochs; returns metrics.
 
     Parameters
@@ -133,28 +144,42 @@ def train(model: nn.Module, train_loader: DataLoader, *, optimizer: Optimizer, e
         acc = None
         if test_loader is not None and (eval_every_epoch or epoch == epochs - 1):
             acc, _ = evaluate(model, test_loader)
-        entry = EpochLog(epoch + 1, lr_schedule(loop.step), last_loss, acc,
-                         mean_bits(meter.profiles, loop.bits)
-                         if meter is not None and loop.bits else None,
-                         underflow, time.perf_counter() - t0)
+        entry = EpochLog(
+            epoch + 1,
+            lr_schedule(loop.step),
+            last_loss,
+            acc,
+            mean_bits(meter.profiles, loop.bits) if meter is not None and loop.bits else None,
+            underflow,
+            time.perf_counter() - t0,
+        )
         log.append(entry)
         if on_epoch is not None:
             on_epoch(entry)
-    acc, test_loss = (evaluate(model, test_loader) if test_loader is not None
-                      else (None, None))
+    acc, test_loss = evaluate(model, test_loader) if test_loader is not None else (None, None)
     return loop.metrics(
-        accuracy=acc, loss=test_loss, train_loss=last_loss, epochs=epochs,
+        accuracy=acc,
+        loss=test_loss,
+        train_loss=last_loss,
+        epochs=epochs,
         history=[h.to_dict() for h in controller.history[history_start:]] if controller else [],
-        epoch_log=log, wall_s=time.perf_counter() - t_start,
-        cpu_s=time.process_time() - c_start)
+        epoch_log=log,
+        wall_s=time.perf_counter() - t_start,
+        cpu_s=time.process_time() - c_start,
+    )
 
 
 class _Loop:
     """The steps of one training run: what it injected and what it has counted so far."""
 
-    def __init__(self, model: nn.Module, optimizer: Optimizer,
-                 lr_schedule: Callable[[int], float], controller: PrecisionController | None,
-                 meter: CostMeter | None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: Optimizer,
+        lr_schedule: Callable[[int], float],
+        controller: PrecisionController | None,
+        meter: CostMeter | None,
+    ) -> None:
         self.model, self.optimizer, self.lr_schedule = model, optimizer, lr_schedule
         self.controller, self.meter = controller, meter
         self.apt = isinstance(optimizer, APTSGD)
@@ -183,7 +208,8 @@ class _Loop:
         energy = self.meter.energy if self.meter is not None else None
         optimizer = self.optimizer if isinstance(self.optimizer, APTSGD) else None
         return TrainMetrics(
-            steps=self.step, examples=self.examples,
+            steps=self.step,
+            examples=self.examples,
             energy_j=energy.total_j if energy else 0.0,
             energy_gemm_j=energy.gemm_j if energy else 0.0,
             energy_move_j=energy.move_j if energy else 0.0,
@@ -192,7 +218,8 @@ class _Loop:
             final_exponents={n: m.exponent() for n, m in self.layers.items()},
             nonfinite_skips=sum(optimizer.nonfinite_skips.values()) if optimizer else 0,
             overflow_shifts=sum(optimizer.overflow_shifts.values()) if optimizer else 0,
-            **measured)
+            **measured,
+        )
 
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float | None]:
         """One optimizer step: (batch loss, the step's mean underflow share for APT)."""
@@ -203,21 +230,24 @@ class _Loop:
         stats = self.optimizer.step()
         if self.meter is not None:
             self.meter.step(x.shape[0], self.bits)
-        underflow = (sum(s.underflow for s in stats.values()) / len(stats)
-                     if self.apt and stats else None)
+        underflow = (
+            sum(s.underflow for s in stats.values()) / len(stats) if self.apt and stats else None
+        )
         if self.controller is not None and stats is not None:
             self._control(self.controller, stats)
         self.step += 1
         self.examples += x.shape[0]
         return float(loss.detach()), underflow
 
-    def _control(self, controller: PrecisionController,
-                 stats: Mapping[str, LayerStepStats]) -> None:
+    def _control(
+        self, controller: PrecisionController, stats: Mapping[str, LayerStepStats]
+    ) -> None:
         """Let the controller observe the step and, when a check is due, set new bits."""
         controller.observe(stats)
         if controller.due():
-            new = controller.decide(self.step + 1, {n: (m.n_bits, m.exponent())
-                                                    for n, m in self.layers.items()})
+            new = controller.decide(
+                self.step + 1, {n: (m.n_bits, m.exponent()) for n, m in self.layers.items()}
+            )
             for n, b in new.items():
                 self.layers[n].set_bits(b)
             self.bits = layer_bits(self.model)

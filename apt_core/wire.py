@@ -30,8 +30,11 @@ def check_against(model: nn.Module, tensors: list[PackedTensor]) -> None:
     Names, order and shapes must all agree.
     """
     layers = apt_layers(model)
-    expected = [(f"{n}.{w}", tuple(m.weight_shape if w == "weight" else m.bias_shape or ()))
-                for n, m in layers.items() for w in m.tensors()]
+    expected = [
+        (f"{n}.{w}", tuple(m.weight_shape if w == "weight" else m.bias_shape or ()))
+        for n, m in layers.items()
+        for w in m.tensors()
+    ]
     got = [(t.name, tuple(t.codes.shape)) for t in tensors]
     if len(got) != len(expected):
         raise PackError(f"payload holds {len(got)} tensors; the model has {len(expected)}.")
@@ -39,8 +42,9 @@ def check_against(model: nn.Module, tensors: list[PackedTensor]) -> None:
         if gname != ename:
             raise PackError(f"tensor '{gname}' found where '{ename}' was expected.")
         if gshape != eshape:
-            raise PackError(f"tensor '{gname}': shape {list(gshape)} does not match the "
-                            f"model's {list(eshape)}.")
+            raise PackError(
+                f"tensor '{gname}': shape {list(gshape)} does not match the model's {list(eshape)}."
+            )
 
 
 def load_tensors(model: nn.Module, tensors: list[PackedTensor]) -> nn.Module:

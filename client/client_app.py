@@ -66,9 +66,13 @@ def create_client_app(node_config: Mapping[int, Mapping[str, Any]] | None = None
         model = _global_model(msg, run, eff)
         res = _train_locally(model, run, eff, device, context, server_round)
         arrays = fed.model_arrays(res.model, run.method)
-        content = RecordDict({keys.ARRAYS: array_record(arrays),
-                              keys.METRICS: _train_metrics(res, arrays, version),
-                              keys.DEVICE: _device_record(device)})
+        content = RecordDict(
+            {
+                keys.ARRAYS: array_record(arrays),
+                keys.METRICS: _train_metrics(res, arrays, version),
+                keys.DEVICE: _device_record(device),
+            }
+        )
         return Message(content=content, reply_to=msg)
 
     @app.evaluate()
@@ -80,61 +84,80 @@ def create_client_app(node_config: Mapping[int, Mapping[str, Any]] | None = None
         model = _global_model(msg, run)
         _, held_out = local_data(run, device)
         acc, loss = fed.evaluate_model(model, held_out, run.method)
-        metrics = MetricRecord({keys.NUM_EXAMPLES: len(held_out), keys.EVAL_ACCURACY: acc,
-                                keys.EVAL_LOSS: loss})
+        metrics = MetricRecord(
+            {keys.NUM_EXAMPLES: len(held_out), keys.EVAL_ACCURACY: acc, keys.EVAL_LOSS: loss}
+        )
         return Message(content=RecordDict({keys.METRICS: metrics}), reply_to=msg)
 
     return app
 
 
-def _global_model(msg: Message, run: fed.RunSettings,
-                  policy: PrecisionPolicy | None = None) -> nn.Module:
+def _global_model(
+    msg: Message, run: fed.RunSettings, policy: PrecisionPolicy | None = None
+) -> nn.Module:
     """The model the server sent, in its transport form."""
     model = fed.make_model(run.task, run.arch, run.method, policy)
     fed.load_arrays(model, numpy_arrays(msg.content.array_records[keys.ARRAYS]), run.method)
     return model
 
 
-def _train_locally(model: nn.Module, run: fed.RunSettings, policy: PrecisionPolicy,
-                   device: DeviceConfig, context: Context, server_round: int
-                   ) -> fed.LocalResult:
+def _train_locally(
+    model: nn.Module,
+    run: fed.RunSettings,
+    policy: PrecisionPolicy,
+    device: DeviceConfig,
+    context: Context,
+    server_round: int,
+) -> fed.LocalResult:
     """One local round on the device's partition, starting from and keeping its bits."""
     train_set, _ = local_data(run, device)
     res = fed.local_round(
-        model, train_set, method=run.method, policy=policy if run.method == "apt" else None,
-        device_bits=remembered_bits(context, model), epochs=run.local_epochs, lr=run.lr,
-        batch_size=run.batch_size, momentum=run.momentum, weight_decay=run.weight_decay,
-        seed=fed.round_seed(run.seed, device.partition_id, server_round))
+        model,
+        train_set,
+        method=run.method,
+        policy=policy if run.method == "apt" else None,
+        device_bits=remembered_bits(context, model),
+        epochs=run.local_epochs,
+        lr=run.lr,
+        batch_size=run.batch_size,
+        momentum=run.momentum,
+        weight_decay=run.weight_decay,
+        seed=fed.round_seed(run.seed, device.partition_id, server_round),
+    )
     remember_bits(context, res.bits)
     return res
 
 
-def _train_metrics(res: fed.LocalResult, arrays: Mapping[str, np.ndarray],
-                   version: int) -> MetricRecord:
+def _train_metrics(
+    res: fed.LocalResult, arrays: Mapping[str, np.ndarray], version: int
+) -> MetricRecord:
     """The reply's metrics: scalars, per-layer lists and the round's precision history."""
     layer_index = {name: i for i, name in enumerate(res.bits)}
-    return MetricRecord({
-        keys.NUM_EXAMPLES: res.num_examples,
-        keys.TRAIN_LOSS: float(res.train_loss),
-        keys.ENERGY_J: float(res.energy_j),
-        keys.PARAM_BYTES: res.param_bytes,
-        keys.PEAK_MEMORY_BYTES: res.peak_memory_bytes,
-        keys.UPLINK_BYTES: fed.arrays_nbytes(arrays),
-        keys.POLICY_VERSION: version,
-        keys.LAYER_BITS: list(res.bits.values()),
-        keys.LAYER_EXPONENTS: list(res.exponents.values()),
-        keys.HISTORY_STEP: [int(h["step"]) for h in res.history],
-        keys.HISTORY_LAYER: [layer_index[h["layer"]] for h in res.history],
-        keys.HISTORY_BITS: [int(h["bits"]) for h in res.history],
-        keys.HISTORY_GAVG: [float(h["gavg"]) for h in res.history],
-        keys.HISTORY_UNDERFLOW: [float(h["underflow"]) for h in res.history],
-    })
+    return MetricRecord(
+        {
+            keys.NUM_EXAMPLES: res.num_examples,
+            keys.TRAIN_LOSS: float(res.train_loss),
+            keys.ENERGY_J: float(res.energy_j),
+            keys.PARAM_BYTES: res.param_bytes,
+            keys.PEAK_MEMORY_BYTES: res.peak_memory_bytes,
+            keys.UPLINK_BYTES: fed.arrays_nbytes(arrays),
+            keys.POLICY_VERSION: version,
+            keys.LAYER_BITS: list(res.bits.values()),
+            keys.LAYER_EXPONENTS: list(res.exponents.values()),
+            keys.HISTORY_STEP: [int(h["step"]) for h in res.history],
+            keys.HISTORY_LAYER: [layer_index[h["layer"]] for h in res.history],
+            keys.HISTORY_BITS: [int(h["bits"]) for h in res.history],
+            keys.HISTORY_GAVG: [float(h["gavg"]) for h in res.history],
+            keys.HISTORY_UNDERFLOW: [float(h["underflow"]) for h in res.history],
+        }
+    )
 
 
 def _device_record(device: DeviceConfig) -> ConfigRecord:
     """Who the device says it is."""
-    return ConfigRecord({keys.DEVICE_CLASS: device.device_class,
-                         keys.PARTITION_ID: device.partition_id})
+    return ConfigRecord(
+        {keys.DEVICE_CLASS: device.device_class, keys.PARTITION_ID: device.partition_id}
+    )
 
 
 app = create_client_app()

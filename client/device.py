@@ -50,24 +50,33 @@ class DeviceConfig:
         """Parse ``context.node_config``."""
         for key in (keys.PARTITION_ID, keys.NUM_PARTITIONS):
             if key not in node_config:
-                raise ValueError(f"Node config lacks '{key}'; start the SuperNode with "
-                                 f"--node-config \"{keys.PARTITION_ID}=I "
-                                 f"{keys.NUM_PARTITIONS}=N\".")
+                raise ValueError(
+                    f"Node config lacks '{key}'; start the SuperNode with "
+                    f'--node-config "{keys.PARTITION_ID}=I '
+                    f'{keys.NUM_PARTITIONS}=N".'
+                )
         pid = int(node_config[keys.PARTITION_ID])
         device_class = str(node_config.get(keys.DEVICE_CLASS, DEFAULT_DEVICE_CLASS))
         if not DEVICE_CLASS_PATTERN.match(device_class):
-            raise ValueError(f"Node config '{keys.DEVICE_CLASS}' = {device_class!r} must be "
-                             f"{DEVICE_CLASS_RULE}.")
+            raise ValueError(
+                f"Node config '{keys.DEVICE_CLASS}' = {device_class!r} must be {DEVICE_CLASS_RULE}."
+            )
         fail = node_config.get(keys.FAIL_AT_ROUND)
-        return cls(pid, int(node_config[keys.NUM_PARTITIONS]), device_class,
-                   None if fail is None else int(fail))
+        return cls(
+            pid,
+            int(node_config[keys.NUM_PARTITIONS]),
+            device_class,
+            None if fail is None else int(fail),
+        )
 
     def maybe_fail(self, server_round: int) -> None:
         """The test hook: raise when this is the configured failing round."""
         if self.fail_at_round is not None and server_round == self.fail_at_round:
-            raise SimulatedFailure(f"Device {self.partition_id} failed on purpose at round "
-                                   f"{server_round} (node config {keys.FAIL_AT_ROUND}="
-                                   f"{self.fail_at_round}).")
+            raise SimulatedFailure(
+                f"Device {self.partition_id} failed on purpose at round "
+                f"{server_round} (node config {keys.FAIL_AT_ROUND}="
+                f"{self.fail_at_round})."
+            )
 
 
 @lru_cache(maxsize=4)
@@ -76,8 +85,9 @@ def _task(task: str) -> TaskData:
 
 
 @lru_cache(maxsize=64)
-def _split(task: str, partition_id: int, num_partitions: int, alpha: float | None,
-           seed: int) -> tuple[TensorDataset, TensorDataset]:
+def _split(
+    task: str, partition_id: int, num_partitions: int, alpha: float | None, seed: int
+) -> tuple[TensorDataset, TensorDataset]:
     return client_split(_task(task), partition_id, num_partitions, alpha, seed)
 
 
@@ -103,4 +113,5 @@ def remember_bits(context: Context, bits: Mapping[str, int]) -> None:
     """Keep the round's final bits (apt_layers order) in the node state."""
     if bits:
         context.state[keys.STATE_DEVICE_BITS] = ConfigRecord(
-            {keys.LAYER_BITS: [int(b) for b in bits.values()]})
+            {keys.LAYER_BITS: [int(b) for b in bits.values()]}
+        )

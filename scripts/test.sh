@@ -6,5 +6,6 @@ bash scripts/setup.sh
 . .venv/bin/activate
 . scripts/env.sh
 ruff check apt_core client server tests scripts
+ruff format --check apt_core client server tests scripts
 mypy
 pytest -q "$@"

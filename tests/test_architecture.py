@@ -22,28 +22,60 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 #: What ``import apt_core`` must not load: the library is torch + numpy only.
-APT_CORE_FORBIDDEN = ("flwr", "fastapi", "sqlalchemy", "matplotlib", "typer", "ray", "rich",
-                      "sklearn", "pydantic", "starlette", "client", "server")
+APT_CORE_FORBIDDEN = (
+    "flwr",
+    "fastapi",
+    "sqlalchemy",
+    "matplotlib",
+    "typer",
+    "ray",
+    "rich",
+    "sklearn",
+    "pydantic",
+    "starlette",
+    "client",
+    "server",
+)
 
 #: What the ClientApp must not load: the device image has no coordinator stack. (flwr
 #: itself loads typer, rich and grpc, so those are not listed.)
-CLIENT_FORBIDDEN = ("fastapi", "starlette", "uvicorn", "sqlalchemy", "alembic", "psycopg",
-                    "pydantic", "pydantic_settings", "prometheus_client", "matplotlib", "ray",
-                    "sklearn", "server")
+CLIENT_FORBIDDEN = (
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "sqlalchemy",
+    "alembic",
+    "psycopg",
+    "pydantic",
+    "pydantic_settings",
+    "prometheus_client",
+    "matplotlib",
+    "ray",
+    "sklearn",
+    "server",
+)
 
 #: The only places of ``server/flower`` that import the coordinator: the ServerApp's
 #: DB-backed composition, entered only when run_config carries ``db-url``. A new import
 #: of the coordinator from the Flower app fails the test until it is listed here.
-FLOWER_TO_COORDINATOR_ALLOWED = frozenset({
-    ("server/flower/server_app.py", "db_composition"),
-})
+FLOWER_TO_COORDINATOR_ALLOWED = frozenset(
+    {
+        ("server/flower/server_app.py", "db_composition"),
+    }
+)
 
 
 def _top_level_modules(statement: str) -> set[str]:
     """Top-level packages loaded by ``statement`` in a fresh interpreter."""
     code = f"import json, sys\n{statement}\nprint(json.dumps(sorted(sys.modules)))"
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                         text=True, check=True, timeout=300).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    ).stdout
     return {name.split(".")[0] for name in json.loads(out.splitlines()[-1])}
 
 
@@ -75,14 +107,14 @@ def _source_imports(source: str, package: str) -> Iterator[tuple[str, str]]:
             elif isinstance(child, ast.ImportFrom):
                 base = child.module or ""
                 if child.level:  # relative: resolve against the module's package
-                    anchor = package.rsplit(".", child.level - 1)[0] if child.level > 1 \
-                        else package
+                    anchor = package.rsplit(".", child.level - 1)[0] if child.level > 1 else package
                     base = f"{anchor}.{base}" if base else anchor
                 yield base, scope
                 for alias in child.names:  # `from pkg import submodule`
                     yield f"{base}.{alias.name}", scope
-            inner = child.name if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef) \
-                else scope
+            inner = (
+                child.name if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef) else scope
+            )
             yield from visit(child, inner)
 
     yield from visit(tree, "<module>")
@@ -114,15 +146,22 @@ def test_import_client_app_loads_no_coordinator_stack() -> None:
     assert loaded.isdisjoint(CLIENT_FORBIDDEN), sorted(loaded & set(CLIENT_FORBIDDEN))
 
 
-@pytest.mark.parametrize(("package", "forbidden"), [
-    ("server/coordinator/crud", ("server.coordinator.services", "server.coordinator.schemas",
-                                 "server.coordinator.api")),
-    ("server/coordinator/core", ("server.coordinator.crud", "server.coordinator.services",
-                                 "server.coordinator.api")),
-    ("apt_core", ("client", "server", "flwr", "fastapi", "sqlalchemy")),
-    ("apt_core/federated", ("flwr",)),
-    ("client", ("server", "fastapi", "sqlalchemy")),
-])
+@pytest.mark.parametrize(
+    ("package", "forbidden"),
+    [
+        (
+            "server/coordinator/crud",
+            ("server.coordinator.services", "server.coordinator.schemas", "server.coordinator.api"),
+        ),
+        (
+            "server/coordinator/core",
+            ("server.coordinator.crud", "server.coordinator.services", "server.coordinator.api"),
+        ),
+        ("apt_core", ("client", "server", "flwr", "fastapi", "sqlalchemy")),
+        ("apt_core/federated", ("flwr",)),
+        ("client", ("server", "fastapi", "sqlalchemy")),
+    ],
+)
 def test_package_imports_point_one_way(package: str, forbidden: tuple[str, ...]) -> None:
     # Execute
     found = _violations(package, forbidden)
@@ -168,13 +207,19 @@ def test_coordinator_errors_live_in_one_module() -> None:
     for path in _modules("server/coordinator"):
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
-            if path != home and isinstance(node, ast.ClassDef) and any(
-                    ast.unparse(base).endswith(("Error", "Exception")) for base in node.bases):
+            if (
+                path != home
+                and isinstance(node, ast.ClassDef)
+                and any(ast.unparse(base).endswith(("Error", "Exception")) for base in node.bases)
+            ):
                 found.append(f"{path.relative_to(ROOT)} defines {node.name}")
             # main.py is the one place that maps errors to HTTP, Starlette's own included
-            if path != mapper and isinstance(node, ast.ImportFrom) and (
-                    node.module or "").startswith(("fastapi", "starlette")) and any(
-                    alias.name == "HTTPException" for alias in node.names):
+            if (
+                path != mapper
+                and isinstance(node, ast.ImportFrom)
+                and (node.module or "").startswith(("fastapi", "starlette"))
+                and any(alias.name == "HTTPException" for alias in node.names)
+            ):
                 found.append(f"{path.relative_to(ROOT)} imports HTTPException")
 
     # Assert
@@ -190,10 +235,12 @@ def test_pyproject_app_config_equals_dataclass_defaults() -> None:
         table = tomllib.load(fh)["tool"]["flwr"]["app"]["config"]
 
     # Execute
-    mismatched = {key: (table.get(key), RUN_CONFIG_DEFAULTS.get(key))
-                  for key in set(table) | set(RUN_CONFIG_DEFAULTS)
-                  if (table.get(key), type(table.get(key))) !=
-                  (RUN_CONFIG_DEFAULTS.get(key), type(RUN_CONFIG_DEFAULTS.get(key)))}
+    mismatched = {
+        key: (table.get(key), RUN_CONFIG_DEFAULTS.get(key))
+        for key in set(table) | set(RUN_CONFIG_DEFAULTS)
+        if (table.get(key), type(table.get(key)))
+        != (RUN_CONFIG_DEFAULTS.get(key), type(RUN_CONFIG_DEFAULTS.get(key)))
+    }
 
     # Assert: same keys, same values, same types ((pyproject, dataclass) when not)
     assert not mismatched, mismatched
@@ -224,8 +271,10 @@ def test_rest_schema_defaults_and_choices_come_from_the_dataclasses() -> None:
 
     # Assert
     assert run_in.run_settings() == RunSettings()
-    assert (run_in.rounds, run_in.fraction) == (ServerSettings().rounds,
-                                                ServerSettings().fraction_train)
+    assert (run_in.rounds, run_in.fraction) == (
+        ServerSettings().rounds,
+        ServerSettings().fraction_train,
+    )
     assert get_args(Method) == FED_METHODS
     assert get_args(Task) == TASK_NAMES
     assert Settings.model_fields["ROUND_TIMEOUT"].default == ServerSettings().timeout
@@ -240,10 +289,19 @@ def test_cli_simulate_defaults_are_the_run_settings_defaults() -> None:
     params = inspect.signature(simulate_cmd).parameters
 
     # Execute
-    defaults = {name: params[name].default for name in (
-        "task", "method", "alpha", "seed", "model", "local_epochs", "lr", "batch_size")}
+    defaults = {
+        name: params[name].default
+        for name in ("task", "method", "alpha", "seed", "model", "local_epochs", "lr", "batch_size")
+    }
 
     # Assert
-    assert defaults == {"task": d.task, "method": d.method, "alpha": d.alpha, "seed": d.seed,
-                        "model": d.arch, "local_epochs": d.local_epochs, "lr": d.lr,
-                        "batch_size": d.batch_size}
+    assert defaults == {
+        "task": d.task,
+        "method": d.method,
+        "alpha": d.alpha,
+        "seed": d.seed,
+        "model": d.arch,
+        "local_epochs": d.local_epochs,
+        "lr": d.lr,
+        "batch_size": d.batch_size,
+    }

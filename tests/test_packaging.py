@@ -41,10 +41,20 @@ PARTS = {
     "server": ("coordinator",),
 }
 #: What only the coordinator may bring: the device extra must stay free of it.
-SERVER_ONLY = {"fastapi", "sqlalchemy", "alembic", "psycopg", "uvicorn",
-               "pydantic-settings", "prometheus-client"}
-DOCKERFILE_EXTRAS = {"device": {"device"}, "coordinator": {"coordinator"},
-                     "superlink": {"coordinator"}}
+SERVER_ONLY = {
+    "fastapi",
+    "sqlalchemy",
+    "alembic",
+    "psycopg",
+    "uvicorn",
+    "pydantic-settings",
+    "prometheus-client",
+}
+DOCKERFILE_EXTRAS = {
+    "device": {"device"},
+    "coordinator": {"coordinator"},
+    "superlink": {"coordinator"},
+}
 _NAME = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[([^\]]*)\])?")
 
 
@@ -153,8 +163,11 @@ def test_extras_cover_every_third_party_import(part: str) -> None:
     # Assert
     assert imports, part
     for extra in PARTS[part]:
-        missing = {name: sorted(where) for name, where in imports.items()
-                   if _distribution(name) not in _installed(extra)}
+        missing = {
+            name: sorted(where)
+            for name, where in imports.items()
+            if _distribution(name) not in _installed(extra)
+        }
         assert not missing, f"{part} imports these, pip install .[{extra}] lacks them: {missing}"
 
 
@@ -164,8 +177,11 @@ def test_dev_extra_covers_every_third_party_import_of_the_tests() -> None:
     imports = _third_party_imports("tests")
 
     # Assert
-    missing = {name: sorted(where) for name, where in imports.items()
-               if _distribution(name) not in installed}
+    missing = {
+        name: sorted(where)
+        for name, where in imports.items()
+        if _distribution(name) not in installed
+    }
     assert not missing
 
 
@@ -182,8 +198,11 @@ def test_entry_point_in_server_cli() -> None:
 @pytest.mark.parametrize("image", sorted(DOCKERFILE_EXTRAS))
 def test_dockerfile_installs_its_extras(image: str) -> None:
     # Prepare
-    lines = [line for line in (REPO / "deploy" / f"{image}.Dockerfile").read_text().splitlines()
-             if "pip install -e" in line]
+    lines = [
+        line
+        for line in (REPO / "deploy" / f"{image}.Dockerfile").read_text().splitlines()
+        if "pip install -e" in line
+    ]
 
     # Assert: exactly one project install, with that image's extras
     assert len(lines) == 1, image

@@ -29,9 +29,13 @@ def bench(
     task: Annotated[str, typer.Option(help="digits or mnist1d")] = "digits",
     model: Annotated[str, typer.Option(help="cnn or mlp")] = "cnn",
     methods: Annotated[str, typer.Option(help="comma-separated methods")] = ",".join(METHODS),
-    policy: Annotated[list[str] | None, typer.Option(
-        help="apt policy: a name (default, aggressive, accurate) or key=value,... "
-             "(repeat for several)")] = None,
+    policy: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="apt policy: a name (default, aggressive, accurate) or key=value,... "
+            "(repeat for several)"
+        ),
+    ] = None,
     seeds: Annotated[int, typer.Option(min=1)] = 3,
     epochs: Annotated[int | None, typer.Option(min=1, help="override the task default")] = None,
     out: Annotated[Path, typer.Option(help="output directory")] = Path("docs/results/bench"),
@@ -41,23 +45,32 @@ def bench(
     method_list = [m.strip() for m in methods.split(",") if m.strip()]
     bad = [m for m in method_list if m not in METHODS]
     if bad:
-        raise typer.BadParameter(f"method {bad[0]!r} is not one of {METHODS}",
-                                 param_hint="--methods")
+        raise typer.BadParameter(
+            f"method {bad[0]!r} is not one of {METHODS}", param_hint="--methods"
+        )
     cfg = TASK_DEFAULTS.get(task, BenchConfig())
     if epochs is not None:
         cfg = BenchConfig(**{**cfg.__dict__, "epochs": epochs})
     policies = policy or ["default"]
     n_jobs = seeds * sum(len(policies) if m == "apt" else 1 for m in method_list)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console) as prog:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as prog:
         overall = prog.add_task("runs", total=n_jobs * cfg.epochs)
         current = prog.add_task("", total=cfg.epochs)
 
         def on_epoch(label: str, seed: int, i: int, e) -> None:  # type: ignore[no-untyped-def]
             acc = "" if e.test_accuracy is None else f" acc {100 * e.test_accuracy:.1f}%"
             bits = "" if e.mean_bits is None else f" bits {e.mean_bits:.1f}"
-            prog.update(current, completed=e.epoch,
-                        description=f"{label} seed {seed}: epoch {e.epoch}{acc}{bits}")
+            prog.update(
+                current,
+                completed=e.epoch,
+                description=f"{label} seed {seed}: epoch {e.epoch}{acc}{bits}",
+            )
             prog.advance(overall)
 
         results = run_bench(task, model, method_list, policies, seeds, cfg, on_epoch)
@@ -77,17 +90,24 @@ def bench(
 def bench_report(
     out: Annotated[Path, typer.Option(help="directory holding results.json")],
     notes: Annotated[Path | None, typer.Option(help="Markdown file appended as notes")] = None,
-    profile: Annotated[bool, typer.Option(help="measure the per-step CPU profile if the "
-                                               "results lack it")] = True,
+    profile: Annotated[
+        bool, typer.Option(help="measure the per-step CPU profile if the results lack it")
+    ] = True,
 ) -> None:
     """Re-render results.md and the plots from an existing results.json."""
     results = json.loads((out / "results.json").read_text())
     if profile and not results.get("step_profile"):
         cfg = BenchConfig(**results["config"])
         results["step_profile"] = {
-            m: profile_step(results["task"], results["model"], m,
-                            resolve_policy("default") if m == "apt" else None, cfg)
-            for m in ("fp32", "apt")}
+            m: profile_step(
+                results["task"],
+                results["model"],
+                m,
+                resolve_policy("default") if m == "apt" else None,
+                cfg,
+            )
+            for m in ("fp32", "apt")
+        }
         write_json(results, out)
     plot_all(results, out)
     command = results.get("command", "")
@@ -109,8 +129,9 @@ def _ints(value: str | None, option: str) -> list[int]:
     try:
         return [int(v) for v in _csv(value, option)]
     except ValueError as e:
-        raise typer.BadParameter(f"{value!r} is not a comma-separated list of integers",
-                                 param_hint=option) from e
+        raise typer.BadParameter(
+            f"{value!r} is not a comma-separated list of integers", param_hint=option
+        ) from e
 
 
 def _given_command(ctx: typer.Context) -> str:
@@ -127,17 +148,22 @@ def _given_command(ctx: typer.Context) -> str:
 @bench_cli.command("bench-runtime")
 def bench_runtime(
     ctx: typer.Context,
-    task: Annotated[str | None, typer.Option(help="comma-separated tasks (digits, mnist1d)")
-                    ] = None,
-    model: Annotated[str | None, typer.Option(help="comma-separated models (mlp-wide, cnn, "
-                                                   "mlp)")] = None,
+    task: Annotated[
+        str | None, typer.Option(help="comma-separated tasks (digits, mnist1d)")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="comma-separated models (mlp-wide, cnn, mlp)")
+    ] = None,
     batch: Annotated[str | None, typer.Option(help="comma-separated batch sizes")] = None,
     bits: Annotated[str, typer.Option(help="comma-separated APT bit-widths")] = "8,12,16",
     steps: Annotated[int, typer.Option(min=1, help="timed steps per model (median)")] = 25,
     warmup: Annotated[int, typer.Option(min=0, help="untimed rounds first")] = 5,
     threads: Annotated[int, typer.Option(min=1, help="torch intra-op threads")] = 1,
-    backend: Annotated[str | None, typer.Option(
-        help="comma-separated APT backends (default: every one apt_core.kernels offers)")
+    backend: Annotated[
+        str | None,
+        typer.Option(
+            help="comma-separated APT backends (default: every one apt_core.kernels offers)"
+        ),
     ] = None,
     out: Annotated[Path, typer.Option(help="output directory")] = Path("docs/results/runtime"),
 ) -> None:
@@ -151,15 +177,19 @@ def bench_runtime(
     if task is None and model is None and batch is None:
         cases = list(runtime.DEFAULT_CASES)
     else:
-        cases = [(t, m, b) for t in _csv(task, "--task") or ["digits", "mnist1d"]
-                 for m in _csv(model, "--model") or ["mlp-wide", "cnn"]
-                 for b in _ints(batch, "--batch") or [64]]
+        cases = [
+            (t, m, b)
+            for t in _csv(task, "--task") or ["digits", "mnist1d"]
+            for m in _csv(model, "--model") or ["mlp-wide", "cnn"]
+            for b in _ints(batch, "--batch") or [64]
+        ]
     for t, m, b in cases:
         if t not in TASK_NAMES:
             raise typer.BadParameter(f"task {t!r} is not one of {TASK_NAMES}", param_hint="--task")
         if m not in MODEL_NAMES:
-            raise typer.BadParameter(f"model {m!r} is not one of {MODEL_NAMES}",
-                                     param_hint="--model")
+            raise typer.BadParameter(
+                f"model {m!r} is not one of {MODEL_NAMES}", param_hint="--model"
+            )
         if b < 1:
             raise typer.BadParameter(f"batch {b} must be >= 1", param_hint="--batch")
     available = runtime.available_backends()
@@ -167,13 +197,19 @@ def bench_runtime(
     if backend is not None:
         bad = [b for b in _csv(backend, "--backend") if b not in available]
         if bad:
-            raise typer.BadParameter(f"backend {bad[0]!r} is not one of {list(available)}",
-                                     param_hint="--backend")
+            raise typer.BadParameter(
+                f"backend {bad[0]!r} is not one of {list(available)}", param_hint="--backend"
+            )
         chosen = list(_csv(backend, "--backend"))
     cfg = runtime.RuntimeConfig(steps=steps, warmup=warmup, threads=threads)
     bit_list = _ints(bits, "--bits")
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console) as prog:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as prog:
         bar = prog.add_task("runtime", total=runtime.work_units(cases, bit_list, cfg, chosen))
 
         def on_progress(desc: str) -> None:
@@ -186,8 +222,10 @@ def bench_runtime(
     runtime_report.write_markdown(results, out)
     runtime_report.plot_ratios(results, out)
     for r in results["rows"]:
-        console.print(f"{r['task']} {r['model']} b{r['batch']} {r['label']}: "
-                      f"step {r['step_ratio_vs_fp32']:.2f}x, peak {r['peak_ratio_vs_fp32']:.2f}x")
+        console.print(
+            f"{r['task']} {r['model']} b{r['batch']} {r['label']}: "
+            f"step {r['step_ratio_vs_fp32']:.2f}x, peak {r['peak_ratio_vs_fp32']:.2f}x"
+        )
     for c in results["targets"]:
         mark = {True: "[green]met[/]", False: "[red]missed[/]", None: "[yellow]n/a[/]"}[c["met"]]
         console.print(f"{mark}  {c['target']}")

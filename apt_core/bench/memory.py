@@ -101,10 +101,11 @@ def tensor_bytes(tensors: Iterable[Tensor | None]) -> int:
     return total
 
 
-def peak_train_bytes(step: Callable[[], object],
-                     baseline: Iterable[Tensor | None]
-                     | Callable[[], Iterable[Tensor | None]] = (),
-                     prime: Callable[[], object] | None = None) -> PeakMemory:
+def peak_train_bytes(
+    step: Callable[[], object],
+    baseline: Iterable[Tensor | None] | Callable[[], Iterable[Tensor | None]] = (),
+    prime: Callable[[], object] | None = None,
+) -> PeakMemory:
     """Measure the peak live tensor bytes of one call of ``step`` (method: module doc).
 
     Parameters
@@ -162,14 +163,17 @@ def _allocation_events(prof: profile) -> list[tuple[int, int, int]]:
     return out
 
 
-def _replay(events: list[tuple[int, int, int]], start: Tensor, end: Tensor, base: int,
-            numpy_peak: int) -> PeakMemory:
+def _replay(
+    events: list[tuple[int, int, int]], start: Tensor, end: Tensor, base: int, numpy_peak: int
+) -> PeakMemory:
     def marker(t: Tensor) -> int:
         ptr, size = t.data_ptr(), t.untyped_storage().nbytes()
         hits = [i for i, (_, s, p) in enumerate(events) if p == ptr and s == size]
         if not hits:
-            raise RuntimeError("Peak memory: the profiler recorded no marker allocation; "
-                               "is memory profiling supported by this torch build?")
+            raise RuntimeError(
+                "Peak memory: the profiler recorded no marker allocation; "
+                "is memory profiling supported by this torch build?"
+            )
         return hits[-1]
 
     i0, i1 = marker(start), marker(end)
@@ -180,7 +184,7 @@ def _replay(events: list[tuple[int, int, int]], start: Tensor, end: Tensor, base
         else:
             live.discard(ptr)
     running = peak = allocs = unmatched = 0
-    for _, size, ptr in events[i0 + 1:i1]:
+    for _, size, ptr in events[i0 + 1 : i1]:
         if size > 0:
             live.add(ptr)
             allocs += 1
@@ -191,6 +195,11 @@ def _replay(events: list[tuple[int, int, int]], start: Tensor, end: Tensor, base
             continue
         running += size
         peak = max(peak, running)
-    return PeakMemory(baseline_bytes=base, step_peak_bytes=peak, retained_bytes=running,
-                      numpy_peak_bytes=numpy_peak, alloc_events=allocs,
-                      unmatched_frees=unmatched)
+    return PeakMemory(
+        baseline_bytes=base,
+        step_peak_bytes=peak,
+        retained_bytes=running,
+        numpy_peak_bytes=numpy_peak,
+        alloc_events=allocs,
+        unmatched_frees=unmatched,
+    )

@@ -18,8 +18,9 @@ def _label(row: dict[str, Any]) -> str:
     return row["method"] if row["policy"] is None else f"apt[{row['policy']}]"
 
 
-def _row(summary: list[dict[str, Any]], method: str, policy: str | None = None
-         ) -> dict[str, Any] | None:
+def _row(
+    summary: list[dict[str, Any]], method: str, policy: str | None = None
+) -> dict[str, Any] | None:
     for r in summary:
         if r["method"] == method and (policy is None or r["policy"] == policy):
             return r
@@ -39,76 +40,137 @@ def target_checks(results: dict[str, Any]) -> list[tuple[str, bool | None, str]]
     if not (fp32 and apt):
         return [("fp32 and apt rows present", False, "missing")]
     gap = 100 * (fp32["accuracy_mean"] - apt["accuracy_mean"])
-    checks.append(("apt default: accuracy within 1.0 point of fp32", gap <= 1.0,
-                   f"fp32 {100 * fp32['accuracy_mean']:.2f}%, apt {100 * apt['accuracy_mean']:.2f}%"
-                   f" (gap {gap:+.2f} pt)"))
-    checks.append(("apt default: total energy >= 75% below fp32",
-                   apt["energy_saving_vs_fp32"] >= 0.75,
-                   f"total {_pct(apt['energy_saving_vs_fp32'])}, GEMM "
-                   f"{_pct(apt['energy_gemm_saving_vs_fp32'])}, movement "
-                   f"{_pct(apt['energy_move_saving_vs_fp32'])}"))
+    checks.append(
+        (
+            "apt default: accuracy within 1.0 point of fp32",
+            gap <= 1.0,
+            f"fp32 {100 * fp32['accuracy_mean']:.2f}%, apt {100 * apt['accuracy_mean']:.2f}%"
+            f" (gap {gap:+.2f} pt)",
+        )
+    )
+    checks.append(
+        (
+            "apt default: total energy >= 75% below fp32",
+            apt["energy_saving_vs_fp32"] >= 0.75,
+            f"total {_pct(apt['energy_saving_vs_fp32'])}, GEMM "
+            f"{_pct(apt['energy_gemm_saving_vs_fp32'])}, movement "
+            f"{_pct(apt['energy_move_saving_vs_fp32'])}",
+        )
+    )
     ok = apt["state_memory_saving_vs_fp32"] >= 0.60 and (
-        qat8 is None or apt["state_memory_saving_vs_qat8"] >= 0.65)
-    checks.append(("apt default: state memory >= 60% below fp32 and >= 65% below qat8", ok,
-                   f"vs fp32 {_pct(apt['state_memory_saving_vs_fp32'])}, vs qat8 "
-                   f"{_pct(apt['state_memory_saving_vs_qat8'])}"))
-    good = [r for r in (_row(s, f) for f in FIXED) if r is not None
-            and 100 * (fp32["accuracy_mean"] - r["accuracy_mean"]) <= 1.0]
+        qat8 is None or apt["state_memory_saving_vs_qat8"] >= 0.65
+    )
+    checks.append(
+        (
+            "apt default: state memory >= 60% below fp32 and >= 65% below qat8",
+            ok,
+            f"vs fp32 {_pct(apt['state_memory_saving_vs_fp32'])}, vs qat8 "
+            f"{_pct(apt['state_memory_saving_vs_qat8'])}",
+        )
+    )
+    good = [
+        r
+        for r in (_row(s, f) for f in FIXED)
+        if r is not None and 100 * (fp32["accuracy_mean"] - r["accuracy_mean"]) <= 1.0
+    ]
     if good:
         ref = min(good, key=lambda r: int(r["method"][5:]))
         width = int(ref["method"][5:])
         dacc = 100 * (ref["accuracy_mean"] - apt["accuracy_mean"])
-        checks.append((f"adaptivity: apt avg bits below {ref['method']} (smallest fixed width "
-                       "within 1 pt of fp32), accuracy within 0.5 pt of it",
-                       apt["avg_bits_mean"] < width and dacc <= 0.5,
-                       f"apt {apt['avg_bits_mean']:.2f} bits vs {width}; accuracy "
-                       f"{ref['method']} {100 * ref['accuracy_mean']:.2f}% vs apt "
-                       f"{100 * apt['accuracy_mean']:.2f}% ({dacc:+.2f} pt)"))
+        checks.append(
+            (
+                f"adaptivity: apt avg bits below {ref['method']} (smallest fixed width "
+                "within 1 pt of fp32), accuracy within 0.5 pt of it",
+                apt["avg_bits_mean"] < width and dacc <= 0.5,
+                f"apt {apt['avg_bits_mean']:.2f} bits vs {width}; accuracy "
+                f"{ref['method']} {100 * ref['accuracy_mean']:.2f}% vs apt "
+                f"{100 * apt['accuracy_mean']:.2f}% ({dacc:+.2f} pt)",
+            )
+        )
     else:
-        checks.append(("adaptivity: a fixed width within 1 pt of fp32 exists", None,
-                       "no fixed width reached fp32 - 1 pt"))
+        checks.append(
+            (
+                "adaptivity: a fixed width within 1 pt of fp32 exists",
+                None,
+                "no fixed width reached fp32 - 1 pt",
+            )
+        )
     aggr = _row(s, "apt", "aggressive")
     if aggr:
         fewer = 1 - aggr["avg_bits_mean"] / apt["avg_bits_mean"]
         loss = 100 * (apt["accuracy_mean"] - aggr["accuracy_mean"])
-        checks.append(("aggressive policy: >= 20% fewer avg bits than default for <= 1 pt "
-                       "further loss", fewer >= 0.20 and loss <= 1.0,
-                       f"{aggr['avg_bits_mean']:.2f} vs {apt['avg_bits_mean']:.2f} bits "
-                       f"({_pct(fewer)} fewer), further accuracy loss {loss:+.2f} pt "
-                       "(negative: more accurate than default)"))
+        checks.append(
+            (
+                "aggressive policy: >= 20% fewer avg bits than default for <= 1 pt further loss",
+                fewer >= 0.20 and loss <= 1.0,
+                f"{aggr['avg_bits_mean']:.2f} vs {apt['avg_bits_mean']:.2f} bits "
+                f"({_pct(fewer)} fewer), further accuracy loss {loss:+.2f} pt "
+                "(negative: more accurate than default)",
+            )
+        )
     f8 = _row(s, "fixed8")
     if f8:
         below = 100 * (apt["accuracy_mean"] - f8["accuracy_mean"])
-        checks.append(("fixed8 shows the underflow stall (clearly below apt)", below >= 2.0,
-                       f"fixed8 {100 * f8['accuracy_mean']:.2f}% vs apt "
-                       f"{100 * apt['accuracy_mean']:.2f}% ({below:+.2f} pt)"))
+        checks.append(
+            (
+                "fixed8 shows the underflow stall (clearly below apt)",
+                below >= 2.0,
+                f"fixed8 {100 * f8['accuracy_mean']:.2f}% vs apt "
+                f"{100 * apt['accuracy_mean']:.2f}% ({below:+.2f} pt)",
+            )
+        )
     apt_runs = [r for r in results["runs"] if r["method"] == "apt"]
     if apt_runs:
         ratio = max(r["param_bytes_measured"] / (r["param_bits"] / 8) for r in apt_runs)
-        checks.append(("measured stored bytes <= 1.15x analytic bytes (apt, worst run)",
-                       ratio <= 1.15, f"{ratio:.4f}x"))
+        checks.append(
+            (
+                "measured stored bytes <= 1.15x analytic bytes (apt, worst run)",
+                ratio <= 1.15,
+                f"{ratio:.4f}x",
+            )
+        )
         over = max(r["packed_bytes"] / (r["param_bits"] / 8) - 1 for r in apt_runs)
-        checks.append(("packed bytes <= exact-bit limit + header (<= 1%)", over <= 0.01,
-                       f"worst overhead {100 * over:.3f}%"))
-    checks.append(("apt wall time per epoch <= 1.5x fp32", apt["wall_ratio_vs_fp32"] <= 1.5,
-                   f"wall {apt['wall_ratio_vs_fp32']:.2f}x ({apt['wall_s_per_epoch_mean']:.3f} s "
-                   f"vs {fp32['wall_s_per_epoch_mean']:.3f} s per epoch); process CPU time "
-                   f"{apt['cpu_ratio_vs_fp32']:.2f}x ({apt['cpu_s_per_epoch_mean']:.3f} s vs "
-                   f"{fp32['cpu_s_per_epoch_mean']:.3f} s), one torch thread"))
+        checks.append(
+            (
+                "packed bytes <= exact-bit limit + header (<= 1%)",
+                over <= 0.01,
+                f"worst overhead {100 * over:.3f}%",
+            )
+        )
+    checks.append(
+        (
+            "apt wall time per epoch <= 1.5x fp32",
+            apt["wall_ratio_vs_fp32"] <= 1.5,
+            f"wall {apt['wall_ratio_vs_fp32']:.2f}x ({apt['wall_s_per_epoch_mean']:.3f} s "
+            f"vs {fp32['wall_s_per_epoch_mean']:.3f} s per epoch); process CPU time "
+            f"{apt['cpu_ratio_vs_fp32']:.2f}x ({apt['cpu_s_per_epoch_mean']:.3f} s vs "
+            f"{fp32['cpu_s_per_epoch_mean']:.3f} s), one torch thread",
+        )
+    )
     return checks
 
 
 def write_markdown(results: dict[str, Any], out: Path, command: str, notes: str = "") -> Path:
     """Write ``results.md``: command, summary table, target checks, notes."""
     s = results["summary"]
-    lines = [f"# APT benchmark: {results['task']} / {results['model']}", "",
-             "Produced by:", "", "```", command, "```", "",
-             f"Seeds: {results['seeds']}. Settings: `{results['config']}`.", "",
-             "## Summary (mean over seeds)", "",
-             "| method | accuracy | avg bits | final bits | energy J (GEMM + move) | "
-             "energy saving | state bytes | state saving vs fp32 / qat8 | packed bytes | "
-             "wall / CPU ratio |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# APT benchmark: {results['task']} / {results['model']}",
+        "",
+        "Produced by:",
+        "",
+        "```",
+        command,
+        "```",
+        "",
+        f"Seeds: {results['seeds']}. Settings: `{results['config']}`.",
+        "",
+        "## Summary (mean over seeds)",
+        "",
+        "| method | accuracy | avg bits | final bits | energy J (GEMM + move) | "
+        "energy saving | state bytes | state saving vs fp32 / qat8 | packed bytes | "
+        "wall / CPU ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in s:
         lines.append(
             f"| {_label(r)} | {100 * r['accuracy_mean']:.2f} ± {100 * r['accuracy_std']:.2f} | "
@@ -118,21 +180,37 @@ def write_markdown(results: dict[str, Any], out: Path, command: str, notes: str 
             f"{r['state_bytes_measured_mean']:.0f} | "
             f"{_pct(r['state_memory_saving_vs_fp32'])} / "
             f"{_pct(r['state_memory_saving_vs_qat8'])} | {r['packed_bytes_mean']:.0f} | "
-            f"{r['wall_ratio_vs_fp32']:.2f} / {r['cpu_ratio_vs_fp32']:.2f} |")
+            f"{r['wall_ratio_vs_fp32']:.2f} / {r['cpu_ratio_vs_fp32']:.2f} |"
+        )
     lines += ["", "## Targets", "", "| target | met | measured |", "|---|---|---|"]
     for name, ok, fig in target_checks(results):
         mark = "n/a" if ok is None else ("yes" if ok else "**no**")
         lines.append(f"| {name} | {mark} | {fig} |")
     prof = results.get("step_profile") or {}
     if prof:
-        lines += ["", "## Where the time goes (process CPU ms per training step, one thread)",
-                  "", "| method | forward | backward | optimizer | total |",
-                  "|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## Where the time goes (process CPU ms per training step, one thread)",
+            "",
+            "| method | forward | backward | optimizer | total |",
+            "|---|---|---|---|---|",
+        ]
         for m, p in prof.items():
-            lines.append(f"| {m} | {p['forward_ms']:.2f} | {p['backward_ms']:.2f} | "
-                         f"{p['optimizer_ms']:.2f} | {p['total_ms']:.2f} |")
-    lines += ["", "## Plots", "", "![frontier](frontier.png)", "", "![bits](bits.png)", "",
-              "![underflow](underflow.png)", ""]
+            lines.append(
+                f"| {m} | {p['forward_ms']:.2f} | {p['backward_ms']:.2f} | "
+                f"{p['optimizer_ms']:.2f} | {p['total_ms']:.2f} |"
+            )
+    lines += [
+        "",
+        "## Plots",
+        "",
+        "![frontier](frontier.png)",
+        "",
+        "![bits](bits.png)",
+        "",
+        "![underflow](underflow.png)",
+        "",
+    ]
     if notes:
         lines += ["## Notes", "", notes, ""]
     path = out / "results.md"
@@ -149,10 +227,21 @@ def _frontier(results: dict[str, Any], out: Path) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for r in results["summary"]:
         for ax, key in zip(axes, ("energy_j_mean", "state_bytes_measured_mean"), strict=True):
-            ax.errorbar(r[key], 100 * r["accuracy_mean"], yerr=100 * r["accuracy_std"],
-                        fmt="o", capsize=3, label=_label(r))
-            ax.annotate(_label(r), (r[key], 100 * r["accuracy_mean"]), fontsize=7,
-                        xytext=(4, 4), textcoords="offset points")
+            ax.errorbar(
+                r[key],
+                100 * r["accuracy_mean"],
+                yerr=100 * r["accuracy_std"],
+                fmt="o",
+                capsize=3,
+                label=_label(r),
+            )
+            ax.annotate(
+                _label(r),
+                (r[key], 100 * r["accuracy_mean"]),
+                fontsize=7,
+                xytext=(4, 4),
+                textcoords="offset points",
+            )
     axes[0].set_xlabel("modelled training energy (J, Horowitz 45 nm)")
     axes[1].set_xlabel("training-state memory, measured bytes (weights + optimizer)")
     for ax in axes:
@@ -170,8 +259,9 @@ def _frontier(results: dict[str, Any], out: Path) -> Path:
 
 def _bits(results: dict[str, Any], out: Path) -> Path:
     runs = [r for r in results["runs"] if r["method"] == "apt" and r["seed"] == 0]
-    fig, axes = plt.subplots(1, max(len(runs), 1), figsize=(6 * max(len(runs), 1), 4),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        1, max(len(runs), 1), figsize=(6 * max(len(runs), 1), 4), squeeze=False
+    )
     for ax, r in zip(axes[0], runs, strict=False):
         layers: dict[str, tuple[list[int], list[int]]] = {}
         for h in r["history"]:
@@ -185,8 +275,13 @@ def _bits(results: dict[str, Any], out: Path) -> Path:
         ax.set_title(f"apt[{r['policy']}] seed 0")
         ax2 = ax.twinx()
         steps_per_epoch = r["steps"] / max(len(r["epoch_log"]), 1)
-        ax2.plot([e["epoch"] * steps_per_epoch for e in r["epoch_log"]],
-                 [e["lr"] for e in r["epoch_log"]], "k--", alpha=0.5, label="learning rate")
+        ax2.plot(
+            [e["epoch"] * steps_per_epoch for e in r["epoch_log"]],
+            [e["lr"] for e in r["epoch_log"]],
+            "k--",
+            alpha=0.5,
+            label="learning rate",
+        )
         ax2.set_ylabel("learning rate (dashed)")
         ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()

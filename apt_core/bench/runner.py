@@ -60,10 +60,16 @@ TASK_DEFAULTS: dict[str, BenchConfig] = {
 }
 
 
-def run_one(task: str, arch: str, method: str, policy: PrecisionPolicy | None,
-            seed: int, cfg: BenchConfig,
-            on_epoch: Callable[[EpochLog], None] | None = None,
-            policy_label: str | None = None) -> dict[str, Any]:
+def run_one(
+    task: str,
+    arch: str,
+    method: str,
+    policy: PrecisionPolicy | None,
+    seed: int,
+    cfg: BenchConfig,
+    on_epoch: Callable[[EpochLog], None] | None = None,
+    policy_label: str | None = None,
+) -> dict[str, Any]:
     """Train one (method, policy, seed) and measure it; returns one ``runs`` entry.
 
     ``policy_label`` names the policy in the results (default: its repr).
@@ -74,22 +80,47 @@ def run_one(task: str, arch: str, method: str, policy: PrecisionPolicy | None,
     model = build_model(task, arch)
     example = data.x_train[:2]
     profiles = profile_layers(model, example)
-    s = setup_method(method, model, profiles, policy=policy, lr=cfg.lr, momentum=cfg.momentum,
-                     weight_decay=cfg.weight_decay, momentum_format=cfg.momentum_format,
-                     seed=seed)
-    train_loader = make_loader(TensorDataset(data.x_train, data.y_train), cfg.batch_size,
-                               shuffle=True, seed=seed)
-    test_loader = make_loader(TensorDataset(data.x_test, data.y_test), 512, shuffle=False,
-                              seed=seed)
+    s = setup_method(
+        method,
+        model,
+        profiles,
+        policy=policy,
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+        momentum_format=cfg.momentum_format,
+        seed=seed,
+    )
+    train_loader = make_loader(
+        TensorDataset(data.x_train, data.y_train), cfg.batch_size, shuffle=True, seed=seed
+    )
+    test_loader = make_loader(
+        TensorDataset(data.x_test, data.y_test), 512, shuffle=False, seed=seed
+    )
     total_steps = cfg.epochs * len(train_loader)
-    m = train(s.model, train_loader, optimizer=s.optimizer, epochs=cfg.epochs,
-              lr_schedule=cosine_lr(cfg.lr, total_steps), controller=s.controller,
-              meter=s.meter, test_loader=test_loader, on_epoch=on_epoch,
-              eval_every_epoch=True)
+    m = train(
+        s.model,
+        train_loader,
+        optimizer=s.optimizer,
+        epochs=cfg.epochs,
+        lr_schedule=cosine_lr(cfg.lr, total_steps),
+        controller=s.controller,
+        meter=s.meter,
+        test_loader=test_loader,
+        on_epoch=on_epoch,
+        eval_every_epoch=True,
+    )
     n_params = sum(p.params for p in profiles.values())
-    opt_state = (list(s.optimizer.state_tensors()) if isinstance(s.optimizer, APTSGD)
-                 else [v for st in s.optimizer.state.values() for v in st.values()
-                       if isinstance(v, torch.Tensor)])
+    opt_state = (
+        list(s.optimizer.state_tensors())
+        if isinstance(s.optimizer, APTSGD)
+        else [
+            v
+            for st in s.optimizer.state.values()
+            for v in st.values()
+            if isinstance(v, torch.Tensor)
+        ]
+    )
     param_bytes = model_nbytes(s.model)
     if method == "fp32":
         analytic_bits, packed_bytes, final_mean = 32 * n_params, 4 * n_params, 32.0
@@ -127,10 +158,15 @@ def run_one(task: str, arch: str, method: str, policy: PrecisionPolicy | None,
     }
 
 
-def run_bench(task: str, arch: str, methods: Sequence[str], policies: Sequence[str],
-              seeds: int, cfg: BenchConfig | None = None,
-              progress: Callable[[str, int, int, EpochLog], None] | None = None
-              ) -> dict[str, Any]:
+def run_bench(
+    task: str,
+    arch: str,
+    methods: Sequence[str],
+    policies: Sequence[str],
+    seeds: int,
+    cfg: BenchConfig | None = None,
+    progress: Callable[[str, int, int, EpochLog], None] | None = None,
+) -> dict[str, Any]:
     """Every method (apt once per policy) for ``seeds`` seeds; returns results.json data."""
     for m in methods:
         if m not in METHODS:
@@ -140,8 +176,11 @@ def run_bench(task: str, arch: str, methods: Sequence[str], policies: Sequence[s
     resolved = [resolve_policy(spec) for spec in specs]
     jobs: list[tuple[str, PrecisionPolicy | None, str | None]] = []
     for m in methods:
-        jobs.extend(list(zip([m] * len(specs), resolved, specs, strict=True)) if m == "apt"
-                    else [(m, None, None)])
+        jobs.extend(
+            list(zip([m] * len(specs), resolved, specs, strict=True))
+            if m == "apt"
+            else [(m, None, None)]
+        )
     runs = []
     for seed in range(seeds):
         for i, (method, pol, spec) in enumerate(jobs):
@@ -150,16 +189,33 @@ def run_bench(task: str, arch: str, methods: Sequence[str], policies: Sequence[s
             def hook(e: EpochLog, label: str = label, i: int = i, seed: int = seed) -> None:
                 if progress is not None:
                     progress(label, seed, i, e)
+
             runs.append(run_one(task, arch, method, pol, seed, cfg, hook, spec))
             log.info("%s seed %s: accuracy %.4f", label, seed, runs[-1]["accuracy"])
-    profile = {m: profile_step(task, arch, m, resolved[0] if m == "apt" else None, cfg)
-               for m in ("fp32", "apt") if m in methods}
-    return {"task": task, "model": arch, "seeds": seeds, "config": cfg.__dict__,
-            "runs": runs, "summary": summarize(runs), "step_profile": profile}
+    profile = {
+        m: profile_step(task, arch, m, resolved[0] if m == "apt" else None, cfg)
+        for m in ("fp32", "apt")
+        if m in methods
+    }
+    return {
+        "task": task,
+        "model": arch,
+        "seeds": seeds,
+        "config": cfg.__dict__,
+        "runs": runs,
+        "summary": summarize(runs),
+        "step_profile": profile,
+    }
 
 
-def profile_step(task: str, arch: str, method: str, policy: PrecisionPolicy | None,
-                 cfg: BenchConfig, steps: int = 100) -> dict[str, float]:
+def profile_step(
+    task: str,
+    arch: str,
+    method: str,
+    policy: PrecisionPolicy | None,
+    cfg: BenchConfig,
+    steps: int = 100,
+) -> dict[str, float]:
     """Process CPU milliseconds per training step, split into forward, backward and optimizer.
 
     The optimizer share is where APT's emulation overhead goes. Measured on one torch thread with
@@ -170,8 +226,16 @@ def profile_step(task: str, arch: str, method: str, policy: PrecisionPolicy | No
     torch.manual_seed(0)
     model = build_model(task, arch)
     profiles = profile_layers(model, data.x_train[:2])
-    s = setup_method(method, model, profiles, policy=policy, lr=cfg.lr, momentum=cfg.momentum,
-                     weight_decay=cfg.weight_decay, momentum_format=cfg.momentum_format)
+    s = setup_method(
+        method,
+        model,
+        profiles,
+        policy=policy,
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+        momentum_format=cfg.momentum_format,
+    )
     x, y = data.x_train[: cfg.batch_size], data.y_train[: cfg.batch_size]
     phases = {"forward_ms": 0.0, "backward_ms": 0.0, "optimizer_ms": 0.0}
     for i in range(steps + 5):
@@ -205,7 +269,9 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for (method, policy), rs in groups.items():
         accs = [float(r["accuracy"]) for r in rs]
         row: dict[str, Any] = {
-            "method": method, "policy": policy, "n": len(rs),
+            "method": method,
+            "policy": policy,
+            "n": len(rs),
             "accuracy_mean": statistics.fmean(accs),
             "accuracy_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
             "avg_bits_mean": mean(rs, "avg_bits"),
@@ -221,15 +287,18 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "cpu_s_per_epoch_mean": mean(rs, "cpu_s_per_epoch"),
         }
         for key, ref, field in (
-                ("energy_saving_vs_fp32", fp32, "energy_j"),
-                ("energy_gemm_saving_vs_fp32", fp32, "energy_gemm_j"),
-                ("energy_move_saving_vs_fp32", fp32, "energy_move_j"),
-                ("param_memory_saving_vs_fp32", fp32, "param_bytes_measured"),
-                ("state_memory_saving_vs_fp32", fp32, "state_bytes_measured"),
-                ("state_memory_saving_vs_qat8", qat8, "state_bytes_measured")):
+            ("energy_saving_vs_fp32", fp32, "energy_j"),
+            ("energy_gemm_saving_vs_fp32", fp32, "energy_gemm_j"),
+            ("energy_move_saving_vs_fp32", fp32, "energy_move_j"),
+            ("param_memory_saving_vs_fp32", fp32, "param_bytes_measured"),
+            ("state_memory_saving_vs_fp32", fp32, "state_bytes_measured"),
+            ("state_memory_saving_vs_qat8", qat8, "state_bytes_measured"),
+        ):
             row[key] = 1.0 - mean(rs, field) / mean(ref, field) if ref else math.nan
-        for key, field in (("wall_ratio_vs_fp32", "wall_s_per_epoch"),
-                           ("cpu_ratio_vs_fp32", "cpu_s_per_epoch")):
+        for key, field in (
+            ("wall_ratio_vs_fp32", "wall_s_per_epoch"),
+            ("cpu_ratio_vs_fp32", "cpu_s_per_epoch"),
+        ):
             row[key] = mean(rs, field) / mean(fp32, field) if fp32 else math.nan
         out.append(row)
     return out

@@ -88,8 +88,9 @@ class RuntimeConfig:
         for name, low in (("steps", 1), ("warmup", 0), ("threads", 1)):
             v = getattr(self, name)
             if not isinstance(v, int) or v < low:
-                raise ValueError(f"RuntimeConfig field '{name}' = {v!r} must be an integer "
-                                 f">= {low}.")
+                raise ValueError(
+                    f"RuntimeConfig field '{name}' = {v!r} must be an integer >= {low}."
+                )
 
 
 @dataclass
@@ -206,13 +207,24 @@ def _batch(task: str, batch: int) -> tuple[Tensor, Tensor]:
     return x, y
 
 
-def _trainees(task: str, arch: str, bits: Sequence[int], backends: Sequence[str | None],
-              cfg: RuntimeConfig) -> list[_Trainee]:
+def _trainees(
+    task: str, arch: str, bits: Sequence[int], backends: Sequence[str | None], cfg: RuntimeConfig
+) -> list[_Trainee]:
     torch.manual_seed(cfg.seed)
     fp32 = build_model(task, arch)
-    out = [_Trainee("fp32", 32, None, fp32,
-                    torch.optim.SGD(fp32.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                    weight_decay=cfg.weight_decay), [], [])]
+    out = [
+        _Trainee(
+            "fp32",
+            32,
+            None,
+            fp32,
+            torch.optim.SGD(
+                fp32.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+            ),
+            [],
+            [],
+        )
+    ]
     init = fp32.state_dict()
     for b in bits:
         for backend in backends:
@@ -220,22 +232,31 @@ def _trainees(task: str, arch: str, bits: Sequence[int], backends: Sequence[str 
             model.load_state_dict(init)
             with _backend(backend):
                 model = to_apt(model, PrecisionPolicy(bits_init=b, bits_min=b, bits_max=b))
-                opt = APTSGD(model, lr=cfg.lr, momentum=cfg.momentum,
-                             weight_decay=cfg.weight_decay)
+                opt = APTSGD(model, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
             out.append(_Trainee("apt", b, backend, model, opt, [], []))
     return out
 
 
-def work_units(cases: Sequence[tuple[str, str, int]], bits: Sequence[int],
-               cfg: RuntimeConfig, backends: Sequence[str | None]) -> int:
+def work_units(
+    cases: Sequence[tuple[str, str, int]],
+    bits: Sequence[int],
+    cfg: RuntimeConfig,
+    backends: Sequence[str | None],
+) -> int:
     """How many progress updates :func:`run_runtime` makes (rounds and memory steps)."""
     models = 1 + len(bits) * max(1, len(backends))
     return len(cases) * (cfg.warmup + cfg.steps + models)
 
 
-def run_case(task: str, arch: str, batch: int, bits: Sequence[int], cfg: RuntimeConfig,
-             backends: Sequence[str | None] = (None,),
-             progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+def run_case(
+    task: str,
+    arch: str,
+    batch: int,
+    bits: Sequence[int],
+    cfg: RuntimeConfig,
+    backends: Sequence[str | None] = (None,),
+    progress: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
     """Measure fp32 and APT at every bit-width (and backend) for one (task, model, batch).
 
     Returns one row per model; ratios are to the fp32 row of the same case.
@@ -256,8 +277,10 @@ def run_case(task: str, arch: str, batch: int, bits: Sequence[int], cfg: Runtime
                 t.phase_s.append(phases)
                 t.step_s.append(sum(phases))
         if progress is not None:
-            progress(f"{name}: step {i + 1}/{cfg.warmup + cfg.steps}"
-                     + (" (warm-up)" if i < cfg.warmup else ""))
+            progress(
+                f"{name}: step {i + 1}/{cfg.warmup + cfg.steps}"
+                + (" (warm-up)" if i < cfg.warmup else "")
+            )
     rows = []
     for t in models:
         with _backend(t.backend):
@@ -283,15 +306,28 @@ def _measure_memory(t: _Trainee, x: Tensor, y: Tensor) -> Any:
 
     def baseline() -> list[Tensor | None]:
         params = list(t.model.parameters())
-        return [*params, *(p.grad for p in params), *t.model.buffers(),
-                *_optimizer_state(t.optimizer), x, y]
+        return [
+            *params,
+            *(p.grad for p in params),
+            *t.model.buffers(),
+            *_optimizer_state(t.optimizer),
+            x,
+            y,
+        ]
 
     gc.collect()
     return peak_train_bytes(step, baseline, prime=prime)
 
 
-def _row(task: str, arch: str, batch: int, t: _Trainee, mem: Any, cfg: RuntimeConfig,
-         counter: tuple[str, Callable[[], int]] | None) -> dict[str, Any]:
+def _row(
+    task: str,
+    arch: str,
+    batch: int,
+    t: _Trainee,
+    mem: Any,
+    cfg: RuntimeConfig,
+    counter: tuple[str, Callable[[], int]] | None,
+) -> dict[str, Any]:
     def med_ms(xs: Sequence[float]) -> float:
         return 1000.0 * statistics.median(xs)
 
@@ -304,10 +340,16 @@ def _row(task: str, arch: str, batch: int, t: _Trainee, mem: Any, cfg: RuntimeCo
         fallbacks = _layer_fallbacks(t.model)
         source = None if fallbacks is None else "layer attribute"
     return {
-        "task": task, "model": arch, "batch": batch, "method": t.method,
-        "bits": t.bits, "backend": t.backend, "label": t.label,
+        "task": task,
+        "model": arch,
+        "batch": batch,
+        "method": t.method,
+        "bits": t.bits,
+        "backend": t.backend,
+        "label": t.label,
         "step_ms": med_ms(t.step_s),
-        "step_ms_q1": 1000.0 * q1, "step_ms_q3": 1000.0 * q3,
+        "step_ms_q1": 1000.0 * q1,
+        "step_ms_q3": 1000.0 * q3,
         "forward_ms": med_ms([p[0] for p in t.phase_s]),
         "backward_ms": med_ms([p[1] for p in t.phase_s]),
         "optimizer_ms": med_ms([p[2] for p in t.phase_s]),
@@ -318,15 +360,20 @@ def _row(task: str, arch: str, batch: int, t: _Trainee, mem: Any, cfg: RuntimeCo
         "numpy_peak_bytes": mem.numpy_peak_bytes,
         "unmatched_frees": mem.unmatched_frees,
         "threads": torch.get_num_threads(),
-        "fallbacks": fallbacks, "fallback_source": source,
-        "steps": len(t.step_s), "warmup": cfg.warmup,
+        "fallbacks": fallbacks,
+        "fallback_source": source,
+        "steps": len(t.step_s),
+        "warmup": cfg.warmup,
     }
 
 
-def run_runtime(cases: Sequence[tuple[str, str, int]] = DEFAULT_CASES,
-                bits: Sequence[int] = DEFAULT_BITS, cfg: RuntimeConfig | None = None,
-                backends: Sequence[str | None] | None = None,
-                progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+def run_runtime(
+    cases: Sequence[tuple[str, str, int]] = DEFAULT_CASES,
+    bits: Sequence[int] = DEFAULT_BITS,
+    cfg: RuntimeConfig | None = None,
+    backends: Sequence[str | None] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """Every case of the grid; returns the ``results.json`` data (rows, machine, config).
 
     Parameters
@@ -341,23 +388,33 @@ def run_runtime(cases: Sequence[tuple[str, str, int]] = DEFAULT_CASES,
         Called :func:`work_units` times with a description.
     """
     cfg = cfg or RuntimeConfig()
-    chosen: Sequence[str | None] = (backends if backends is not None
-                                    else available_backends() or (None,))
+    chosen: Sequence[str | None] = (
+        backends if backends is not None else available_backends() or (None,)
+    )
     threads_before = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
     load_before = os.getloadavg()
     try:
-        rows = [r for task, arch, batch in cases
-                for r in run_case(task, arch, batch, bits, cfg, chosen, progress)]
+        rows = [
+            r
+            for task, arch, batch in cases
+            for r in run_case(task, arch, batch, bits, cfg, chosen, progress)
+        ]
     finally:
         torch.set_num_threads(threads_before)
     machine = machine_info()
     machine["loadavg_before"] = list(load_before)
     machine["loadavg_after"] = list(os.getloadavg())
-    return {"kind": "runtime", "config": asdict(cfg), "cases": [list(c) for c in cases],
-            "bits": list(bits), "backends": list(chosen),
-            "fallback_counter": (_fallback_reader() or ("none found",))[0],
-            "machine": machine, "rows": rows}
+    return {
+        "kind": "runtime",
+        "config": asdict(cfg),
+        "cases": [list(c) for c in cases],
+        "bits": list(bits),
+        "backends": list(chosen),
+        "fallback_counter": (_fallback_reader() or ("none found",))[0],
+        "machine": machine,
+        "rows": rows,
+    }
 
 
 def machine_info() -> dict[str, Any]:
@@ -372,11 +429,15 @@ def machine_info() -> dict[str, Any]:
                 flags = set(value.split())
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(),
-            "cpu_flags": sorted(flags & {"avx2", "avx512f", "avx512_vnni", "avx512_bf16",
-                                         "amx_int8"}),
-            "torch": torch.__version__, "numpy": np.__version__,
-            "python": platform.python_version(), "platform": platform.platform()}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "cpu_flags": sorted(flags & {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8"}),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
 
 
 def write_json(results: dict[str, Any], out: Path) -> Path:

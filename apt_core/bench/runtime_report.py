@@ -36,8 +36,10 @@ class RuntimeTarget:
     def describe(self) -> str:
         """The target in words, as the report lists it."""
         what = "step time" if self.metric == "step" else "peak training memory"
-        return (f"{self.task} {self.model} batch {self.batch}, {self.bits}-bit: {what} "
-                f"<= {self.limit:g}x fp32")
+        return (
+            f"{self.task} {self.model} batch {self.batch}, {self.bits}-bit: {what} "
+            f"<= {self.limit:g}x fp32"
+        )
 
 
 #: The targets of issue 9. The digits-CNN peak target names no bit-width; it is checked
@@ -62,8 +64,12 @@ _TARGET_BACKENDS = (None, "int")
 def _targets_of(row: dict[str, Any]) -> list[RuntimeTarget]:
     if row["method"] != "apt" or row["backend"] not in _TARGET_BACKENDS:
         return []
-    return [t for t in TARGETS if (t.task, t.model, t.batch, t.bits)
-            == (row["task"], row["model"], row["batch"], row["bits"])]
+    return [
+        t
+        for t in TARGETS
+        if (t.task, t.model, t.batch, t.bits)
+        == (row["task"], row["model"], row["batch"], row["bits"])
+    ]
 
 
 def target_checks(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -72,9 +78,15 @@ def target_checks(results: dict[str, Any]) -> list[dict[str, Any]]:
     for t in TARGETS:
         rows = [r for r in results["rows"] if t in _targets_of(r)]
         value = rows[0][t.field] if rows else None
-        out.append({"target": t.describe(), "backend": rows[0]["backend"] if rows else None,
-                    "limit": t.limit, "value": value,
-                    "met": None if value is None else bool(value <= t.limit)})
+        out.append(
+            {
+                "target": t.describe(),
+                "backend": rows[0]["backend"] if rows else None,
+                "limit": t.limit,
+                "value": value,
+                "met": None if value is None else bool(value <= t.limit),
+            }
+        )
     return out
 
 
@@ -83,14 +95,18 @@ def _mark(met: bool | None) -> str:
 
 
 def _row_targets(row: dict[str, Any]) -> str:
-    parts = [f"{t.metric} <= {t.limit:g}: {_mark(row[t.field] <= t.limit)}"
-             for t in _targets_of(row)]
+    parts = [
+        f"{t.metric} <= {t.limit:g}: {_mark(row[t.field] <= t.limit)}" for t in _targets_of(row)
+    ]
     return "; ".join(parts) or "-"
 
 
 def _fallbacks(row: dict[str, Any]) -> str:
-    return "-" if row["method"] == "fp32" else (
-        "n/a" if row["fallbacks"] is None else str(row["fallbacks"]))
+    return (
+        "-"
+        if row["method"] == "fp32"
+        else ("n/a" if row["fallbacks"] is None else str(row["fallbacks"]))
+    )
 
 
 def write_markdown(results: dict[str, Any], out: Path) -> Path:
@@ -120,55 +136,86 @@ def write_markdown(results: dict[str, Any], out: Path) -> Path:
         "",
     ]
     if cfg["steps"] < 20:
-        lines += [f"> Only {cfg['steps']} timed steps per model: below the 20 the method "
-                  "asks for; treat these figures as a smoke test.", ""]
-    backends = ("one APT path (this apt_core has no backend switch)"
-                if results["backends"] == [None] else ", ".join(results["backends"]))
-    lines += [f"APT backends measured: {backends}; the targets are checked on the integer "
-              "path. Fallback counter: "
-              f"{results['fallback_counter']} (n/a: the layers expose no count).", "",
-              "## Measured", "",
-              "| task | model | batch | method | step ms (q1-q3) | step / fp32 | peak MB "
-              "| peak / fp32 | numpy peak MB | fallbacks | targets |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"> Only {cfg['steps']} timed steps per model: below the 20 the method "
+            "asks for; treat these figures as a smoke test.",
+            "",
+        ]
+    backends = (
+        "one APT path (this apt_core has no backend switch)"
+        if results["backends"] == [None]
+        else ", ".join(results["backends"])
+    )
+    lines += [
+        f"APT backends measured: {backends}; the targets are checked on the integer "
+        "path. Fallback counter: "
+        f"{results['fallback_counter']} (n/a: the layers expose no count).",
+        "",
+        "## Measured",
+        "",
+        "| task | model | batch | method | step ms (q1-q3) | step / fp32 | peak MB "
+        "| peak / fp32 | numpy peak MB | fallbacks | targets |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         lines.append(
             f"| {r['task']} | {r['model']} | {r['batch']} | {r['label']} "
             f"| {r['step_ms']:.1f} ({r['step_ms_q1']:.1f}-{r['step_ms_q3']:.1f}) "
             f"| {r['step_ratio_vs_fp32']:.2f}x | {r['peak_train_bytes'] / MB:.1f} "
             f"| {r['peak_ratio_vs_fp32']:.2f}x | {r['numpy_peak_bytes'] / MB:.1f} "
-            f"| {_fallbacks(r)} | {_row_targets(r)} |")
-    lines += ["", "## Issue 9 targets", "",
-              "The digits-CNN peak-memory target names no bit-width; it is checked at 8 and "
-              "12 bits, the widths its step-time targets name.", "",
-              "| target | backend | measured | result |", "|---|---|---|---|"]
+            f"| {_fallbacks(r)} | {_row_targets(r)} |"
+        )
+    lines += [
+        "",
+        "## Issue 9 targets",
+        "",
+        "The digits-CNN peak-memory target names no bit-width; it is checked at 8 and "
+        "12 bits, the widths its step-time targets name.",
+        "",
+        "| target | backend | measured | result |",
+        "|---|---|---|---|",
+    ]
     for c in target_checks(results):
         value = "not measured" if c["value"] is None else f"{c['value']:.2f}x"
         lines.append(f"| {c['target']} | {c['backend']} | {value} | {_mark(c['met'])} |")
-    lines += ["", "## Where the time goes (median ms per phase)", "",
-              "forward includes zero_grad and the loss. Each phase is its own median, so "
-              "the three need not add up to the step's median.", "",
-              "| task | model | batch | method | forward | backward | optimizer "
-              "| largest share |", "|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Where the time goes (median ms per phase)",
+        "",
+        "forward includes zero_grad and the loss. Each phase is its own median, so "
+        "the three need not add up to the step's median.",
+        "",
+        "| task | model | batch | method | forward | backward | optimizer | largest share |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         phases = {k: r[f"{k}_ms"] for k in ("forward", "backward", "optimizer")}
         total = sum(phases.values())
         top = max(phases, key=lambda k: phases[k])
         share = f"{top} {100 * phases[top] / total:.0f}%" if total > 0 else "-"
-        lines.append(f"| {r['task']} | {r['model']} | {r['batch']} | {r['label']} "
-                     f"| {phases['forward']:.1f} | {phases['backward']:.1f} "
-                     f"| {phases['optimizer']:.1f} | {share} |")
-    lines += ["", "## Where the bytes go (MB)", "",
-              "state = enumerated tensors alive before the step (parameters or codes, "
-              "optimizer state, the batch); step peak = the most the step adds on top "
-              "(activations, gradients, float copies, transients); retained = what the step "
-              "leaves alive. unmatched frees > 0 would mean the peak may be overstated.", "",
-              "| task | model | batch | method | state | step peak | retained "
-              "| unmatched frees |", "|---|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {r['task']} | {r['model']} | {r['batch']} | {r['label']} "
+            f"| {phases['forward']:.1f} | {phases['backward']:.1f} "
+            f"| {phases['optimizer']:.1f} | {share} |"
+        )
+    lines += [
+        "",
+        "## Where the bytes go (MB)",
+        "",
+        "state = enumerated tensors alive before the step (parameters or codes, "
+        "optimizer state, the batch); step peak = the most the step adds on top "
+        "(activations, gradients, float copies, transients); retained = what the step "
+        "leaves alive. unmatched frees > 0 would mean the peak may be overstated.",
+        "",
+        "| task | model | batch | method | state | step peak | retained | unmatched frees |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['task']} | {r['model']} | {r['batch']} | {r['label']} "
-                     f"| {r['baseline_bytes'] / MB:.2f} | {r['step_peak_bytes'] / MB:.2f} "
-                     f"| {r['retained_bytes'] / MB:.2f} | {r['unmatched_frees']} |")
+        lines.append(
+            f"| {r['task']} | {r['model']} | {r['batch']} | {r['label']} "
+            f"| {r['baseline_bytes'] / MB:.2f} | {r['step_peak_bytes'] / MB:.2f} "
+            f"| {r['retained_bytes'] / MB:.2f} | {r['unmatched_frees']} |"
+        )
     path = out / "results.md"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -182,11 +229,14 @@ def plot_ratios(results: dict[str, Any], out: Path) -> Path:
     rows = [r for r in results["rows"] if r["method"] == "apt"]
     labels = [f"{r['task']} {r['model']} b{r['batch']}\n{r['label'][4:]}" for r in rows]
     fig, axes = plt.subplots(2, 1, figsize=(max(6.0, 0.7 * len(rows) + 2), 7), sharex=True)
-    for ax, metric, title in ((axes[0], "step", "step time / fp32"),
-                              (axes[1], "peak", "peak training memory / fp32")):
+    for ax, metric, title in (
+        (axes[0], "step", "step time / fp32"),
+        (axes[1], "peak", "peak training memory / fp32"),
+    ):
         values = [r[f"{metric}_ratio_vs_fp32"] for r in rows]
-        ax.bar(range(len(rows)), values, color=[_BITS_COLORS.get(r["bits"], "tab:gray")
-                                                for r in rows])
+        ax.bar(
+            range(len(rows)), values, color=[_BITS_COLORS.get(r["bits"], "tab:gray") for r in rows]
+        )
         ax.axhline(1.0, color="black", linewidth=1, label="fp32 (1.0x)")
         for i, r in enumerate(rows):
             for t in _targets_of(r):
@@ -205,8 +255,10 @@ def plot_ratios(results: dict[str, Any], out: Path) -> Path:
         ax.plot([], [], color="tab:red", linewidth=2, label="issue 9 target")
         ax.legend(fontsize=8, loc="upper right")
     axes[1].set_xticks(range(len(rows)), labels, rotation=60, ha="right", fontsize=7)
-    fig.suptitle(f"APT vs fp32, measured ({results['config']['threads']} thread, "
-                 f"median of {results['config']['steps']} steps)")
+    fig.suptitle(
+        f"APT vs fp32, measured ({results['config']['threads']} thread, "
+        f"median of {results['config']['steps']} steps)"
+    )
     fig.tight_layout()
     path = out / "runtime.png"
     fig.savefig(path, dpi=120)

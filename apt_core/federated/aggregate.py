@@ -83,5 +83,3 @@ def mean_bits(template: nn.Module, bits: Mapping[str, int]) -> float | None:
     layers = {n: m.numel_params() for n, m in apt_layers(template).items() if n in bits}
     total = sum(layers.values())
     return sum(n * bits[name] for name, n in layers.items()) / total if total else None
-
-

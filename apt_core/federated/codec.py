@@ -21,8 +21,13 @@ from apt_core.wire import pack, unpack
 ReplyModel = list[PackedTensor] | dict[str, Tensor]
 
 
-def make_model(task: str, arch: str, method: str, policy: PrecisionPolicy | None = None,
-               seed: int | None = None) -> nn.Module:
+def make_model(
+    task: str,
+    arch: str,
+    method: str,
+    policy: PrecisionPolicy | None = None,
+    seed: int | None = None,
+) -> nn.Module:
     """A fresh model in its transport form: APT layers for apt, float for fp32/qat8."""
     if method not in FED_METHODS:
         raise ValueError(f"method={method!r} is not one of {FED_METHODS}.")
@@ -34,8 +39,9 @@ def make_model(task: str, arch: str, method: str, policy: PrecisionPolicy | None
 
 def float_state(model: nn.Module) -> dict[str, Tensor]:
     """The float parameters a fp32/qat8 model exchanges (QAT's int8 copies stay local)."""
-    return {k: v.detach().clone() for k, v in model.state_dict().items()
-            if not k.endswith(".weight_q")}
+    return {
+        k: v.detach().clone() for k, v in model.state_dict().items() if not k.endswith(".weight_q")
+    }
 
 
 def model_arrays(model: nn.Module, method: str) -> dict[str, np.ndarray]:
@@ -73,12 +79,14 @@ def arrays_payload(arrays: Mapping[str, np.ndarray]) -> bytes:
         If ``arrays`` is not exactly one 1-D uint8 array under ``apt-payload``.
     """
     if set(arrays) != {keys.APT_PAYLOAD}:
-        raise ReplyError(f"The apt model must travel as the single array '{keys.APT_PAYLOAD}'; "
-                         f"got arrays {sorted(arrays)}.")
+        raise ReplyError(
+            f"The apt model must travel as the single array '{keys.APT_PAYLOAD}'; "
+            f"got arrays {sorted(arrays)}."
+        )
     a = np.asarray(arrays[keys.APT_PAYLOAD])
     if a.dtype != np.uint8 or a.ndim != 1:
-        raise ReplyError(f"Array '{keys.APT_PAYLOAD}' must be 1-D uint8; got dtype {a.dtype} "
-                         f"with shape {list(a.shape)}.")
+        raise ReplyError(
+            f"Array '{keys.APT_PAYLOAD}' must be 1-D uint8; got dtype {a.dtype} "
+            f"with shape {list(a.shape)}."
+        )
     return a.tobytes()
-
-

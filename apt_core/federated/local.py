@@ -52,10 +52,20 @@ class LocalResult:
     uplink_bytes: int = 0
 
 
-def local_round(model: nn.Module, train_set: Dataset, *, method: str,
-                policy: PrecisionPolicy | None, device_bits: Mapping[str, int] | None,
-                epochs: int, lr: float, batch_size: int, momentum: float = 0.9,
-                weight_decay: float = 5e-4, seed: int = 0) -> LocalResult:
+def local_round(
+    model: nn.Module,
+    train_set: Dataset,
+    *,
+    method: str,
+    policy: PrecisionPolicy | None,
+    device_bits: Mapping[str, int] | None,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+    seed: int = 0,
+) -> LocalResult:
     """Train the global model on one device's data for one federated round.
 
     Parameters
@@ -95,38 +105,75 @@ def local_round(model: nn.Module, train_set: Dataset, *, method: str,
     loader = make_loader(train_set, batch_size, shuffle=True, seed=seed)
     example = next(iter(loader))[0][:2]
     profiles = profile_layers(model, example)
-    s = setup_method(method, model, profiles, policy=policy, lr=lr, momentum=momentum,
-                     weight_decay=weight_decay, seed=seed)
-    m = train(s.model, loader, optimizer=s.optimizer, epochs=epochs, lr_schedule=lambda _: lr,
-              controller=s.controller, meter=s.meter, eval_every_epoch=False)
+    s = setup_method(
+        method,
+        model,
+        profiles,
+        policy=policy,
+        lr=lr,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        seed=seed,
+    )
+    m = train(
+        s.model,
+        loader,
+        optimizer=s.optimizer,
+        epochs=epochs,
+        lr_schedule=lambda _: lr,
+        controller=s.controller,
+        meter=s.meter,
+        eval_every_epoch=False,
+    )
     history = list(m.history)
     if s.controller is not None:
         history += _close_window(s.controller, model, m.steps, history)
     act = policy.act_bits if method == "apt" and policy else 32
     param_bytes = model_nbytes(model)
-    peak = (param_bytes + tensors_nbytes(_optimizer_state(s.optimizer))
-            + activation_bits(profiles, batch_size, act) // 8)
-    return _result(model, method, history, param_bytes=param_bytes,
-                   peak_memory_bytes=int(peak), energy_j=m.energy_j,
-                   num_examples=len(train_set),  # type: ignore[arg-type]
-                   train_loss=m.train_loss, steps=m.steps)
+    peak = (
+        param_bytes
+        + tensors_nbytes(_optimizer_state(s.optimizer))
+        + activation_bits(profiles, batch_size, act) // 8
+    )
+    return _result(
+        model,
+        method,
+        history,
+        param_bytes=param_bytes,
+        peak_memory_bytes=int(peak),
+        energy_j=m.energy_j,
+        num_examples=len(train_set),  # type: ignore[arg-type]
+        train_loss=m.train_loss,
+        steps=m.steps,
+    )
 
 
-def _result(model: nn.Module, method: str, history: list[dict[str, Any]],
-            **measured: Any) -> LocalResult:
+def _result(
+    model: nn.Module, method: str, history: list[dict[str, Any]], **measured: Any
+) -> LocalResult:
     """The round's result: the trained model in its upload form, bits and ``measured``."""
     payload = pack(model) if method == "apt" else None
     state = None if method == "apt" else float_state(model)
-    uplink = len(payload) if payload is not None else sum(
-        t.numel() * t.element_size() for t in (state or {}).values())
+    uplink = (
+        len(payload)
+        if payload is not None
+        else sum(t.numel() * t.element_size() for t in (state or {}).values())
+    )
     return LocalResult(
-        model=model, payload=payload, state=state, bits=layer_bits(model),
+        model=model,
+        payload=payload,
+        state=state,
+        bits=layer_bits(model),
         exponents={n: lay.exponent() for n, lay in apt_layers(model).items()},
-        history=history, uplink_bytes=int(uplink), **measured)
+        history=history,
+        uplink_bytes=int(uplink),
+        **measured,
+    )
 
 
-def _start_bits(model: nn.Module, policy: PrecisionPolicy,
-                device_bits: Mapping[str, int] | None) -> None:
+def _start_bits(
+    model: nn.Module, policy: PrecisionPolicy, device_bits: Mapping[str, int] | None
+) -> None:
     """Set each APT layer to the device's last bits, falling back to the global ones.
 
     Either is clamped into the policy's range.
@@ -136,8 +183,9 @@ def _start_bits(model: nn.Module, policy: PrecisionPolicy,
         layer.set_bits(min(max(int(b), policy.bits_min), policy.bits_max))
 
 
-def _close_window(controller: PrecisionController, model: nn.Module, steps: int,
-                  history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _close_window(
+    controller: PrecisionController, model: nn.Module, steps: int, history: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
     """Judge the steps observed since the last check, at the end of the round.
 
     Returns the new history entries (none when the last check closed the round).
@@ -160,8 +208,9 @@ def _optimizer_state(optimizer: APTSGD | Optimizer) -> list[Tensor]:
     return [v for st in optimizer.state.values() for v in st.values() if isinstance(v, Tensor)]
 
 
-def evaluate_model(model: nn.Module, dataset: Dataset, method: str, batch_size: int = 256
-                   ) -> tuple[float, float]:
+def evaluate_model(
+    model: nn.Module, dataset: Dataset, method: str, batch_size: int = 256
+) -> tuple[float, float]:
     """Accuracy and mean cross-entropy of a transport-form model on ``dataset``.
 
     qat8 is scored as deployed (8-bit fake-quantized weights and inputs).

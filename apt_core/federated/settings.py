@@ -23,8 +23,9 @@ def _kebab(name: str) -> str:
     return name.replace("_", "-")
 
 
-def policy_to_config(version: int, policy: PrecisionPolicy,
-                     overrides: Mapping[str, Mapping[str, Any]]) -> dict[str, ConfigValue]:
+def policy_to_config(
+    version: int, policy: PrecisionPolicy, overrides: Mapping[str, Mapping[str, Any]]
+) -> dict[str, ConfigValue]:
     """Flatten a policy, its version and per-class overrides into config entries.
 
     Keys are ``policy-version``, ``policy.<field>`` and ``override.<class>.<field>`` with
@@ -36,8 +37,10 @@ def policy_to_config(version: int, policy: PrecisionPolicy,
     for device_class, changes in overrides.items():
         for name, value in changes.items():
             if name not in _POLICY_FIELDS:
-                raise PolicyError(f"Invalid precision policy: unknown field '{name}' in the "
-                                  f"override of device class '{device_class}'.")
+                raise PolicyError(
+                    f"Invalid precision policy: unknown field '{name}' in the "
+                    f"override of device class '{device_class}'."
+                )
             if value is not None:
                 out[f"{keys.OVERRIDE_PREFIX}{device_class}.{_kebab(name)}"] = value
     return out
@@ -50,21 +53,24 @@ def policy_from_config(config: Mapping[str, Any]) -> tuple[int, PrecisionPolicy,
     overrides: Overrides = {}
     for key, value in config.items():
         if key.startswith(keys.POLICY_PREFIX):
-            name = key[len(keys.POLICY_PREFIX):]
+            name = key[len(keys.POLICY_PREFIX) :]
             if name not in by_kebab:
                 raise PolicyError(f"Invalid precision policy: unknown field '{name}'.")
             base[by_kebab[name]] = value
         elif key.startswith(keys.OVERRIDE_PREFIX):
-            device_class, _, name = key[len(keys.OVERRIDE_PREFIX):].rpartition(".")
+            device_class, _, name = key[len(keys.OVERRIDE_PREFIX) :].rpartition(".")
             if name not in by_kebab or not device_class:
-                raise PolicyError(f"Invalid precision policy: override key '{key}' does not "
-                                  "name a device class and a policy field.")
+                raise PolicyError(
+                    f"Invalid precision policy: override key '{key}' does not "
+                    "name a device class and a policy field."
+                )
             overrides.setdefault(device_class, {})[by_kebab[name]] = value
     return int(config.get(keys.POLICY_VERSION, 0)), PrecisionPolicy.from_dict(base), overrides
 
 
-def effective_policy(policy: PrecisionPolicy, overrides: Mapping[str, Mapping[str, Any]],
-                     device_class: str) -> PrecisionPolicy:
+def effective_policy(
+    policy: PrecisionPolicy, overrides: Mapping[str, Mapping[str, Any]], device_class: str
+) -> PrecisionPolicy:
     """The policy a device of ``device_class`` trains with (its override applied).
 
     Raises
@@ -77,8 +83,10 @@ def effective_policy(policy: PrecisionPolicy, overrides: Mapping[str, Mapping[st
         return policy
     unknown = sorted(set(changes) - {f.name for f in fields(PrecisionPolicy)})
     if unknown:
-        raise PolicyError(f"Invalid precision policy: unknown field '{unknown[0]}' in the "
-                          f"override of device class '{device_class}'.")
+        raise PolicyError(
+            f"Invalid precision policy: unknown field '{unknown[0]}' in the "
+            f"override of device class '{device_class}'."
+        )
     return policy.with_(**changes)
 
 
@@ -119,12 +127,14 @@ class RunSettings:
 
     def __post_init__(self) -> None:
         if self.method not in FED_METHODS:
-            raise SettingsError(f"Invalid run settings: method={self.method!r} is not one of "
-                             f"{FED_METHODS}.")
+            raise SettingsError(
+                f"Invalid run settings: method={self.method!r} is not one of {FED_METHODS}."
+            )
         for name in ("local_epochs", "batch_size"):
             if int(getattr(self, name)) < 1:
-                raise SettingsError(f"Invalid run settings: {name}={getattr(self, name)!r} must "
-                                 "be >= 1.")
+                raise SettingsError(
+                    f"Invalid run settings: {name}={getattr(self, name)!r} must be >= 1."
+                )
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise SettingsError(f"Invalid run settings: lr={self.lr!r} must be a number > 0.")
 
@@ -144,37 +154,45 @@ class RunSettings:
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - names)
         if unknown:
-            raise SettingsError(f"Invalid run settings: {unknown[0]}={values[unknown[0]]!r} "
-                                "is not a run setting.")
+            raise SettingsError(
+                f"Invalid run settings: {unknown[0]}={values[unknown[0]]!r} is not a run setting."
+            )
         return cls(**values)
 
     def to_config(self) -> dict[str, ConfigValue]:
         """Flat config entries (kebab-case keys from :mod:`apt_core.federated.record_keys`)."""
-        return {keys.TASK: self.task, keys.ARCH: self.arch, keys.METHOD: self.method,
-                keys.LOCAL_EPOCHS: self.local_epochs, keys.LR: float(self.lr),
-                keys.BATCH_SIZE: self.batch_size, keys.MOMENTUM: float(self.momentum),
-                keys.WEIGHT_DECAY: float(self.weight_decay),
-                keys.ALPHA: float(self.alpha) if self.alpha else 0.0, keys.SEED: self.seed}
+        return {
+            keys.TASK: self.task,
+            keys.ARCH: self.arch,
+            keys.METHOD: self.method,
+            keys.LOCAL_EPOCHS: self.local_epochs,
+            keys.LR: float(self.lr),
+            keys.BATCH_SIZE: self.batch_size,
+            keys.MOMENTUM: float(self.momentum),
+            keys.WEIGHT_DECAY: float(self.weight_decay),
+            keys.ALPHA: float(self.alpha) if self.alpha else 0.0,
+            keys.SEED: self.seed,
+        }
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> RunSettings:
         """Read the entries :meth:`to_config` wrote (missing ones take the defaults)."""
         d = cls()
         alpha = float(config.get(keys.ALPHA, d.alpha or 0.0))
-        return cls(task=str(config.get(keys.TASK, d.task)),
-                   arch=str(config.get(keys.ARCH, d.arch)),
-                   method=str(config.get(keys.METHOD, d.method)),
-                   local_epochs=int(config.get(keys.LOCAL_EPOCHS, d.local_epochs)),
-                   lr=float(config.get(keys.LR, d.lr)),
-                   batch_size=int(config.get(keys.BATCH_SIZE, d.batch_size)),
-                   momentum=float(config.get(keys.MOMENTUM, d.momentum)),
-                   weight_decay=float(config.get(keys.WEIGHT_DECAY, d.weight_decay)),
-                   alpha=alpha if alpha > 0 else None,
-                   seed=int(config.get(keys.SEED, d.seed)))
+        return cls(
+            task=str(config.get(keys.TASK, d.task)),
+            arch=str(config.get(keys.ARCH, d.arch)),
+            method=str(config.get(keys.METHOD, d.method)),
+            local_epochs=int(config.get(keys.LOCAL_EPOCHS, d.local_epochs)),
+            lr=float(config.get(keys.LR, d.lr)),
+            batch_size=int(config.get(keys.BATCH_SIZE, d.batch_size)),
+            momentum=float(config.get(keys.MOMENTUM, d.momentum)),
+            weight_decay=float(config.get(keys.WEIGHT_DECAY, d.weight_decay)),
+            alpha=alpha if alpha > 0 else None,
+            seed=int(config.get(keys.SEED, d.seed)),
+        )
 
 
 def round_seed(seed: int, partition_id: int, server_round: int) -> int:
     """Seed of one device's local round: distinct per device and round, reproducible."""
     return (seed * 1_000_003 + partition_id * 10_007 + server_round) % (2**31 - 1)
-
-

@@ -16,8 +16,9 @@ from apt_core.quant import dequantize
 from apt_core.wire import check_against
 
 
-def validate_packed(template: nn.Module, payload: bytes, policy: PrecisionPolicy
-                    ) -> list[PackedTensor]:
+def validate_packed(
+    template: nn.Module, payload: bytes, policy: PrecisionPolicy
+) -> list[PackedTensor]:
     """Parse and check a device's packed model against the template and its policy.
 
     Checks the wire format (magic, version, truncation, trailing bytes), tensor names,
@@ -39,18 +40,24 @@ def validate_packed(template: nn.Module, payload: bytes, policy: PrecisionPolicy
     for t in tensors:
         layer = t.name.rpartition(".")[0]
         if layer_of.setdefault(layer, t.bits) != t.bits:
-            raise ReplyError(f"Layer '{layer}' carries two bit-widths ({layer_of[layer]} and "
-                             f"{t.bits}); weight and bias must share one.")
+            raise ReplyError(
+                f"Layer '{layer}' carries two bit-widths ({layer_of[layer]} and "
+                f"{t.bits}); weight and bias must share one."
+            )
         if not lo <= t.bits <= hi:
-            raise ReplyError(f"Tensor '{t.name}' has bits={t.bits}, outside the device "
-                             f"policy's range [{lo}, {hi}].")
+            raise ReplyError(
+                f"Tensor '{t.name}' has bits={t.bits}, outside the device "
+                f"policy's range [{lo}, {hi}]."
+            )
         try:
             finite = bool(torch.isfinite(dequantize(t.codes, t.exponent)).all())
         except OverflowError:
             finite = False
         if not finite:
-            raise ReplyError(f"Tensor '{t.name}' has non-finite values after dequantization "
-                             f"(exponent={t.exponent}).")
+            raise ReplyError(
+                f"Tensor '{t.name}' has non-finite values after dequantization "
+                f"(exponent={t.exponent})."
+            )
     return tensors
 
 
@@ -63,13 +70,15 @@ GROWTH_LIMIT = 64.0
 def tensors_max_abs(model: ReplyModel) -> dict[str, float]:
     """Largest magnitude of every tensor of a reply (dequantized for apt)."""
     if isinstance(model, list):
-        return {t.name: float(dequantize(t.codes, t.exponent, torch.float64).abs().max())
-                for t in model}
+        return {
+            t.name: float(dequantize(t.codes, t.exponent, torch.float64).abs().max()) for t in model
+        }
     return {k: float(v.abs().max()) for k, v in model.items()}
 
 
-def check_growth(reference: Mapping[str, float], model: ReplyModel,
-                 limit: float = GROWTH_LIMIT) -> None:
+def check_growth(
+    reference: Mapping[str, float], model: ReplyModel, limit: float = GROWTH_LIMIT
+) -> None:
     """Refuse a reply whose tensors grew more than ``limit`` times past ``reference``.
 
     Raises
@@ -83,9 +92,11 @@ def check_growth(reference: Mapping[str, float], model: ReplyModel,
             continue
         bound = limit * max(ref, 1e-3)
         if amax > bound:
-            raise ReplyError(f"Tensor '{name}' reaches |w| = {amax:.3g}, more than {limit:g}x "
-                             f"the global model's {ref:.3g}: refused as a corrupt or hostile "
-                             "update.")
+            raise ReplyError(
+                f"Tensor '{name}' reaches |w| = {amax:.3g}, more than {limit:g}x "
+                f"the global model's {ref:.3g}: refused as a corrupt or hostile "
+                "update."
+            )
 
 
 def validate_state(template: nn.Module, state: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -99,14 +110,16 @@ def validate_state(template: nn.Module, state: Mapping[str, Tensor]) -> dict[str
     expected = float_state(template)
     missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     if missing or extra:
-        raise ReplyError(f"The model's tensors do not match: missing {missing}, "
-                         f"unexpected {extra}.")
+        raise ReplyError(
+            f"The model's tensors do not match: missing {missing}, unexpected {extra}."
+        )
     out: dict[str, Tensor] = {}
     for name, ref in expected.items():
         t = state[name]
         if tuple(t.shape) != tuple(ref.shape):
-            raise ReplyError(f"Tensor '{name}' has shape {list(t.shape)}; the model's is "
-                             f"{list(ref.shape)}.")
+            raise ReplyError(
+                f"Tensor '{name}' has shape {list(t.shape)}; the model's is {list(ref.shape)}."
+            )
         if not t.is_floating_point():
             raise ReplyError(f"Tensor '{name}' has dtype {t.dtype}; a float is required.")
         if not bool(torch.isfinite(t).all()):
@@ -115,11 +128,10 @@ def validate_state(template: nn.Module, state: Mapping[str, Tensor]) -> dict[str
     return out
 
 
-def validate_arrays(template: nn.Module, arrays: Mapping[str, np.ndarray], method: str,
-                    policy: PrecisionPolicy) -> ReplyModel:
+def validate_arrays(
+    template: nn.Module, arrays: Mapping[str, np.ndarray], method: str, policy: PrecisionPolicy
+) -> ReplyModel:
     """Validate a reply's transport arrays for ``method``; returns the decoded model."""
     if method == "apt":
         return validate_packed(template, arrays_payload(arrays), policy)
     return validate_state(template, {k: torch.from_numpy(np.array(v)) for k, v in arrays.items()})
-
-

@@ -49,8 +49,15 @@ class APTReLU(nn.ReLU):
 class _MaxPoolIdx(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Tensor, pool: nn.MaxPool2d) -> Tensor:  # type: ignore[override]
-        y, idx = F.max_pool2d(x, pool.kernel_size, pool.stride, pool.padding, pool.dilation,
-                              ceil_mode=pool.ceil_mode, return_indices=True)
+        y, idx = F.max_pool2d(
+            x,
+            pool.kernel_size,
+            pool.stride,
+            pool.padding,
+            pool.dilation,
+            ceil_mode=pool.ceil_mode,
+            return_indices=True,
+        )
         plane = x.shape[-1] * x.shape[-2]
         small = torch.int16 if plane <= 32767 else torch.int32
         ctx.save_for_backward(idx.to(small))
@@ -75,13 +82,13 @@ class APTMaxPool2d(nn.MaxPool2d):
         """True when the windows of ``m`` never overlap (stride >= kernel, no dilation)."""
         k = _pair(m.kernel_size)
         s = _pair(m.stride if m.stride is not None else m.kernel_size)
-        return (not m.return_indices and _pair(m.dilation) == (1, 1)
-                and s[0] >= k[0] and s[1] >= k[1])
+        return (
+            not m.return_indices and _pair(m.dilation) == (1, 1) and s[0] >= k[0] and s[1] >= k[1]
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         """Max-pool; when training on the integer backend, save only compact indices."""
-        if (get_backend() == "int" and torch.is_grad_enabled() and x.requires_grad
-                and x.dim() == 4):
+        if get_backend() == "int" and torch.is_grad_enabled() and x.requires_grad and x.dim() == 4:
             return _MaxPoolIdx.apply(x, self)  # type: ignore[no-any-return]
         return super().forward(x)
 

@@ -50,8 +50,12 @@ class Compiled:
                 return self.compiled(*args)
             except Exception as exc:  # noqa: BLE001 - any compiler failure means eager
                 self.eager = True
-                log_once("compile", "torch.compile of the APT kernels failed (%s); running "
-                         "them eagerly from now on.", exc)
+                log_once(
+                    "compile",
+                    "torch.compile of the APT kernels failed (%s); running "
+                    "them eagerly from now on.",
+                    exc,
+                )
         return self.fn(*args)
 
 

@@ -53,8 +53,7 @@ class ConvProducts:
         if transpose_to is None:
             out = F.conv2d(chan, ones, stride=s, padding=p, dilation=d)
         else:
-            out = nn_grad.conv2d_input(transpose_to, ones, chan, stride=s, padding=p,
-                                       dilation=d)
+            out = nn_grad.conv2d_input(transpose_to, ones, chan, stride=s, padding=p, dilation=d)
         return out.to(torch.int32)
 
     def forward(self, xq: Tensor, w: Tensor, limbs: bool) -> Tensor:
@@ -74,8 +73,7 @@ class ConvProducts:
         g4 = self._4d(gq)
         hw = (1, x_shape[-1]) if self.one_d else (x_shape[-2], x_shape[-1])
         if not limbs:
-            return self._back(im2col.conv2d_input_grad_int(g4, w, hw, k, s, p, d)
-                              .to(torch.float32))
+            return self._back(im2col.conv2d_input_grad_int(g4, w, hw, k, s, p, d).to(torch.float32))
         o, c = self.out_ch, self.in_ch
         hi, lo = (t.view(o, k[0], k[1], c) for t in w.chunk(2))
         both = torch.cat((hi, lo), dim=3).reshape(o, -1)  # limbs as 2C input channels

@@ -106,8 +106,15 @@ class IntGemmFunction(torch.autograd.Function):
     """``y = x @ W`` (linear or convolution) on int8 codes; see the module docstring."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, anchor: Tensor, layer: IntGemmLayer,  # type: ignore[override]
-                ops: Products, xq: Tensor, fx: int) -> Tensor:
+    def forward(
+        ctx: Any,
+        x: Tensor,
+        anchor: Tensor,
+        layer: IntGemmLayer,  # type: ignore[override]
+        ops: Products,
+        xq: Tensor,
+        fx: int,
+    ) -> Tensor:
         """The output from the input's int8 codes ``xq`` (exponent ``fx``), kept for backward."""
         del anchor  # only there so that autograd reaches this layer's backward
         w, fw, limbs = layer.stored("weight"), layer.exponent("weight"), layer.n_bits > 8

@@ -8,7 +8,7 @@ copies of every weight, gradient and momentum, no segment bookkeeping.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -26,7 +26,7 @@ class Slot:
 
     name: str
     which: str
-    layer: object
+    layer: Any
     size: int
     offset: int
     index: int
@@ -53,9 +53,16 @@ def _rows(stored: Tensor, limbs: bool, r0: int, r1: int) -> Tensor:
     return stored[r0:r1].view(-1)
 
 
-def _write_tensor(stored: Tensor, grad: Tensor | DeferredGrad, prev: Tensor, p: Tensor,
-                  keys: Tensor, offset: int, mom_out: Tensor | None,
-                  flags: tuple[bool, bool, bool, bool, bool]) -> tuple[Tensor, int]:
+def _write_tensor(
+    stored: Tensor,
+    grad: Tensor | DeferredGrad,
+    prev: Tensor,
+    p: Tensor,
+    keys: Tensor,
+    offset: int,
+    mom_out: Tensor | None,
+    flags: tuple[bool, bool, bool, bool, bool],
+) -> tuple[Tensor, int]:
     """Pass 2 over one tensor: its new stored matrix and #(changed codes).
 
     The new int8 momentum goes into ``mom_out`` (when kept); ``flags`` are the passes'
@@ -63,8 +70,15 @@ def _write_tensor(stored: Tensor, grad: Tensor | DeferredGrad, prev: Tensor, p: 
     """
     limbs, has_prev = flags[0], flags[1]
     if not isinstance(grad, DeferredGrad):
-        new, m, changed = K.run_write(_view(stored, limbs), grad.reshape(-1), prev, p, keys,
-                                      torch.tensor(offset, dtype=torch.int32), *flags)
+        new, m, changed = K.run_write(
+            _view(stored, limbs),
+            grad.reshape(-1),
+            prev,
+            p,
+            keys,
+            torch.tensor(offset, dtype=torch.int32),
+            *flags,
+        )
         if mom_out is not None:
             mom_out.copy_(m)
         return new.view(stored.shape), int(changed)
@@ -72,19 +86,27 @@ def _write_tensor(stored: Tensor, grad: Tensor | DeferredGrad, prev: Tensor, p: 
     out = torch.empty_like(stored)
     total = torch.zeros((), dtype=torch.int64)
     for r0, r1, acc in grad.blocks():
-        pm = prev[r0 * k: r1 * k] if has_prev else prev
+        pm = prev[r0 * k : r1 * k] if has_prev else prev
         base = torch.tensor(offset + r0 * k, dtype=torch.int32)
-        new, m, changed = K.run_write(_rows(stored, limbs, r0, r1), acc.view(-1), pm, p, keys,
-                                      base, *flags)
+        new, m, changed = K.run_write(
+            _rows(stored, limbs, r0, r1), acc.view(-1), pm, p, keys, base, *flags
+        )
         _rows(out, limbs, r0, r1).copy_(new)
         if mom_out is not None:
-            mom_out[r0 * k: r1 * k].copy_(m)
+            mom_out[r0 * k : r1 * k].copy_(m)
         total += changed
     return out, int(total)
 
 
-def _params(g_exp: int, f: int, lr: float, mom: float, wd: float, m_exp: int,
-            guess: tuple[int, int, int] | None = None) -> Tensor:
+def _params(
+    g_exp: int,
+    f: int,
+    lr: float,
+    mom: float,
+    wd: float,
+    m_exp: int,
+    guess: tuple[int, int, int] | None = None,
+) -> Tensor:
     """The passes' scalars; ``guess`` = (bits, f, e) fills the one-pass grid and momentum."""
     p = [0.0] * K.N_SCALARS
     p[K.G_SCALE], p[K.W_SCALE], p[K.LR], p[K.MOM] = 2.0**-g_exp, 2.0**-f, lr, mom
@@ -101,8 +123,9 @@ def _params(g_exp: int, f: int, lr: float, mom: float, wd: float, m_exp: int,
 RawStats = tuple[float, int, float, float, int]
 
 
-def fused_step(opt: object, slots: list[Slot]) -> tuple[dict[str, tuple[int, int]],
-                                                        dict[str, RawStats], set[str]]:
+def fused_step(
+    opt: Any, slots: list[Slot]
+) -> tuple[dict[str, tuple[int, int]], dict[str, RawStats], set[str]]:
     """Update every slot that has a gradient; see :meth:`APTSGD.step`.
 
     Each layer first runs one fused pass per tensor on guessed decisions (grid kept,
@@ -111,11 +134,11 @@ def fused_step(opt: object, slots: list[Slot]) -> tuple[dict[str, tuple[int, int
     with the exact two-pass update. Returns ``(new (f_old, f_new) per weight, raw stats per
     layer, skipped layers)``.
     """
-    o = opt  # APTSGD; typed loosely to avoid an import cycle
-    has_prev = o.momentum > 0 and o._mom is not None  # type: ignore[attr-defined]
-    if o.momentum > 0 and o._mom is None:  # type: ignore[attr-defined]
-        o._mom = torch.zeros(sum(o._sizes), dtype=torch.int8)  # type: ignore[attr-defined]
-        o._mom_exp = torch.full((len(o._sizes),), 7, dtype=torch.int32)  # type: ignore
+    o: Any = opt  # APTSGD; typed loosely to avoid an import cycle
+    has_prev = o.momentum > 0 and o._mom is not None
+    if o.momentum > 0 and o._mom is None:
+        o._mom = torch.zeros(sum(o._sizes), dtype=torch.int8)
+        o._mom_exp = torch.full((len(o._sizes),), 7, dtype=torch.int32)
     keys = _keys(o)
     exps: dict[str, tuple[int, int]] = {}
     stats: dict[str, object] = {}
@@ -152,73 +175,105 @@ class _Try:
     ok: bool
 
 
-def _try(o: object, s: Slot, has_prev: bool, keys: Tensor) -> _Try | None:
+def _try(o: Any, s: Slot, has_prev: bool, keys: Tensor) -> _Try | None:
     """The one-pass update of one slot on guessed decisions (None: no gradient)."""
     layer, which = s.layer, s.which
-    grad = layer.grad_of(which)  # type: ignore[attr-defined]
+    grad = layer.grad_of(which)
     if grad is None:
         return None
-    b, f = layer.n_bits, layer.exponent(which)  # type: ignore[attr-defined]
-    e_guess = int(o._mom_exp[s.index]) if o._mom_exp is not None else 7  # type: ignore
-    p = _params(grad[1], f, o.lr, o.momentum, o.weight_decay,  # type: ignore[attr-defined]
-                e_guess if has_prev else 0, (b, f, e_guess))
-    mom = (o._mom[s.offset: s.offset + s.size] if has_prev  # type: ignore[attr-defined]
-           else torch.zeros(0, dtype=torch.int8))
-    flags = (uses_limbs(b), has_prev, bool(o.weight_decay),  # type: ignore[attr-defined]
-             o.rounding == "stochastic")  # type: ignore[attr-defined]
-    new, moms, floats, counts = _one(layer.stored(which), grad[0], mom, p,  # type: ignore
-                                     keys, s.offset, flags)
+    b, f = layer.n_bits, layer.exponent(which)
+    e_guess = int(o._mom_exp[s.index]) if o._mom_exp is not None else 7
+    p = _params(
+        grad[1],
+        f,
+        o.lr,
+        o.momentum,
+        o.weight_decay,
+        e_guess if has_prev else 0,
+        (b, f, e_guess),
+    )
+    mom = o._mom[s.offset : s.offset + s.size] if has_prev else torch.zeros(0, dtype=torch.int8)
+    flags = (
+        uses_limbs(b),
+        has_prev,
+        bool(o.weight_decay),
+        o.rounding == "stochastic",
+    )
+    new, moms, floats, counts = _one(
+        layer.stored(which),
+        grad[0],
+        mom,
+        p,
+        keys,
+        s.offset,
+        flags,
+    )
     e = min(choose_exponent(floats[2], 8), MAX_EXPONENT) if _finite(floats[2]) else e_guess
-    ok = (_finite(floats[0]) and _fit(floats[1], b, f)[1] == 0
-          and (e == e_guess or not o.momentum))  # type: ignore[attr-defined]
+    ok = _finite(floats[0]) and _fit(floats[1], b, f)[1] == 0 and (e == e_guess or not o.momentum)
     return _Try(s, grad, p, floats, counts, new, moms, e, e_guess, ok)
 
 
-def _commit(o: object, t: _Try, exps: dict[str, tuple[int, int]],
-            stats: dict[str, object]) -> None:
+def _commit(o: Any, t: _Try, exps: dict[str, tuple[int, int]], stats: dict[str, object]) -> None:
     s, layer = t.slot, t.slot.layer
-    f = layer.exponent(s.which)  # type: ignore[attr-defined]
-    if o.momentum > 0:  # type: ignore[attr-defined]
-        o._mom[s.offset: s.offset + s.size].copy_(  # type: ignore[attr-defined]
-            t.moms)
-        o._mom_exp[s.index] = t.e  # type: ignore[attr-defined]
-    layer.set_stored(s.which, t.new, f)  # type: ignore[attr-defined]
+    f = layer.exponent(s.which)
+    if o.momentum > 0:
+        o._mom[s.offset : s.offset + s.size].copy_(t.moms)
+        o._mom_exp[s.index] = t.e
+    layer.set_stored(s.which, t.new, f)
     if s.which == "weight":
         exps[s.name] = (f, f)
         stats[s.name] = (t.floats[0], s.size, t.counts[0], t.counts[2], 0)
 
 
-def _one(stored: Tensor, grad: Tensor | DeferredGrad, mom: Tensor, p: Tensor, keys: Tensor,
-         offset: int, flags: tuple[bool, bool, bool, bool]
-         ) -> tuple[Tensor, Tensor, list[float], list[int]]:
+def _one(
+    stored: Tensor,
+    grad: Tensor | DeferredGrad,
+    mom: Tensor,
+    p: Tensor,
+    keys: Tensor,
+    offset: int,
+    flags: tuple[bool, bool, bool, bool],
+) -> tuple[Tensor, Tensor, list[float], list[int]]:
     """:func:`update.one_pass` over one tensor (block by block when deferred)."""
     limbs, has_prev = flags[0], flags[1]
     if not isinstance(grad, DeferredGrad):
-        new, moms, fl, ct = K.run_one(_view(stored, limbs), grad.reshape(-1), mom, p, keys,
-                                      torch.tensor(offset, dtype=torch.int32), *flags)
+        new, moms, fl, ct = K.run_one(
+            _view(stored, limbs),
+            grad.reshape(-1),
+            mom,
+            p,
+            keys,
+            torch.tensor(offset, dtype=torch.int32),
+            *flags,
+        )
         return new.view(stored.shape), moms, fl.tolist(), ct.tolist()
     k = grad.shape[1]
     out = torch.empty_like(stored)
     moms = torch.empty(grad.shape[0] * k, dtype=torch.int8)
     fls, cts = [], []
     for r0, r1, acc in grad.blocks():
-        m = mom[r0 * k: r1 * k] if has_prev else mom
+        m = mom[r0 * k : r1 * k] if has_prev else mom
         base = torch.tensor(offset + r0 * k, dtype=torch.int32)
-        new, mb, fl, ct = K.run_one(_rows(stored, limbs, r0, r1), acc.view(-1), m, p, keys,
-                                    base, *flags)
+        new, mb, fl, ct = K.run_one(
+            _rows(stored, limbs, r0, r1), acc.view(-1), m, p, keys, base, *flags
+        )
         _rows(out, limbs, r0, r1).copy_(new)
-        moms[r0 * k: r1 * k].copy_(mb)
+        moms[r0 * k : r1 * k].copy_(mb)
         fls.append(fl)
         cts.append(ct)
     f = torch.stack(fls)
-    return (out, moms, [float(f[:, 0].sum()), *f[:, 1:].amax(0).tolist()],
-            torch.stack(cts).sum(0).tolist())
+    return (
+        out,
+        moms,
+        [float(f[:, 0].sum()), *f[:, 1:].amax(0).tolist()],
+        torch.stack(cts).sum(0).tolist(),
+    )
 
 
-def _keys(o: object) -> Tensor:
-    step = o._t  # type: ignore[attr-defined]
-    w1, w2 = stream_keys(o.seed, step, 0)  # type: ignore[attr-defined]
-    m1, m2 = stream_keys(o.seed, step, 1)  # type: ignore[attr-defined]
+def _keys(o: Any) -> Tensor:
+    step = o._t
+    w1, w2 = stream_keys(o.seed, step, 0)
+    m1, m2 = stream_keys(o.seed, step, 1)
     return torch.tensor([as_int32(k) for k in (w1, w2, m1, m2)], dtype=torch.int32)
 
 
@@ -226,18 +281,19 @@ def _finite(v: float) -> bool:
     return v == v and abs(v) != float("inf")
 
 
-def _write(o: object, seen: list[_Seen], bad: set[str], has_prev: bool
-           ) -> tuple[dict[str, tuple[int, int]], dict[str, object], set[str]]:
+def _write(
+    o: Any, seen: list[_Seen], bad: set[str], has_prev: bool
+) -> tuple[dict[str, tuple[int, int]], dict[str, object], set[str]]:
     keys = _keys(o)
-    keep = o.momentum > 0  # type: ignore[attr-defined]
-    if keep and o._mom is None:  # type: ignore[attr-defined]
-        o._mom = torch.zeros(sum(o._sizes), dtype=torch.int8)  # type: ignore[attr-defined]
-        o._mom_exp = torch.full((len(o._sizes),), 7, dtype=torch.int32)  # type: ignore
+    keep = o.momentum > 0
+    if keep and o._mom is None:
+        o._mom = torch.zeros(sum(o._sizes), dtype=torch.int8)
+        o._mom_exp = torch.full((len(o._sizes),), 7, dtype=torch.int32)
     stats: dict[str, object] = {}
     exps: dict[str, tuple[int, int]] = {}
     for v in seen:
         s, layer = v.slot, v.slot.layer
-        b, f = layer.n_bits, layer.exponent(s.which)  # type: ignore[attr-defined]
+        b, f = layer.n_bits, layer.exponent(s.which)
         skip = s.name in bad
         f_new, shifts = (f, 0) if skip else _fit(v.floats[1], b, f)
         amax_m = v.floats[3] if skip else v.floats[2]
@@ -247,23 +303,33 @@ def _write(o: object, seen: list[_Seen], bad: set[str], has_prev: bool
         p[K.F_SCALE], p[K.LO], p[K.HI] = 2.0**f_new, float(lo), float(hi)
         p[K.E_SCALE], p[K.SKIP] = 2.0**e, 1.0 if skip else 0.0
         limbs = uses_limbs(b)
-        stored = layer.stored(s.which)  # type: ignore[attr-defined]
-        prev = (o._mom[s.offset: s.offset + s.size] if has_prev  # type: ignore[attr-defined]
-                else torch.zeros(0, dtype=torch.int8))
-        flags = (limbs, has_prev, bool(o.weight_decay),  # type: ignore[attr-defined]
-                 o.rounding == "stochastic", keep)  # type: ignore[attr-defined]
-        mom_out = o._mom[s.offset: s.offset + s.size] if keep else None  # type: ignore
-        new, changed = _write_tensor(stored, v.grad[0], prev, p, keys, s.offset, mom_out,
-                                     flags)
+        stored = layer.stored(s.which)
+        prev = (
+            o._mom[s.offset : s.offset + s.size] if has_prev else torch.zeros(0, dtype=torch.int8)
+        )
+        flags = (
+            limbs,
+            has_prev,
+            bool(o.weight_decay),
+            o.rounding == "stochastic",
+            keep,
+        )
+        mom_out = o._mom[s.offset : s.offset + s.size] if keep else None
+        new, changed = _write_tensor(stored, v.grad[0], prev, p, keys, s.offset, mom_out, flags)
         if keep:
-            o._mom_exp[s.index] = e  # type: ignore[attr-defined]
+            o._mom_exp[s.index] = e
         if skip:
             continue
-        layer.set_stored(s.which, new, f_new)  # type: ignore
+        layer.set_stored(s.which, new, f_new)
         if s.which == "weight":
             exps[s.name] = (f, f_new)
-            stats[s.name] = (v.floats[0], s.size, v.counts[0],
-                             v.counts[1] if shifts else int(changed), shifts)
+            stats[s.name] = (
+                v.floats[0],
+                s.size,
+                v.counts[0],
+                v.counts[1] if shifts else int(changed),
+                shifts,
+            )
     return exps, stats, bad
 
 

@@ -61,8 +61,12 @@ def _geometry(
     kernel: IntPair, stride: IntPair, padding: IntPair, dilation: IntPair
 ) -> tuple[tuple[int, int], ...]:
     """``(kernel, stride, padding, dilation)`` as validated int pairs."""
-    pairs = (_pair(kernel, "kernel"), _pair(stride, "stride"), _pair(padding, "padding"),
-             _pair(dilation, "dilation"))
+    pairs = (
+        _pair(kernel, "kernel"),
+        _pair(stride, "stride"),
+        _pair(padding, "padding"),
+        _pair(dilation, "dilation"),
+    )
     if min(pairs[0] + pairs[1] + pairs[3]) < 1 or min(pairs[2]) < 0:
         raise ConvArgumentError(
             f"Kernel, stride and dilation must be positive and padding non-negative, got "
@@ -130,18 +134,24 @@ def _nhwc_placed(x: Tensor, step: tuple[int, int], pads: tuple[int, int, int, in
     return out[:, pt - top : out.shape[1] - pb + bottom, pl - left : out.shape[2] - pr + right]
 
 
-def _patches(xp: Tensor, kernel: tuple[int, int], stride: tuple[int, int],
-             dilation: tuple[int, int]) -> Tensor:
+def _patches(
+    xp: Tensor, kernel: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int]
+) -> Tensor:
     """Strided ``(N, Ho, Wo, kh, kw, C)`` view of every receptive field of NHWC ``xp``."""
     n, hp, wp, c = xp.shape
     (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
     ho, wo = _out_size(hp, kh, sh, 0, dh), _out_size(wp, kw, sw, 0, dw)
     if ho < 1 or wo < 1:
-        raise ConvArgumentError(f"The padded input ({hp}, {wp}) is smaller than the kernel "
-                                f"{kernel} at dilation {dilation}.")
+        raise ConvArgumentError(
+            f"The padded input ({hp}, {wp}) is smaller than the kernel "
+            f"{kernel} at dilation {dilation}."
+        )
     s_n, s_h, s_w, s_c = xp.stride()
-    return xp.as_strided((n, ho, wo, kh, kw, c),
-                         (s_n, s_h * sh, s_w * sw, s_h * dh, s_w * dw, s_c), xp.storage_offset())
+    return xp.as_strided(
+        (n, ho, wo, kh, kw, c),
+        (s_n, s_h * sh, s_w * sw, s_h * dh, s_w * dw, s_c),
+        xp.storage_offset(),
+    )
 
 
 def _rows_per_chunk(k: int, chunk_rows: int | None) -> int:
@@ -206,8 +216,12 @@ def _matmul_exact(a: Tensor, b: Tensor, out: Tensor | None = None) -> Tensor:
 
 
 def _conv_nhwc(
-    xp: Tensor, w_mat: Tensor, kernel: tuple[int, int], stride: tuple[int, int],
-    dilation: tuple[int, int], chunk_rows: int | None,
+    xp: Tensor,
+    w_mat: Tensor,
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    dilation: tuple[int, int],
+    chunk_rows: int | None,
 ) -> Tensor:
     """Exact ``(N, Ho, Wo, O)`` convolution of padded NHWC int8 ``xp`` with ``w_mat``."""
     patches = _patches(xp, kernel, stride, dilation)
@@ -227,8 +241,15 @@ def _conv_nhwc(
 
 
 def conv2d_forward_int(
-    x: Tensor, w_mat: Tensor, kernel: IntPair, stride: IntPair = 1, padding: IntPair = 0,
-    dilation: IntPair = 1, *, groups: int = 1, chunk_rows: int | None = None,
+    x: Tensor,
+    w_mat: Tensor,
+    kernel: IntPair,
+    stride: IntPair = 1,
+    padding: IntPair = 0,
+    dilation: IntPair = 1,
+    *,
+    groups: int = 1,
+    chunk_rows: int | None = None,
 ) -> Tensor:
     """Exact 2-d convolution of int8 codes: ``sum_{c,i,j} x[n,c,.,.] * w[o,c,i,j]``.
 
@@ -259,8 +280,15 @@ def conv2d_forward_int(
 
 
 def conv2d_input_grad_int(
-    e: Tensor, w_mat: Tensor, input_hw: tuple[int, int], kernel: IntPair, stride: IntPair = 1,
-    padding: IntPair = 0, dilation: IntPair = 1, *, groups: int = 1,
+    e: Tensor,
+    w_mat: Tensor,
+    input_hw: tuple[int, int],
+    kernel: IntPair,
+    stride: IntPair = 1,
+    padding: IntPair = 0,
+    dilation: IntPair = 1,
+    *,
+    groups: int = 1,
     chunk_rows: int | None = None,
 ) -> Tensor:
     """Exact gradient of ``conv2d_forward_int`` w.r.t. its input, for int8 error codes.
@@ -290,11 +318,15 @@ def conv2d_input_grad_int(
     h, w = input_hw
     n, o, ho, wo = e.shape
     if w_mat.shape[0] != o or w_mat.shape[1] % (kh * kw):
-        raise ConvArgumentError(f"Weight matrix of shape {tuple(w_mat.shape)} does not match "
-                                f"{o} error channels and kernel ({kh}, {kw}).")
+        raise ConvArgumentError(
+            f"Weight matrix of shape {tuple(w_mat.shape)} does not match "
+            f"{o} error channels and kernel ({kh}, {kw})."
+        )
     if (_out_size(h, kh, sh, ph, dh), _out_size(w, kw, sw, pw, dw)) != (ho, wo):
-        raise ConvArgumentError(f"Error of spatial size ({ho}, {wo}) does not come from an "
-                                f"input of size {tuple(input_hw)} with this geometry.")
+        raise ConvArgumentError(
+            f"Error of spatial size ({ho}, {wo}) does not come from an "
+            f"input of size {tuple(input_hw)} with this geometry."
+        )
     c = w_mat.shape[1] // (kh * kw)
     wt = w_mat.view(o, kh, kw, c).flip(1, 2).permute(3, 1, 2, 0).reshape(c, kh * kw * o)
     top, left = dh * (kh - 1) - ph, dw * (kw - 1) - pw
@@ -315,8 +347,15 @@ def _reduce_rows(e_rows: Tensor, chunks: Iterable[Chunk]) -> Tensor:
 
 
 def iter_conv2d_weight_grad_int(
-    e: Tensor, x: Tensor, kernel: IntPair, stride: IntPair = 1, padding: IntPair = 0,
-    dilation: IntPair = 1, *, groups: int = 1, chunk_rows: int | None = None,
+    e: Tensor,
+    x: Tensor,
+    kernel: IntPair,
+    stride: IntPair = 1,
+    padding: IntPair = 0,
+    dilation: IntPair = 1,
+    *,
+    groups: int = 1,
+    chunk_rows: int | None = None,
     out_chunk: int | None = None,
 ) -> Iterator[tuple[int, int, Tensor]]:
     """Yield the exact weight gradient in slices ``(o0, o1, grad[o0:o1])`` along O.
@@ -343,8 +382,10 @@ def iter_conv2d_weight_grad_int(
     patches = _patches(_nhwc_placed(x, (1, 1), (pad[0], pad[0], pad[1], pad[1])), kern, st, dil)
     n, ho, wo = patches.shape[:3]
     if e.shape[0] != n or e.shape[2:] != (ho, wo):
-        raise ConvArgumentError(f"Error codes of shape {tuple(e.shape)} do not match the "
-                                f"output ({n}, O, {ho}, {wo}) of this input and geometry.")
+        raise ConvArgumentError(
+            f"Error codes of shape {tuple(e.shape)} do not match the "
+            f"output ({n}, O, {ho}, {wo}) of this input and geometry."
+        )
     o = e.shape[1]
     e_nhwc = e.permute(0, 2, 3, 1)
     # channels_last errors: a transposed operand beats an int8 transpose copy
@@ -360,8 +401,15 @@ def iter_conv2d_weight_grad_int(
 
 
 def conv2d_weight_grad_int(
-    e: Tensor, x: Tensor, kernel: IntPair, stride: IntPair = 1, padding: IntPair = 0,
-    dilation: IntPair = 1, *, groups: int = 1, chunk_rows: int | None = None,
+    e: Tensor,
+    x: Tensor,
+    kernel: IntPair,
+    stride: IntPair = 1,
+    padding: IntPair = 0,
+    dilation: IntPair = 1,
+    *,
+    groups: int = 1,
+    chunk_rows: int | None = None,
 ) -> Tensor:
     """Exact weight gradient ``(O, kh*kw*C)`` in ``weight_matrix`` column order.
 
@@ -370,37 +418,81 @@ def conv2d_weight_grad_int(
     ``iter_conv2d_weight_grad_int``; ``weight_from_matrix`` turns it into ``(O, C, kh, kw)``.
     """
     ((_, _, grad),) = iter_conv2d_weight_grad_int(
-        e, x, kernel, stride, padding, dilation, groups=groups, chunk_rows=chunk_rows)
+        e, x, kernel, stride, padding, dilation, groups=groups, chunk_rows=chunk_rows
+    )
     return grad
 
 
 def conv1d_forward_int(
-    x: Tensor, w_mat: Tensor, kernel: int, stride: int = 1, padding: int = 0,
-    dilation: int = 1, *, groups: int = 1, chunk_rows: int | None = None,
+    x: Tensor,
+    w_mat: Tensor,
+    kernel: int,
+    stride: int = 1,
+    padding: int = 0,
+    dilation: int = 1,
+    *,
+    groups: int = 1,
+    chunk_rows: int | None = None,
 ) -> Tensor:
     """``conv2d_forward_int`` for ``(N, C, L)`` codes; returns ``(N, O, Lo)``."""
     _check(x, "x", groups, dim=3)
-    return conv2d_forward_int(x.unsqueeze(2), w_mat, (1, kernel), (1, stride), (0, padding),
-                              (1, dilation), chunk_rows=chunk_rows).squeeze(2)
+    return conv2d_forward_int(
+        x.unsqueeze(2),
+        w_mat,
+        (1, kernel),
+        (1, stride),
+        (0, padding),
+        (1, dilation),
+        chunk_rows=chunk_rows,
+    ).squeeze(2)
 
 
 def conv1d_input_grad_int(
-    e: Tensor, w_mat: Tensor, input_len: int, kernel: int, stride: int = 1, padding: int = 0,
-    dilation: int = 1, *, groups: int = 1, chunk_rows: int | None = None,
+    e: Tensor,
+    w_mat: Tensor,
+    input_len: int,
+    kernel: int,
+    stride: int = 1,
+    padding: int = 0,
+    dilation: int = 1,
+    *,
+    groups: int = 1,
+    chunk_rows: int | None = None,
 ) -> Tensor:
     """``conv2d_input_grad_int`` for ``(N, O, Lo)`` error codes; returns ``(N, C, L)``."""
     _check(e, "e", groups, dim=3)
-    return conv2d_input_grad_int(e.unsqueeze(2), w_mat, (1, input_len), (1, kernel),
-                                 (1, stride), (0, padding), (1, dilation),
-                                 chunk_rows=chunk_rows).squeeze(2)
+    return conv2d_input_grad_int(
+        e.unsqueeze(2),
+        w_mat,
+        (1, input_len),
+        (1, kernel),
+        (1, stride),
+        (0, padding),
+        (1, dilation),
+        chunk_rows=chunk_rows,
+    ).squeeze(2)
 
 
 def conv1d_weight_grad_int(
-    e: Tensor, x: Tensor, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1,
-    *, groups: int = 1, chunk_rows: int | None = None,
+    e: Tensor,
+    x: Tensor,
+    kernel: int,
+    stride: int = 1,
+    padding: int = 0,
+    dilation: int = 1,
+    *,
+    groups: int = 1,
+    chunk_rows: int | None = None,
 ) -> Tensor:
     """``conv2d_weight_grad_int`` for 1-d codes; returns ``(O, k*C)``."""
     _check(e, "e", groups, dim=3)
     _check(x, "x", groups, dim=3)
-    return conv2d_weight_grad_int(e.unsqueeze(2), x.unsqueeze(2), (1, kernel), (1, stride),
-                                  (0, padding), (1, dilation), chunk_rows=chunk_rows)
+    return conv2d_weight_grad_int(
+        e.unsqueeze(2),
+        x.unsqueeze(2),
+        (1, kernel),
+        (1, stride),
+        (0, padding),
+        (1, dilation),
+        chunk_rows=chunk_rows,
+    )

@@ -31,6 +31,7 @@ class StepState:
     training: bool
 
     if TYPE_CHECKING:  # provided by the layer
+
         def codes(self, which: str = "weight") -> Tensor:
             """The tensor's integer codes (int32, real shape)."""
 
@@ -84,8 +85,10 @@ class StepState:
         """Take (or add to) this step's gradient from the integer backward."""
         old = self._grads.get(which)
         if old is not None:  # a second backward before the step: accumulate in float
-            grad = as_tensor(old[0]).to(torch.float32) * 2.0**-old[1] + as_tensor(grad).to(
-                torch.float32) * 2.0**-exponent
+            grad = (
+                as_tensor(old[0]).to(torch.float32) * 2.0 ** -old[1]
+                + as_tensor(grad).to(torch.float32) * 2.0**-exponent
+            )
             exponent = 0
         self._grads[which] = (grad, exponent)
 
@@ -103,4 +106,3 @@ class StepState:
             self._live[which] = value
             self._live[f"{which}_codes"] = codes
         return value
-

@@ -30,8 +30,9 @@ def _codes(stored: Tensor, limbs: bool) -> Tensor:
     return stored.to(torch.int32)
 
 
-def _direction(stored: Tensor, g: Tensor, mom: Tensor, p: Tensor, limbs: bool,
-               has_prev: bool, has_wd: bool) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+def _direction(
+    stored: Tensor, g: Tensor, mom: Tensor, p: Tensor, limbs: bool, has_prev: bool, has_wd: bool
+) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
     """(old codes, w, d, prev): the reference's d = mu * prev + (g + wd * w)."""
     c = _codes(stored, limbs)
     w = c.to(torch.float32) * p[W_SCALE]
@@ -45,9 +46,19 @@ def _direction(stored: Tensor, g: Tensor, mom: Tensor, p: Tensor, limbs: bool,
     return c, w, d, prev
 
 
-def write_pass(stored: Tensor, g: Tensor, mom: Tensor, p: Tensor, keys: Tensor, base: Tensor,
-               limbs: bool, has_prev: bool, has_wd: bool, stochastic: bool,
-               keep_momentum: bool) -> tuple[Tensor, Tensor, Tensor]:
+def write_pass(
+    stored: Tensor,
+    g: Tensor,
+    mom: Tensor,
+    p: Tensor,
+    keys: Tensor,
+    base: Tensor,
+    limbs: bool,
+    has_prev: bool,
+    has_wd: bool,
+    stochastic: bool,
+    keep_momentum: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
     """New stored codes, new int8 momentum and #(changed codes) of one tensor.
 
     ``keys`` holds the int32 noise keys ``[w1, w2, m1, m2]``; ``base`` (int32) the offset
@@ -70,8 +81,7 @@ def write_pass(stored: Tensor, g: Tensor, mom: Tensor, p: Tensor, keys: Tensor, 
     code = torch.where(skip, c, code)
     changed = (code != c).sum()
     if limbs:
-        new = torch.stack(((code >> 8).to(torch.int8),
-                           ((code & 255) - LIMB_OFFSET).to(torch.int8)))
+        new = torch.stack(((code >> 8).to(torch.int8), ((code & 255) - LIMB_OFFSET).to(torch.int8)))
     else:
         new = code.to(torch.int8)
     if keep_momentum:
@@ -82,9 +92,18 @@ def write_pass(stored: Tensor, g: Tensor, mom: Tensor, p: Tensor, keys: Tensor, 
     return new, m, changed
 
 
-def one_pass(stored: Tensor, g: Tensor, mom: Tensor, p: Tensor, keys: Tensor, base: Tensor,
-             limbs: bool, has_prev: bool, has_wd: bool, stochastic: bool
-             ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def one_pass(
+    stored: Tensor,
+    g: Tensor,
+    mom: Tensor,
+    p: Tensor,
+    keys: Tensor,
+    base: Tensor,
+    limbs: bool,
+    has_prev: bool,
+    has_wd: bool,
+    stochastic: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Update codes and momentum in one read of the tensors, on guessed decisions.
 
     The grid ``p[F_SCALE]`` is kept and the momentum is rounded at the exponent of the last step
@@ -110,13 +129,23 @@ def one_pass(stored: Tensor, g: Tensor, mom: Tensor, p: Tensor, keys: Tensor, ba
     mom_new = round_stochastic(d * p[E_SCALE], noise).clamp(-127, 127).to(torch.int8)
     zero = torch.zeros((), dtype=torch.float32)
     amax_prev = prev.abs().amax() if prev is not None else zero
-    floats = torch.stack((au.to(torch.float64).sum(), w_new.abs().amax().to(torch.float64),
-                          d.abs().amax().to(torch.float64), amax_prev.to(torch.float64)))
-    counts = torch.stack(((u != 0).sum(dtype=torch.int32), (au >= p[HALF]).sum(dtype=torch.int32),
-                          (code != c).sum(dtype=torch.int32)))
+    floats = torch.stack(
+        (
+            au.to(torch.float64).sum(),
+            w_new.abs().amax().to(torch.float64),
+            d.abs().amax().to(torch.float64),
+            amax_prev.to(torch.float64),
+        )
+    )
+    counts = torch.stack(
+        (
+            (u != 0).sum(dtype=torch.int32),
+            (au >= p[HALF]).sum(dtype=torch.int32),
+            (code != c).sum(dtype=torch.int32),
+        )
+    )
     if limbs:
-        new = torch.stack(((code >> 8).to(torch.int8),
-                           ((code & 255) - LIMB_OFFSET).to(torch.int8)))
+        new = torch.stack(((code >> 8).to(torch.int8), ((code & 255) - LIMB_OFFSET).to(torch.int8)))
     else:
         new = code.to(torch.int8)
     return new, mom_new, floats, counts

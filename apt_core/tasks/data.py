@@ -47,7 +47,6 @@ _MNIST1D_ARGS: dict[str, Any] = {
 _DIRICHLET_MAX_RETRIES = 1000
 
 
-
 @dataclass(frozen=True, eq=False)
 class TaskData:
     """A classification task held in memory as tensors.
@@ -100,8 +99,9 @@ def load_task(task: str, seed: int = 0) -> TaskData:
     else:
         x_train, y_train, x_test, y_test = _mnist1d_arrays()
     mean, std = float(x_train.mean()), float(x_train.std())
-    logger.debug("Loaded task %s (seed %s): %s train, %s test samples",
-                 task, seed, len(y_train), len(y_test))
+    logger.debug(
+        "Loaded task %s (seed %s): %s train, %s test samples", task, seed, len(y_train), len(y_test)
+    )
     return TaskData(
         name=task,
         x_train=torch.from_numpy(((x_train - mean) / std).astype(np.float32)),
@@ -163,9 +163,7 @@ def _generate_mnist1d(
     finally:
         np.random.set_state(np_state)
         random.setstate(py_state)
-    return (
-        data["x"][:, None, :], data["y"], data["x_test"][:, None, :], data["y_test"]
-    )
+    return (data["x"][:, None, :], data["y"], data["x_test"][:, None, :], data["y_test"])
 
 
 def _save_npz_atomic(
@@ -210,9 +208,7 @@ def _check_num_partitions(num_partitions: int, num_samples: int) -> None:
         )
 
 
-def partition_iid(
-    labels: np.ndarray | Tensor, num_partitions: int, seed: int
-) -> list[np.ndarray]:
+def partition_iid(labels: np.ndarray | Tensor, num_partitions: int, seed: int) -> list[np.ndarray]:
     """Split sample indices uniformly at random into near-equal partitions.
 
     Parameters
@@ -350,13 +346,10 @@ def client_split(
         )
     if not _is_int(partition_id) or not 0 <= partition_id < num_partitions:
         raise DataError(
-            f"Invalid partitioning: partition_id={partition_id!r} must be in "
-            f"[0, {num_partitions})."
+            f"Invalid partitioning: partition_id={partition_id!r} must be in [0, {num_partitions})."
         )
     if not 0 <= test_fraction < 1:
-        raise DataError(
-            f"Invalid partitioning: test_fraction={test_fraction!r} must be in [0, 1)."
-        )
+        raise DataError(f"Invalid partitioning: test_fraction={test_fraction!r} must be in [0, 1).")
     if alpha is None:
         parts = partition_iid(task.y_train, num_partitions, seed)
     else:
@@ -372,9 +365,7 @@ def client_split(
     )
 
 
-def make_loader(
-    dataset: Dataset, batch_size: int, shuffle: bool, seed: int
-) -> DataLoader:
+def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int) -> DataLoader:
     """Return a single-process DataLoader whose shuffling is reproducible from ``seed``."""
     if not _is_int(batch_size) or batch_size < 1:
         raise DataError(f"Invalid loader: batch_size={batch_size!r} must be an int >= 1.")

@@ -22,69 +22,89 @@ _IN_FEATURES = {"digits": 64, "mnist1d": 40}
 
 
 def _digits_cnn() -> nn.Sequential:
-    return nn.Sequential(OrderedDict([
-        ("conv1", nn.Conv2d(1, 32, kernel_size=3, padding=1)),
-        ("relu1", nn.ReLU()),
-        ("conv2", nn.Conv2d(32, 64, kernel_size=3, padding=1)),
-        ("relu2", nn.ReLU()),
-        ("pool2", nn.MaxPool2d(2)),
-        ("conv3", nn.Conv2d(64, 64, kernel_size=3, padding=1)),
-        ("relu3", nn.ReLU()),
-        ("gap", nn.AdaptiveAvgPool2d(1)),
-        ("flatten", nn.Flatten()),
-        ("fc", nn.Linear(64, 10)),
-    ]))
+    return nn.Sequential(
+        OrderedDict(
+            [
+                ("conv1", nn.Conv2d(1, 32, kernel_size=3, padding=1)),
+                ("relu1", nn.ReLU()),
+                ("conv2", nn.Conv2d(32, 64, kernel_size=3, padding=1)),
+                ("relu2", nn.ReLU()),
+                ("pool2", nn.MaxPool2d(2)),
+                ("conv3", nn.Conv2d(64, 64, kernel_size=3, padding=1)),
+                ("relu3", nn.ReLU()),
+                ("gap", nn.AdaptiveAvgPool2d(1)),
+                ("flatten", nn.Flatten()),
+                ("fc", nn.Linear(64, 10)),
+            ]
+        )
+    )
 
 
 def _digits_mlp() -> nn.Sequential:
-    return nn.Sequential(OrderedDict([
-        ("flatten", nn.Flatten()),
-        ("fc1", nn.Linear(64, 128)),
-        ("relu1", nn.ReLU()),
-        ("fc2", nn.Linear(128, 64)),
-        ("relu2", nn.ReLU()),
-        ("fc3", nn.Linear(64, 10)),
-    ]))
+    return nn.Sequential(
+        OrderedDict(
+            [
+                ("flatten", nn.Flatten()),
+                ("fc1", nn.Linear(64, 128)),
+                ("relu1", nn.ReLU()),
+                ("fc2", nn.Linear(128, 64)),
+                ("relu2", nn.ReLU()),
+                ("fc3", nn.Linear(64, 10)),
+            ]
+        )
+    )
 
 
 def _mnist1d_cnn() -> nn.Sequential:
-    return nn.Sequential(OrderedDict([
-        ("conv1", nn.Conv1d(1, 32, kernel_size=5, padding=2)),
-        ("relu1", nn.ReLU()),
-        ("conv2", nn.Conv1d(32, 64, kernel_size=3, stride=2, padding=1)),
-        ("relu2", nn.ReLU()),
-        ("conv3", nn.Conv1d(64, 64, kernel_size=3, stride=2, padding=1)),
-        ("relu3", nn.ReLU()),
-        ("conv4", nn.Conv1d(64, 64, kernel_size=3, padding=1)),
-        ("relu4", nn.ReLU()),
-        ("gap", nn.AdaptiveAvgPool1d(1)),
-        ("flatten", nn.Flatten()),
-        ("fc", nn.Linear(64, 10)),
-    ]))
+    return nn.Sequential(
+        OrderedDict(
+            [
+                ("conv1", nn.Conv1d(1, 32, kernel_size=5, padding=2)),
+                ("relu1", nn.ReLU()),
+                ("conv2", nn.Conv1d(32, 64, kernel_size=3, stride=2, padding=1)),
+                ("relu2", nn.ReLU()),
+                ("conv3", nn.Conv1d(64, 64, kernel_size=3, stride=2, padding=1)),
+                ("relu3", nn.ReLU()),
+                ("conv4", nn.Conv1d(64, 64, kernel_size=3, padding=1)),
+                ("relu4", nn.ReLU()),
+                ("gap", nn.AdaptiveAvgPool1d(1)),
+                ("flatten", nn.Flatten()),
+                ("fc", nn.Linear(64, 10)),
+            ]
+        )
+    )
 
 
 def _mnist1d_mlp() -> nn.Sequential:
-    return nn.Sequential(OrderedDict([
-        ("flatten", nn.Flatten()),
-        ("fc1", nn.Linear(40, 256)),
-        ("relu1", nn.ReLU()),
-        ("fc2", nn.Linear(256, 128)),
-        ("relu2", nn.ReLU()),
-        ("fc3", nn.Linear(128, 10)),
-    ]))
+    return nn.Sequential(
+        OrderedDict(
+            [
+                ("flatten", nn.Flatten()),
+                ("fc1", nn.Linear(40, 256)),
+                ("relu1", nn.ReLU()),
+                ("fc2", nn.Linear(256, 128)),
+                ("relu2", nn.ReLU()),
+                ("fc3", nn.Linear(128, 10)),
+            ]
+        )
+    )
 
 
 def _wide_mlp(in_features: int) -> nn.Sequential:
     # The runtime benchmark's GEMM-bound model (issue 9: MLP 64-1024-1024-10): its two
     # 1024-wide layers make the step cost the GEMMs, not the per-op overhead of a small net.
-    return nn.Sequential(OrderedDict([
-        ("flatten", nn.Flatten()),
-        ("fc1", nn.Linear(in_features, 1024)),
-        ("relu1", nn.ReLU()),
-        ("fc2", nn.Linear(1024, 1024)),
-        ("relu2", nn.ReLU()),
-        ("fc3", nn.Linear(1024, 10)),
-    ]))
+    return nn.Sequential(
+        OrderedDict(
+            [
+                ("flatten", nn.Flatten()),
+                ("fc1", nn.Linear(in_features, 1024)),
+                ("relu1", nn.ReLU()),
+                ("fc2", nn.Linear(1024, 1024)),
+                ("relu2", nn.ReLU()),
+                ("fc3", nn.Linear(1024, 10)),
+            ]
+        )
+    )
 
 
 _BUILDERS: dict[tuple[str, str], Callable[[], nn.Sequential]] = {

@@ -23,7 +23,6 @@ server_cli.add_typer(token_cli, name="token")
 server_cli.add_typer(db_cli, name="db")
 
 
-
 class Role(StrEnum):
     """Roles a token can have."""
 
@@ -55,12 +54,17 @@ def serve(
 
     from server.coordinator.core.http_protocol import header_deadline_protocol
 
-    uvicorn.run("server.coordinator.main:create_service_app", factory=True,
-                host=host or settings.HOST, port=port or settings.PORT,
-                http=header_deadline_protocol(settings.HEADER_TIMEOUT),
-                # no limit_concurrency: it counts stalled connections and would answer
-                # everyone 503; the app's per-address limit and admission do that job
-                timeout_keep_alive=5, h11_max_incomplete_event_size=16 * 1024)
+    uvicorn.run(
+        "server.coordinator.main:create_service_app",
+        factory=True,
+        host=host or settings.HOST,
+        port=port or settings.PORT,
+        http=header_deadline_protocol(settings.HEADER_TIMEOUT),
+        # no limit_concurrency: it counts stalled connections and would answer
+        # everyone 503; the app's per-address limit and admission do that job
+        timeout_keep_alive=5,
+        h11_max_incomplete_event_size=16 * 1024,
+    )
 
 
 _DURATION = re.compile(r"([1-9][0-9]{0,5})([smhdw])")
@@ -77,11 +81,13 @@ def _parse_expires_in(value: str | None) -> timedelta | None:
     if match is None:
         raise typer.BadParameter(
             f"{value!r} is not a duration such as 30d, 12h, 90m, 2w or 3600s.",
-            param_hint="'--expires-in'")
+            param_hint="'--expires-in'",
+        )
     duration = timedelta(seconds=int(match[1]) * _UNIT_S[match[2]])
     if duration > _MAX_EXPIRY:
-        raise typer.BadParameter(f"{value!r} is longer than the maximum of 3650d.",
-                                 param_hint="'--expires-in'")
+        raise typer.BadParameter(
+            f"{value!r} is longer than the maximum of 3650d.", param_hint="'--expires-in'"
+        )
     return duration
 
 
@@ -109,9 +115,13 @@ def _when(value: datetime | None, never: str = "never") -> str:
 def create_token(
     role: Annotated[Role, typer.Option(help="admin: everything; operator: runs only.")],
     name: Annotated[str | None, typer.Option(help="Label, shown as policy author.")] = None,
-    expires_in: Annotated[str | None, typer.Option(
-        "--expires-in", help="Lifetime, e.g. 30d, 12h, 90m, 2w (default: never expires).",
-    )] = None,
+    expires_in: Annotated[
+        str | None,
+        typer.Option(
+            "--expires-in",
+            help="Lifetime, e.g. 30d, 12h, 90m, 2w (default: never expires).",
+        ),
+    ] = None,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Create a token and print it once; only its SHA-256 digest is stored."""
@@ -121,8 +131,9 @@ def create_token(
     lifetime = _parse_expires_in(expires_in)
     expires_at = None if lifetime is None else utcnow() + lifetime
     with _db_session(database_url) as session:
-        token = crud.create_token(session=session, role=role.value, name=name,
-                                  expires_at=expires_at)
+        token = crud.create_token(
+            session=session, role=role.value, name=name, expires_at=expires_at
+        )
         session.commit()
     typer.echo(token)
     expiry = "" if expires_at is None else f", expiring {_when(expires_at)}"
@@ -139,25 +150,31 @@ def list_tokens(database_url: DatabaseUrl = None) -> None:
     with _db_session(database_url) as session:
         tokens, _ = crud.list_tokens(session=session)
         now = utcnow()
-        rows = [(str(t.id), t.role, t.name, _when(t.created_at), _when(t.expires_at),
-                 _when(t.last_used_at),
-                 "revoked" if t.revoked else "expired" if token_refusal(t, now=now)
-                 else "active")
-                for t in tokens]
+        rows = [
+            (
+                str(t.id),
+                t.role,
+                t.name,
+                _when(t.created_at),
+                _when(t.expires_at),
+                _when(t.last_used_at),
+                "revoked" if t.revoked else "expired" if token_refusal(t, now=now) else "active",
+            )
+            for t in tokens
+        ]
     header = ("ID", "ROLE", "NAME", "CREATED", "EXPIRES", "LAST USED", "STATUS")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
-        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
-                   .rstrip())
+        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     if not rows:
-        typer.echo("No tokens yet: create one with 'aptfleet token create --role admin'.",
-                   err=True)
+        typer.echo("No tokens yet: create one with 'aptfleet token create --role admin'.", err=True)
 
 
 @token_cli.command("revoke")
 def revoke_token(
-    token_id: Annotated[int, typer.Argument(metavar="ID", min=1,
-                                            help="Id from 'aptfleet token list'.")],
+    token_id: Annotated[
+        int, typer.Argument(metavar="ID", min=1, help="Id from 'aptfleet token list'.")
+    ],
     database_url: DatabaseUrl = None,
 ) -> None:
     """Revoke a token: it gets 401 from now on and its dashboard sessions end."""
@@ -171,8 +188,11 @@ def revoke_token(
             typer.echo(str(exc), err=True)
             raise typer.Exit(1) from exc
         session.commit()
-        typer.echo(f"Revoked token {token.id} ('{token.name}', {token.role}); its dashboard "
-                   "sessions ended.", err=True)
+        typer.echo(
+            f"Revoked token {token.id} ('{token.name}', {token.role}); its dashboard "
+            "sessions ended.",
+            err=True,
+        )
 
 
 @db_cli.command("upgrade")

@@ -20,24 +20,32 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from apt_core.federated import RunSettings
 
 fl_cli = typer.Typer(add_completion=False, help="Federated APT: simulation and local fleet.")
-fleet_cli = typer.Typer(add_completion=False, no_args_is_help=True,
-                        help="A local deployment-engine fleet (SuperLink + SuperNodes).")
+fleet_cli = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="A local deployment-engine fleet (SuperLink + SuperNodes).",
+)
 fl_cli.add_typer(fleet_cli, name="fleet")
 console = Console(stderr=True)
 #: Defaults of the run settings shared with the devices. clients, fraction and rounds keep
 #: the benchmark's own scale (20 devices, half sampled, 30 rounds), not the ServerApp's.
 _RUN = RunSettings()
 
-StateDir = Annotated[Path | None, typer.Option(
-    "--state-dir", help="Fleet state directory (default: $APTFLEET_FLEET_DIR or "
-                        "/tmp/aptfleet-fleet).")]
+StateDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--state-dir",
+        help="Fleet state directory (default: $APTFLEET_FLEET_DIR or /tmp/aptfleet-fleet).",
+    ),
+]
 
 
 @fl_cli.command("simulate")
 def simulate_cmd(
     task: Annotated[str, typer.Option(help="digits or mnist1d")] = _RUN.task,
-    method: Annotated[str, typer.Option(
-        help="apt, fp32, qat8, or a comma-separated list (e.g. apt,fp32)")] = _RUN.method,
+    method: Annotated[
+        str, typer.Option(help="apt, fp32, qat8, or a comma-separated list (e.g. apt,fp32)")
+    ] = _RUN.method,
     clients: Annotated[int, typer.Option(min=1)] = 20,
     fraction: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.5,
     rounds: Annotated[int, typer.Option(min=1)] = 30,
@@ -59,28 +67,50 @@ def simulate_cmd(
 
     methods = [m.strip() for m in method.split(",") if m.strip()]
     logging.getLogger("flwr").setLevel(logging.ERROR)  # the progress bar reports rounds
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console) as prog:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as prog:
         bars = {m: prog.add_task(f"{m}", total=rounds) for m in methods}
 
         def on_round(m: str, r) -> None:  # type: ignore[no-untyped-def]
             acc = "n/a" if r.accuracy is None else f"{100 * r.accuracy:.1f}%"
             bits = "" if r.mean_bits is None else f" bits {r.mean_bits:.1f}"
-            prog.update(bars[m], completed=r.round,
-                        description=f"{m}: round {r.round} acc {acc}{bits} "
-                                    f"failed {r.failures} rejected {r.rejections}")
+            prog.update(
+                bars[m],
+                completed=r.round,
+                description=f"{m}: round {r.round} acc {acc}{bits} "
+                f"failed {r.failures} rejected {r.rejections}",
+            )
 
         try:
-            results = simulate(task=task, method=methods, clients=clients, fraction=fraction,
-                               rounds=rounds, alpha=alpha if alpha > 0 else None, seed=seed,
-                               out=out, policy=policy, arch=model, local_epochs=local_epochs,
-                               lr=lr, batch_size=batch_size, on_round=on_round)
+            results = simulate(
+                task=task,
+                method=methods,
+                clients=clients,
+                fraction=fraction,
+                rounds=rounds,
+                alpha=alpha if alpha > 0 else None,
+                seed=seed,
+                out=out,
+                policy=policy,
+                arch=model,
+                local_epochs=local_epochs,
+                lr=lr,
+                batch_size=batch_size,
+                on_round=on_round,
+            )
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None
     for m, c in (results.get("comparison") or {}).items():
         if m != "baseline":
-            console.print(f"{m} vs fp32: energy saving {c['energy_saving']:.1%}, uplink saving "
-                          f"{c['uplink_saving']:.1%}, accuracy delta {c['accuracy_delta']:+.3f}")
+            console.print(
+                f"{m} vs fp32: energy saving {c['energy_saving']:.1%}, uplink saving "
+                f"{c['uplink_saving']:.1%}, accuracy delta {c['accuracy_delta']:+.3f}"
+            )
     command = "aptfleet " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     console.print(f"wrote {out}/results.json, results.md and plots ({command})")
 
@@ -91,9 +121,14 @@ def _state_dir(state_dir: Path | None) -> Path:
     return state_dir or DEFAULT_STATE_DIR
 
 
-Hosts = Annotated[list[str] | None, typer.Option(
-    "--host", help="name or IP address the SuperLink certificate is valid for (repeat); "
-                   "127.0.0.1 and localhost are always included [default: superlink]")]
+Hosts = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--host",
+        help="name or IP address the SuperLink certificate is valid for (repeat); "
+        "127.0.0.1 and localhost are always included [default: superlink]",
+    ),
+]
 
 
 @fleet_cli.command("certs")
@@ -114,20 +149,32 @@ def fleet_certs(
     except (CertificateError, OSError) as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(1) from None
-    console.print(f"CA {certs.ca_cert}; SuperLink certificate {certs.server_cert} for "
-                  f"{', '.join(server_hosts(certs))}; SuperNode keys "
-                  f"{certs.root / 'nodes'}/node-<i>.key|.pub for i < {nodes}")
+    console.print(
+        f"CA {certs.ca_cert}; SuperLink certificate {certs.server_cert} for "
+        f"{', '.join(server_hosts(certs))}; SuperNode keys "
+        f"{certs.root / 'nodes'}/node-<i>.key|.pub for i < {nodes}"
+    )
 
 
 @fleet_cli.command("register")
 def fleet_register(
-    public_keys: Annotated[list[Path], typer.Argument(
-        help="SuperNode public keys (node-<i>.pub of 'fleet certs')", exists=True,
-        dir_okay=False)],
+    public_keys: Annotated[
+        list[Path],
+        typer.Argument(
+            help="SuperNode public keys (node-<i>.pub of 'fleet certs')",
+            exists=True,
+            dir_okay=False,
+        ),
+    ],
     superlink: Annotated[str, typer.Option("--superlink", help="SuperLink host:port")],
-    ca: Annotated[Path | None, typer.Option(
-        "--ca", help="CA certificate the SuperLink's certificate is verified with "
-                     "(default: the system's trust store)")] = None,
+    ca: Annotated[
+        Path | None,
+        typer.Option(
+            "--ca",
+            help="CA certificate the SuperLink's certificate is verified with "
+            "(default: the system's trust store)",
+        ),
+    ] = None,
 ) -> None:
     """Register SuperNode public keys with a SuperLink started with --enable-supernode-auth.
 
@@ -147,16 +194,25 @@ def fleet_register(
 @fleet_cli.command("up")
 def fleet_up(
     nodes: Annotated[int, typer.Option("--nodes", min=1, help="number of SuperNodes")] = 2,
-    device_class: Annotated[list[str] | None, typer.Option(
-        help="device class per node, cycled (repeat the option)")] = None,
+    device_class: Annotated[
+        list[str] | None, typer.Option(help="device class per node, cycled (repeat the option)")
+    ] = None,
     state_dir: StateDir = None,
-    certs: Annotated[Path | None, typer.Option(
-        "--certs", help="certificates directory of 'fleet certs' (default: <state-dir>/certs, "
-                        "created if absent)")] = None,
+    certs: Annotated[
+        Path | None,
+        typer.Option(
+            "--certs",
+            help="certificates directory of 'fleet certs' (default: <state-dir>/certs, "
+            "created if absent)",
+        ),
+    ] = None,
     host: Hosts = None,
-    insecure: Annotated[bool, typer.Option(
-        "--insecure", help="plain text and no SuperNode authentication: local development "
-                           "only")] = False,
+    insecure: Annotated[
+        bool,
+        typer.Option(
+            "--insecure", help="plain text and no SuperNode authentication: local development only"
+        ),
+    ] = False,
 ) -> None:
     """Start a SuperLink and N SuperNodes on free loopback ports.
 
@@ -166,22 +222,33 @@ def fleet_up(
     from server.flower.certs import DEFAULT_HOSTS
 
     if insecure:
-        console.print("[yellow]--insecure: no TLS and no SuperNode authentication; any "
-                      "process that reaches the SuperLink can join. Local development "
-                      "only.[/]")
+        console.print(
+            "[yellow]--insecure: no TLS and no SuperNode authentication; any "
+            "process that reaches the SuperLink can join. Local development "
+            "only.[/]"
+        )
         if certs is not None:
             console.print("[red]--certs and --insecure exclude each other.[/]")
             raise typer.Exit(2)
     try:
-        st = fleet.up(nodes, _state_dir(state_dir), device_classes=device_class,
-                      insecure=insecure, certs_dir=certs, hosts=host or DEFAULT_HOSTS)
+        st = fleet.up(
+            nodes,
+            _state_dir(state_dir),
+            device_classes=device_class,
+            insecure=insecure,
+            certs_dir=certs,
+            hosts=host or DEFAULT_HOSTS,
+        )
     except (fleet.FleetError, ValueError, OSError) as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(1) from None
-    security = ("INSECURE" if st.certs is None
-                else f"TLS (CA {st.certs.ca_cert}), SuperNode authentication")
-    console.print(f"SuperLink on {st.address}, {security}, {nodes} SuperNodes; "
-                  f"connection '{fleet.CONNECTION}' in {st.cli_home}/config.toml")
+    security = (
+        "INSECURE" if st.certs is None else f"TLS (CA {st.certs.ca_cert}), SuperNode authentication"
+    )
+    console.print(
+        f"SuperLink on {st.address}, {security}, {nodes} SuperNodes; "
+        f"connection '{fleet.CONNECTION}' in {st.cli_home}/config.toml"
+    )
 
 
 @fleet_cli.command("down")
@@ -203,8 +270,10 @@ def fleet_status(state_dir: StateDir = None) -> None:
 
 @fleet_cli.command("run")
 def fleet_run(
-    config: Annotated[list[str] | None, typer.Option(
-        "--config", "-c", help="run_config override key=value (repeat)")] = None,
+    config: Annotated[
+        list[str] | None,
+        typer.Option("--config", "-c", help="run_config override key=value (repeat)"),
+    ] = None,
     timeout: Annotated[float, typer.Option(help="seconds to wait for the run")] = 1800.0,
     state_dir: StateDir = None,
 ) -> None:

@@ -12,8 +12,11 @@ from server.cli.demo import demo_cli
 from server.cli.flower import fl_cli
 from server.cli.load.command import load_cli
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="aptfleet: federated edge learning with Adaptive Precision Training.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="aptfleet: federated edge learning with Adaptive Precision Training.",
+)
 for sub in (bench_cli, fl_cli, server_cli, demo_cli, load_cli):
     app.add_typer(sub, name=None)
 

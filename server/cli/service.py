@@ -47,8 +47,11 @@ class Coordinator:
             **os.environ,
             "APTFLEET_DATA_DIR": str(data_dir),
             "APTFLEET_DATABASE_URL": database_url or f"sqlite:///{data_dir / 'aptfleet.db'}",
-            "APTFLEET_SUPERLINK": "", "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-            "FLWR_TELEMETRY_ENABLED": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+            "APTFLEET_SUPERLINK": "",
+            "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+            "FLWR_TELEMETRY_ENABLED": "0",
+            "RAY_USAGE_STATS_ENABLED": "0",
+        }
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -65,9 +68,14 @@ class Coordinator:
 
     def cli(self, *args: str) -> str:
         """Run an ``aptfleet`` sub-command against this coordinator's database."""
-        return subprocess.run([sys.executable, "-m", "server.cli.main", *args], env=self.env,
-                              cwd=REPO_ROOT, check=True, capture_output=True,
-                              text=True).stdout.strip()
+        return subprocess.run(
+            [sys.executable, "-m", "server.cli.main", *args],
+            env=self.env,
+            cwd=REPO_ROOT,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
 
     def token(self, role: str, name: str | None = None) -> str:
         """A new bearer token of ``role`` (the CLI prints it once; it is never logged here)."""
@@ -78,14 +86,20 @@ class Coordinator:
         with self.log_path.open("ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "server.cli.main", "serve", "--port", str(self.port)],
-                env=self.env, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True)
+                env=self.env,
+                cwd=REPO_ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         wait_for(self._ready, timeout, "the coordinator to become ready")
 
     def _ready(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
-            raise ServiceError(f"The coordinator exited with code {self.proc.returncode}; "
-                               f"the end of {self.log_path}:\n{self.log()[-3000:]}")
+            raise ServiceError(
+                f"The coordinator exited with code {self.proc.returncode}; "
+                f"the end of {self.log_path}:\n{self.log()[-3000:]}"
+            )
         try:
             return httpx.get(f"{self.base}/readyz", timeout=2).status_code == 200
         except httpx.HTTPError:
@@ -117,8 +131,11 @@ class Coordinator:
 
     def client(self, token: str, timeout: float = 30.0) -> httpx.Client:
         """An API client (``/api/v1``) with a bearer token."""
-        return httpx.Client(base_url=f"{self.base}/api/v1", timeout=timeout,
-                            headers={"Authorization": f"Bearer {token}"})
+        return httpx.Client(
+            base_url=f"{self.base}/api/v1",
+            timeout=timeout,
+            headers={"Authorization": f"Bearer {token}"},
+        )
 
 
 def wait_for(cond: Callable[[], Any], timeout: float, what: str, every: float = 0.5) -> Any:

@@ -36,8 +36,10 @@ class TooManyAttemptsError(AptfleetError):
     """
 
     def __init__(self, retry_after: int) -> None:
-        super().__init__(f"Too many failed authentication attempts from this address; try "
-                         f"again in {retry_after} s.")
+        super().__init__(
+            f"Too many failed authentication attempts from this address; try "
+            f"again in {retry_after} s."
+        )
         self.retry_after = retry_after
 
 

@@ -49,8 +49,12 @@ HEARTBEAT_S = 10.0
 EXIT_START_FAILED = 75
 
 
-def server_settings(run: Run, start_round: int = 0, checkpoint: bytes | None = None,
-                    round_timeout: float = ServerSettings().timeout) -> ServerSettings:
+def server_settings(
+    run: Run,
+    start_round: int = 0,
+    checkpoint: bytes | None = None,
+    round_timeout: float = ServerSettings().timeout,
+) -> ServerSettings:
     """Flower-side settings of a stored run.
 
     Parameters
@@ -65,31 +69,39 @@ def server_settings(run: Run, start_round: int = 0, checkpoint: bytes | None = N
         Seconds to wait for one round's replies: the coordinator's
         ``APTFLEET_ROUND_TIMEOUT`` (a run has no timeout of its own).
     """
-    return ServerSettings(run=run_settings_of(run), rounds=run.rounds,
-                          fraction_train=run.fraction, fraction_evaluate=0.0,
-                          min_nodes=min(MIN_NODES, run.clients), timeout=round_timeout,
-                          start_round=start_round, checkpoint=checkpoint)
+    return ServerSettings(
+        run=run_settings_of(run),
+        rounds=run.rounds,
+        fraction_train=run.fraction,
+        fraction_evaluate=0.0,
+        min_nodes=min(MIN_NODES, run.clients),
+        timeout=round_timeout,
+        start_round=start_round,
+        checkpoint=checkpoint,
+    )
 
 
-def _finish(session_factory: sessionmaker[Session], run_id: int, status: str,
-            error: str | None = None) -> None:
+def _finish(
+    session_factory: sessionmaker[Session], run_id: int, status: str, error: str | None = None
+) -> None:
     def write() -> None:
         with session_factory() as session:
             begin_write(session)
             try:
-                crud.set_run_status(session=session, run_id=run_id, status=status,
-                                    error=error)
+                crud.set_run_status(session=session, run_id=run_id, status=status, error=error)
                 session.commit()
             except RunStateError:  # stopped through the API meanwhile: leave it stopped
                 session.rollback()
+
     with_db_retry(f"run {run_id} status", write)
 
 
 class _Heartbeat:
     """Stamps the run's heartbeat every ``every`` seconds from a daemon thread."""
 
-    def __init__(self, session_factory: sessionmaker[Session], run_id: int,
-                 every: float = HEARTBEAT_S) -> None:
+    def __init__(
+        self, session_factory: sessionmaker[Session], run_id: int, every: float = HEARTBEAT_S
+    ) -> None:
         self._session_factory = session_factory
         self._run_id = run_id
         self._every = every
@@ -112,8 +124,7 @@ class _Heartbeat:
                     crud.touch_run(session=session, run_id=self._run_id)
                     session.commit()
             except Exception as exc:  # noqa: BLE001 - a missed beat is retried next time
-                log.warning("Run %s: heartbeat not written (%s)", self._run_id,
-                            type(exc).__name__)
+                log.warning("Run %s: heartbeat not written (%s)", self._run_id, type(exc).__name__)
 
 
 def _start_ray(num_cpus: int = 2) -> None:
@@ -127,12 +138,15 @@ def _start_ray(num_cpus: int = 2) -> None:
     from server.flower.simulation import REPO_ROOT, backend_config
 
     pythonpath = os.pathsep.join([str(REPO_ROOT), *sys.path])
-    ray.init(runtime_env={"env_vars": {"PYTHONPATH": pythonpath}},
-             **backend_config(num_cpus)["init_args"])
+    ray.init(
+        runtime_env={"env_vars": {"PYTHONPATH": pythonpath}},
+        **backend_config(num_cpus)["init_args"],
+    )
 
 
-def _prepare(session_factory: sessionmaker[Session], run_id: int,
-             round_timeout: float) -> tuple[ServerSettings, int] | int:
+def _prepare(
+    session_factory: sessionmaker[Session], run_id: int, round_timeout: float
+) -> tuple[ServerSettings, int] | int:
     """The run's Flower settings and client count, or an exit code."""
     with session_factory() as session:
         run = crud.get_run(session=session, run_id=run_id)
@@ -155,6 +169,7 @@ def _mark_running(session_factory: sessionmaker[Session], run_id: int) -> bool:
 
     Returns False when the run cannot start any more (stopped meanwhile).
     """
+
     def write() -> bool:
         with session_factory() as session:
             begin_write(session)
@@ -166,6 +181,7 @@ def _mark_running(session_factory: sessionmaker[Session], run_id: int) -> bool:
                 log.error("Run %s cannot start: %s", run_id, exc)
                 return False
         return True
+
     return with_db_retry(f"run {run_id} status", write)
 
 
@@ -181,8 +197,9 @@ def run_job(run_id: int, settings: Settings) -> int:
 
 
 def _train(run_id: int, settings: Settings, session_factory: sessionmaker[Session]) -> int:
-    prepared = with_db_retry(f"run {run_id} read",
-                             lambda: _prepare(session_factory, run_id, settings.ROUND_TIMEOUT))
+    prepared = with_db_retry(
+        f"run {run_id} read", lambda: _prepare(session_factory, run_id, settings.ROUND_TIMEOUT)
+    )
     if isinstance(prepared, int):
         return prepared
     ss, clients = prepared
@@ -202,25 +219,32 @@ def _train(run_id: int, settings: Settings, session_factory: sessionmaker[Sessio
         elif settings.SUPERLINK:
             from server.flower.fleet import submit_to_superlink
 
-            submit_to_superlink(settings.SUPERLINK, ss, db_url=settings.DATABASE_URL,
-                                coordinator_run_id=run_id, ca_file=settings.SUPERLINK_CA_FILE,
-                                insecure=settings.SUPERLINK_INSECURE)
+            submit_to_superlink(
+                settings.SUPERLINK,
+                ss,
+                db_url=settings.DATABASE_URL,
+                coordinator_run_id=run_id,
+                ca_file=settings.SUPERLINK_CA_FILE,
+                insecure=settings.SUPERLINK_INSECURE,
+            )
         else:
             from server.flower.simulation import run_federated
 
             run_federated(ss, clients=clients, provider=provider, recorder=recorder)
+
         def save() -> bool:
             with session_factory() as session:
                 begin_write(session)
                 run = crud.get_run(session=session, run_id=run_id)
                 if run is None or run.status != "running":  # stopped or interrupted
-                    log.info("Run %s ended as %s.", run_id,
-                             None if run is None else run.status)
+                    log.info("Run %s ended as %s.", run_id, None if run is None else run.status)
                     return False
-                crud.set_run_savings(session=session, run_id=run_id,
-                                     savings=run_savings(session, run_id))
+                crud.set_run_savings(
+                    session=session, run_id=run_id, savings=run_savings(session, run_id)
+                )
                 session.commit()
                 return True
+
         if not with_db_retry(f"run {run_id} savings", save):
             return 0
         _finish(session_factory, run_id, "completed")
@@ -239,8 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_id", type=int)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
-                                                   "%(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     # before Ray is imported: it keeps every Ray process on 127.0.0.1
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     return run_job(args.run_id, Settings())

@@ -51,8 +51,9 @@ logger = logging.getLogger(__name__)
 API_PREFIX = "/api/v1"
 
 
-def _error(status_code: int, headers: dict[str, str] | None = None
-           ) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+def _error(
+    status_code: int, headers: dict[str, str] | None = None
+) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
     """A handler answering ``{"detail": str(exc)}`` with ``status_code`` (and ``headers``)."""
 
     async def handler(_request: Request, exc: Exception) -> JSONResponse:
@@ -63,8 +64,9 @@ def _error(status_code: int, headers: dict[str, str] | None = None
 
 async def _too_many_attempts(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, TooManyAttemptsError)
-    return JSONResponse({"detail": str(exc)}, status_code=429,
-                        headers={"Retry-After": str(exc.retry_after)})
+    return JSONResponse(
+        {"detail": str(exc)}, status_code=429, headers={"Retry-After": str(exc.retry_after)}
+    )
 
 
 def _json_safe(value: Any) -> Any:
@@ -84,14 +86,17 @@ def _json_safe(value: Any) -> Any:
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     """FastAPI's 422 (``loc`` names the field, ``input`` its value), safe for any input."""
     assert isinstance(exc, RequestValidationError)
-    return JSONResponse({"detail": _json_safe(jsonable_encoder(exc.errors()))},
-                        status_code=422)
+    return JSONResponse({"detail": _json_safe(jsonable_encoder(exc.errors()))}, status_code=422)
 
 
 async def _policy_update_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, PolicyUpdateError)
-    detail = {"type": "value_error", "loc": ["body", *exc.loc], "msg": exc.message,
-              "input": _json_safe(exc.value)}
+    detail = {
+        "type": "value_error",
+        "loc": ["body", *exc.loc],
+        "msg": exc.message,
+        "input": _json_safe(exc.value),
+    }
     return JSONResponse({"detail": [detail]}, status_code=422)
 
 
@@ -115,8 +120,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 def _add_error_handlers(app: FastAPI) -> None:
     """Map every domain error family of ``exceptions.py`` to its HTTP status (only here)."""
-    app.add_exception_handler(AuthenticationError,
-                              _error(401, headers={"WWW-Authenticate": "Bearer"}))
+    app.add_exception_handler(
+        AuthenticationError, _error(401, headers={"WWW-Authenticate": "Bearer"})
+    )
     app.add_exception_handler(PermissionDeniedError, _error(403))
     app.add_exception_handler(TooManyAttemptsError, _too_many_attempts)
     app.add_exception_handler(NotFoundError, _error(404))
@@ -128,8 +134,7 @@ def _add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
 
 
-def create_app(settings: Settings | None = None,
-               launcher: RunLauncher | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, launcher: RunLauncher | None = None) -> FastAPI:
     """Build the coordinator app; no database work happens until startup.
 
     At startup the database is migrated to head (Alembic), policy version 1 is seeded if
@@ -169,16 +174,22 @@ def create_app(settings: Settings | None = None,
         engine.dispose()
 
     # /docs and /redoc come from files installed with the package (api/routes/docs.py)
-    app = FastAPI(title="aptfleet coordinator", version="0.1.0", lifespan=lifespan,
-                  docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="aptfleet coordinator",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
     app.state.settings = settings
     app.state.engine = engine
     app.state.session_factory = session_factory
     app.state.launcher = launcher or NullLauncher(session_factory)
     app.state.model_converter = None
     app.state.metrics = Metrics(fleet_totals_reader(session_factory))
-    app.state.auth_throttle = AuthFailureThrottle(settings.AUTH_FAILURE_LIMIT,
-                                                  settings.AUTH_FAILURE_WINDOW_S)
+    app.state.auth_throttle = AuthFailureThrottle(
+        settings.AUTH_FAILURE_LIMIT, settings.AUTH_FAILURE_WINDOW_S
+    )
 
     _add_error_handlers(app)
 
@@ -188,13 +199,17 @@ def create_app(settings: Settings | None = None,
     # holds meanwhile. Metrics, security headers and CORS see every response, 4xx of the
     # limits included.
     app.add_middleware(ConcurrencyLimitMiddleware, limit=POOL_CONNECTIONS - 2)
-    app.add_middleware(BodyReadMiddleware, max_bytes=settings.MAX_BODY_BYTES,
-                       timeout=settings.BODY_TIMEOUT)
+    app.add_middleware(
+        BodyReadMiddleware, max_bytes=settings.MAX_BODY_BYTES, timeout=settings.BODY_TIMEOUT
+    )
     app.add_middleware(ClientLimitMiddleware, limit=settings.MAX_REQUESTS_PER_CLIENT)
     if settings.CORS_ORIGINS:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.CORS_ORIGINS,
-                           allow_methods=["GET", "POST", "PUT"],
-                           allow_headers=["Authorization", "Content-Type"])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.CORS_ORIGINS,
+            allow_methods=["GET", "POST", "PUT"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
     app.add_middleware(SecurityHeadersMiddleware, tls=settings.TLS)
     app.add_middleware(RequestMetricsMiddleware, metrics=app.state.metrics)
 

@@ -16,8 +16,7 @@ Task = Literal["digits", "mnist1d"]
 Method = Literal["apt", "fp32", "qat8"]
 #: The keys of ``apt_core.config.NAMED_POLICIES``, the policies a run may have of its own.
 PolicyName = Literal["default", "aggressive", "accurate"]
-RunStatus = Literal["queued", "pending", "running", "completed", "failed", "stopped",
-                   "interrupted"]
+RunStatus = Literal["queued", "pending", "running", "completed", "failed", "stopped", "interrupted"]
 
 _INT32_MAX = 2**31 - 1
 
@@ -62,30 +61,34 @@ class RunCreate(BaseModel):
 
     task: Task
     method: Method
-    clients: int = Field(default=10, ge=1, le=100,
-                         description="Devices the coordinator simulates for the run.")
+    clients: int = Field(
+        default=10, ge=1, le=100, description="Devices the coordinator simulates for the run."
+    )
     fraction: float = Field(default=_SERVER_DEFAULTS.fraction_train, gt=0, le=1)
     rounds: int = Field(default=_SERVER_DEFAULTS.rounds, ge=1, le=500)
     # cast: the default is a skew, never None (IID), which the REST API cannot express
-    alpha: float = Field(default=cast(float, _RUN_DEFAULTS.alpha), gt=0, le=ALPHA_MAX,
-                         allow_inf_nan=False,
-                         description="Dirichlet skew of the device partitions; larger is "
-                                     "closer to IID.")
+    alpha: float = Field(
+        default=cast(float, _RUN_DEFAULTS.alpha),
+        gt=0,
+        le=ALPHA_MAX,
+        allow_inf_nan=False,
+        description="Dirichlet skew of the device partitions; larger is closer to IID.",
+    )
     seed: int = Field(default=_RUN_DEFAULTS.seed, ge=0, le=_INT32_MAX)
     policy: PolicyName | None = Field(
         default=None,
         description="The run's own precision policy, one of the named policies (the "
-                    "REST API takes no 'key=value' changes: JSON Schema cannot state their "
-                    "rules). Every round of the run then trains every device with exactly "
-                    "this policy, recorded as "
-                    "policy version 0; fleet policy versions and per-device-class overrides "
-                    "(PUT /policy) do not apply to it. Null (the default) follows the fleet: "
-                    "each round uses the current version and its overrides.")
+        "REST API takes no 'key=value' changes: JSON Schema cannot state their "
+        "rules). Every round of the run then trains every device with exactly "
+        "this policy, recorded as "
+        "policy version 0; fleet policy versions and per-device-class overrides "
+        "(PUT /policy) do not apply to it. Null (the default) follows the fleet: "
+        "each round uses the current version and its overrides.",
+    )
 
     def run_settings(self) -> RunSettings:
         """The settings every device of the run shares; the rest take the defaults."""
-        return RunSettings(task=self.task, method=self.method, alpha=self.alpha,
-                           seed=self.seed)
+        return RunSettings(task=self.task, method=self.method, alpha=self.alpha, seed=self.seed)
 
 
 class RunPublic(_Public):
@@ -106,17 +109,20 @@ class RunPublic(_Public):
     latest_accuracy: float | None
     savings: dict[str, Any] | None = Field(
         description="Savings (fractions, 0.6 = 60% less) of energy, parameter_memory, "
-                    "uplink_bytes and downlink_bytes versus fp32 FedAvg on the same "
-                    "client-rounds, from the cost model (Horowitz 45 nm); null until the "
-                    "run ends.")
+        "uplink_bytes and downlink_bytes versus fp32 FedAvg on the same "
+        "client-rounds, from the cost model (Horowitz 45 nm); null until the "
+        "run ends."
+    )
     error: str | None
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
     queue_position: int | None = Field(
-        default=None, description="Place in the admission queue while the run is queued "
-                                  "(1 starts next); null otherwise. At most "
-                                  "APTFLEET_MAX_ACTIVE_RUNS runs are pending or running.")
+        default=None,
+        description="Place in the admission queue while the run is queued "
+        "(1 starts next); null otherwise. At most "
+        "APTFLEET_MAX_ACTIVE_RUNS runs are pending or running.",
+    )
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -146,8 +152,8 @@ class RoundPublic(_Public):
     rejections: int
     mean_bits: float | None
     policy_version: int | None = Field(
-        description="Fleet policy version the round trained with; 0 for a run with its "
-                    "own policy.")
+        description="Fleet policy version the round trained with; 0 for a run with its own policy."
+    )
     global_bits: dict[str, int]
     created_at: datetime
 
@@ -315,7 +321,8 @@ class PolicyUpdate(BaseModel):
     err_bits: int = Field(default=_LEFT_OUT, ge=BITS_LOW, le=BITS_HIGH)
     adaptive: bool = Field(default=_LEFT_OUT)
     overrides: dict[str, dict[str, Any]] | None = Field(
-        default=None, examples=[{"mcu": {"bits_max": 8}}])
+        default=None, examples=[{"mcu": {"bits_max": 8}}]
+    )
     note: str | None = Field(default=None, max_length=2000)
 
 
@@ -331,7 +338,8 @@ class TokenPublic(_Public):
     created_at: datetime
     expires_at: datetime | None = Field(description="None: the token never expires.")
     last_used_at: datetime | None = Field(
-        description="Last authenticated use, recorded at most once a minute per token.")
+        description="Last authenticated use, recorded at most once a minute per token."
+    )
     revoked: bool
     revoked_at: datetime | None
 

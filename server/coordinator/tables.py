@@ -25,8 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-RUN_STATUSES = ("queued", "pending", "running", "completed", "failed", "stopped",
-                "interrupted")
+RUN_STATUSES = ("queued", "pending", "running", "completed", "failed", "stopped", "interrupted")
 #: A run in one of these states never changes state again.
 TERMINAL_RUN_STATUSES = frozenset({"completed", "failed", "stopped", "interrupted"})
 #: A run waiting in the admission queue (no job yet) ...
@@ -98,13 +97,15 @@ def _in(column: str, values: tuple[str, ...]) -> str:
 class Base(DeclarativeBase):
     """Declarative base with deterministic constraint names (Alembic needs them)."""
 
-    metadata = MetaData(naming_convention={
-        "ix": "ix_%(column_0_label)s",
-        "uq": "uq_%(table_name)s_%(column_0_name)s",
-        "ck": "ck_%(table_name)s_%(constraint_name)s",
-        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-        "pk": "pk_%(table_name)s",
-    })
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(column_0_label)s",
+            "uq": "uq_%(table_name)s_%(column_0_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
 
 
 class Device(Base):
@@ -177,8 +178,11 @@ class Round(Base):
 
 def _round_fk(table: str) -> ForeignKeyConstraint:
     return ForeignKeyConstraint(
-        ["run_id", "round"], ["rounds.run_id", "rounds.round"], ondelete="CASCADE",
-        name=f"fk_{table}_run_id_round_rounds")
+        ["run_id", "round"],
+        ["rounds.run_id", "rounds.round"],
+        ondelete="CASCADE",
+        name=f"fk_{table}_run_id_round_rounds",
+    )
 
 
 class ClientRound(Base):
@@ -187,15 +191,15 @@ class ClientRound(Base):
     __tablename__ = "client_rounds"
     __table_args__ = (
         _round_fk("client_rounds"),
-        UniqueConstraint("run_id", "round", "device_id",
-                         name="uq_client_rounds_run_id_round_device_id"),
+        UniqueConstraint(
+            "run_id", "round", "device_id", name="uq_client_rounds_run_id_round_device_id"
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     run_id: Mapped[int] = mapped_column(Integer)
     round: Mapped[int] = mapped_column(Integer)
-    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"),
-                                           index=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"), index=True)
     partition_id: Mapped[int | None] = mapped_column(Integer)
     policy_version: Mapped[int | None] = mapped_column(Integer)
     energy_j: Mapped[float] = mapped_column(Float, default=0.0)
@@ -215,15 +219,19 @@ class LayerPrecision(Base):
     __tablename__ = "layer_precision"
     __table_args__ = (
         _round_fk("layer_precision"),
-        UniqueConstraint("run_id", "round", "device_id", "layer",
-                         name="uq_layer_precision_run_id_round_device_id_layer"),
+        UniqueConstraint(
+            "run_id",
+            "round",
+            "device_id",
+            "layer",
+            name="uq_layer_precision_run_id_round_device_id_layer",
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     run_id: Mapped[int] = mapped_column(Integer)
     round: Mapped[int] = mapped_column(Integer)
-    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"),
-                                           index=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"), index=True)
     layer: Mapped[str] = mapped_column(String(200))
     bits: Mapped[int] = mapped_column(Integer)
     exponent: Mapped[int] = mapped_column(Integer)
@@ -301,6 +309,7 @@ class DashboardSession(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     session_hash: Mapped[str] = mapped_column(String(64), unique=True)
     token_id: Mapped[int] = mapped_column(
-        Integer, ForeignKey("api_tokens.id", ondelete="CASCADE"), index=True)
+        Integer, ForeignKey("api_tokens.id", ondelete="CASCADE"), index=True
+    )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -87,13 +87,18 @@ class FleetCerts:
 
     def node(self, i: int) -> NodeKey:
         """Key pair files of SuperNode ``i``."""
-        return NodeKey(self.root / "nodes" / f"node-{i}.key",
-                       self.root / "nodes" / f"node-{i}.pub")
+        return NodeKey(self.root / "nodes" / f"node-{i}.key", self.root / "nodes" / f"node-{i}.pub")
 
     def server_args(self) -> list[str]:
         """``flower-superlink`` TLS flags for these files."""
-        return ["--ssl-ca-certfile", str(self.ca_cert), "--ssl-certfile", str(self.server_cert),
-                "--ssl-keyfile", str(self.server_key)]
+        return [
+            "--ssl-ca-certfile",
+            str(self.ca_cert),
+            "--ssl-certfile",
+            str(self.server_cert),
+            "--ssl-keyfile",
+            str(self.server_key),
+        ]
 
 
 def ensure_certs(out: Path, nodes: int, hosts: Iterable[str] = DEFAULT_HOSTS) -> FleetCerts:
@@ -123,8 +128,10 @@ def ensure_certs(out: Path, nodes: int, hosts: Iterable[str] = DEFAULT_HOSTS) ->
     if not certs.ca_cert.exists():
         _write_ca(certs)
     elif not certs.ca_key.exists():
-        raise CertificateError(f"{certs.ca_cert} exists but {certs.ca_key} does not; move the "
-                               "directory away or restore the CA key.")
+        raise CertificateError(
+            f"{certs.ca_cert} exists but {certs.ca_key} does not; move the "
+            "directory away or restore the CA key."
+        )
     if not certs.server_cert.exists() or not set(wanted) <= set(server_hosts(certs)):
         _write_server_cert(certs, wanted)
     for i in range(nodes):
@@ -137,18 +144,28 @@ def server_hosts(certs: FleetCerts) -> list[str]:
     """Host names and addresses in the SuperLink certificate's subjectAltName."""
     cert = x509.load_pem_x509_certificate(certs.server_cert.read_bytes())
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    return ([str(a) for a in san.get_values_for_type(x509.IPAddress)]
-            + list(san.get_values_for_type(x509.DNSName)))
+    return [str(a) for a in san.get_values_for_type(x509.IPAddress)] + list(
+        san.get_values_for_type(x509.DNSName)
+    )
 
 
 def write_node_key(key: NodeKey) -> None:
     """Write a new EC P-384 key pair in OpenSSH format (private key 0600)."""
     private = ec.generate_private_key(_NODE_CURVE)
-    _write_private(key.private, private.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-        serialization.NoEncryption()))
-    key.public.write_bytes(private.public_key().public_bytes(
-        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH) + b"\n")
+    _write_private(
+        key.private,
+        private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        ),
+    )
+    key.public.write_bytes(
+        private.public_key().public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+        )
+        + b"\n"
+    )
 
 
 def _hosts(hosts: Iterable[str]) -> list[str]:
@@ -169,35 +186,56 @@ def _write_private(path: Path, data: bytes) -> None:
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "aptfleet"),
-                      x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "aptfleet"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
 
 
 def _validity(builder: x509.CertificateBuilder, days: int) -> x509.CertificateBuilder:
     now = dt.datetime.now(dt.UTC)
-    return (builder.serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=days)))
+    return (
+        builder.serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+    )
 
 
 def _write_ca(certs: FleetCerts) -> None:
     key = ec.generate_private_key(_TLS_CURVE)
     name = _name("aptfleet fleet CA")
     public = key.public_key()
-    cert = (_validity(x509.CertificateBuilder(), CA_DAYS)
-            .subject_name(name).issuer_name(name).public_key(public)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(x509.KeyUsage(
-                digital_signature=True, key_cert_sign=True, crl_sign=True,
-                content_commitment=False, key_encipherment=False, data_encipherment=False,
-                key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
-            .sign(key, hashes.SHA256()))
+    cert = (
+        _validity(x509.CertificateBuilder(), CA_DAYS)
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(public)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+        .sign(key, hashes.SHA256())
+    )
     _write_private(certs.ca_key, _pem_key(key))
     certs.ca_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     log.info("Created the fleet CA in %s", certs.ca_cert)
@@ -219,17 +257,19 @@ def _write_server_cert(certs: FleetCerts, hosts: Sequence[str]) -> None:
         raise CertificateError(f"{certs.ca_key} is not an EC private key.")
     ca_cert = x509.load_pem_x509_certificate(certs.ca_cert.read_bytes())
     key = ec.generate_private_key(_TLS_CURVE)
-    cert = (_validity(x509.CertificateBuilder(), SERVER_DAYS)
-            .subject_name(_name("aptfleet superlink"))
-            .issuer_name(ca_cert.subject).public_key(key.public_key())
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(_san(hosts), critical=False)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
-                           critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
-                ca_key.public_key()), critical=False)
-            .sign(ca_key, hashes.SHA256()))
+    cert = (
+        _validity(x509.CertificateBuilder(), SERVER_DAYS)
+        .subject_name(_name("aptfleet superlink"))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_san(hosts), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
     _write_private(certs.server_key, _pem_key(key))
     certs.server_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    log.info("Created the SuperLink certificate for %s in %s", ", ".join(hosts),
-             certs.server_cert)
+    log.info("Created the SuperLink certificate for %s in %s", ", ".join(hosts), certs.server_cert)

@@ -55,9 +55,24 @@ from server.flower.submission import (
 from server.ports import free_port
 
 __all__ = [
-    "CONNECTION", "DEFAULT_STATE_DIR", "LOCAL_SUPERLINK_PORT", "FleetError", "FleetState",
-    "Proc", "RunOutcome", "ServerSettingsLike", "down", "register_keys", "register_node", "run_app",
-    "run_log", "start_supernode", "status", "submit_to_superlink", "supernodes", "up",
+    "CONNECTION",
+    "DEFAULT_STATE_DIR",
+    "LOCAL_SUPERLINK_PORT",
+    "FleetError",
+    "FleetState",
+    "Proc",
+    "RunOutcome",
+    "ServerSettingsLike",
+    "down",
+    "register_keys",
+    "register_node",
+    "run_app",
+    "run_log",
+    "start_supernode",
+    "status",
+    "submit_to_superlink",
+    "supernodes",
+    "up",
 ]
 
 log = logging.getLogger(__name__)
@@ -119,8 +134,13 @@ class FleetState:
         if not path.exists():
             return None
         d = json.loads(path.read_text())
-        return cls(d["state_dir"], d["superlink_port"], [Proc(**p) for p in d["procs"]],
-                   bool(d.get("insecure", False)), str(d.get("certs_dir", "")))
+        return cls(
+            d["state_dir"],
+            d["superlink_port"],
+            [Proc(**p) for p in d["procs"]],
+            bool(d.get("insecure", False)),
+            str(d.get("certs_dir", "")),
+        )
 
 
 def _start(role: str, args: list[str], home: Path, port: int, node_config: str = "") -> Proc:
@@ -136,8 +156,11 @@ def _wait_health(port: int, timeout: float, ca_file: Path | None) -> None:
     context = None if ca_file is None else ssl.create_default_context(cafile=str(ca_file))
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(url, timeout=1,  # noqa: S310 (loopback)
-                                        context=context) as r:
+            with urllib.request.urlopen(
+                url,
+                timeout=1,  # noqa: S310 (loopback)
+                context=context,
+            ) as r:
                 if r.status == 200:
                     return
         except OSError:
@@ -146,11 +169,17 @@ def _wait_health(port: int, timeout: float, ca_file: Path | None) -> None:
     raise FleetError(f"The SuperLink did not answer {url} within {timeout:.0f} s.")
 
 
-def up(nodes: int, state_dir: Path = DEFAULT_STATE_DIR,
-       device_classes: Sequence[str] | None = None,
-       node_config: Mapping[int, Mapping[str, Any]] | None = None,
-       timeout: float = 60.0, *, insecure: bool = False, certs_dir: Path | None = None,
-       hosts: Sequence[str] = DEFAULT_HOSTS) -> FleetState:
+def up(
+    nodes: int,
+    state_dir: Path = DEFAULT_STATE_DIR,
+    device_classes: Sequence[str] | None = None,
+    node_config: Mapping[int, Mapping[str, Any]] | None = None,
+    timeout: float = 60.0,
+    *,
+    insecure: bool = False,
+    certs_dir: Path | None = None,
+    hosts: Sequence[str] = DEFAULT_HOSTS,
+) -> FleetState:
     """Start a SuperLink and ``nodes`` SuperNodes on loopback.
 
     Parameters
@@ -181,33 +210,53 @@ def up(nodes: int, state_dir: Path = DEFAULT_STATE_DIR,
     state_dir.mkdir(parents=True, exist_ok=True)
     state = FleetState(str(state_dir), free_port(), insecure=insecure)
     if insecure:
-        log.warning("Fleet in %s is INSECURE: plain text, and any process that reaches the "
-                    "SuperLink can join as a device. Use it for local development only.",
-                    state_dir)
+        log.warning(
+            "Fleet in %s is INSECURE: plain text, and any process that reaches the "
+            "SuperLink can join as a device. Use it for local development only.",
+            state_dir,
+        )
     else:
         certs = ensure_certs(certs_dir or state_dir / "certs", nodes, hosts)
         state.certs_dir = str(certs.root)
     try:
         _start_superlink(state, timeout)
-        write_cli_config(state.cli_home, state.address, insecure=insecure,
-                         ca_file=None if state.certs is None else state.certs.ca_cert)
+        write_cli_config(
+            state.cli_home,
+            state.address,
+            insecure=insecure,
+            ca_file=None if state.certs is None else state.certs.ca_cert,
+        )
         classes = list(device_classes or [DEFAULT_DEVICE_CLASS])
         for i in range(nodes):
-            extra = {"device-class": classes[i % len(classes)],
-                     **dict((node_config or {}).get(i, {}))}
+            extra = {
+                "device-class": classes[i % len(classes)],
+                **dict((node_config or {}).get(i, {})),
+            }
             if state.certs is None:
                 start_supernode(state, i, nodes, extra, insecure=True)
             else:
                 key = state.certs.node(i)
                 node_id = register_node(state, key.public)
-                start_supernode(state, i, nodes, extra, root_certificates=state.certs.ca_cert,
-                                key=key, node_id=node_id)
+                start_supernode(
+                    state,
+                    i,
+                    nodes,
+                    extra,
+                    root_certificates=state.certs.ca_cert,
+                    key=key,
+                    node_id=node_id,
+                )
         _check_started(state)
     except BaseException:
         down(state_dir)
         raise
-    log.info("Fleet up: SuperLink on %s (%s), %s SuperNodes, state in %s", state.address,
-             "INSECURE" if insecure else "TLS, SuperNode authentication", nodes, state_dir)
+    log.info(
+        "Fleet up: SuperLink on %s (%s), %s SuperNodes, state in %s",
+        state.address,
+        "INSECURE" if insecure else "TLS, SuperNode authentication",
+        nodes,
+        state_dir,
+    )
     return state
 
 
@@ -215,11 +264,25 @@ def _start_superlink(state: FleetState, timeout: float) -> None:
     """Start the SuperLink on the state's port and wait until it is healthy."""
     port = state.superlink_port
     certs = state.certs
-    security = (["--insecure"] if certs is None
-                else [*certs.server_args(), "--enable-supernode-auth"])
-    state.procs.append(_start("superlink", [
-        executable("flower-superlink"), *security, "--disable-runtime-dependency-installation",
-        "--host", "127.0.0.1", "--port", str(port)], Path(state.state_dir) / "link", port))
+    security = (
+        ["--insecure"] if certs is None else [*certs.server_args(), "--enable-supernode-auth"]
+    )
+    state.procs.append(
+        _start(
+            "superlink",
+            [
+                executable("flower-superlink"),
+                *security,
+                "--disable-runtime-dependency-installation",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            Path(state.state_dir) / "link",
+            port,
+        )
+    )
     state.save()
     _wait_health(port, timeout, None if certs is None else certs.ca_cert)
 
@@ -239,8 +302,9 @@ def register_node(state: FleetState, public_key: Path) -> int:
     return node_id
 
 
-def register_keys(address: str, public_keys: Sequence[Path], *, ca_file: Path | None = None
-                  ) -> dict[Path, int | None]:
+def register_keys(
+    address: str, public_keys: Sequence[Path], *, ca_file: Path | None = None
+) -> dict[Path, int | None]:
     """Register SuperNode public keys with the SuperLink at ``address``; known keys are skipped.
 
     The connection uses TLS, verified with ``ca_file`` or the system's trust store.
@@ -262,8 +326,9 @@ def register_key(cli_home: Path, public_key: Path, *, exist_ok: bool = False) ->
     FleetError
         If the registration fails (or the key is already registered and not ``exist_ok``).
     """
-    res = flwr(cli_home, ["supernode", "register", str(public_key), CONNECTION,
-                          "--format", "json"], 60)
+    res = flwr(
+        cli_home, ["supernode", "register", str(public_key), CONNECTION, "--format", "json"], 60
+    )
     try:
         out = json_out(res.stdout)
     except (FleetError, ValueError):
@@ -273,8 +338,9 @@ def register_key(cli_home: Path, public_key: Path, *, exist_ok: bool = False) ->
     text = (res.stdout + res.stderr).strip()
     if exist_ok and "already in use" in text:
         return None
-    raise FleetError(f"flwr supernode register {public_key} failed (exit {res.returncode}): "
-                     f"{text[-800:]}")
+    raise FleetError(
+        f"flwr supernode register {public_key} failed (exit {res.returncode}): {text[-800:]}"
+    )
 
 
 def supernodes(state: FleetState) -> list[dict[str, Any]]:
@@ -289,27 +355,51 @@ def supernodes(state: FleetState) -> list[dict[str, Any]]:
         return []
 
 
-def start_supernode(state: FleetState, i: int, nodes: int, extra: Mapping[str, Any], *,
-                    insecure: bool = False, root_certificates: Path | None = None,
-                    key: NodeKey | None = None, node_id: int = 0) -> Proc:
+def start_supernode(
+    state: FleetState,
+    i: int,
+    nodes: int,
+    extra: Mapping[str, Any],
+    *,
+    insecure: bool = False,
+    root_certificates: Path | None = None,
+    key: NodeKey | None = None,
+    node_id: int = 0,
+) -> Proc:
     """Start SuperNode ``i`` of ``nodes`` with node config ``extra`` on top of its partition.
 
     With TLS, ``root_certificates`` is the CA it verifies the SuperLink with (None: the
     system's trust store) and ``key`` its key pair (None: no authentication); ``node_id`` is
     what its key was registered as, kept in the state file.
     """
-    cfg = " ".join([f"partition-id={i}", f"num-partitions={nodes}"]
-                   + [f"{k}={json.dumps(v)}" for k, v in extra.items()])
+    cfg = " ".join(
+        [f"partition-id={i}", f"num-partitions={nodes}"]
+        + [f"{k}={json.dumps(v)}" for k, v in extra.items()]
+    )
     security = ["--insecure"] if insecure else []
     if root_certificates is not None:
         security += ["--root-certificates", str(root_certificates)]
     if key is not None:
         security += ["--auth-supernode-private-key", str(key.private)]
     nport = free_port()
-    proc = _start(f"supernode-{i}", [
-        executable("flower-supernode"), *security, "--superlink", state.address,
-        "--host", "127.0.0.1", "--port", str(nport), "--node-config", cfg],
-        Path(state.state_dir) / f"node{i}", nport, cfg)
+    proc = _start(
+        f"supernode-{i}",
+        [
+            executable("flower-supernode"),
+            *security,
+            "--superlink",
+            state.address,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(nport),
+            "--node-config",
+            cfg,
+        ],
+        Path(state.state_dir) / f"node{i}",
+        nport,
+        cfg,
+    )
     proc.node_id = node_id
     state.procs.append(proc)
     state.save()
@@ -321,8 +411,9 @@ def _check_started(state: FleetState) -> None:
     time.sleep(1.0)
     dead = [p.role for p in state.procs if not alive(p.pid)]
     if dead:
-        raise FleetError(f"Fleet processes exited right after start: {dead}; see the logs "
-                         f"in {state.state_dir}.")
+        raise FleetError(
+            f"Fleet processes exited right after start: {dead}; see the logs in {state.state_dir}."
+        )
 
 
 def down(state_dir: Path = DEFAULT_STATE_DIR, grace: float = 15.0) -> list[int]:
@@ -352,12 +443,19 @@ def status(state_dir: Path = DEFAULT_STATE_DIR) -> dict[str, Any]:
     if state is None:
         return {"up": False, "procs": []}
     procs = [{**asdict(p), "alive": alive(p.pid)} for p in state.procs]
-    return {"up": any(p["alive"] for p in procs), "superlink_port": state.superlink_port,
-            "procs": procs}
+    return {
+        "up": any(p["alive"] for p in procs),
+        "superlink_port": state.superlink_port,
+        "procs": procs,
+    }
 
 
-def run_app(run_config: Mapping[str, Any] | None = None, state_dir: Path = DEFAULT_STATE_DIR,
-            app_dir: Path = REPO_ROOT, timeout: float = 600.0) -> RunOutcome:
+def run_app(
+    run_config: Mapping[str, Any] | None = None,
+    state_dir: Path = DEFAULT_STATE_DIR,
+    app_dir: Path = REPO_ROOT,
+    timeout: float = 600.0,
+) -> RunOutcome:
     """Submit the app to the fleet's SuperLink and wait until the run finishes.
 
     ``run_config`` overrides go through ``flwr run -c``; the SuperLink rejects keys that are

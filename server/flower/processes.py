@@ -17,8 +17,12 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-_ENV = {"FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "FLWR_TELEMETRY_ENABLED": "0",
-        "FLWR_DISABLE_UPDATE_CHECK": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+_ENV = {
+    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+    "FLWR_TELEMETRY_ENABLED": "0",
+    "FLWR_DISABLE_UPDATE_CHECK": "1",
+    "RAY_USAGE_STATS_ENABLED": "0",
+}
 
 
 class FleetError(RuntimeError):
@@ -39,7 +43,8 @@ def flwr_env(flwr_home: Path) -> dict[str, str]:
     """
     env = {**os.environ, **_ENV, "FLWR_HOME": str(flwr_home)}
     env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
+        p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p
+    )
     return env
 
 
@@ -54,8 +59,10 @@ def executable(name: str) -> str:
     local = Path(sys.executable).parent / name
     found = str(local) if local.exists() else shutil.which(name)
     if not found:
-        raise FleetError(f"Executable '{name}' was not found next to {sys.executable} or on "
-                         "PATH; install flwr into this environment.")
+        raise FleetError(
+            f"Executable '{name}' was not found next to {sys.executable} or on "
+            "PATH; install flwr into this environment."
+        )
     return found
 
 
@@ -67,9 +74,15 @@ def start_process(args: list[str], home: Path, log_name: str) -> tuple[int, Path
     home.mkdir(parents=True, exist_ok=True)
     log_file = home / f"{log_name}.log"
     with log_file.open("ab") as out:
-        p = subprocess.Popen(args, env=flwr_env(home), stdout=out, stderr=subprocess.STDOUT,
-                             stdin=subprocess.DEVNULL, cwd=str(REPO_ROOT),
-                             start_new_session=True)
+        p = subprocess.Popen(
+            args,
+            env=flwr_env(home),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=str(REPO_ROOT),
+            start_new_session=True,
+        )
     return p.pid, log_file
 
 
@@ -142,10 +155,14 @@ def superlink_pids(flwr_home: str, *, exact: bool = True) -> list[int]:
             env = (entry / "environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        homes = [e[len(b"FLWR_HOME="):].decode(errors="replace") for e in env
-                 if e.startswith(b"FLWR_HOME=")]
+        homes = [
+            e[len(b"FLWR_HOME=") :].decode(errors="replace")
+            for e in env
+            if e.startswith(b"FLWR_HOME=")
+        ]
         if any(b"flower-superlink" in c for c in cmd[:2]) and any(
-                h == flwr_home if exact else flwr_home in h for h in homes):
+            h == flwr_home if exact else flwr_home in h for h in homes
+        ):
             pids.append(int(entry.name))
     return pids
 

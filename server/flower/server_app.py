@@ -33,6 +33,7 @@ from server.flower.strategy import APTFedAvg, Evaluator, PolicyProvider, Recorde
 
 log = logging.getLogger(__name__)
 
+
 class JsonlRecorder:
     """Records each round to files in ``out_dir`` (no DB).
 
@@ -53,9 +54,15 @@ class JsonlRecorder:
 
 
 def _log_recorder(record: RoundReport) -> None:
-    log.info("Round %s: accuracy=%s participants=%s failures=%s rejections=%s mean_bits=%s",
-             record.round, record.accuracy, record.participants, record.failures,
-             record.rejections, record.mean_bits)
+    log.info(
+        "Round %s: accuracy=%s participants=%s failures=%s rejections=%s mean_bits=%s",
+        record.round,
+        record.accuracy,
+        record.participants,
+        record.failures,
+        record.rejections,
+        record.mean_bits,
+    )
 
 
 @dataclass(frozen=True)
@@ -83,8 +90,10 @@ def db_composition(db_url: str, run_id: int) -> DbComposition:
         If ``run_id`` does not name a run (<= 0).
     """
     if run_id <= 0:
-        raise ValueError(f"run_config 'coordinator-run-id' = {run_id} must name the "
-                         "coordinator's run when 'db-url' is set.")
+        raise ValueError(
+            f"run_config 'coordinator-run-id' = {run_id} must name the "
+            "coordinator's run when 'db-url' is set."
+        )
     from server.coordinator.core.db import make_engine, make_session_factory
     from server.coordinator.services.run_store import (
         DbRecorder,
@@ -95,12 +104,12 @@ def db_composition(db_url: str, run_id: int) -> DbComposition:
     factory = make_session_factory(make_engine(db_url))
     with factory() as session:
         start, checkpoint = resume_point(session, run_id)
-    return DbComposition(run_policy_provider(factory, run_id), DbRecorder(factory, run_id),
-                         start, checkpoint)
+    return DbComposition(
+        run_policy_provider(factory, run_id), DbRecorder(factory, run_id), start, checkpoint
+    )
 
 
-def build_provider_and_recorder(run_config: Mapping[str, Any]
-                                ) -> tuple[PolicyProvider, Recorder]:
+def build_provider_and_recorder(run_config: Mapping[str, Any]) -> tuple[PolicyProvider, Recorder]:
     """The policy provider and round recorder for a run.
 
     Without ``db-url`` the provider always answers version 1 of the named ``policy`` (no
@@ -130,13 +139,16 @@ def _test_set(task: str) -> TensorDataset:
 
 def make_evaluator(task: str, method: str) -> Evaluator:
     """Central evaluation on the task's test split: (accuracy, loss)."""
+
     def evaluate(model: nn.Module) -> tuple[float, float]:
         return fed.evaluate_model(model, _test_set(task), method)
+
     return evaluate
 
 
-def run_strategy(grid: Grid, settings: ServerSettings, provider: PolicyProvider,
-                 recorder: Recorder | None) -> Result:
+def run_strategy(
+    grid: Grid, settings: ServerSettings, provider: PolicyProvider, recorder: Recorder | None
+) -> Result:
     """Build :class:`APTFedAvg` and run it for ``settings.rounds`` rounds."""
     offset = settings.start_round
     if offset and recorder is not None:
@@ -144,23 +156,39 @@ def run_strategy(grid: Grid, settings: ServerSettings, provider: PolicyProvider,
 
         def recorder(record: RoundReport) -> None:  # noqa: F811 - renumbered rounds
             inner(dataclasses.replace(record, round=record.round + offset))
+
     strategy = APTFedAvg(
-        settings=settings.run, policy_provider=provider, recorder=recorder,
-        lr_rounds=settings.rounds, round_offset=offset,
+        settings=settings.run,
+        policy_provider=provider,
+        recorder=recorder,
+        lr_rounds=settings.rounds,
+        round_offset=offset,
         evaluator=make_evaluator(settings.run.task, settings.run.method),
-        fraction_train=settings.fraction_train, fraction_evaluate=settings.fraction_evaluate,
-        min_train_nodes=min(settings.min_nodes, 2), min_evaluate_nodes=1,
-        min_available_nodes=settings.min_nodes)
-    initial = (strategy.initial_arrays() if settings.checkpoint is None
-               else strategy.arrays_from_checkpoint(settings.checkpoint))
-    return strategy.start(grid=grid, initial_arrays=initial,
-                          num_rounds=settings.rounds - offset, timeout=settings.timeout,
-                          train_config=ConfigRecord(), evaluate_config=ConfigRecord(),
-                          evaluate_fn=strategy.evaluate_global)
+        fraction_train=settings.fraction_train,
+        fraction_evaluate=settings.fraction_evaluate,
+        min_train_nodes=min(settings.min_nodes, 2),
+        min_evaluate_nodes=1,
+        min_available_nodes=settings.min_nodes,
+    )
+    initial = (
+        strategy.initial_arrays()
+        if settings.checkpoint is None
+        else strategy.arrays_from_checkpoint(settings.checkpoint)
+    )
+    return strategy.start(
+        grid=grid,
+        initial_arrays=initial,
+        num_rounds=settings.rounds - offset,
+        timeout=settings.timeout,
+        train_config=ConfigRecord(),
+        evaluate_config=ConfigRecord(),
+        evaluate_fn=strategy.evaluate_global,
+    )
 
 
-def create_server_app(settings: ServerSettings, provider: PolicyProvider,
-                      recorder: Recorder | None) -> ServerApp:
+def create_server_app(
+    settings: ServerSettings, provider: PolicyProvider, recorder: Recorder | None
+) -> ServerApp:
     """A ServerApp bound to explicit settings.
 
     This is the simulation's channel: run_config is empty under ``run_simulation``.
@@ -200,6 +228,5 @@ def main(grid: Grid, context: Context) -> None:
         return
     # a coordinator run: continue after the rounds it already stored
     db = db_composition(db_url, int(context.run_config.get("coordinator-run-id", 0)))
-    settings = dataclasses.replace(settings, start_round=db.start_round,
-                                   checkpoint=db.checkpoint)
+    settings = dataclasses.replace(settings, start_round=db.start_round, checkpoint=db.checkpoint)
     run_strategy(grid, settings, db.provider, db.recorder)

@@ -65,19 +65,26 @@ class ServerSettings:
     def from_run_config(cls, run_config: Mapping[str, Any]) -> ServerSettings:
         """Read run_config; an absent key takes the dataclass default."""
         c = {**RUN_CONFIG_DEFAULTS, **dict(run_config)}
-        return cls(run=RunSettings.from_config(c), rounds=int(c["num-server-rounds"]),
-                   fraction_train=float(c["fraction-train"]),
-                   fraction_evaluate=float(c["fraction-evaluate"]),
-                   min_nodes=int(c["min-nodes"]), timeout=float(c["round-timeout"]))
+        return cls(
+            run=RunSettings.from_config(c),
+            rounds=int(c["num-server-rounds"]),
+            fraction_train=float(c["fraction-train"]),
+            fraction_evaluate=float(c["fraction-evaluate"]),
+            min_nodes=int(c["min-nodes"]),
+            timeout=float(c["round-timeout"]),
+        )
 
     def to_run_config(self) -> dict[str, Any]:
         """The run_config entries that :meth:`from_run_config` reads back into ``self``."""
-        return {**self.run.to_config(), "num-server-rounds": self.rounds,
-                "fraction-train": float(self.fraction_train),
-                "fraction-evaluate": float(self.fraction_evaluate),
-                "min-nodes": self.min_nodes, "round-timeout": float(self.timeout)}
+        return {
+            **self.run.to_config(),
+            "num-server-rounds": self.rounds,
+            "fraction-train": float(self.fraction_train),
+            "fraction-evaluate": float(self.fraction_evaluate),
+            "min-nodes": self.min_nodes,
+            "round-timeout": float(self.timeout),
+        }
 
 
 #: Every key the ServerApp reads from run_config, with the value used when it is absent.
-RUN_CONFIG_DEFAULTS: dict[str, Any] = {**ServerSettings().to_run_config(),
-                                       **APP_CONFIG_DEFAULTS}
+RUN_CONFIG_DEFAULTS: dict[str, Any] = {**ServerSettings().to_run_config(), **APP_CONFIG_DEFAULTS}

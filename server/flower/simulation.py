@@ -39,15 +39,26 @@ def backend_config(num_cpus: int = 2) -> dict[str, Any]:
     One CPU per ClientApp actor, every Ray process on 127.0.0.1 only (with
     :data:`LOOPBACK_RAY_ENV`), no dashboard.
     """
-    return {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-            "init_args": {"num_cpus": num_cpus, "object_store_memory": OBJECT_STORE_BYTES,
-                          "include_dashboard": False, "_node_ip_address": "127.0.0.1"}}
+    return {
+        "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+        "init_args": {
+            "num_cpus": num_cpus,
+            "object_store_memory": OBJECT_STORE_BYTES,
+            "include_dashboard": False,
+            "_node_ip_address": "127.0.0.1",
+        },
+    }
 
 
-def run_federated(settings: ServerSettings, *, clients: int, provider: PolicyProvider,
-                  recorder: Recorder | None = None,
-                  node_config: Mapping[int, Mapping[str, Any]] | None = None,
-                  num_cpus: int = 2) -> list[RoundReport]:
+def run_federated(
+    settings: ServerSettings,
+    *,
+    clients: int,
+    provider: PolicyProvider,
+    recorder: Recorder | None = None,
+    node_config: Mapping[int, Mapping[str, Any]] | None = None,
+    num_cpus: int = 2,
+) -> list[RoundReport]:
     """Run one federated training on the simulation engine; returns its round records.
 
     Parameters
@@ -84,25 +95,47 @@ def run_federated(settings: ServerSettings, *, clients: int, provider: PolicyPro
     path = os.environ.get("PYTHONPATH", "")
     if str(REPO_ROOT) not in path.split(os.pathsep):
         os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), path) if p)
-    run_simulation(server_app=create_server_app(settings, provider, record),
-                   client_app=create_client_app(node_config), num_supernodes=clients,
-                   backend_config=backend_config(num_cpus))  # type: ignore[arg-type]
+    run_simulation(
+        server_app=create_server_app(settings, provider, record),
+        client_app=create_client_app(node_config),
+        num_supernodes=clients,
+        backend_config=backend_config(num_cpus),
+    )  # type: ignore[arg-type]
     return records
 
 
-def _method_result(method: str, settings: ServerSettings, clients: int,
-                   records: list[RoundReport]) -> dict[str, Any]:
-    rounds_log = [{
-        "round": r.round, "accuracy": r.accuracy, "loss": r.loss, "energy_j": r.energy_j,
-        "uplink_bytes": r.uplink_bytes, "downlink_bytes": r.downlink_bytes,
-        "participants": r.participants, "failures": r.failures, "rejections": r.rejections,
-        "mean_bits": r.mean_bits, "policy_version": r.policy_version,
-        "global_bits": r.global_bits} for r in records]
+def _method_result(
+    method: str, settings: ServerSettings, clients: int, records: list[RoundReport]
+) -> dict[str, Any]:
+    rounds_log = [
+        {
+            "round": r.round,
+            "accuracy": r.accuracy,
+            "loss": r.loss,
+            "energy_j": r.energy_j,
+            "uplink_bytes": r.uplink_bytes,
+            "downlink_bytes": r.downlink_bytes,
+            "participants": r.participants,
+            "failures": r.failures,
+            "rejections": r.rejections,
+            "mean_bits": r.mean_bits,
+            "policy_version": r.policy_version,
+            "global_bits": r.global_bits,
+        }
+        for r in records
+    ]
     s = settings.run
     return {
-        "task": s.task, "arch": s.arch, "method": method, "clients": clients,
-        "fraction": settings.fraction_train, "rounds": settings.rounds, "alpha": s.alpha,
-        "seed": s.seed, "local_epochs": s.local_epochs, "lr": s.lr,
+        "task": s.task,
+        "arch": s.arch,
+        "method": method,
+        "clients": clients,
+        "fraction": settings.fraction_train,
+        "rounds": settings.rounds,
+        "alpha": s.alpha,
+        "seed": s.seed,
+        "local_epochs": s.local_epochs,
+        "lr": s.lr,
         "rounds_log": rounds_log,
         "final_accuracy": records[-1].accuracy if records else None,
         "total_energy_j": sum(r.energy_j for r in records),
@@ -128,19 +161,30 @@ def comparison(runs: Sequence[dict[str, Any]], baseline: str = "fp32") -> dict[s
         out[r["method"]] = {
             "energy_saving": _saving(r["total_energy_j"], base["total_energy_j"]),
             "uplink_saving": _saving(r["total_uplink_bytes"], base["total_uplink_bytes"]),
-            "downlink_saving": _saving(r["total_downlink_bytes"],
-                                       base["total_downlink_bytes"]),
-            "accuracy_delta": None if acc is None or bacc is None else acc - bacc}
+            "downlink_saving": _saving(r["total_downlink_bytes"], base["total_downlink_bytes"]),
+            "accuracy_delta": None if acc is None or bacc is None else acc - bacc,
+        }
     return out
 
 
-def simulate(task: str = "digits", method: str | Sequence[str] = "apt", clients: int = 20,
-             fraction: float = 0.5, rounds: int = 30, alpha: float | None = 0.5, seed: int = 0,
-             out: Path = Path("results/simulate"), policy: str = "default", arch: str = "cnn",
-             local_epochs: int = 5, lr: float = 0.1, batch_size: int = 16,
-             on_round: Callable[[str, RoundReport], None] | None = None,
-             provider: PolicyProvider | None = None,
-             node_config: Mapping[int, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+def simulate(
+    task: str = "digits",
+    method: str | Sequence[str] = "apt",
+    clients: int = 20,
+    fraction: float = 0.5,
+    rounds: int = 30,
+    alpha: float | None = 0.5,
+    seed: int = 0,
+    out: Path = Path("results/simulate"),
+    policy: str = "default",
+    arch: str = "cnn",
+    local_epochs: int = 5,
+    lr: float = 0.1,
+    batch_size: int = 16,
+    on_round: Callable[[str, RoundReport], None] | None = None,
+    provider: PolicyProvider | None = None,
+    node_config: Mapping[int, Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
     """Run each method on the simulation engine and write results, report and plots.
 
     Parameters
@@ -175,13 +219,23 @@ def simulate(task: str = "digits", method: str | Sequence[str] = "apt", clients:
     static: PolicyProvider = provider or (lambda: (1, pol, {}))
     runs = []
     for m in methods:
-        run = fed.RunSettings(task=task, arch=arch, method=m, local_epochs=local_epochs,
-                              lr=lr, batch_size=batch_size, alpha=alpha, seed=seed)
-        settings = ServerSettings(run=run, rounds=rounds, fraction_train=fraction,
-                                  min_nodes=clients)
+        run = fed.RunSettings(
+            task=task,
+            arch=arch,
+            method=m,
+            local_epochs=local_epochs,
+            lr=lr,
+            batch_size=batch_size,
+            alpha=alpha,
+            seed=seed,
+        )
+        settings = ServerSettings(
+            run=run, rounds=rounds, fraction_train=fraction, min_nodes=clients
+        )
         hook = None if on_round is None else (lambda r, m=m: on_round(m, r))
-        records = run_federated(settings, clients=clients, provider=static, recorder=hook,
-                                node_config=node_config)
+        records = run_federated(
+            settings, clients=clients, provider=static, recorder=hook, node_config=node_config
+        )
         runs.append(_method_result(m, settings, clients, records))
     results = _results(runs, methods, policy, pol)
     out.mkdir(parents=True, exist_ok=True)
@@ -191,14 +245,30 @@ def simulate(task: str = "digits", method: str | Sequence[str] = "apt", clients:
     return results
 
 
-def _results(runs: list[dict[str, Any]], methods: list[str], policy: str,
-             pol: PrecisionPolicy) -> dict[str, Any]:
+def _results(
+    runs: list[dict[str, Any]], methods: list[str], policy: str, pol: PrecisionPolicy
+) -> dict[str, Any]:
     """results.json: one method's result as is; several share the settings and are compared."""
     results: dict[str, Any] = {**runs[0], "policy": policy, "policy_spec": pol.to_dict()}
     if len(runs) > 1:
-        results = {k: v for k, v in results.items() if k in (
-            "task", "arch", "clients", "fraction", "rounds", "alpha", "seed", "local_epochs",
-            "lr", "policy", "policy_spec")}
+        results = {
+            k: v
+            for k, v in results.items()
+            if k
+            in (
+                "task",
+                "arch",
+                "clients",
+                "fraction",
+                "rounds",
+                "alpha",
+                "seed",
+                "local_epochs",
+                "lr",
+                "policy",
+                "policy_spec",
+            )
+        }
         results["methods"] = methods
         results["runs"] = runs
         results["comparison"] = comparison(runs)
@@ -217,33 +287,49 @@ def write_markdown(results: Mapping[str, Any], out: Path) -> None:
     """``results.md``: settings, one row per method, savings vs fp32, per-round table."""
     runs = _runs(results)
     r0 = runs[0]
-    lines = ["# aptfleet simulate", "",
-             f"task `{r0['task']}` ({r0['arch']}), {r0['clients']} clients, fraction "
-             f"{r0['fraction']}, {r0['rounds']} rounds, alpha {r0['alpha']}, seed {r0['seed']}, "
-             f"policy `{results.get('policy')}`.", "",
-             "| method | final accuracy | client energy (J) | uplink (MB) | downlink (MB) |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "# aptfleet simulate",
+        "",
+        f"task `{r0['task']}` ({r0['arch']}), {r0['clients']} clients, fraction "
+        f"{r0['fraction']}, {r0['rounds']} rounds, alpha {r0['alpha']}, seed {r0['seed']}, "
+        f"policy `{results.get('policy')}`.",
+        "",
+        "| method | final accuracy | client energy (J) | uplink (MB) | downlink (MB) |",
+        "|---|---|---|---|---|",
+    ]
     for r in runs:
-        lines.append(f"| {r['method']} | {_fmt(r['final_accuracy'], '.3f')} | "
-                     f"{r['total_energy_j']:.4g} | {r['total_uplink_bytes'] / 1e6:.3f} | "
-                     f"{r['total_downlink_bytes'] / 1e6:.3f} |")
+        lines.append(
+            f"| {r['method']} | {_fmt(r['final_accuracy'], '.3f')} | "
+            f"{r['total_energy_j']:.4g} | {r['total_uplink_bytes'] / 1e6:.3f} | "
+            f"{r['total_downlink_bytes'] / 1e6:.3f} |"
+        )
     for m, c in (results.get("comparison") or {}).items():
         if m == "baseline":
             continue
-        lines += ["", f"**{m} vs {results['comparison']['baseline']}**: energy "
-                  f"{_fmt(c['energy_saving'], '.1%')} less, uplink "
-                  f"{_fmt(c['uplink_saving'], '.1%')} less, downlink "
-                  f"{_fmt(c['downlink_saving'], '.1%')} less, accuracy "
-                  f"{_fmt(c['accuracy_delta'], '+.3f')}."]
+        lines += [
+            "",
+            f"**{m} vs {results['comparison']['baseline']}**: energy "
+            f"{_fmt(c['energy_saving'], '.1%')} less, uplink "
+            f"{_fmt(c['uplink_saving'], '.1%')} less, downlink "
+            f"{_fmt(c['downlink_saving'], '.1%')} less, accuracy "
+            f"{_fmt(c['accuracy_delta'], '+.3f')}.",
+        ]
     for r in runs:
-        lines += ["", f"## {r['method']} per round", "",
-                  "| round | accuracy | energy (J) | uplink B | downlink B | participants | "
-                  "failures | rejections | mean bits |", "|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"## {r['method']} per round",
+            "",
+            "| round | accuracy | energy (J) | uplink B | downlink B | participants | "
+            "failures | rejections | mean bits |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for x in r["rounds_log"]:
-            lines.append(f"| {x['round']} | {_fmt(x['accuracy'], '.3f')} | "
-                         f"{x['energy_j']:.4g} | {x['uplink_bytes']} | {x['downlink_bytes']} | "
-                         f"{x['participants']} | {x['failures']} | {x['rejections']} | "
-                         f"{_fmt(x['mean_bits'], '.2f')} |")
+            lines.append(
+                f"| {x['round']} | {_fmt(x['accuracy'], '.3f')} | "
+                f"{x['energy_j']:.4g} | {x['uplink_bytes']} | {x['downlink_bytes']} | "
+                f"{x['participants']} | {x['failures']} | {x['rejections']} | "
+                f"{_fmt(x['mean_bits'], '.2f')} |"
+            )
     lines += ["", "Plots: accuracy.png, energy.png, bytes.png, bits_<method>.png.", ""]
     (out / "results.md").write_text("\n".join(lines))
 
@@ -257,10 +343,11 @@ def plot_all(results: Mapping[str, Any], out: Path) -> list[Path]:
 
     matplotlib.use("Agg")
     runs = _runs(results)
-    paths = [_plot_curve(runs, out / "accuracy.png", "accuracy", "test accuracy", False),
-             _plot_curve(runs, out / "energy.png", "energy_j", "cumulative client energy (J)",
-                         True),
-             _plot_bytes(runs, out / "bytes.png")]
+    paths = [
+        _plot_curve(runs, out / "accuracy.png", "accuracy", "test accuracy", False),
+        _plot_curve(runs, out / "energy.png", "energy_j", "cumulative client energy (J)", True),
+        _plot_bytes(runs, out / "bytes.png"),
+    ]
     for r in runs:
         log_ = [x for x in r["rounds_log"] if x["global_bits"]]
         if log_:
@@ -274,8 +361,9 @@ def _series(r: Mapping[str, Any], key: str) -> tuple[list[int], list[float]]:
     return xs, [float("nan") if x[key] is None else x[key] for x in r["rounds_log"]]
 
 
-def _plot_curve(runs: list[Mapping[str, Any]], path: Path, key: str, ylabel: str,
-                cumulative: bool) -> Path:
+def _plot_curve(
+    runs: list[Mapping[str, Any]], path: Path, key: str, ylabel: str, cumulative: bool
+) -> Path:
     """One line per method of ``key`` over the rounds (summed up when ``cumulative``)."""
     import matplotlib.pyplot as plt
     import numpy as np
@@ -299,8 +387,9 @@ def _plot_bytes(runs: list[Mapping[str, Any]], path: Path) -> Path:
     import numpy as np
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, key, title in zip(axes, ("uplink_bytes", "downlink_bytes"),
-                              ("uplink", "downlink"), strict=True):
+    for ax, key, title in zip(
+        axes, ("uplink_bytes", "downlink_bytes"), ("uplink", "downlink"), strict=True
+    ):
         for r in runs:
             xs, ys = _series(r, key)
             ax.plot(xs, np.cumsum(ys) / 1e6, marker=".", label=r["method"])
@@ -330,8 +419,7 @@ def _plot_bits(method: str, log_: list[Mapping[str, Any]], path: Path) -> Path:
     if grid.size <= 400:  # small enough to print every cell's bits
         for (i, j), b in np.ndenumerate(grid):
             if not np.isnan(b):
-                ax.text(j, i, f"{int(b)}", ha="center", va="center", fontsize=7,
-                        color="white")
+                ax.text(j, i, f"{int(b)}", ha="center", va="center", fontsize=7, color="white")
     fig.colorbar(im, ax=ax, label="bits")
     fig.tight_layout()
     fig.savefig(path, dpi=100)

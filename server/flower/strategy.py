@@ -82,14 +82,25 @@ class APTFedAvg(FedAvg):
         FedAvg's sampling arguments (``fraction_train``, ``min_available_nodes``, ...).
     """
 
-    def __init__(self, *, settings: fed.RunSettings, policy_provider: PolicyProvider,
-                 recorder: Recorder | None = None, evaluator: Evaluator | None = None,
-                 lr_rounds: int | None = None, round_offset: int = 0,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        settings: fed.RunSettings,
+        policy_provider: PolicyProvider,
+        recorder: Recorder | None = None,
+        evaluator: Evaluator | None = None,
+        lr_rounds: int | None = None,
+        round_offset: int = 0,
+        **kwargs: Any,
+    ) -> None:
         kwargs.setdefault("train_metrics_aggr_fn", aggregate_scalar_metrics)
         kwargs.setdefault("fraction_evaluate", 0.0)
-        super().__init__(arrayrecord_key=keys.ARRAYS, configrecord_key=keys.CONFIG,
-                         weighted_by_key=keys.NUM_EXAMPLES, **kwargs)
+        super().__init__(
+            arrayrecord_key=keys.ARRAYS,
+            configrecord_key=keys.CONFIG,
+            weighted_by_key=keys.NUM_EXAMPLES,
+            **kwargs,
+        )
         self.settings = settings
         self.lr_rounds = lr_rounds
         self.round_offset = round_offset
@@ -134,11 +145,24 @@ class APTFedAvg(FedAvg):
     def summary(self) -> None:
         """Log the run settings, then FedAvg's sampling summary."""
         s = self.settings
-        log.info("APTFedAvg: task=%s arch=%s method=%s local_epochs=%s lr=%s batch_size=%s "
-                 "momentum=%s alpha=%s seed=%s", s.task, s.arch, s.method, s.local_epochs,
-                 s.lr, s.batch_size, s.momentum, s.alpha, s.seed)
-        log.info("APTFedAvg: recorder=%s central evaluation=%s", self.recorder is not None,
-                 self.evaluator is not None)
+        log.info(
+            "APTFedAvg: task=%s arch=%s method=%s local_epochs=%s lr=%s batch_size=%s "
+            "momentum=%s alpha=%s seed=%s",
+            s.task,
+            s.arch,
+            s.method,
+            s.local_epochs,
+            s.lr,
+            s.batch_size,
+            s.momentum,
+            s.alpha,
+            s.seed,
+        )
+        log.info(
+            "APTFedAvg: recorder=%s central evaluation=%s",
+            self.recorder is not None,
+            self.evaluator is not None,
+        )
         super().summary()
 
     def _current_policy(self) -> tuple[int, PrecisionPolicy, dict[str, dict[str, Any]]]:
@@ -151,20 +175,30 @@ class APTFedAvg(FedAvg):
         except Exception as exc:  # a provider backed by a DB may fail in many ways
             if self._policy is None:
                 raise
-            log.warning("Policy provider failed (%s: %s); keeping policy version %s.",
-                        type(exc).__name__, exc, self._policy[0])
+            log.warning(
+                "Policy provider failed (%s: %s); keeping policy version %s.",
+                type(exc).__name__,
+                exc,
+                self._policy[0],
+            )
         assert self._policy is not None
         return self._policy
 
     # --- configure --------------------------------------------------------------------
-    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
-                        grid: Grid) -> Iterable[Message]:
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
         """Ask the provider for the policy, put it and the run settings into the config."""
         version, policy, overrides = self._current_policy()
         self._round_policy[server_round] = (version, policy, overrides)
         self._global = arrays
-        cfg = ConfigRecord({k: v for k, v in config.items()
-                            if not k.startswith((keys.POLICY_PREFIX, keys.OVERRIDE_PREFIX))})
+        cfg = ConfigRecord(
+            {
+                k: v
+                for k, v in config.items()
+                if not k.startswith((keys.POLICY_PREFIX, keys.OVERRIDE_PREFIX))
+            }
+        )
         cfg.update(self.settings.to_config())
         cfg[keys.LR] = self.round_lr(server_round + self.round_offset)
         cfg.update(fed.policy_to_config(version, policy, overrides))
@@ -174,8 +208,13 @@ class APTFedAvg(FedAvg):
         # the Grid sets each message's id when it pushes it; aggregate_train maps replies
         # that the SuperLink generated (e.g. "node unavailable") back to their node by it
         self._sent_messages[server_round] = messages
-        log.info("Round %s: policy version %s sent to %s devices (%s bytes each).",
-                 server_round, version, len(messages), nbytes)
+        log.info(
+            "Round %s: policy version %s sent to %s devices (%s bytes each).",
+            server_round,
+            version,
+            len(messages),
+            nbytes,
+        )
         return messages
 
     def round_lr(self, server_round: int) -> float:
@@ -191,15 +230,17 @@ class APTFedAvg(FedAvg):
         t = min(max(server_round - 1, 0) / (self.lr_rounds - 1), 1.0)
         return base * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * t)))
 
-    def configure_evaluate(self, server_round: int, arrays: ArrayRecord,
-                           config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
         """Federated evaluation: the run settings go along so devices can load the model."""
         config.update(self.settings.to_config())
         return super().configure_evaluate(server_round, arrays, config, grid)
 
     # --- aggregate --------------------------------------------------------------------
-    def aggregate_train(self, server_round: int, replies: Iterable[Message]
-                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Validate each reply, aggregate the good ones, evaluate, and record the round.
 
         Error replies are failures, replies that fail validation are rejected; both are
@@ -210,9 +251,13 @@ class APTFedAvg(FedAvg):
         clients, accepted = self._judge_replies(server_round, list(replies), terms)
         clients += self._silent(server_round, clients)
         arrays, metrics, packed, gbits = self._aggregate_accepted(accepted)
-        log.info("Round %s: %s aggregated, %s rejected, %s failed.", server_round,
-                 len(accepted), sum(c.rejected is not None for c in clients),
-                 sum(c.failure is not None for c in clients))
+        log.info(
+            "Round %s: %s aggregated, %s rejected, %s failed.",
+            server_round,
+            len(accepted),
+            sum(c.rejected is not None for c in clients),
+            sum(c.failure is not None for c in clients),
+        )
         self._record(server_round, terms.version, clients, arrays, packed, gbits)
         return arrays, metrics
 
@@ -221,19 +266,28 @@ class APTFedAvg(FedAvg):
         if server_round not in self._round_policy:
             self._round_policy[server_round] = self._current_policy()
         version, policy, overrides = self._round_policy[server_round]
-        return RoundTerms(template=self.template, method=self.settings.method,
-                          layer_names=self._layer_names, version=version, policy=policy,
-                          overrides=overrides)
+        return RoundTerms(
+            template=self.template,
+            method=self.settings.method,
+            layer_names=self._layer_names,
+            version=version,
+            policy=policy,
+            overrides=overrides,
+        )
 
-    def _judge_replies(self, server_round: int, replies: list[Message], terms: RoundTerms
-                       ) -> tuple[list[ClientReport], list[_Accepted]]:
+    def _judge_replies(
+        self, server_round: int, replies: list[Message], terms: RoundTerms
+    ) -> tuple[list[ClientReport], list[_Accepted]]:
         """One row per replying node, and the accepted replies with their decoded models.
 
         The first reply of a node counts.
         """
         sent = self._sent.get(server_round, {})
-        sent_to = {m.metadata.message_id: int(m.metadata.dst_node_id)
-                   for m in self._sent_messages.pop(server_round, []) if m.metadata.message_id}
+        sent_to = {
+            m.metadata.message_id: int(m.metadata.dst_node_id)
+            for m in self._sent_messages.pop(server_round, [])
+            if m.metadata.message_id
+        }
         default_down = fed.arrays_nbytes(numpy_arrays(self._global)) if self._global else 0
         reference = self._global_max_abs()
         clients: list[ClientReport] = []
@@ -241,20 +295,30 @@ class APTFedAvg(FedAvg):
         for msg in replies:
             node = _reply_node(msg, sent, sent_to)
             if node in {c.node_id for c in clients}:
-                log.warning("Round %s: node %s replied twice; the second reply is ignored.",
-                            server_round, node)
+                log.warning(
+                    "Round %s: node %s replied twice; the second reply is ignored.",
+                    server_round,
+                    node,
+                )
                 continue
-            client, model = self._judge_reply(server_round, msg, node,
-                                              sent.get(node, default_down), terms, reference)
+            client, model = self._judge_reply(
+                server_round, msg, node, sent.get(node, default_down), terms, reference
+            )
             clients.append(client)
             if model is not None:
                 accepted.append((msg, model, client))
                 self._device_classes[node] = client.device_class
         return clients, accepted
 
-    def _judge_reply(self, server_round: int, msg: Message, node: int, downlink_bytes: int,
-                     terms: RoundTerms, reference: dict[str, float]
-                     ) -> tuple[ClientReport, fed.ReplyModel | None]:
+    def _judge_reply(
+        self,
+        server_round: int,
+        msg: Message,
+        node: int,
+        downlink_bytes: int,
+        terms: RoundTerms,
+        reference: dict[str, float],
+    ) -> tuple[ClientReport, fed.ReplyModel | None]:
         """The node's row, and its model when the reply is accepted (None otherwise)."""
         if msg.has_error():
             reason = failure_reason(msg)
@@ -273,13 +337,15 @@ class APTFedAvg(FedAvg):
     def _silent(self, server_round: int, clients: list[ClientReport]) -> list[ClientReport]:
         """Failure rows of the sampled nodes that sent nothing."""
         replied = {c.node_id for c in clients}
-        return [self._failed(node, down, "The device sent no reply before the round's timeout.")
-                for node, down in self._sent.get(server_round, {}).items()
-                if node not in replied]
+        return [
+            self._failed(node, down, "The device sent no reply before the round's timeout.")
+            for node, down in self._sent.get(server_round, {}).items()
+            if node not in replied
+        ]
 
-    def _aggregate_accepted(self, accepted: list[_Accepted]
-                            ) -> tuple[ArrayRecord | None, MetricRecord | None, bytes | None,
-                                       dict[str, int]]:
+    def _aggregate_accepted(
+        self, accepted: list[_Accepted]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None, bytes | None, dict[str, int]]:
         """The new global model (arrays, stored bytes, per-layer bits) and the aggregated metrics.
 
         All None (bits empty) when no reply was accepted.
@@ -297,8 +363,12 @@ class APTFedAvg(FedAvg):
 
     def _failed(self, node: int, downlink_bytes: int, reason: str) -> ClientReport:
         """A failed device's row, under the class it reported before (if any)."""
-        return ClientReport(node_id=node, downlink_bytes=downlink_bytes, failure=reason,
-                           device_class=self._device_classes.get(node, DEFAULT_DEVICE_CLASS))
+        return ClientReport(
+            node_id=node,
+            downlink_bytes=downlink_bytes,
+            failure=reason,
+            device_class=self._device_classes.get(node, DEFAULT_DEVICE_CLASS),
+        )
 
     def _global_max_abs(self) -> dict[str, float]:
         """Per-tensor max |w| of the global model this round started from."""
@@ -331,9 +401,15 @@ class APTFedAvg(FedAvg):
         acc, loss = self._evaluated[server_round]
         return MetricRecord({keys.ACCURACY: float(acc), keys.LOSS: float(loss)})
 
-    def _record(self, server_round: int, version: int, clients: list[ClientReport],
-                arrays: ArrayRecord | None, packed: bytes | None,
-                gbits: dict[str, int]) -> None:
+    def _record(
+        self,
+        server_round: int,
+        version: int,
+        clients: list[ClientReport],
+        arrays: ArrayRecord | None,
+        packed: bytes | None,
+        gbits: dict[str, int],
+    ) -> None:
         acc = loss = None
         current = arrays if arrays is not None else self._global
         if current is not None and self.evaluator is not None:
@@ -343,19 +419,25 @@ class APTFedAvg(FedAvg):
                 acc, loss = float(res[keys.ACCURACY]), float(res[keys.LOSS])  # type: ignore
         ok = [c for c in clients if c.rejected is None and c.failure is None]
         if self.settings.method == "apt":
-            means = [fed.mean_bits(self.template, {x.layer: x.bits for x in c.layers})
-                     for c in ok]
+            means = [fed.mean_bits(self.template, {x.layer: x.bits for x in c.layers}) for c in ok]
             mean = sum(x for x in means if x is not None) / len(means) if means else None
         else:
             mean = _FLOAT_METHOD_BITS
         record = RoundReport(
-            round=server_round, accuracy=acc,
+            round=server_round,
+            accuracy=acc,
             loss=loss if loss is None or math.isfinite(loss) else None,
             energy_j=sum(c.energy_j for c in clients),
             uplink_bytes=sum(c.uplink_bytes for c in clients),
             downlink_bytes=sum(c.downlink_bytes for c in clients),
-            participants=len(ok), failures=sum(c.failure is not None for c in clients),
-            rejections=sum(c.rejected is not None for c in clients), mean_bits=mean,
-            policy_version=version, clients=clients, global_bits=gbits, packed_model=packed)
+            participants=len(ok),
+            failures=sum(c.failure is not None for c in clients),
+            rejections=sum(c.rejected is not None for c in clients),
+            mean_bits=mean,
+            policy_version=version,
+            clients=clients,
+            global_bits=gbits,
+            packed_model=packed,
+        )
         if self.recorder is not None:
             self.recorder(record)

@@ -44,8 +44,9 @@ class RunOutcome:
         return self.status == "finished:completed"
 
 
-def write_cli_config(cli_home: Path, address: str, *, insecure: bool = False,
-                     ca_file: Path | None = None) -> None:
+def write_cli_config(
+    cli_home: Path, address: str, *, insecure: bool = False, ca_file: Path | None = None
+) -> None:
     """Write the ``flwr`` CLI config: connection ``aptfleet`` to ``address`` (host:port).
 
     With TLS (``insecure=False``) the SuperLink's certificate is verified against
@@ -56,25 +57,35 @@ def write_cli_config(cli_home: Path, address: str, *, insecure: bool = False,
     FleetError
         If both ``insecure`` and ``ca_file`` are given, or ``ca_file`` does not exist.
     """
-    lines = [f'address = {json.dumps(address)}', f"insecure = {str(insecure).lower()}"]
+    lines = [f"address = {json.dumps(address)}", f"insecure = {str(insecure).lower()}"]
     if ca_file is not None:
         if insecure:
-            raise FleetError(f"A CA file ({ca_file}) was given for an insecure connection to "
-                             f"{address}; drop one of them.")
+            raise FleetError(
+                f"A CA file ({ca_file}) was given for an insecure connection to "
+                f"{address}; drop one of them."
+            )
         if not ca_file.is_file():
             raise FleetError(f"The SuperLink CA file {ca_file} does not exist.")
         lines.append(f"root-certificates = {json.dumps(str(ca_file.resolve()))}")
     cli_home.mkdir(parents=True, exist_ok=True)
     (cli_home / "config.toml").write_text(
         f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
-        + "\n".join(lines) + "\n")
+        + "\n".join(lines)
+        + "\n"
+    )
 
 
 def flwr(cli_home: Path, args: list[str], timeout: float) -> subprocess.CompletedProcess:
     """Run ``flwr *args`` with the CLI config of ``cli_home``; output captured, no check."""
-    return subprocess.run([executable("flwr"), *args], env=flwr_env(cli_home),
-                          cwd=str(REPO_ROOT), capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    return subprocess.run(
+        [executable("flwr"), *args],
+        env=flwr_env(cli_home),
+        cwd=str(REPO_ROOT),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def json_out(text: str) -> dict[str, Any]:
@@ -94,10 +105,17 @@ def run_status(cli_home: Path, run_id: int) -> tuple[str, str]:
     return str(runs[0].get("status", "")), str(runs[0].get("status-details", ""))
 
 
-def submit_to_superlink(address: str, settings: ServerSettingsLike, *, db_url: str = "",
-                        coordinator_run_id: int = 0, app_dir: Path = REPO_ROOT,
-                        timeout: float = 24 * 3600.0, insecure: bool = False,
-                        ca_file: Path | None = None) -> RunOutcome:
+def submit_to_superlink(
+    address: str,
+    settings: ServerSettingsLike,
+    *,
+    db_url: str = "",
+    coordinator_run_id: int = 0,
+    app_dir: Path = REPO_ROOT,
+    timeout: float = 24 * 3600.0,
+    insecure: bool = False,
+    ca_file: Path | None = None,
+) -> RunOutcome:
     """Run the app on an existing SuperLink (``host:port``) and wait for it to finish.
 
     The connection uses TLS, verified against ``ca_file`` (or the system's trust store when
@@ -122,13 +140,15 @@ def submit_to_superlink(address: str, settings: ServerSettingsLike, *, db_url: s
         write_cli_config(Path(home), address, insecure=insecure, ca_file=ca_file)
         outcome = submit(Path(home), overrides, app_dir, timeout)
     if not outcome.ok:
-        raise FleetError(f"Run {outcome.run_id} on {address} ended {outcome.status}: "
-                         f"{outcome.details}")
+        raise FleetError(
+            f"Run {outcome.run_id} on {address} ended {outcome.status}: {outcome.details}"
+        )
     return outcome
 
 
-def submit(cli_home: Path, run_config: Mapping[str, Any], app_dir: Path,
-           timeout: float) -> RunOutcome:
+def submit(
+    cli_home: Path, run_config: Mapping[str, Any], app_dir: Path, timeout: float
+) -> RunOutcome:
     """Submit the app in ``app_dir`` with ``run_config`` overrides and wait for the run to end.
 
     The wait lasts up to ``timeout`` s; a run not finished by then is stopped.
@@ -140,8 +160,9 @@ def submit(cli_home: Path, run_config: Mapping[str, Any], app_dir: Path,
     try:
         out = json_out(res.stdout)
     except (FleetError, json.JSONDecodeError):
-        raise FleetError(f"flwr run failed (exit {res.returncode}): "
-                         f"{(res.stdout + res.stderr).strip()[-1500:]}") from None
+        raise FleetError(
+            f"flwr run failed (exit {res.returncode}): {(res.stdout + res.stderr).strip()[-1500:]}"
+        ) from None
     if not out.get("success") or out.get("run-id") is None:
         raise FleetError(f"flwr run did not start a run: {out}")
     run_id = int(out["run-id"])
@@ -152,6 +173,7 @@ def submit(cli_home: Path, run_config: Mapping[str, Any], app_dir: Path,
         st, details = run_status(cli_home, run_id)
     if not st.startswith("finished"):
         flwr(cli_home, ["stop", str(run_id), CONNECTION], 60)
-        raise FleetError(f"Run {run_id} did not finish within {timeout:.0f} s (status {st}); "
-                         "it was stopped.")
+        raise FleetError(
+            f"Run {run_id} did not finish within {timeout:.0f} s (status {st}); it was stopped."
+        )
     return RunOutcome(run_id, st, details)

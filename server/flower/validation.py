@@ -29,10 +29,22 @@ from apt_core.packing import PackedTensor
 from client.array_records import numpy_arrays
 from server.flower.records import ClientReport, LayerReport
 
-SCALARS = (keys.NUM_EXAMPLES, keys.TRAIN_LOSS, keys.ENERGY_J, keys.PARAM_BYTES,
-           keys.PEAK_MEMORY_BYTES, keys.UPLINK_BYTES, keys.POLICY_VERSION)
-HISTORY = (keys.HISTORY_STEP, keys.HISTORY_LAYER, keys.HISTORY_BITS, keys.HISTORY_GAVG,
-           keys.HISTORY_UNDERFLOW)
+SCALARS = (
+    keys.NUM_EXAMPLES,
+    keys.TRAIN_LOSS,
+    keys.ENERGY_J,
+    keys.PARAM_BYTES,
+    keys.PEAK_MEMORY_BYTES,
+    keys.UPLINK_BYTES,
+    keys.POLICY_VERSION,
+)
+HISTORY = (
+    keys.HISTORY_STEP,
+    keys.HISTORY_LAYER,
+    keys.HISTORY_BITS,
+    keys.HISTORY_GAVG,
+    keys.HISTORY_UNDERFLOW,
+)
 LISTS = (keys.LAYER_BITS, keys.LAYER_EXPONENTS) + HISTORY
 
 
@@ -127,11 +139,15 @@ def check_reply(msg: Message, client: ClientReport, terms: RoundTerms) -> fed.Re
 def _check_layout(content: RecordDict) -> None:
     """Exactly one ArrayRecord and one MetricRecord, under the protocol's keys."""
     if len(content.array_records) != 1 or keys.ARRAYS not in content.array_records:
-        raise fed.ReplyError(f"The reply must hold exactly one ArrayRecord '{keys.ARRAYS}'; "
-                             f"it holds {sorted(content.array_records)}.")
+        raise fed.ReplyError(
+            f"The reply must hold exactly one ArrayRecord '{keys.ARRAYS}'; "
+            f"it holds {sorted(content.array_records)}."
+        )
     if len(content.metric_records) != 1 or keys.METRICS not in content.metric_records:
-        raise fed.ReplyError(f"The reply must hold exactly one MetricRecord "
-                             f"'{keys.METRICS}'; it holds {sorted(content.metric_records)}.")
+        raise fed.ReplyError(
+            f"The reply must hold exactly one MetricRecord "
+            f"'{keys.METRICS}'; it holds {sorted(content.metric_records)}."
+        )
 
 
 def _check_metric_types(m: MetricRecord) -> None:
@@ -173,18 +189,22 @@ def _read_metrics(m: MetricRecord, client: ClientReport) -> None:
 def _check_claims(m: MetricRecord, client: ClientReport, version: int) -> None:
     """Data to weight by, the round's policy version, and the uplink the server measured."""
     if client.num_examples < 1:
-        raise fed.ReplyError("Metric 'num-examples' = 0: a device without data cannot "
-                             "be weighted.")
+        raise fed.ReplyError("Metric 'num-examples' = 0: a device without data cannot be weighted.")
     if client.policy_version != version:
-        raise fed.ReplyError(f"The device trained with policy version "
-                             f"{client.policy_version}; this round sent version {version}.")
+        raise fed.ReplyError(
+            f"The device trained with policy version "
+            f"{client.policy_version}; this round sent version {version}."
+        )
     if int(m[keys.UPLINK_BYTES]) != client.uplink_bytes:  # type: ignore[arg-type]
-        raise fed.ReplyError(f"Metric 'uplink-bytes' = {m[keys.UPLINK_BYTES]} does not match "
-                             f"the {client.uplink_bytes} bytes received.")
+        raise fed.ReplyError(
+            f"Metric 'uplink-bytes' = {m[keys.UPLINK_BYTES]} does not match "
+            f"the {client.uplink_bytes} bytes received."
+        )
 
 
-def layer_precision(m: MetricRecord, tensors: list[PackedTensor], names: list[str],
-                    eff: PrecisionPolicy) -> list[LayerReport]:
+def layer_precision(
+    m: MetricRecord, tensors: list[PackedTensor], names: list[str], eff: PrecisionPolicy
+) -> list[LayerReport]:
     """Per-layer precision of an apt reply, checked against its packed model.
 
     Parameters
@@ -207,38 +227,50 @@ def layer_precision(m: MetricRecord, tensors: list[PackedTensor], names: list[st
     bits = fed.global_bits(tensors)
     claimed = [int(b) for b in m[keys.LAYER_BITS]]  # type: ignore[union-attr]
     if claimed != [bits[n] for n in names]:
-        raise fed.ReplyError(f"Metric 'layer-bits' = {claimed} does not match the bits of "
-                             f"the packed model {[bits[n] for n in names]}.")
+        raise fed.ReplyError(
+            f"Metric 'layer-bits' = {claimed} does not match the bits of "
+            f"the packed model {[bits[n] for n in names]}."
+        )
     per_layer = _history_by_layer(m, names, eff)
-    exps = {t.name.rpartition(".")[0]: t.exponent for t in tensors
-            if t.name.endswith(".weight")}
+    exps = {t.name.rpartition(".")[0]: t.exponent for t in tensors if t.name.endswith(".weight")}
     out = []
     for i, name in enumerate(names):
         seen = per_layer.get(i, [])
         n = len(seen)
-        out.append(LayerReport(
-            layer=name, bits=bits[name], exponent=exps[name],
-            gavg=sum(g for g, _ in seen) / n if n else 0.0,
-            underflow=sum(u for _, u in seen) / n if n else 0.0, checks=n))
+        out.append(
+            LayerReport(
+                layer=name,
+                bits=bits[name],
+                exponent=exps[name],
+                gavg=sum(g for g, _ in seen) / n if n else 0.0,
+                underflow=sum(u for _, u in seen) / n if n else 0.0,
+                checks=n,
+            )
+        )
     return out
 
 
-def _history_by_layer(m: MetricRecord, names: list[str], eff: PrecisionPolicy
-                      ) -> dict[int, list[tuple[float, float]]]:
+def _history_by_layer(
+    m: MetricRecord, names: list[str], eff: PrecisionPolicy
+) -> dict[int, list[tuple[float, float]]]:
     """The precision history's finite (Gavg, underflow) pairs per layer index, checked."""
     hist = [list(m[k]) for k in HISTORY]  # type: ignore[arg-type]
     if len({len(h) for h in hist}) != 1:
-        raise fed.ReplyError("The precision history lists have different lengths "
-                             f"{[len(h) for h in hist]}.")
+        raise fed.ReplyError(
+            f"The precision history lists have different lengths {[len(h) for h in hist]}."
+        )
     per_layer: dict[int, list[tuple[float, float]]] = {}
     for step, layer, b, gavg, under in zip(*hist, strict=True):
         if not 0 <= int(layer) < len(names):
-            raise fed.ReplyError(f"Precision history names layer index {layer}; the model "
-                                 f"has {len(names)} layers.")
+            raise fed.ReplyError(
+                f"Precision history names layer index {layer}; the model has {len(names)} layers."
+            )
         if not eff.bits_min <= int(b) <= eff.bits_max or int(step) < 0:
-            raise fed.ReplyError(f"Precision history entry (step {step}, layer "
-                                 f"'{names[int(layer)]}') has bits={b}, outside the device "
-                                 f"policy's range [{eff.bits_min}, {eff.bits_max}].")
+            raise fed.ReplyError(
+                f"Precision history entry (step {step}, layer "
+                f"'{names[int(layer)]}') has bits={b}, outside the device "
+                f"policy's range [{eff.bits_min}, {eff.bits_max}]."
+            )
         if math.isfinite(gavg) and math.isfinite(under):
             per_layer.setdefault(int(layer), []).append((float(gavg), float(under)))
     return per_layer

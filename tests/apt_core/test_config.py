@@ -27,26 +27,30 @@ def test_precision_policy_t_max_defaults_to_four_times_t_min() -> None:
     assert default.bits_min <= default.start_bits <= default.bits_max
 
 
-@pytest.mark.parametrize(("kwargs", "field", "value"), [
-    ({"t_min": 1.0, "t_max": 1.5}, "t_max", "1.5"),  # t_max < 2 * t_min
-    ({"bits_min": 10, "bits_max": 8}, "bits_min", "10"),
-    ({"t_min": 0.0}, "t_min", "0.0"),
-    ({"t_min": -0.5}, "t_min", "-0.5"),
-    ({"t_min": float("nan")}, "t_min", "nan"),
-    ({"t_max": float("inf")}, "t_max", "inf"),
-    ({"check_every": 0}, "check_every", "0"),
-    ({"check_every": 2.5}, "check_every", "2.5"),
-    ({"rounding": "up"}, "rounding", "'up'"),
-    ({"bits_max": 17}, "bits_max", "17"),
-    ({"bits_min": 1}, "bits_min", "1"),
-    ({"bits_init": 20}, "bits_init", "20"),
-    ({"act_bits": 0}, "act_bits", "0"),
-    ({"err_bits": 32}, "err_bits", "32"),
-    ({"bits_max": True}, "bits_max", "True"),
-    ({"adaptive": "yes"}, "adaptive", "'yes'"),
-])
-def test_precision_policy_invalid_field_raises_policy_error(kwargs: dict[str, Any], field: str,
-                                                            value: str) -> None:
+@pytest.mark.parametrize(
+    ("kwargs", "field", "value"),
+    [
+        ({"t_min": 1.0, "t_max": 1.5}, "t_max", "1.5"),  # t_max < 2 * t_min
+        ({"bits_min": 10, "bits_max": 8}, "bits_min", "10"),
+        ({"t_min": 0.0}, "t_min", "0.0"),
+        ({"t_min": -0.5}, "t_min", "-0.5"),
+        ({"t_min": float("nan")}, "t_min", "nan"),
+        ({"t_max": float("inf")}, "t_max", "inf"),
+        ({"check_every": 0}, "check_every", "0"),
+        ({"check_every": 2.5}, "check_every", "2.5"),
+        ({"rounding": "up"}, "rounding", "'up'"),
+        ({"bits_max": 17}, "bits_max", "17"),
+        ({"bits_min": 1}, "bits_min", "1"),
+        ({"bits_init": 20}, "bits_init", "20"),
+        ({"act_bits": 0}, "act_bits", "0"),
+        ({"err_bits": 32}, "err_bits", "32"),
+        ({"bits_max": True}, "bits_max", "True"),
+        ({"adaptive": "yes"}, "adaptive", "'yes'"),
+    ],
+)
+def test_precision_policy_invalid_field_raises_policy_error(
+    kwargs: dict[str, Any], field: str, value: str
+) -> None:
     # Execute
     with pytest.raises(PolicyError) as info:
         PrecisionPolicy(**kwargs)
@@ -130,12 +134,14 @@ def test_resolve_policy_by_name(name: str) -> None:
 
 def test_resolve_policy_key_value_list() -> None:
     # Execute
-    policy = resolve_policy("t_min=1.0, bits_max=12,rounding=stochastic,adaptive=false,"
-                            "check_every=10")
+    policy = resolve_policy(
+        "t_min=1.0, bits_max=12,rounding=stochastic,adaptive=false,check_every=10"
+    )
 
     # Assert
-    assert policy == PrecisionPolicy(t_min=1.0, t_max=4.0, bits_max=12, rounding="stochastic",
-                                     adaptive=False, check_every=10)
+    assert policy == PrecisionPolicy(
+        t_min=1.0, t_max=4.0, bits_max=12, rounding="stochastic", adaptive=False, check_every=10
+    )
 
 
 def test_resolve_policy_explicit_t_max_kept() -> None:
@@ -146,13 +152,16 @@ def test_resolve_policy_explicit_t_max_kept() -> None:
     assert (policy.t_min, policy.t_max) == (1.0, 3.0)
 
 
-@pytest.mark.parametrize(("spec", "match"), [
-    ("turbo", "name 'turbo' is not one of"),
-    ("bits_cap=8", "unknown field 'bits_cap'"),
-    ("bits_max=eight", "field 'bits_max' = 'eight': not a number"),
-    ("bits_max=20", "field 'bits_max' = 20"),
-    ("t_min=1,t_max=1.5", "field 't_max' = 1.5"),
-])
+@pytest.mark.parametrize(
+    ("spec", "match"),
+    [
+        ("turbo", "name 'turbo' is not one of"),
+        ("bits_cap=8", "unknown field 'bits_cap'"),
+        ("bits_max=eight", "field 'bits_max' = 'eight': not a number"),
+        ("bits_max=20", "field 'bits_max' = 20"),
+        ("t_min=1,t_max=1.5", "field 't_max' = 1.5"),
+    ],
+)
 def test_resolve_policy_invalid_spec_raises_policy_error(spec: str, match: str) -> None:
     # Execute / Assert
     with pytest.raises(PolicyError, match=match):

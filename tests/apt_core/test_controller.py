@@ -13,24 +13,29 @@ from apt_core.optimizer import LayerStepStats
 POLICY = PrecisionPolicy(t_min=0.5, t_max=2.0, bits_min=4, bits_max=12, check_every=3)
 
 
-def _feed(ctrl: PrecisionController, per_step: list[dict[str, float]],
-          underflow: float = 0.25) -> None:
+def _feed(
+    ctrl: PrecisionController, per_step: list[dict[str, float]], underflow: float = 0.25
+) -> None:
     """Observe one optimizer step per dict of layer name -> Gavg."""
     for step in per_step:
         ctrl.observe({n: LayerStepStats(gavg=g, underflow=underflow) for n, g in step.items()})
 
 
-@pytest.mark.parametrize(("gavgs", "bits", "expected"), [
-    ([0.1, 0.2, 0.3], 8, 9),  # mean 0.2 < t_min -> one more bit
-    ([3.0, 2.5, 4.0], 8, 7),  # mean 3.17 > t_max -> one less bit
-    ([0.5, 1.0, 2.0], 8, 8),  # mean 1.17 inside [t_min, t_max] -> unchanged
-    ([0.4, 0.5, 0.6], 8, 8),  # mean exactly t_min is inside the band
-    ([2.0, 2.0, 2.0], 8, 8),  # mean exactly t_max is inside the band
-    ([0.1, 0.1, 0.1], 12, 12),  # clamped at bits_max
-    ([9.0, 9.0, 9.0], 4, 4),  # clamped at bits_min
-])
-def test_controller_decide_moves_bits_by_gavg_band(gavgs: list[float], bits: int,
-                                                    expected: int) -> None:
+@pytest.mark.parametrize(
+    ("gavgs", "bits", "expected"),
+    [
+        ([0.1, 0.2, 0.3], 8, 9),  # mean 0.2 < t_min -> one more bit
+        ([3.0, 2.5, 4.0], 8, 7),  # mean 3.17 > t_max -> one less bit
+        ([0.5, 1.0, 2.0], 8, 8),  # mean 1.17 inside [t_min, t_max] -> unchanged
+        ([0.4, 0.5, 0.6], 8, 8),  # mean exactly t_min is inside the band
+        ([2.0, 2.0, 2.0], 8, 8),  # mean exactly t_max is inside the band
+        ([0.1, 0.1, 0.1], 12, 12),  # clamped at bits_max
+        ([9.0, 9.0, 9.0], 4, 4),  # clamped at bits_min
+    ],
+)
+def test_controller_decide_moves_bits_by_gavg_band(
+    gavgs: list[float], bits: int, expected: int
+) -> None:
     # Prepare
     ctrl = PrecisionController(POLICY)
     _feed(ctrl, [{"fc": g} for g in gavgs])
@@ -128,8 +133,14 @@ def test_controller_history_records_each_check() -> None:
         PrecisionCheck(30, "same", 8, 8, 9, pytest.approx(1.0), pytest.approx(0.4)),
     ]
     assert ctrl.history[0].to_dict() == {
-        "step": 30, "layer": "up", "old_bits": 8, "bits": 9, "exponent": 10,
-        "gavg": pytest.approx(0.2), "underflow": pytest.approx(0.4)}
+        "step": 30,
+        "layer": "up",
+        "old_bits": 8,
+        "bits": 9,
+        "exponent": 10,
+        "gavg": pytest.approx(0.2),
+        "underflow": pytest.approx(0.4),
+    }
 
 
 def test_controller_decide_resets_the_window() -> None:

@@ -152,8 +152,9 @@ def test_step_energy_fixed_matches_hand_computation() -> None:
     move_bits = 15 * (2 * 6 + 2 * 8) + 6 * (2 * 10 + 2 * 8)  # 420 + 216
 
     # Execute
-    e = step_energy(EXPECTED_PROFILES, BATCH, "fixed", bits=bits, act_bits=8, err_bits=8,
-                    state_bits=8)
+    e = step_energy(
+        EXPECTED_PROFILES, BATCH, "fixed", bits=bits, act_bits=8, err_bits=8, state_bits=8
+    )
 
     # Assert
     assert fc_pj + conv_pj == pytest.approx(73.0)
@@ -250,9 +251,12 @@ def test_model_nbytes_float_model_is_four_bytes_per_parameter() -> None:
 
 def test_model_nbytes_apt_model_is_gemm_ready_codes_plus_small_buffers() -> None:
     # Prepare: fc 64x32 (+32 bias) at 5 bits, conv 16x8x5 (+16 bias) at 11 bits
-    model = to_apt(nn.Sequential(nn.Linear(64, 32), nn.Unflatten(1, (8, 4)),
-                                 nn.Conv1d(8, 16, kernel_size=5, padding=2)),
-                   PrecisionPolicy(bits_init=8))
+    model = to_apt(
+        nn.Sequential(
+            nn.Linear(64, 32), nn.Unflatten(1, (8, 4)), nn.Conv1d(8, 16, kernel_size=5, padding=2)
+        ),
+        PrecisionPolicy(bits_init=8),
+    )
     layers = apt_layers(model)
     layers["0"].set_bits(5)
     layers["2"].set_bits(11)

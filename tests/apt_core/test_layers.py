@@ -33,8 +33,9 @@ def _one_thread() -> Iterator[None]:
         yield
 
 
-def _converted(seed: int = 0, policy: PrecisionPolicy | None = None,
-               bias: bool = True) -> nn.Module:
+def _converted(
+    seed: int = 0, policy: PrecisionPolicy | None = None, bias: bool = True
+) -> nn.Module:
     return to_apt(make_mixed_net(seed, bias=bias), policy or PrecisionPolicy())
 
 
@@ -55,8 +56,9 @@ def test_to_apt_converts_nested_linear_and_conv_layers() -> None:
     # Assert
     assert out is model
     assert {n: type(m) for n, m in apt_layers(model).items()} == EXPECTED_TYPES
-    leftovers = [n for n, m in model.named_modules()
-                 if type(m) in (nn.Linear, nn.Conv1d, nn.Conv2d)]
+    leftovers = [
+        n for n, m in model.named_modules() if type(m) in (nn.Linear, nn.Conv1d, nn.Conv2d)
+    ]
     assert leftovers == []
     assert isinstance(model.body[1], nn.ReLU)
     assert layer_bits(model) == {"conv": 6, "body.0": 6, "head": 6}
@@ -90,8 +92,9 @@ def test_to_apt_weights_are_float_weights_rounded_to_nearest() -> None:
     for name, layer in layers.items():
         f = layer.exponent("weight")
         ref = float_model.get_submodule(name).weight.detach()
-        torch.testing.assert_close(layer.codes("weight").long(), ref_quantize(ref, 8, f),
-                                   rtol=0, atol=0)
+        torch.testing.assert_close(
+            layer.codes("weight").long(), ref_quantize(ref, 8, f), rtol=0, atol=0
+        )
         assert float(ref.abs().max()) * 2**f <= code_range(8)[1]
 
 
@@ -104,8 +107,7 @@ def test_to_apt_state_dict_holds_only_integer_tensors() -> None:
 
     # Assert
     assert state
-    floats = {k: v.dtype for k, v in state.items()
-              if v.is_floating_point() or v.is_complex()}
+    floats = {k: v.dtype for k, v in state.items() if v.is_floating_point() or v.is_complex()}
     assert floats == {}
     assert {v.dtype for v in state.values()} <= {torch.int8, torch.int32}
 
@@ -133,7 +135,8 @@ def test_apt_layer_registers_code_exponent_and_bits_buffers(bias: bool) -> None:
 
     # Assert
     expected = {"bits", "weight_exp", "weight_codes"} | (
-        {"bias_exp", "bias_codes"} if bias else set())
+        {"bias_exp", "bias_codes"} if bias else set()
+    )
     assert set(buffers) == expected
     assert buffers["bits"].dtype == torch.int32 and int(buffers["bits"]) == 8
     assert buffers["weight_exp"].dtype == torch.int32
@@ -195,8 +198,9 @@ def test_set_bits_decrease_moves_values_by_at_most_one_new_step() -> None:
         new_step = 2.0 ** -(f0 - 1)
         assert layer.n_bits == 7 and layer.exponent() == f0 - 1
         # reference: halve the codes, round half to even, saturate at the 7-bit range
-        torch.testing.assert_close(layer.codes().long(), ref_quantize(codes0.double() / 2, 7, 0),
-                                   rtol=0, atol=0)
+        torch.testing.assert_close(
+            layer.codes().long(), ref_quantize(codes0.double() / 2, 7, 0), rtol=0, atol=0
+        )
         w1 = layer.dequantized()[0].double()
         assert float((w1 - w0).abs().max()) <= new_step
         assert float((w1 - w0).abs().max()) > 0  # the decrease is lossy here
@@ -265,8 +269,12 @@ def test_to_float_gives_plain_torch_layers_with_dequantized_weights() -> None:
     assert type(plain.conv) is nn.Conv2d
     assert type(plain.body[0]) is nn.Conv1d
     assert type(plain.head) is nn.Linear
-    assert (plain.body[0].stride, plain.body[0].padding, plain.body[0].dilation,
-            plain.body[0].groups) == ((2,), (1,), (2,), 2)
+    assert (
+        plain.body[0].stride,
+        plain.body[0].padding,
+        plain.body[0].dilation,
+        plain.body[0].groups,
+    ) == ((2,), (1,), (2,), 2)
     for name, layer in apt_layers(model).items():
         w, b = layer.dequantized()
         torch.testing.assert_close(plain.get_submodule(name).weight.detach(), w, rtol=0, atol=0)

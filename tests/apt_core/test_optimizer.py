@@ -192,8 +192,7 @@ def test_aptsgd_step_nonfinite_update_skips_layer() -> None:
 
 
 @pytest.mark.parametrize(("push", "shifts"), [(140, 1), (300, 2), (1000, 3)])
-def test_aptsgd_step_overflow_lowers_exponent_instead_of_clipping(push: int,
-                                                                  shifts: int) -> None:
+def test_aptsgd_step_overflow_lowers_exponent_instead_of_clipping(push: int, shifts: int) -> None:
     # Prepare: one weight is pushed to `push` steps, beyond the 8-bit maximum of 127
     lr = 1.0
     model, first, _ = _model()
@@ -219,9 +218,10 @@ def test_aptsgd_step_overflow_lowers_exponent_instead_of_clipping(push: int,
     assert abs(float(_decoded(first)[0, 0]) - push * DELTA) <= 2.0**-f_new / 2
 
 
-@pytest.mark.parametrize(("fmt", "dtype", "bits"), [("int8", torch.int8, 8),
-                                                    ("bf16", torch.bfloat16, 16),
-                                                    ("fp32", torch.float32, 32)])
+@pytest.mark.parametrize(
+    ("fmt", "dtype", "bits"),
+    [("int8", torch.int8, 8), ("bf16", torch.bfloat16, 16), ("fp32", torch.float32, 32)],
+)
 def test_aptsgd_momentum_state_dtype_and_bits(fmt: str, dtype: torch.dtype, bits: int) -> None:
     # Prepare
     model, first, second = _model()
@@ -357,12 +357,15 @@ def test_aptsgd_trains_float_parameters_outside_apt_layers() -> None:
     torch.testing.assert_close(norm.bias.detach(), expected)
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [
-    ({"lr": 0.0}, "lr=0.0"),
-    ({"lr": 0.1, "momentum": 1.0}, "momentum=1.0"),
-    ({"lr": 0.1, "momentum_format": "fp8"}, "momentum_format='fp8'"),
-    ({"lr": 0.1, "rounding": "up"}, "rounding='up'"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"lr": 0.0}, "lr=0.0"),
+        ({"lr": 0.1, "momentum": 1.0}, "momentum=1.0"),
+        ({"lr": 0.1, "momentum_format": "fp8"}, "momentum_format='fp8'"),
+        ({"lr": 0.1, "rounding": "up"}, "rounding='up'"),
+    ],
+)
 def test_aptsgd_rejects_invalid_arguments(kwargs: dict[str, object], match: str) -> None:
     # Prepare
     model, _, _ = _model()

@@ -114,8 +114,7 @@ def test_pack_bits_accepts_any_shape() -> None:
 def test_pack_bits_round_trip_property(data: st.DataObject, bits: int) -> None:
     # Prepare
     lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
-    values = data.draw(st.lists(st.integers(min_value=lo, max_value=hi), min_size=0,
-                                max_size=300))
+    values = data.draw(st.lists(st.integers(min_value=lo, max_value=hi), min_size=0, max_size=300))
     codes = torch.tensor(values, dtype=torch.int32)
 
     # Execute
@@ -178,8 +177,10 @@ def test_pack_tensors_payload_size_is_header_plus_packed_codes() -> None:
 
 def test_pack_tensors_byte_aligned_payload_within_ideal_size() -> None:
     # Prepare: every n*b is a multiple of 8, so no padding at all
-    tensors = [PackedTensor("a", _random_codes(16, 3, 1), 3, 2),
-               PackedTensor("b", _random_codes(8, 13, 2).view(2, 4), 13, -4)]
+    tensors = [
+        PackedTensor("a", _random_codes(16, 3, 1), 3, 2),
+        PackedTensor("b", _random_codes(8, 13, 2).view(2, 4), 13, -4),
+    ]
     ideal = sum(t.codes.numel() * t.bits for t in tensors) / 8
 
     # Execute

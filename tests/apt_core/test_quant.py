@@ -62,8 +62,16 @@ def test_quantize_saturates_at_code_range(bits: int) -> None:
     # Prepare
     exponent = 3
     lo, hi = code_range(bits)
-    x = torch.tensor([1e6, (hi + 0.9) * 2.0**-exponent, -1e6, (lo - 0.9) * 2.0**-exponent,
-                      float("inf"), float("-inf")])
+    x = torch.tensor(
+        [
+            1e6,
+            (hi + 0.9) * 2.0**-exponent,
+            -1e6,
+            (lo - 0.9) * 2.0**-exponent,
+            float("inf"),
+            float("-inf"),
+        ]
+    )
 
     # Execute
     codes = quantize(x, bits, exponent)
@@ -156,11 +164,12 @@ def test_stochastic_round_keeps_values_already_on_the_grid() -> None:
 
 
 @settings(max_examples=300, deadline=None, database=None)
-@given(mantissa=st.floats(min_value=1.0, max_value=2.0, exclude_max=True),
-       scale=st.integers(min_value=-60, max_value=60),
-       bits=st.integers(min_value=2, max_value=16))
-def test_choose_exponent_is_largest_non_saturating(mantissa: float, scale: int,
-                                                   bits: int) -> None:
+@given(
+    mantissa=st.floats(min_value=1.0, max_value=2.0, exclude_max=True),
+    scale=st.integers(min_value=-60, max_value=60),
+    bits=st.integers(min_value=2, max_value=16),
+)
+def test_choose_exponent_is_largest_non_saturating(mantissa: float, scale: int, bits: int) -> None:
     # Prepare
     max_abs = mantissa * 2.0**scale
     qmax = 2 ** (bits - 1) - 1

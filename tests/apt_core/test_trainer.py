@@ -43,9 +43,17 @@ def _train(method: str, digits: Digits, epochs: int, seed: int = 0) -> TrainMetr
     profiles = profile_layers(model, digits.x_train[:2])
     s = setup_method(method, model, profiles, policy=APT_POLICY, lr=LR, seed=seed)
     loader = digits.train_loader(BATCH, seed)
-    return train(s.model, loader, optimizer=s.optimizer, epochs=epochs,
-                 lr_schedule=cosine_lr(LR, epochs * len(loader)), controller=s.controller,
-                 meter=s.meter, test_loader=digits.test_loader(), eval_every_epoch=False)
+    return train(
+        s.model,
+        loader,
+        optimizer=s.optimizer,
+        epochs=epochs,
+        lr_schedule=cosine_lr(LR, epochs * len(loader)),
+        controller=s.controller,
+        meter=s.meter,
+        test_loader=digits.test_loader(),
+        eval_every_epoch=False,
+    )
 
 
 def test_train_apt_on_digits_beats_85_percent(digits: Digits) -> None:
@@ -100,8 +108,15 @@ def test_train_apt_leaves_model_integer_only(digits: Digits) -> None:
     loader = digits.train_loader(BATCH)
 
     # Execute
-    train(s.model, loader, optimizer=s.optimizer, epochs=1, lr_schedule=lambda _: LR,
-          controller=s.controller, meter=s.meter)
+    train(
+        s.model,
+        loader,
+        optimizer=s.optimizer,
+        epochs=1,
+        lr_schedule=lambda _: LR,
+        controller=s.controller,
+        meter=s.meter,
+    )
 
     # Assert
     assert all(not t.is_floating_point() for t in s.model.state_dict().values())

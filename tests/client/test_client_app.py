@@ -21,12 +21,18 @@ def _context(**node_config: object) -> Context:
     return Context(run_id=1, node_id=7, node_config=cfg, state=RecordDict(), run_config={})
 
 
-def _train_message(server_round: int, settings: fed.RunSettings = SETTINGS,
-                   overrides: dict | None = None) -> object:
+def _train_message(
+    server_round: int, settings: fed.RunSettings = SETTINGS, overrides: dict | None = None
+) -> object:
     model = fed.make_model(settings.task, settings.arch, settings.method, POLICY, seed=0)
     arrays = ArrayRecord({k: Array(v) for k, v in fed.model_arrays(model, settings.method).items()})
-    cfg = ConfigRecord({**settings.to_config(), keys.SERVER_ROUND: server_round,
-                        **fed.policy_to_config(2, POLICY, overrides or {})})
+    cfg = ConfigRecord(
+        {
+            **settings.to_config(),
+            keys.SERVER_ROUND: server_round,
+            **fed.policy_to_config(2, POLICY, overrides or {}),
+        }
+    )
     return create_instruction(7, RecordDict({keys.ARRAYS: arrays, keys.CONFIG: cfg}))
 
 
@@ -48,8 +54,7 @@ def test_train_replies_packed_model_and_metrics() -> None:
     assert len(m[keys.HISTORY_STEP]) == len(m[keys.HISTORY_GAVG]) > 0
     assert reply.content[keys.DEVICE][keys.DEVICE_CLASS] == "standard"
     assert reply.metadata.src_node_id == 7
-    assert list(context.state[keys.STATE_DEVICE_BITS][keys.LAYER_BITS]) == \
-        list(m[keys.LAYER_BITS])
+    assert list(context.state[keys.STATE_DEVICE_BITS][keys.LAYER_BITS]) == list(m[keys.LAYER_BITS])
 
 
 def test_train_uses_remembered_bits_and_class_override() -> None:
@@ -109,5 +114,6 @@ def test_device_config_validates_node_config() -> None:
     with pytest.raises(ValueError, match="partition-id"):
         DeviceConfig.from_node_config({})
     with pytest.raises(ValueError, match="device-class"):
-        DeviceConfig.from_node_config({keys.PARTITION_ID: 0, keys.NUM_PARTITIONS: 1,
-                                       keys.DEVICE_CLASS: "bad class!"})
+        DeviceConfig.from_node_config(
+            {keys.PARTITION_ID: 0, keys.NUM_PARTITIONS: 1, keys.DEVICE_CLASS: "bad class!"}
+        )

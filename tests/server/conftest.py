@@ -22,8 +22,9 @@ from tests.utils.token import token_headers
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
-def db_url(request: pytest.FixtureRequest,
-           tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def db_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     """A database migrated to head and seeded, shared by the session's tests of a backend."""
     with empty_database(request.param, tmp_path_factory.mktemp(request.param)) as url:
         init_db(url)

@@ -65,15 +65,17 @@ def twin_models(model: nn.Module, policy: PrecisionPolicy) -> tuple[nn.Module, n
     return to_apt(copy.deepcopy(model), policy), to_apt(copy.deepcopy(model), policy)
 
 
-def twin_optimizers(ref: nn.Module, intm: nn.Module, **kwargs: object
-                    ) -> tuple[APTSGD, APTSGD]:
+def twin_optimizers(ref: nn.Module, intm: nn.Module, **kwargs: object) -> tuple[APTSGD, APTSGD]:
     """APTSGD on each twin, same settings, pinned to its backend."""
-    return (APTSGD(ref, backend="reference", **kwargs),  # type: ignore[arg-type]
-            APTSGD(intm, backend="int", **kwargs))  # type: ignore[arg-type]
+    return (
+        APTSGD(ref, backend="reference", **kwargs),  # type: ignore[arg-type]
+        APTSGD(intm, backend="int", **kwargs),
+    )  # type: ignore[arg-type]
 
 
-def train_step(model: nn.Module, opt: APTSGD, name: str, x: Tensor, loss_fn: LossFn
-               ) -> tuple[Tensor, dict[str, LayerStepStats]]:
+def train_step(
+    model: nn.Module, opt: APTSGD, name: str, x: Tensor, loss_fn: LossFn
+) -> tuple[Tensor, dict[str, LayerStepStats]]:
     """One zero_grad / forward / backward / step on backend ``name``: (output, stats)."""
     with backend(name):
         model.train()
@@ -83,10 +85,9 @@ def train_step(model: nn.Module, opt: APTSGD, name: str, x: Tensor, loss_fn: Los
         return out.detach(), opt.step()
 
 
-def twin_steps(ref: nn.Module, intm: nn.Module, opts: tuple[APTSGD, APTSGD], x: Tensor,
-               loss_fn: LossFn) -> tuple[tuple[Tensor, Tensor],
-                                         tuple[dict[str, LayerStepStats],
-                                               dict[str, LayerStepStats]]]:
+def twin_steps(
+    ref: nn.Module, intm: nn.Module, opts: tuple[APTSGD, APTSGD], x: Tensor, loss_fn: LossFn
+) -> tuple[tuple[Tensor, Tensor], tuple[dict[str, LayerStepStats], dict[str, LayerStepStats]]]:
     """One training step of each twin on its backend: ((outputs), (stats))."""
     out_r, st_r = train_step(ref, opts[0], "reference", x, loss_fn)
     out_i, st_i = train_step(intm, opts[1], "int", x, loss_fn)
@@ -112,8 +113,9 @@ def assert_same_layers(ref: nn.Module, intm: nn.Module) -> None:
         for key, value in want.items():
             msg = f"layer {name!r} {key}"
             if isinstance(value, Tensor):
-                torch.testing.assert_close(got[key], value, rtol=0, atol=0,
-                                           msg=lambda m, msg=msg: f"{msg}: {m}")
+                torch.testing.assert_close(
+                    got[key], value, rtol=0, atol=0, msg=lambda m, msg=msg: f"{msg}: {m}"
+                )
             else:
                 assert got[key] == value, f"{msg}: int {got[key]} != reference {value}"
 
@@ -124,10 +126,16 @@ def assert_same_stats(ref: dict[str, LayerStepStats], got: dict[str, LayerStepSt
     for name, want in ref.items():
         have = got[name]
         assert (have.skipped, have.overflow_shifts) == (want.skipped, want.overflow_shifts), (
-            f"layer {name!r}: int {have} != reference {want}")
+            f"layer {name!r}: int {have} != reference {want}"
+        )
         assert have.underflow == want.underflow, f"layer {name!r}: int {have} != {want}"
-        torch.testing.assert_close(have.gavg, want.gavg, rtol=GAVG_RTOL, atol=0,
-                                   msg=f"layer {name!r} gavg: int {have.gavg} != {want.gavg}")
+        torch.testing.assert_close(
+            have.gavg,
+            want.gavg,
+            rtol=GAVG_RTOL,
+            atol=0,
+            msg=f"layer {name!r} gavg: int {have.gavg} != {want.gavg}",
+        )
 
 
 def assert_same_optimizer_state(ref: APTSGD, got: APTSGD) -> None:
@@ -172,9 +180,15 @@ def assert_within(got: Tensor, want: Tensor, bound: Tensor, what: str) -> None:
     excess = ((got.double() - want.double()).abs() - bound).clamp_min(0.0)
     n_exact = int((bound == 0).sum())
     torch.testing.assert_close(
-        excess, torch.zeros_like(excess), rtol=0, atol=0,
-        msg=lambda m: f"{what}: int differs from reference beyond the float32 bound "
-                      f"({n_exact}/{bound.numel()} elements required exact): {m}")
+        excess,
+        torch.zeros_like(excess),
+        rtol=0,
+        atol=0,
+        msg=lambda m: (
+            f"{what}: int differs from reference beyond the float32 bound "
+            f"({n_exact}/{bound.numel()} elements required exact): {m}"
+        ),
+    )
 
 
 def apt_layer_list(model: nn.Module) -> list[APTLayer]:
@@ -224,5 +238,4 @@ def make_batch(batch: int = 4, seed: int = 1) -> tuple[Tensor, Tensor]:
 
 def fixed_policy_at(bits: int, **changes: object) -> PrecisionPolicy:
     """A policy that starts every layer at ``bits`` (any width 2..16)."""
-    return PrecisionPolicy(bits_min=2, bits_max=16, bits_init=bits,
-                           **changes)  # type: ignore[arg-type]
+    return PrecisionPolicy(bits_min=2, bits_max=16, bits_init=bits, **changes)  # type: ignore[arg-type]

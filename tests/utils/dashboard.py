@@ -17,10 +17,14 @@ def csrf_token(html: str) -> str:
     return match[1]
 
 
-def sign_in(client: TestClient | httpx.Client, token: str, next_path: str = "/",
-            **headers: str) -> httpx.Response:
+def sign_in(
+    client: TestClient | httpx.Client, token: str, next_path: str = "/", **headers: str
+) -> httpx.Response:
     """GET /login (its CSRF cookie and token), then POST the form; the 303 or error page."""
     form = client.get("/login")
-    return client.post("/login", data={"token": token, "next": next_path,
-                                       "csrf_token": csrf_token(form.text)},
-                       headers=headers, follow_redirects=False)
+    return client.post(
+        "/login",
+        data={"token": token, "next": next_path, "csrf_token": csrf_token(form.text)},
+        headers=headers,
+        follow_redirects=False,
+    )

@@ -15,7 +15,8 @@ from sqlalchemy.pool import NullPool
 
 #: Maintenance database the per-session test databases are created from.
 POSTGRES_ADMIN_URL = os.environ.get(
-    "APTFLEET_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    "APTFLEET_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
 BACKENDS = ("sqlite", "postgresql")
 
 
@@ -26,19 +27,24 @@ def postgres_database() -> Iterator[str]:
     Skips the calling test when PostgreSQL is unreachable.
     """
     # no pool: a test may restart PostgreSQL, which kills pooled connections
-    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT",
-                          connect_args={"connect_timeout": 3}, poolclass=NullPool)
+    admin = create_engine(
+        POSTGRES_ADMIN_URL,
+        isolation_level="AUTOCOMMIT",
+        connect_args={"connect_timeout": 3},
+        poolclass=NullPool,
+    )
     name = f"aptfleet_test_{uuid.uuid4().hex[:12]}"
     try:
         with admin.connect() as connection:
             connection.execute(text(f'CREATE DATABASE "{name}"'))
     except OperationalError as exc:
         admin.dispose()
-        pytest.skip(f"PostgreSQL unreachable at {POSTGRES_ADMIN_URL} "
-                    f"(set APTFLEET_TEST_POSTGRES_URL): {exc.orig}")
+        pytest.skip(
+            f"PostgreSQL unreachable at {POSTGRES_ADMIN_URL} "
+            f"(set APTFLEET_TEST_POSTGRES_URL): {exc.orig}"
+        )
     try:
-        yield make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(
-            hide_password=False)
+        yield make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
     finally:
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

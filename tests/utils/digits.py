@@ -21,8 +21,12 @@ class Digits:
 
     def train_loader(self, batch_size: int = 32, seed: int = 0) -> DataLoader:
         """Shuffled training batches in a seed-fixed order."""
-        return DataLoader(TensorDataset(self.x_train, self.y_train), batch_size=batch_size,
-                          shuffle=True, generator=torch.Generator().manual_seed(seed))
+        return DataLoader(
+            TensorDataset(self.x_train, self.y_train),
+            batch_size=batch_size,
+            shuffle=True,
+            generator=torch.Generator().manual_seed(seed),
+        )
 
     def test_loader(self, batch_size: int = 512) -> DataLoader:
         """Test batches in order."""

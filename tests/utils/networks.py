@@ -19,8 +19,9 @@ class MixedNet(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(1, 4, kernel_size=3, padding=1, bias=bias)  # -> 4x6x6
         self.body = nn.Sequential(
-            nn.Conv1d(4, 6, kernel_size=3, stride=2, padding=1, dilation=2, groups=2,
-                      bias=bias),  # 4x36 -> 6x17
+            nn.Conv1d(
+                4, 6, kernel_size=3, stride=2, padding=1, dilation=2, groups=2, bias=bias
+            ),  # 4x36 -> 6x17
             nn.ReLU(),
         )
         self.head = nn.Linear(6 * 17, 5, bias=bias)

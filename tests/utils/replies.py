@@ -37,15 +37,24 @@ class FakeGrid:
         return list(self.node_ids)
 
 
-def create_instruction(node_id: int, content: RecordDict | None = None,
-                       message_type: str = MessageType.TRAIN) -> Message:
+def create_instruction(
+    node_id: int, content: RecordDict | None = None, message_type: str = MessageType.TRAIN
+) -> Message:
     """A message from the ServerApp to ``node_id``.
 
     Its metadata is set directly, so no Flower runtime is needed.
     """
-    metadata = Metadata(run_id=1, message_id=f"m-{node_id}", src_node_id=0,
-                        dst_node_id=node_id, reply_to_message_id="", group_id="1",
-                        created_at=time.time(), ttl=3600.0, message_type=message_type)
+    metadata = Metadata(
+        run_id=1,
+        message_id=f"m-{node_id}",
+        src_node_id=0,
+        dst_node_id=node_id,
+        reply_to_message_id="",
+        group_id="1",
+        created_at=time.time(),
+        ttl=3600.0,
+        message_type=message_type,
+    )
     return Message(content=content or RecordDict(), metadata=metadata)
 
 
@@ -60,45 +69,75 @@ def task_identity(run_id: int = 1) -> Iterator[None]:
         TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
 
 
-def create_mock_reply(arrays: Mapping[str, np.ndarray], num_examples: int, *,
-                      node_id: int = 1, metrics: Mapping[str, Any] | None = None,
-                      device_class: str = "standard", partition_id: int = 0) -> Message:
+def create_mock_reply(
+    arrays: Mapping[str, np.ndarray],
+    num_examples: int,
+    *,
+    node_id: int = 1,
+    metrics: Mapping[str, Any] | None = None,
+    device_class: str = "standard",
+    partition_id: int = 0,
+) -> Message:
     """A train reply from ``node_id`` carrying ``arrays`` and consistent default metrics.
 
     ``metrics`` entries replace the defaults (e.g. ``{"policy-version": 2}``).
     """
     m: dict[str, Any] = {
-        keys.NUM_EXAMPLES: num_examples, keys.TRAIN_LOSS: 1.0, keys.ENERGY_J: 0.5,
-        keys.PARAM_BYTES: 1000, keys.PEAK_MEMORY_BYTES: 5000,
-        keys.UPLINK_BYTES: fed.arrays_nbytes(arrays), keys.POLICY_VERSION: 1,
-        keys.LAYER_BITS: [], keys.LAYER_EXPONENTS: [], keys.HISTORY_STEP: [],
-        keys.HISTORY_LAYER: [], keys.HISTORY_BITS: [], keys.HISTORY_GAVG: [],
-        keys.HISTORY_UNDERFLOW: []}
+        keys.NUM_EXAMPLES: num_examples,
+        keys.TRAIN_LOSS: 1.0,
+        keys.ENERGY_J: 0.5,
+        keys.PARAM_BYTES: 1000,
+        keys.PEAK_MEMORY_BYTES: 5000,
+        keys.UPLINK_BYTES: fed.arrays_nbytes(arrays),
+        keys.POLICY_VERSION: 1,
+        keys.LAYER_BITS: [],
+        keys.LAYER_EXPONENTS: [],
+        keys.HISTORY_STEP: [],
+        keys.HISTORY_LAYER: [],
+        keys.HISTORY_BITS: [],
+        keys.HISTORY_GAVG: [],
+        keys.HISTORY_UNDERFLOW: [],
+    }
     m.update(metrics or {})
-    content = RecordDict({
-        keys.ARRAYS: ArrayRecord({k: Array(np.asarray(v)) for k, v in arrays.items()}),
-        keys.METRICS: MetricRecord(m),
-        keys.DEVICE: ConfigRecord({keys.DEVICE_CLASS: device_class,
-                                   keys.PARTITION_ID: partition_id})})
+    content = RecordDict(
+        {
+            keys.ARRAYS: ArrayRecord({k: Array(np.asarray(v)) for k, v in arrays.items()}),
+            keys.METRICS: MetricRecord(m),
+            keys.DEVICE: ConfigRecord(
+                {keys.DEVICE_CLASS: device_class, keys.PARTITION_ID: partition_id}
+            ),
+        }
+    )
     return Message(content, reply_to=create_instruction(node_id))
 
 
-def create_apt_reply(model: nn.Module, num_examples: int, *, node_id: int = 1,
-                     history: list[tuple[int, int, int, float, float]] | None = None,
-                     **kwargs: Any) -> Message:
+def create_apt_reply(
+    model: nn.Module,
+    num_examples: int,
+    *,
+    node_id: int = 1,
+    history: list[tuple[int, int, int, float, float]] | None = None,
+    **kwargs: Any,
+) -> Message:
     """A well-formed apt reply for an APT ``model`` (bits and exponents read from it).
 
     ``history`` entries are (step, layer index, bits, gavg, underflow).
     """
     layers = apt_layers(model)
     hist = list(zip(*history, strict=True)) if history else [[], [], [], [], []]
-    metrics = {keys.LAYER_BITS: [m.n_bits for m in layers.values()],
-               keys.LAYER_EXPONENTS: [m.exponent() for m in layers.values()],
-               keys.HISTORY_STEP: list(hist[0]), keys.HISTORY_LAYER: list(hist[1]),
-               keys.HISTORY_BITS: list(hist[2]), keys.HISTORY_GAVG: list(hist[3]),
-               keys.HISTORY_UNDERFLOW: list(hist[4]), **kwargs.pop("metrics", {})}
-    return create_mock_reply(fed.model_arrays(model, "apt"), num_examples, node_id=node_id,
-                             metrics=metrics, **kwargs)
+    metrics = {
+        keys.LAYER_BITS: [m.n_bits for m in layers.values()],
+        keys.LAYER_EXPONENTS: [m.exponent() for m in layers.values()],
+        keys.HISTORY_STEP: list(hist[0]),
+        keys.HISTORY_LAYER: list(hist[1]),
+        keys.HISTORY_BITS: list(hist[2]),
+        keys.HISTORY_GAVG: list(hist[3]),
+        keys.HISTORY_UNDERFLOW: list(hist[4]),
+        **kwargs.pop("metrics", {}),
+    }
+    return create_mock_reply(
+        fed.model_arrays(model, "apt"), num_examples, node_id=node_id, metrics=metrics, **kwargs
+    )
 
 
 def create_error_reply(node_id: int, reason: str) -> Message:

@@ -60,8 +60,11 @@ class Topology:
         proc = self.supernode(device_class)
         self.note_pids()
         os.killpg(proc.pid, signal.SIGKILL)
-        wait_for(lambda: not processes.process_group_members({proc.pid}), 30,
-                 f"SuperNode {device_class} (pgid {proc.pid}) to die")
+        wait_for(
+            lambda: not processes.process_group_members({proc.pid}),
+            30,
+            f"SuperNode {device_class} (pgid {proc.pid}) to die",
+        )
         return proc.pid
 
     def note_pids(self) -> set[int]:
@@ -78,10 +81,14 @@ class Topology:
 
 
 @contextmanager
-def topology(tmp_path: Path, device_classes: Sequence[str], *,
-             database_url: str | None = None,
-             env: dict[str, str] | None = None,
-             insecure: bool = False) -> Iterator[Topology]:
+def topology(
+    tmp_path: Path,
+    device_classes: Sequence[str],
+    *,
+    database_url: str | None = None,
+    env: dict[str, str] | None = None,
+    insecure: bool = False,
+) -> Iterator[Topology]:
     """Start a SuperLink, one SuperNode per device class and a coordinator; stop all of it on exit.
 
     The coordinator submits its runs to that SuperLink.
@@ -100,8 +107,12 @@ def topology(tmp_path: Path, device_classes: Sequence[str], *,
     topo = Topology(fleet_dir, state, coordinator, classes)
     try:
         topo.note_pids()
-        wait_for(lambda: len(online_nodes(state)) >= len(classes), 90,
-                 f"{len(classes)} SuperNodes to connect to the SuperLink", every=1.0)
+        wait_for(
+            lambda: len(online_nodes(state)) >= len(classes),
+            90,
+            f"{len(classes)} SuperNodes to connect to the SuperLink",
+            every=1.0,
+        )
         coordinator.env["APTFLEET_SUPERLINK"] = state.address
         if state.certs is None:
             coordinator.env["APTFLEET_SUPERLINK_INSECURE"] = "true"

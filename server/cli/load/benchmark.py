@@ -77,12 +77,19 @@ class Options:
     @property
     def command(self) -> str:
         """The command line that reproduces this measurement (defaults left out)."""
-        extra = "".join(f" --{name} {value}" for name, value, default in (
-            ("rounds", self.rounds, DEFAULT_ROUNDS),
-            ("clients", self.clients, DEFAULT_CLIENTS),
-            ("burst", self.burst, BURST_REQUESTS)) if value != default)
-        return (f"aptfleet load --rate {self.rate:g} --duration {self.duration:g} "
-                f"--idle-duration {self.idle_duration:g}{extra}")
+        extra = "".join(
+            f" --{name} {value}"
+            for name, value, default in (
+                ("rounds", self.rounds, DEFAULT_ROUNDS),
+                ("clients", self.clients, DEFAULT_CLIENTS),
+                ("burst", self.burst, BURST_REQUESTS),
+            )
+            if value != default
+        )
+        return (
+            f"aptfleet load --rate {self.rate:g} --duration {self.duration:g} "
+            f"--idle-duration {self.idle_duration:g}{extra}"
+        )
 
     @property
     def run_body(self) -> dict[str, Any]:
@@ -147,14 +154,21 @@ def run(options: Options) -> dict[str, Any]:
     assert m.loaded is not None
     plot(m.samples, m.baselines, m.loaded, options.out / "load.png", options.rate)
     lat = result["latency"]
-    log.info("p50/p95/p99 %.1f/%.1f/%.1f ms, %s errors, slowdown %.1f %%; wrote %s",
-             lat["p50_ms"], lat["p95_ms"], lat["p99_ms"], result["load"]["errors"],
-             result["rounds"]["slowdown"] * 100, options.out)
+    log.info(
+        "p50/p95/p99 %.1f/%.1f/%.1f ms, %s errors, slowdown %.1f %%; wrote %s",
+        lat["p50_ms"],
+        lat["p95_ms"],
+        lat["p99_ms"],
+        result["load"]["errors"],
+        result["rounds"]["slowdown"] * 100,
+        options.out,
+    )
     return result
 
 
-def _baseline_and_idle(service: Coordinator, api: httpx.Client, token: str,
-                       options: Options, m: _Measurement) -> None:
+def _baseline_and_idle(
+    service: Coordinator, api: httpx.Client, token: str, options: Options, m: _Measurement
+) -> None:
     """Baseline 1, then (unless ``idle_duration`` is 0) the same load with no run training."""
     m.baselines.append(train(api, "baseline 1", options.run_body))
     settle(service)
@@ -163,34 +177,63 @@ def _baseline_and_idle(service: Coordinator, api: httpx.Client, token: str,
     run_id = m.baselines[0].run_id
     log.info("idle: %.0f s of load on finished run %s", options.idle_duration, run_id)
     before = cpu_seconds(service.pid), cpu_seconds()
-    m.idle, m.idle_for = asyncio.run(send_load(
-        service.base, token, run_id, options.rate, options.idle_duration,
-        options.idle_duration, lambda: True))
+    m.idle, m.idle_for = asyncio.run(
+        send_load(
+            service.base,
+            token,
+            run_id,
+            options.rate,
+            options.idle_duration,
+            options.idle_duration,
+            lambda: True,
+        )
+    )
     m.cpu["idle"] = cpu_use(before, service.pid, m.idle_for, len(m.idle))
     m.restarts["idle"] = settle(service)
 
 
-def _loaded_run(service: Coordinator, api: httpx.Client, token: str, options: Options,
-                m: _Measurement) -> None:
+def _loaded_run(
+    service: Coordinator, api: httpx.Client, token: str, options: Options, m: _Measurement
+) -> None:
     """A run trained while the load runs; the load lasts until the run ends (bounded)."""
     data_dir = service.data_dir
     run_id = start_run(api, options.run_body)
     log.info("loaded: run %s started", run_id)
-    wait_for(lambda: db_run_status(data_dir, run_id) not in ("queued", "pending"), 120,
-             f"run {run_id} to start", every=1.0)
+    wait_for(
+        lambda: db_run_status(data_dir, run_id) not in ("queued", "pending"),
+        120,
+        f"run {run_id} to start",
+        every=1.0,
+    )
     m.load_started = datetime.now().astimezone()
     before = cpu_seconds(service.pid), cpu_seconds()
-    m.samples, m.sent_for = asyncio.run(send_load(
-        service.base, token, run_id, options.rate, options.duration, options.max_duration,
-        lambda: db_run_status(data_dir, run_id) in TERMINAL))
+    m.samples, m.sent_for = asyncio.run(
+        send_load(
+            service.base,
+            token,
+            run_id,
+            options.rate,
+            options.duration,
+            options.max_duration,
+            lambda: db_run_status(data_dir, run_id) in TERMINAL,
+        )
+    )
     m.load_ended = datetime.now().astimezone()
     m.cpu["load"] = cpu_use(before, service.pid, m.sent_for, len(m.samples))
-    wait_for(lambda: db_run_status(data_dir, run_id) in TERMINAL, RUN_TIMEOUT_S,
-             f"run {run_id} to finish", every=1.0)
+    wait_for(
+        lambda: db_run_status(data_dir, run_id) in TERMINAL,
+        RUN_TIMEOUT_S,
+        f"run {run_id} to finish",
+        every=1.0,
+    )
     m.restarts["load"] = settle(service)
     m.loaded = timing(api, run_id, "under load")
-    log.info("loaded: run %s %s, rounds %s s", run_id, m.loaded.status,
-             [round(s, 2) for s in m.loaded.round_s])
+    log.info(
+        "loaded: run %s %s, rounds %s s",
+        run_id,
+        m.loaded.status,
+        [round(s, 2) for s in m.loaded.round_s],
+    )
 
 
 def _burst(service: Coordinator, token: str, options: Options, m: _Measurement) -> None:
@@ -213,18 +256,25 @@ def _result(m: _Measurement, options: Options) -> dict[str, Any]:
         "measured_at": datetime.now().astimezone().isoformat(timespec="seconds"),
         "command": options.command,
         "code": code_version(),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "loadavg_before": m.loadavg_before,
-                    "loadavg_after": [round(x, 2) for x in os.getloadavg()]},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "loadavg_before": m.loadavg_before,
+            "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+        },
         "run_body": options.run_body,
         "load": _load_figures(m, options.rate),
         "latency": latency,
         "endpoints": endpoint_summary(m.samples),
         "timeline": timeline(m.samples),
-        "idle": {"duration_s": m.idle_for, "latency": latency_summary(m.idle),
-                 "errors": errors(m.idle),
-                 "throughput_rps": (sum(1 for s in m.idle if answered(s)) / m.idle_for
-                                    if m.idle_for else 0.0)},
+        "idle": {
+            "duration_s": m.idle_for,
+            "latency": latency_summary(m.idle),
+            "errors": errors(m.idle),
+            "throughput_rps": (
+                sum(1 for s in m.idle if answered(s)) / m.idle_for if m.idle_for else 0.0
+            ),
+        },
         "cpu": m.cpu,
         "burst": m.burst,
         "service": {
@@ -232,15 +282,24 @@ def _result(m: _Measurement, options: Options) -> dict[str, Any]:
             "db_pool_timeouts_burst": m.pool_timeouts - m.pool_timeouts_before_burst,
             "restarted_after": sorted(k for k, v in m.restarts.items() if v),
         },
-        "rounds": {"baselines": [asdict(t) for t in m.baselines], "loaded": asdict(m.loaded),
-                   "baseline_steady_mean_s": base_mean, "loaded_steady_mean_s": loaded_mean,
-                   "slowdown": slowdown,
-                   "loaded_rounds_under_load": sum(
-                       1 for end in m.loaded.round_ends[1:]
-                       if m.load_started <= parse_ts(end) <= m.load_ended)},
-        "targets": {"p99": latency["p99_ms"] < P99_TARGET_MS, "errors": n_errors == 0,
-                    "slowdown": slowdown <= SLOWDOWN_TARGET,
-                    "burst": m.burst["answered_2xx"] == m.burst["requests"]},
+        "rounds": {
+            "baselines": [asdict(t) for t in m.baselines],
+            "loaded": asdict(m.loaded),
+            "baseline_steady_mean_s": base_mean,
+            "loaded_steady_mean_s": loaded_mean,
+            "slowdown": slowdown,
+            "loaded_rounds_under_load": sum(
+                1
+                for end in m.loaded.round_ends[1:]
+                if m.load_started <= parse_ts(end) <= m.load_ended
+            ),
+        },
+        "targets": {
+            "p99": latency["p99_ms"] < P99_TARGET_MS,
+            "errors": n_errors == 0,
+            "slowdown": slowdown <= SLOWDOWN_TARGET,
+            "burst": m.burst["answered_2xx"] == m.burst["requests"],
+        },
     }
 
 
@@ -249,9 +308,13 @@ def _load_figures(m: _Measurement, rate: float) -> dict[str, Any]:
     assert m.load_started is not None and m.load_ended is not None
     n_errors = errors(m.samples)
     completed = len(m.samples) - n_errors
-    return {"rate": rate, "duration_s": m.sent_for, "completed": completed,
-            "errors": n_errors,
-            "throughput_rps": completed / m.sent_for if m.sent_for else 0,
-            "error_kinds": sorted({s.error or str(s.status) for s in m.samples
-                                   if not answered(s)}),
-            "started_at": m.load_started.isoformat(), "ended_at": m.load_ended.isoformat()}
+    return {
+        "rate": rate,
+        "duration_s": m.sent_for,
+        "completed": completed,
+        "errors": n_errors,
+        "throughput_rps": completed / m.sent_for if m.sent_for else 0,
+        "error_kinds": sorted({s.error or str(s.status) for s in m.samples if not answered(s)}),
+        "started_at": m.load_started.isoformat(),
+        "ended_at": m.load_ended.isoformat(),
+    }

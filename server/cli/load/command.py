@@ -29,34 +29,51 @@ load_cli = typer.Typer(add_completion=False)
 @load_cli.command("load")
 def load(
     rate: Annotated[float, typer.Option(min=0.1, help="requests per second")] = 100.0,
-    duration: Annotated[float, typer.Option(
-        help="minimum seconds of load; it goes on until the run ends")] = 60.0,
-    max_duration: Annotated[float, typer.Option(
-        help="hard cap on the seconds of load")] = 240.0,
-    idle_duration: Annotated[float, typer.Option(
-        help="seconds of the same load with no run training (0: skip)")] = 20.0,
+    duration: Annotated[
+        float, typer.Option(help="minimum seconds of load; it goes on until the run ends")
+    ] = 60.0,
+    max_duration: Annotated[float, typer.Option(help="hard cap on the seconds of load")] = 240.0,
+    idle_duration: Annotated[
+        float, typer.Option(help="seconds of the same load with no run training (0: skip)")
+    ] = 20.0,
     out: Annotated[Path, typer.Option(help="directory of load.json, load.md, load.png")] = (
-        REPO_ROOT / "docs" / "results"),
+        REPO_ROOT / "docs" / "results"
+    ),
     keep: Annotated[bool, typer.Option(help="keep the temporary data dir")] = False,
-    report_only: Annotated[bool, typer.Option(
-        help="measure nothing: rewrite load.md from the load.json in --out")] = False,
+    report_only: Annotated[
+        bool, typer.Option(help="measure nothing: rewrite load.md from the load.json in --out")
+    ] = False,
     rounds: Annotated[int, typer.Option(min=1, help="rounds of each run")] = DEFAULT_ROUNDS,
     clients: Annotated[int, typer.Option(min=1, help="clients of each run")] = DEFAULT_CLIENTS,
-    burst: Annotated[int, typer.Option(
-        min=1, help="simultaneous reads of the final burst")] = BURST_REQUESTS,
-    scenario: Annotated[str, typer.Option(click_type=click.Choice(["read", "stress"]), help=(
-        "stress: stalled sockets, run-start burst, policy writes during steady reads; "
-        "writes stress.json/.md/.png (see server/cli/load/stress.py)"))] = "read",
-    database: Annotated[list[str] | None, typer.Option(click_type=click.Choice(
-        list(DATABASES)), help="stress: database(s), in turn (default: both)")] = None,
+    burst: Annotated[
+        int, typer.Option(min=1, help="simultaneous reads of the final burst")
+    ] = BURST_REQUESTS,
+    scenario: Annotated[
+        str,
+        typer.Option(
+            click_type=click.Choice(["read", "stress"]),
+            help=(
+                "stress: stalled sockets, run-start burst, policy writes during steady reads; "
+                "writes stress.json/.md/.png (see server/cli/load/stress.py)"
+            ),
+        ),
+    ] = "read",
+    database: Annotated[
+        list[str] | None,
+        typer.Option(
+            click_type=click.Choice(list(DATABASES)),
+            help="stress: database(s), in turn (default: both)",
+        ),
+    ] = None,
     postgres_url: Annotated[str, typer.Option(help="stress: PostgreSQL server")] = POSTGRES_URL,
     after_duration: Annotated[float, typer.Option(min=0, help="stress: reads after")] = 10.0,
     stalled: Annotated[int, typer.Option(min=0, help="stress: stalled sockets")] = 300,
     run_burst: Annotated[int, typer.Option(min=1, help="stress: POST /runs at once")] = 40,
     writers: Annotated[int, typer.Option(min=1, help="stress: policy writers")] = 4,
     writes: Annotated[int, typer.Option(min=1, help="stress: PUTs per writer")] = 25,
-    max_active_runs: Annotated[int, typer.Option(min=0, help="stress: the coordinator's "
-                                                 "APTFLEET_MAX_ACTIVE_RUNS")] = 1,
+    max_active_runs: Annotated[
+        int, typer.Option(min=0, help="stress: the coordinator's APTFLEET_MAX_ACTIVE_RUNS")
+    ] = 1,
 ) -> None:
     """Read latency of the coordinator at a fixed request rate while a run trains.
 
@@ -66,10 +83,26 @@ def load(
     wait is bounded and the command stops by itself.
     """
     if scenario == "stress":
-        _stress(StressOptions(
-            tuple(database or DATABASES), rate, idle_duration, duration, after_duration,
-            stalled, run_burst, writers, writes, rounds, clients, max_active_runs,
-            postgres_url, out, keep), report_only)
+        _stress(
+            StressOptions(
+                tuple(database or DATABASES),
+                rate,
+                idle_duration,
+                duration,
+                after_duration,
+                stalled,
+                run_burst,
+                writers,
+                writes,
+                rounds,
+                clients,
+                max_active_runs,
+                postgres_url,
+                out,
+                keep,
+            ),
+            report_only,
+        )
         return
     if report_only:
         result = json.loads((out / "load.json").read_text())
@@ -78,9 +111,19 @@ def load(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("load").setLevel(logging.INFO)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # no log line per request
-    run(Options(rate=rate, duration=duration, max_duration=max_duration,
-                idle_duration=idle_duration, out=out, keep=keep, rounds=rounds,
-                clients=clients, burst=burst))
+    run(
+        Options(
+            rate=rate,
+            duration=duration,
+            max_duration=max_duration,
+            idle_duration=idle_duration,
+            out=out,
+            keep=keep,
+            rounds=rounds,
+            clients=clients,
+            burst=burst,
+        )
+    )
 
 
 def _stress(options: StressOptions, report_only: bool) -> None:

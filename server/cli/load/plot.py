@@ -11,8 +11,9 @@ from server.cli.load.stats import answered, percentile
 from server.cli.load.traffic import Sample
 
 
-def plot(samples: list[Sample], baselines: list[RunTiming], loaded: RunTiming,
-         path: Path, rate: float) -> None:
+def plot(
+    samples: list[Sample], baselines: list[RunTiming], loaded: RunTiming, path: Path, rate: float
+) -> None:
     """Write the three panels of the benchmark to ``path`` (PNG)."""
     import matplotlib
 
@@ -36,13 +37,23 @@ def _latency_over_time(ax: Any, samples: list[Sample], ok: list[Sample], rate: f
     for s in ok:
         per_second[int(s.due_s)].append(s.latency_ms)
     xs = [i for i, v in enumerate(per_second) if v]
-    ax.scatter([s.due_s for s in ok], [s.latency_ms for s in ok], s=2, alpha=0.25,
-               color="tab:gray", label="request")
+    ax.scatter(
+        [s.due_s for s in ok],
+        [s.latency_ms for s in ok],
+        s=2,
+        alpha=0.25,
+        color="tab:gray",
+        label="request",
+    )
     ax.plot(xs, [percentile(per_second[i], 0.5) for i in xs], label="p50 per second")
     ax.plot(xs, [percentile(per_second[i], 0.99) for i in xs], label="p99 per second")
     ax.axhline(P99_TARGET_MS, color="tab:red", ls="--", lw=1, label="p99 target")
-    ax.set(yscale="log", xlabel="time since load start (s)", ylabel="latency (ms)",
-           title=f"Read latency at {rate:.0f} req/s during training")
+    ax.set(
+        yscale="log",
+        xlabel="time since load start (s)",
+        ylabel="latency (ms)",
+        title=f"Read latency at {rate:.0f} req/s during training",
+    )
     ax.legend(fontsize=8)
 
 
@@ -66,7 +77,11 @@ def _round_times(ax: Any, baselines: list[RunTiming], loaded: RunTiming) -> None
     width = 0.8 / (len(baselines) + 1)
     for k, timing in enumerate([*baselines, loaded]):
         rounds = range(1, len(timing.round_s) + 1)
-        ax.bar([r + (k - len(baselines) / 2) * width for r in rounds], timing.round_s,
-               width=width, label=timing.label)
+        ax.bar(
+            [r + (k - len(baselines) / 2) * width for r in rounds],
+            timing.round_s,
+            width=width,
+            label=timing.label,
+        )
     ax.set(xlabel="round", ylabel="wall time (s)", title="Round wall times")
     ax.legend(fontsize=8)

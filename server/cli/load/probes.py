@@ -41,8 +41,10 @@ def settle(service: Coordinator, patience: float = 90.0) -> bool:
         wait_for(quick, patience, "the service to answer quickly", every=1.0)
         return False
     except TimeoutError:
-        log.warning("the service still does not answer /healthz within 0.2 s after %.0f s; "
-                    "restarting it", patience)
+        log.warning(
+            "the service still does not answer /healthz within 0.2 s after %.0f s; restarting it",
+            patience,
+        )
         service.stop(grace=20)
         service.start(timeout=120)
         return True
@@ -63,22 +65,29 @@ def pool_timeouts(data_dir: Path) -> int:
     return path.read_text(errors="replace").count("QueuePool limit") if path.exists() else 0
 
 
-def cpu_use(before: tuple[float, float], pid: int, seconds: float,
-             requests: int) -> dict[str, float]:
+def cpu_use(
+    before: tuple[float, float], pid: int, seconds: float, requests: int
+) -> dict[str, float]:
     """CPU used by the service and by this generator since ``before`` (their CPU-s)."""
     service_s = cpu_seconds(pid) - before[0]
     generator_s = cpu_seconds() - before[1]
-    return {"seconds": seconds, "service_cpu_s": service_s, "generator_cpu_s": generator_s,
-            "service_cores": service_s / seconds if seconds else float("nan"),
-            "generator_cores": generator_s / seconds if seconds else float("nan"),
-            "service_ms_per_request": 1000 * service_s / requests if requests else float("nan")}
+    return {
+        "seconds": seconds,
+        "service_cpu_s": service_s,
+        "generator_cpu_s": generator_s,
+        "service_cores": service_s / seconds if seconds else float("nan"),
+        "generator_cores": generator_s / seconds if seconds else float("nan"),
+        "service_ms_per_request": 1000 * service_s / requests if requests else float("nan"),
+    }
 
 
 def code_version() -> str:
     """Short commit of the measured code, with ``-dirty`` when its sources have edits."""
+
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True,
-                              check=False).stdout.strip()
+        return subprocess.run(
+            ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=False
+        ).stdout.strip()
 
     commit = git("rev-parse", "--short", "HEAD") or "unknown"
     dirty = git("status", "--porcelain", "--", "server", "client", "apt_core")

@@ -15,9 +15,18 @@ SLOWDOWN_TARGET = 0.20
 
 def markdown(result: dict[str, Any], command: str) -> str:
     """load.md: how it was measured, the figures, the targets and why they were (not) met."""
-    lines = [*_header(result, command), *_read_load(result), *_round_times(result),
-             *_burst(result), *_targets(result), "", *_analysis(result), "",
-             "![latency over time, histogram, round wall times](load.png)", ""]
+    lines = [
+        *_header(result, command),
+        *_read_load(result),
+        *_round_times(result),
+        *_burst(result),
+        *_targets(result),
+        "",
+        *_analysis(result),
+        "",
+        "![latency over time, histogram, round wall times](load.png)",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -63,17 +72,24 @@ def _read_load(result: dict[str, Any]) -> list[str]:
         f"| p50 / p95 / p99 latency | {_fmt(lat['p50_ms'])} / {_fmt(lat['p95_ms'])} / "
         f"{_fmt(lat['p99_ms'])} ms |",
         f"| mean / max latency | {_fmt(lat['mean_ms'])} / {_fmt(lat['max_ms'])} ms |",
-        *([f"| CPU of the coordinator / of the load generator | "
-           f"{c['service_cores']:.2f} / {c['generator_cores']:.2f} cores "
-           f"({_fmt(c['service_ms_per_request'])} ms per request) |"]
-          if (c := result.get("cpu", {}).get("load")) else []),
+        *(
+            [
+                f"| CPU of the coordinator / of the load generator | "
+                f"{c['service_cores']:.2f} / {c['generator_cores']:.2f} cores "
+                f"({_fmt(c['service_ms_per_request'])} ms per request) |"
+            ]
+            if (c := result.get("cpu", {}).get("load"))
+            else []
+        ),
         "",
         "| endpoint | requests | p50 ms | p95 ms | p99 ms | errors |",
         "|---|---|---|---|---|---|",
     ]
     for name, e in result["endpoints"].items():
-        lines.append(f"| `{name}` | {e['count']} | {_fmt(e['p50_ms'])} | "
-                     f"{_fmt(e['p95_ms'])} | {_fmt(e['p99_ms'])} | {e['errors']} |")
+        lines.append(
+            f"| `{name}` | {e['count']} | {_fmt(e['p50_ms'])} | "
+            f"{_fmt(e['p95_ms'])} | {_fmt(e['p99_ms'])} | {e['errors']} |"
+        )
     idle = result["idle"]
     if idle["duration_s"]:
         il = idle["latency"]
@@ -83,9 +99,12 @@ def _read_load(result: dict[str, Any]) -> list[str]:
             "right after baseline 1 finished, with no run training: p50 / p95 / p99 "
             f"{_fmt(il['p50_ms'])} / {_fmt(il['p95_ms'])} / {_fmt(il['p99_ms'])} ms, "
             f"{idle['throughput_rps']:.1f} req/s answered, {idle['errors']} errors"
-            + (f"; the coordinator used {c['service_cores']:.2f} of a core "
-               f"({_fmt(c['service_ms_per_request'])} ms of CPU per request)."
-               if (c := result.get("cpu", {}).get("idle")) else "."),
+            + (
+                f"; the coordinator used {c['service_cores']:.2f} of a core "
+                f"({_fmt(c['service_ms_per_request'])} ms of CPU per request)."
+                if (c := result.get("cpu", {}).get("idle"))
+                else "."
+            ),
         ]
     return lines
 
@@ -106,9 +125,11 @@ def _round_times(result: dict[str, Any]) -> list[str]:
     ]
     for t in [*rounds["baselines"], rounds["loaded"]]:
         steady = t["round_s"][1:]
-        lines.append(f"| {t['label']} (run {t['run_id']}) | {t['status']} | "
-                     f"{', '.join(f'{s:.2f}' for s in t['round_s'])} | "
-                     f"{_fmt(mean(steady), 2)} | {'yes' if t is rounds['loaded'] else 'no'} |")
+        lines.append(
+            f"| {t['label']} (run {t['run_id']}) | {t['status']} | "
+            f"{', '.join(f'{s:.2f}' for s in t['round_s'])} | "
+            f"{_fmt(mean(steady), 2)} | {'yes' if t is rounds['loaded'] else 'no'} |"
+        )
     return [
         *lines,
         "",
@@ -131,16 +152,23 @@ def _burst(result: dict[str, Any]) -> list[str]:
         f"After the runs, {burst['requests']} GET /api/v1/runs sent at once (client timeout "
         f"{burst['timeout_s']:.0f} s): {burst['answered_2xx']} answered 2xx in "
         f"{burst['seconds']:.1f} s; outcomes {burst['outcomes']}. /healthz answered "
-        "quickly again " + (f"after {burst['recovered_after_s']:.0f} s."
-                            if burst["recovered_after_s"] is not None
-                            else f"not within {BURST_RECOVERY_S:.0f} s."),
+        "quickly again "
+        + (
+            f"after {burst['recovered_after_s']:.0f} s."
+            if burst["recovered_after_s"] is not None
+            else f"not within {BURST_RECOVERY_S:.0f} s."
+        ),
     ]
 
 
 def _targets(result: dict[str, Any]) -> list[str]:
     """The issue's targets, met or missed."""
-    lat, load, rounds, targets = (result["latency"], result["load"], result["rounds"],
-                                  result["targets"])
+    lat, load, rounds, targets = (
+        result["latency"],
+        result["load"],
+        result["rounds"],
+        result["targets"],
+    )
     burst = result["burst"]
     yes = {True: "**met**", False: "**missed**"}
     return [
@@ -172,17 +200,25 @@ def _analysis(result: dict[str, Any]) -> list[str]:
         "ServerApp "
         "train on the same cores: that is what the simulation engine does), the load "
         f"generator, and other jobs (load average {machine['loadavg_before'][0]} before "
-        "the benchmark started).")
+        "the benchmark started)."
+    )
     out += _idle_note(result) + _overload_note(result) + _pool_note(result)
     out += _slowdown_note(result)
     if service["restarted_after"]:
-        out += ["", "The benchmark had to restart the wedged service after: "
-                f"{', '.join(service['restarted_after'])} (it did not answer /healthz "
-                "quickly within 90 s)."]
-    out += ["", (
-        "In the compose deployment (deploy/README.md) training runs on the SuperNodes, "
-        "not in the coordinator's process tree, so the API would not compete with "
-        "training for CPU; the simulation engine co-locates them.")]
+        out += [
+            "",
+            "The benchmark had to restart the wedged service after: "
+            f"{', '.join(service['restarted_after'])} (it did not answer /healthz "
+            "quickly within 90 s).",
+        ]
+    out += [
+        "",
+        (
+            "In the compose deployment (deploy/README.md) training runs on the SuperNodes, "
+            "not in the coordinator's process tree, so the API would not compete with "
+            "training for CPU; the simulation engine co-locates them."
+        ),
+    ]
     return out
 
 
@@ -193,12 +229,18 @@ def _idle_note(result: dict[str, Any]) -> list[str]:
     if idle["duration_s"]:
         il = idle["latency"]
         met = il["p99_ms"] < P99_TARGET_MS and idle["errors"] == 0
-        out += ["", f"With no run training, the same {load['rate']:.0f} req/s "
-                f"{'met' if met else 'missed'} the latency target (p99 "
-                f"{_fmt(il['p99_ms'])} ms, {idle['errors']} errors)"
-                + (", so the miss under training comes from sharing the cores with "
-                   "training, not from the cost of a request."
-                   if met and not (targets["p99"] and targets["errors"]) else ".")]
+        out += [
+            "",
+            f"With no run training, the same {load['rate']:.0f} req/s "
+            f"{'met' if met else 'missed'} the latency target (p99 "
+            f"{_fmt(il['p99_ms'])} ms, {idle['errors']} errors)"
+            + (
+                ", so the miss under training comes from sharing the cores with "
+                "training, not from the cost of a request."
+                if met and not (targets["p99"] and targets["errors"])
+                else "."
+            ),
+        ]
     return out
 
 
@@ -211,19 +253,31 @@ def _overload_note(result: dict[str, Any]) -> list[str]:
         first, last = stretch
         not_sent = sum(1 for k in load["error_kinds"] if k.startswith("not sent"))
         recovered = last < len(result["timeline"]) - 1
-        out += ["", (
-            f"From second {first} to second {last} of the load the coordinator answered "
-            f"fewer than {load['rate']:.0f} req/s"
-            + (" and then caught up" if recovered else " and did not catch up before the "
-               "load ended") + " (see the time series): "
-            "the open-loop requests kept arriving, queued, and waited up to "
-            f"{_fmt(result['latency']['max_ms'] / 1000)} s"
-            + (f"; the generator stopped sending beyond {MAX_IN_FLIGHT} requests in "
-               "flight (the `not sent` errors)" if not_sent else "")
-            + ". The coordinator has no admission control (no concurrency limit that "
-            "answers 503 early), so it keeps accepting work it cannot serve in time, and "
-            "it still serves requests whose client gave up, which costs CPU that "
-            "training needed too (the loaded run's rounds slowed at the same time).")]
+        out += [
+            "",
+            (
+                f"From second {first} to second {last} of the load the coordinator answered "
+                f"fewer than {load['rate']:.0f} req/s"
+                + (
+                    " and then caught up"
+                    if recovered
+                    else " and did not catch up before the load ended"
+                )
+                + " (see the time series): "
+                "the open-loop requests kept arriving, queued, and waited up to "
+                f"{_fmt(result['latency']['max_ms'] / 1000)} s"
+                + (
+                    f"; the generator stopped sending beyond {MAX_IN_FLIGHT} requests in "
+                    "flight (the `not sent` errors)"
+                    if not_sent
+                    else ""
+                )
+                + ". The coordinator has no admission control (no concurrency limit that "
+                "answers 503 early), so it keeps accepting work it cannot serve in time, and "
+                "it still serves requests whose client gave up, which costs CPU that "
+                "training needed too (the loaded run's rounds slowed at the same time)."
+            ),
+        ]
     return out
 
 
@@ -233,28 +287,32 @@ def _pool_note(result: dict[str, Any]) -> list[str]:
     out: list[str] = []
     burst = result["burst"]
     if service["db_pool_timeouts_before_burst"] or not targets["burst"]:
-        out += ["", (
-            f"{burst['answered_2xx']} of {burst['requests']} simultaneous reads were "
-            "answered, and the service log holds "
-            f"{service['db_pool_timeouts_before_burst']} (during the runs and their load) + "
-            f"{service['db_pool_timeouts_burst']} (after the burst) SQLAlchemy `QueuePool "
-            "limit of size 5 overflow 10 reached, connection timed out, timeout 30.00` "
-            "errors: when requests pile up (a burst, or a CPU stall under a steady rate), "
-            "the coordinator stops answering instead of slowing down. Its routes are sync "
-            "(`def`): each request "
-            "runs its token check, its route and its response serialisation as separate "
-            "hops through AnyIO's thread pool (40 threads) while its session keeps one of "
-            "the pool's 15 connections. With more requests in flight than threads plus "
-            "connections, every thread waits for a connection and every connection holder "
-            "waits for a thread, until the pool gives up after 30 s; an open-loop load "
-            "keeps refilling the queue, so the service does not recover while the load "
-            "lasts. "
-            "It needs no training: the burst above hit an idle coordinator (see "
-            "`test_concurrent_burst_answered_without_pool_deadlock` in "
-            "tests/server/test_hardening.py). At "
-            f"{load['rate']:.0f} req/s a stall of about {55 / load['rate']:.2f} s (55 "
-            "requests in flight) is enough, so the steady-rate figures above hold only "
-            "while the machine never stalls the coordinator that long.")]
+        out += [
+            "",
+            (
+                f"{burst['answered_2xx']} of {burst['requests']} simultaneous reads were "
+                "answered, and the service log holds "
+                f"{service['db_pool_timeouts_before_burst']} (during the runs and their load) + "
+                f"{service['db_pool_timeouts_burst']} (after the burst) SQLAlchemy `QueuePool "
+                "limit of size 5 overflow 10 reached, connection timed out, timeout 30.00` "
+                "errors: when requests pile up (a burst, or a CPU stall under a steady rate), "
+                "the coordinator stops answering instead of slowing down. Its routes are sync "
+                "(`def`): each request "
+                "runs its token check, its route and its response serialisation as separate "
+                "hops through AnyIO's thread pool (40 threads) while its session keeps one of "
+                "the pool's 15 connections. With more requests in flight than threads plus "
+                "connections, every thread waits for a connection and every connection holder "
+                "waits for a thread, until the pool gives up after 30 s; an open-loop load "
+                "keeps refilling the queue, so the service does not recover while the load "
+                "lasts. "
+                "It needs no training: the burst above hit an idle coordinator (see "
+                "`test_concurrent_burst_answered_without_pool_deadlock` in "
+                "tests/server/test_hardening.py). At "
+                f"{load['rate']:.0f} req/s a stall of about {55 / load['rate']:.2f} s (55 "
+                "requests in flight) is enough, so the steady-rate figures above hold only "
+                "while the machine never stalls the coordinator that long."
+            ),
+        ]
     return out
 
 
@@ -264,21 +322,31 @@ def _slowdown_note(result: dict[str, Any]) -> list[str]:
     out: list[str] = []
     cpu = result.get("cpu", {}).get("load")
     if not targets["slowdown"]:
-        share = ((cpu["service_cores"] + cpu["generator_cores"]) / machine["cpus"]
-                 if cpu else float("nan"))
-        taken = (f" During the load the coordinator used {cpu['service_cores']:.2f} of a core "
-                 f"({_fmt(cpu['service_ms_per_request'])} ms of CPU per request) and the "
-                 f"load generator {cpu['generator_cores']:.2f}: {share:.0%} of the machine's "
-                 "CPU time. If training kept both cores busy on its own, losing that share "
-                 f"alone would make its rounds up to {_fmt((1 / (1 - share) - 1) * 100, 0)} % "
-                 "slower."
-                 if cpu and share < 1 else "")
-        out += ["", (
-            f"Training was {_fmt(rounds['slowdown'] * 100)} % slower per round under load: "
-            "the API and the load generator take CPU time from the Ray workers, which "
-            "are CPU-bound (baselines vary by about "
-            f"{_fmt(spread([t['round_s'][1:] for t in rounds['baselines']]) * 100)} % "
-            f"between themselves on this shared machine).{taken}")]
+        share = (
+            (cpu["service_cores"] + cpu["generator_cores"]) / machine["cpus"]
+            if cpu
+            else float("nan")
+        )
+        taken = (
+            f" During the load the coordinator used {cpu['service_cores']:.2f} of a core "
+            f"({_fmt(cpu['service_ms_per_request'])} ms of CPU per request) and the "
+            f"load generator {cpu['generator_cores']:.2f}: {share:.0%} of the machine's "
+            "CPU time. If training kept both cores busy on its own, losing that share "
+            f"alone would make its rounds up to {_fmt((1 / (1 - share) - 1) * 100, 0)} % "
+            "slower."
+            if cpu and share < 1
+            else ""
+        )
+        out += [
+            "",
+            (
+                f"Training was {_fmt(rounds['slowdown'] * 100)} % slower per round under load: "
+                "the API and the load generator take CPU time from the Ray workers, which "
+                "are CPU-bound (baselines vary by about "
+                f"{_fmt(spread([t['round_s'][1:] for t in rounds['baselines']]) * 100)} % "
+                f"between themselves on this shared machine).{taken}"
+            ),
+        ]
     return out
 
 

@@ -18,8 +18,15 @@ log = logging.getLogger("load")
 
 DEFAULT_ROUNDS = 6
 DEFAULT_CLIENTS = 4
-RUN_BODY: dict[str, Any] = {"task": "digits", "method": "apt", "clients": DEFAULT_CLIENTS,
-                            "fraction": 1.0, "rounds": DEFAULT_ROUNDS, "alpha": 1.0, "seed": 0}
+RUN_BODY: dict[str, Any] = {
+    "task": "digits",
+    "method": "apt",
+    "clients": DEFAULT_CLIENTS,
+    "fraction": 1.0,
+    "rounds": DEFAULT_ROUNDS,
+    "alpha": 1.0,
+    "seed": 0,
+}
 TERMINAL = {"completed", "failed", "stopped", "interrupted"}
 RUN_TIMEOUT_S = 900.0
 
@@ -70,31 +77,41 @@ def timing(api: httpx.Client, run_id: int, label: str) -> RunTiming:
     rounds = api.get(f"/runs/{run_id}/rounds").json()["data"]
     ends = [parse_ts(r["created_at"]) for r in rounds]
     starts = [parse_ts(run["started_at"]), *ends[:-1]]
-    return RunTiming(run_id=run_id, label=label, status=run["status"],
-                     started_at=run["started_at"], finished_at=run["finished_at"] or "",
-                     round_ends=[r["created_at"] for r in rounds],
-                     round_s=[(e - s).total_seconds() for s, e in zip(starts, ends, strict=True)])
+    return RunTiming(
+        run_id=run_id,
+        label=label,
+        status=run["status"],
+        started_at=run["started_at"],
+        finished_at=run["finished_at"] or "",
+        round_ends=[r["created_at"] for r in rounds],
+        round_s=[(e - s).total_seconds() for s, e in zip(starts, ends, strict=True)],
+    )
 
 
 def train(api: httpx.Client, label: str, body: Mapping[str, Any]) -> RunTiming:
     """Start a run, wait until it ends, and return its timing."""
     run_id = start_run(api, body)
     log.info("%s: run %s started", label, run_id)
-    status = wait_for(lambda: (s := _run_status(api, run_id)) in TERMINAL and s,
-                      RUN_TIMEOUT_S, f"run {run_id} to finish", every=2.0)
+    status = wait_for(
+        lambda: (s := _run_status(api, run_id)) in TERMINAL and s,
+        RUN_TIMEOUT_S,
+        f"run {run_id} to finish",
+        every=2.0,
+    )
     result = timing(api, run_id, label)
-    log.info("%s: run %s %s, rounds %s s", label, run_id, status,
-             [round(s, 2) for s in result.round_s])
+    log.info(
+        "%s: run %s %s, rounds %s s", label, run_id, status, [round(s, 2) for s in result.round_s]
+    )
     return result
 
 
 def db_run_status(data_dir: Path, run_id: int) -> str:
     """The run's status read straight from the SQLite file: works when the API does not."""
     try:
-        with sqlite3.connect(f"file:{data_dir / 'aptfleet.db'}?mode=ro", uri=True,
-                             timeout=5) as connection:
-            row = connection.execute("SELECT status FROM runs WHERE id = ?",
-                                     (run_id,)).fetchone()
+        with sqlite3.connect(
+            f"file:{data_dir / 'aptfleet.db'}?mode=ro", uri=True, timeout=5
+        ) as connection:
+            row = connection.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
     except sqlite3.Error:
         return "unknown"
     return str(row[0]) if row else "unknown"

@@ -49,31 +49,40 @@ class StallReport:
 
     def summary(self) -> dict[str, Any]:
         """Counts per kind and outcome, and the held times of the server's closes."""
-        out: dict[str, Any] = {"slots": self.slots, "source": self.source,
-                               "connects": self.connects,
-                               "connect_errors": self.connect_errors,
-                               "still_open_at_end": self.still_open_at_end,
-                               "open_min_during": min(self.open_per_s[3:] or [0]),
-                               "open_max_during": max(self.open_per_s or [0]),
-                               "closed_by_server": {}}
+        out: dict[str, Any] = {
+            "slots": self.slots,
+            "source": self.source,
+            "connects": self.connects,
+            "connect_errors": self.connect_errors,
+            "still_open_at_end": self.still_open_at_end,
+            "open_min_during": min(self.open_per_s[3:] or [0]),
+            "open_max_during": max(self.open_per_s or [0]),
+            "closed_by_server": {},
+        }
         for kind in self.slots:
             mine = [c for c in self.closed if c.kind == kind]
             outcomes = sorted({c.outcome for c in mine})
             out["closed_by_server"][kind] = {
-                o: {"count": sum(1 for c in mine if c.outcome == o),
+                o: {
+                    "count": sum(1 for c in mine if c.outcome == o),
                     "held_s_min": round(min(c.held_s for c in mine if c.outcome == o), 2),
-                    "held_s_max": round(max(c.held_s for c in mine if c.outcome == o), 2)}
-                for o in outcomes}
+                    "held_s_max": round(max(c.held_s for c in mine if c.outcome == o), 2),
+                }
+                for o in outcomes
+            }
         return out
 
 
 def _head(kind: str, port: int) -> bytes:
     """The bytes a slot of ``kind`` sends first."""
     if kind == "partial_head":
-        return (f"GET /api/v1/runs HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-                "User-Agent: stalled\r\nX-Pad: ").encode()
-    return (f"POST /api/v1/runs HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {BODY_BYTES}\r\n\r\n{{").encode()
+        return (
+            f"GET /api/v1/runs HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: stalled\r\nX-Pad: "
+        ).encode()
+    return (
+        f"POST /api/v1/runs HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {BODY_BYTES}\r\n\r\n{{"
+    ).encode()
 
 
 def _outcome(data: bytes) -> str:
@@ -83,13 +92,16 @@ def _outcome(data: bytes) -> str:
     return "closed without response" if not data else "other bytes"
 
 
-async def _hold(kind: str, port: int, source: str, report: StallReport, t0: float,
-                stop: asyncio.Event) -> None:
+async def _hold(
+    kind: str, port: int, source: str, report: StallReport, t0: float, stop: asyncio.Event
+) -> None:
     """One slot: connect, send part of a request, trickle, note how it ends; repeat."""
     while not stop.is_set():
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(
-                "127.0.0.1", port, local_addr=(source, 0)), CONNECT_TIMEOUT_S)
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0)),
+                CONNECT_TIMEOUT_S,
+            )
         except (OSError, TimeoutError):
             report.connect_errors += 1
             await _pause(stop, RECONNECT_S)
@@ -109,8 +121,9 @@ async def _hold(kind: str, port: int, source: str, report: StallReport, t0: floa
             await _pause(stop, RECONNECT_S)
 
 
-async def _trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                   stop: asyncio.Event) -> bytes | None:
+async def _trickle(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, stop: asyncio.Event
+) -> bytes | None:
     """Send one byte every ``TRICKLE_S`` until the server answers or closes, or ``stop`` is set.
 
     Returns the server's bytes (b"" for a bare close), or None when ``stop`` was set.
@@ -144,8 +157,9 @@ async def _count_open(report: StallReport, stop: asyncio.Event) -> None:
         await _pause(stop, 1.0)
 
 
-async def hold_stalled(port: int, n: int, duration: float, source: str = "127.0.0.2"
-                       ) -> StallReport:
+async def hold_stalled(
+    port: int, n: int, duration: float, source: str = "127.0.0.2"
+) -> StallReport:
     """Hold about ``n`` stalled connections to 127.0.0.1:``port`` for ``duration`` seconds.
 
     Parameters
@@ -168,8 +182,11 @@ async def hold_stalled(port: int, n: int, duration: float, source: str = "127.0.
     report = StallReport(slots=slots, source=source)
     stop = asyncio.Event()
     t0 = time.monotonic()
-    tasks = [asyncio.create_task(_hold(kind, port, source, report, t0, stop))
-             for kind, count in slots.items() for _ in range(count)]
+    tasks = [
+        asyncio.create_task(_hold(kind, port, source, report, t0, stop))
+        for kind, count in slots.items()
+        for _ in range(count)
+    ]
     counter = asyncio.create_task(_count_open(report, stop))
     await asyncio.sleep(duration)
     report.still_open_at_end = report.open_now

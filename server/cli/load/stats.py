@@ -30,10 +30,14 @@ def percentile(values: list[float], q: float) -> float:
 def latency_summary(samples: list[Sample]) -> dict[str, float]:
     """Count of ``samples`` and the latency percentiles, max and mean of their 2xx answers."""
     ok = [s.latency_ms for s in samples if answered(s)]
-    return {"count": len(samples), "p50_ms": percentile(ok, 0.50),
-            "p95_ms": percentile(ok, 0.95), "p99_ms": percentile(ok, 0.99),
-            "max_ms": max(ok, default=float("nan")),
-            "mean_ms": statistics.fmean(ok) if ok else float("nan")}
+    return {
+        "count": len(samples),
+        "p50_ms": percentile(ok, 0.50),
+        "p95_ms": percentile(ok, 0.95),
+        "p99_ms": percentile(ok, 0.99),
+        "max_ms": max(ok, default=float("nan")),
+        "mean_ms": statistics.fmean(ok) if ok else float("nan"),
+    }
 
 
 def timeline(samples: list[Sample]) -> list[dict[str, float]]:
@@ -45,9 +49,16 @@ def timeline(samples: list[Sample]) -> list[dict[str, float]]:
     out = []
     for second, bucket in enumerate(buckets):
         ok = [s.latency_ms for s in bucket if answered(s)]
-        out.append({"s": second, "due": len(bucket), "ok": len(ok),
-                    "errors": len(bucket) - len(ok), "p50_ms": percentile(ok, 0.5),
-                    "p99_ms": percentile(ok, 0.99)})
+        out.append(
+            {
+                "s": second,
+                "due": len(bucket),
+                "ok": len(ok),
+                "errors": len(bucket) - len(ok),
+                "p50_ms": percentile(ok, 0.5),
+                "p99_ms": percentile(ok, 0.99),
+            }
+        )
     return out
 
 

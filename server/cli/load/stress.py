@@ -86,20 +86,32 @@ class StressOptions:
 
     def command(self, database: str) -> str:
         """The command line that reproduces the measurement of ``database``."""
-        pg = (f" --postgres-url {self.postgres_url}"
-              if database == "postgresql" and self.postgres_url != POSTGRES_URL else "")
-        return (f"aptfleet load --scenario stress --database {database}{pg} "
-                f"--rate {self.rate:g} --idle-duration {self.idle_duration:g} "
-                f"--duration {self.duration:g} --after-duration {self.after_duration:g} "
-                f"--stalled {self.stalled} --run-burst {self.run_burst} "
-                f"--writers {self.writers} --writes {self.writes} --rounds {self.rounds} "
-                f"--clients {self.clients} --max-active-runs {self.max_active_runs}")
+        pg = (
+            f" --postgres-url {self.postgres_url}"
+            if database == "postgresql" and self.postgres_url != POSTGRES_URL
+            else ""
+        )
+        return (
+            f"aptfleet load --scenario stress --database {database}{pg} "
+            f"--rate {self.rate:g} --idle-duration {self.idle_duration:g} "
+            f"--duration {self.duration:g} --after-duration {self.after_duration:g} "
+            f"--stalled {self.stalled} --run-burst {self.run_burst} "
+            f"--writers {self.writers} --writes {self.writes} --rounds {self.rounds} "
+            f"--clients {self.clients} --max-active-runs {self.max_active_runs}"
+        )
 
     @property
     def run_body(self) -> dict[str, Any]:
         """POST /runs body of every run of the burst (cheap: few rounds and clients)."""
-        return {"task": "digits", "method": "apt", "clients": self.clients, "fraction": 1.0,
-                "rounds": self.rounds, "alpha": 1.0, "seed": 0}
+        return {
+            "task": "digits",
+            "method": "apt",
+            "clients": self.clients,
+            "fraction": 1.0,
+            "rounds": self.rounds,
+            "alpha": 1.0,
+            "seed": 0,
+        }
 
 
 def run_stress(options: StressOptions) -> dict[str, Any]:
@@ -121,8 +133,9 @@ def run_stress(options: StressOptions) -> dict[str, Any]:
     for database in options.databases:
         result = measure(database, options)
         if (previous := report["databases"].get(database)) is not None:
-            result["earlier"] = [earlier_summary(previous),
-                                 *previous.get("earlier", [])][:MAX_EARLIER]
+            result["earlier"] = [earlier_summary(previous), *previous.get("earlier", [])][
+                :MAX_EARLIER
+            ]
         report["databases"][database] = result
         path.write_text(json.dumps(report, indent=2) + "\n")
         log.info("%s: %s", database, result["verdict"])
@@ -145,16 +158,22 @@ def _database(kind: str, data_dir: Path, admin_url: str) -> Iterator[tuple[str, 
     if kind == "sqlite":
         yield f"sqlite:///{data_dir / 'aptfleet.db'}", "a new SQLite file (WAL)"
         return
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=NullPool,
-                          connect_args={"connect_timeout": 5})
+    admin = create_engine(
+        admin_url,
+        isolation_level="AUTOCOMMIT",
+        poolclass=NullPool,
+        connect_args={"connect_timeout": 5},
+    )
     name = f"aptfleet_stress_{uuid.uuid4().hex[:10]}"
     url = make_url(admin_url).set(database=name)
     with admin.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
         version = connection.execute(text("SHOW server_version")).scalar()
     try:
-        yield (url.render_as_string(hide_password=False),
-               f"a new PostgreSQL {version} database on {url.host}:{url.port}")
+        yield (
+            url.render_as_string(hide_password=False),
+            f"a new PostgreSQL {version} database on {url.host}:{url.port}",
+        )
     finally:
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -171,11 +190,11 @@ def measure(database: str, options: StressOptions) -> dict[str, Any]:
             service.env["APTFLEET_MAX_ACTIVE_RUNS"] = str(options.max_active_runs)
             try:
                 service.start(timeout=120)
-                tokens = {"reader": service.token("operator", "stress-reader"),
-                          "operators": [service.token("operator", f"stress-op{i}")
-                                        for i in range(2)],
-                          "admins": [service.token("admin", f"stress-admin{i}")
-                                     for i in range(2)]}
+                tokens = {
+                    "reader": service.token("operator", "stress-reader"),
+                    "operators": [service.token("operator", f"stress-op{i}") for i in range(2)],
+                    "admins": [service.token("admin", f"stress-admin{i}") for i in range(2)],
+                }
                 log.info("%s: coordinator on %s, %s", database, service.base, described)
                 timeline = asyncio.run(_scenario(service, tokens, options, loadavg))
                 timeline["limits"] = _limits(service.env)
@@ -195,61 +214,87 @@ def _limits(env: dict[str, str]) -> dict[str, Any]:
     """The coordinator's client limits in force (its environment, else the defaults)."""
     from server.coordinator.core.config import Settings
 
-    return {name: env.get(f"APTFLEET_{name}", Settings.model_fields[name].default)
-            for name in ("HEADER_TIMEOUT", "BODY_TIMEOUT", "MAX_REQUESTS_PER_CLIENT",
-                         "MAX_ACTIVE_RUNS")}
+    return {
+        name: env.get(f"APTFLEET_{name}", Settings.model_fields[name].default)
+        for name in ("HEADER_TIMEOUT", "BODY_TIMEOUT", "MAX_REQUESTS_PER_CLIENT", "MAX_ACTIVE_RUNS")
+    }
 
 
 def _loadavg() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-async def _scenario(service: Coordinator, tokens: dict[str, Any], options: StressOptions,
-                    loadavg: dict[str, list[float]]) -> dict[str, Any]:
+async def _scenario(
+    service: Coordinator,
+    tokens: dict[str, Any],
+    options: StressOptions,
+    loadavg: dict[str, list[float]],
+) -> dict[str, Any]:
     """Idle reads, then the stress scenarios on one timeline, then reads after."""
     loop = asyncio.get_running_loop()
     t0 = loop.time() + 0.2
     stress_start = t0 + options.idle_duration
     stress_end = stress_start + options.duration
     total = options.idle_duration + options.duration + options.after_duration
-    reads = asyncio.create_task(steady_reads(service.base, tokens["reader"], options.rate,
-                                             total, t0))
+    reads = asyncio.create_task(
+        steady_reads(service.base, tokens["reader"], options.rate, total, t0)
+    )
     await asyncio.sleep(max(0.0, stress_start - loop.time()))
-    log.info("stress: %d stalled sockets, then %d run starts and %d policy writers",
-             options.stalled, options.run_burst, options.writers)
-    stalled = asyncio.create_task(hold_stalled(service.port, options.stalled,
-                                               options.duration))
+    log.info(
+        "stress: %d stalled sockets, then %d run starts and %d policy writers",
+        options.stalled,
+        options.run_burst,
+        options.writers,
+    )
+    stalled = asyncio.create_task(hold_stalled(service.port, options.stalled, options.duration))
     await asyncio.sleep(STALL_RAMP_S)
     burst_at = loop.time() - t0
-    burst = asyncio.create_task(run_burst(service.base, tokens["operators"],
-                                          options.run_burst, options.run_body))
-    writes = asyncio.create_task(policy_writers(service.base, tokens["admins"],
-                                                options.writers, options.writes,
-                                                stress_end))
-    snapshots = await queue_snapshots(service.base, tokens["reader"], SNAPSHOT_EVERY_S,
-                                      stress_end)
+    burst = asyncio.create_task(
+        run_burst(service.base, tokens["operators"], options.run_burst, options.run_body)
+    )
+    writes = asyncio.create_task(
+        policy_writers(service.base, tokens["admins"], options.writers, options.writes, stress_end)
+    )
+    snapshots = await queue_snapshots(service.base, tokens["reader"], SNAPSHOT_EVERY_S, stress_end)
     stall_report = await stalled
     loadavg["end_of_stress"] = _loadavg()
     log.info("stress over; reads go on for %.0f s", options.after_duration)
-    return {"phases": {"idle": [0.0, options.idle_duration],
-                       "stress": [options.idle_duration, stress_end - t0],
-                       "after": [stress_end - t0, total]},
-            "burst_at_s": burst_at, "samples": await reads, "stalled": stall_report,
-            "burst": await burst, "writes": await writes, "snapshots": snapshots}
+    return {
+        "phases": {
+            "idle": [0.0, options.idle_duration],
+            "stress": [options.idle_duration, stress_end - t0],
+            "after": [stress_end - t0, total],
+        },
+        "burst_at_s": burst_at,
+        "samples": await reads,
+        "stalled": stall_report,
+        "burst": await burst,
+        "writes": await writes,
+        "snapshots": snapshots,
+    }
 
 
-def _checks(service: Coordinator, tokens: dict[str, Any],
-            timeline: dict[str, Any]) -> dict[str, Any]:
+def _checks(
+    service: Coordinator, tokens: dict[str, Any], timeline: dict[str, Any]
+) -> dict[str, Any]:
     """What the coordinator stored, then stop the unfinished runs and wait for their jobs."""
     with service.client(tokens["admins"][0]) as api:
         runs = runs_check(api, timeline["burst"])
         policy = policy_check(api, timeline["writes"])
         stop_answers = stop_unfinished(api, timeline["burst"])
     try:
-        wait_for(lambda: not run_job_pids(service.data_dir), JOB_EXIT_TIMEOUT_S,
-                 "the run jobs to exit", every=1.0)
+        wait_for(
+            lambda: not run_job_pids(service.data_dir),
+            JOB_EXIT_TIMEOUT_S,
+            "the run jobs to exit",
+            every=1.0,
+        )
         jobs_exited = True
     except TimeoutError:
         jobs_exited = False
-    return {"runs": runs, "policy": policy, "stop_answers": stop_answers,
-            "jobs_exited_after_stop": jobs_exited}
+    return {
+        "runs": runs,
+        "policy": policy,
+        "stop_answers": stop_answers,
+        "jobs_exited_after_stop": jobs_exited,
+    }

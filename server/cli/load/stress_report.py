@@ -22,12 +22,18 @@ BURST_WINDOW_S = 10.0
 
 def earlier_summary(r: dict[str, Any]) -> dict[str, Any]:
     """The headline figures of a previous result, kept when a database is measured again."""
-    return {"measured_at": r["measured_at"], "code": r["code"],
-            "loadavg": r["machine"]["loadavg"],
-            "reads": {p: {k: v[k] for k in ("count", "errors", "p50_ms", "p99_ms", "max_ms")}
-                      for p, v in r["reads"]["phases"].items()},
-            "run_burst_answers": r["run_burst"]["answers"],
-            "policy_answers": r["policy_writes"]["answers"], "verdict": r["verdict"]}
+    return {
+        "measured_at": r["measured_at"],
+        "code": r["code"],
+        "loadavg": r["machine"]["loadavg"],
+        "reads": {
+            p: {k: v[k] for k in ("count", "errors", "p50_ms", "p99_ms", "max_ms")}
+            for p, v in r["reads"]["phases"].items()
+        },
+        "run_burst_answers": r["run_burst"]["answers"],
+        "policy_answers": r["policy_writes"]["answers"],
+        "verdict": r["verdict"],
+    }
 
 
 def _statuses(items: list[dict[str, Any]]) -> dict[str, int]:
@@ -39,84 +45,129 @@ def _phase_reads(samples: list[Sample], phases: dict[str, list[float]]) -> dict[
     out = {}
     for name, (lo, hi) in phases.items():
         mine = [s for s in samples if lo <= s.due_s < hi]
-        out[name] = {**latency_summary(mine), "errors": errors(mine),
-                     "answers": dict(sorted(Counter(s.error or str(s.status)
-                                                    for s in mine).items()))}
+        out[name] = {
+            **latency_summary(mine),
+            "errors": errors(mine),
+            "answers": dict(sorted(Counter(s.error or str(s.status) for s in mine).items())),
+        }
     return out
 
 
 def _endpoints(samples: list[Sample], lo: float, hi: float) -> dict[str, Any]:
     names = sorted({s.endpoint for s in samples})
-    return {n: {**latency_summary(m), "errors": errors(m)} for n in names
-            if (m := [s for s in samples if s.endpoint == n and lo <= s.due_s < hi])}
+    return {
+        n: {**latency_summary(m), "errors": errors(m)}
+        for n in names
+        if (m := [s for s in samples if s.endpoint == n and lo <= s.due_s < hi])
+    }
 
 
 def _timed(items: list[dict[str, Any]]) -> dict[str, float]:
     ms = [i["ms"] for i in items]
-    return {"p50_ms": percentile(ms, 0.5), "p99_ms": percentile(ms, 0.99),
-            "max_ms": max(ms, default=float("nan"))}
+    return {
+        "p50_ms": percentile(ms, 0.5),
+        "p99_ms": percentile(ms, 0.99),
+        "max_ms": max(ms, default=float("nan")),
+    }
 
 
-def result_of(database: str, described: str, options: StressOptions, tl: dict[str, Any],
-              checks: dict[str, Any], loadavg: dict[str, list[float]],
-              log_text: str) -> dict[str, Any]:
+def result_of(
+    database: str,
+    described: str,
+    options: StressOptions,
+    tl: dict[str, Any],
+    checks: dict[str, Any],
+    loadavg: dict[str, list[float]],
+    log_text: str,
+) -> dict[str, Any]:
     """One database's entry of stress.json."""
     samples, burst, writes = tl["samples"], tl["burst"], tl["writes"]
     stalled = tl["stalled"]
     burst_at = tl["burst_at_s"]
-    windows = {**tl["phases"],
-               "stress, burst +10 s": [burst_at, min(burst_at + BURST_WINDOW_S,
-                                                     tl["phases"]["stress"][1])],
-               "stress, rest": [burst_at + BURST_WINDOW_S, tl["phases"]["stress"][1]]}
+    windows = {
+        **tl["phases"],
+        "stress, burst +10 s": [
+            burst_at,
+            min(burst_at + BURST_WINDOW_S, tl["phases"]["stress"][1]),
+        ],
+        "stress, rest": [burst_at + BURST_WINDOW_S, tl["phases"]["stress"][1]],
+    }
     reads = _phase_reads(samples, windows)
     no_5xx = not any(500 <= s.status for s in samples) and not any(
-        i["status"] >= 500 or i["status"] == 0 for i in [*burst, *writes])
+        i["status"] >= 500 or i["status"] == 0 for i in [*burst, *writes]
+    )
     snapshots = tl["snapshots"]
     verdict = {
         "no_5xx_or_unanswered_writes": no_5xx,
         "every_run_start_201": all(b["status"] == 201 for b in burst),
-        "no_run_lost": not checks["runs"]["lost"] and not checks["runs"]["abnormal"]
+        "no_run_lost": not checks["runs"]["lost"]
+        and not checks["runs"]["abnormal"]
         and checks["runs"]["created"] == options.run_burst,
         "queue_positions_consistent": checks["runs"]["queue"]["consistent"]
         and all(s["consistent"] for s in snapshots),
         "policy_writes_200_or_409": all(w["status"] in (200, 409) for w in writes),
         "policy_history_without_gaps": checks["policy"]["contiguous"]
-        and checks["policy"]["one_version_per_200"] and not checks["policy"]["duplicates"],
-        "reads_all_answered": all(p["errors"] == 0 for p in reads.values())}
+        and checks["policy"]["one_version_per_200"]
+        and not checks["policy"]["duplicates"],
+        "reads_all_answered": all(p["errors"] == 0 for p in reads.values()),
+    }
     return {
-        "database": database, "database_described": described,
+        "database": database,
+        "database_described": described,
         "command": options.command(database),
         "measured_at": datetime.now().astimezone().isoformat(timespec="seconds"),
         "code": code_version(),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "loadavg": loadavg},
-        "settings": {"coordinator": {f"APTFLEET_{k}": v for k, v in tl["limits"].items()},
-                     "run_body": options.run_body},
-        "phases": tl["phases"], "burst_at_s": round(tl["burst_at_s"], 2),
-        "reads": {"rate": options.rate, "phases": reads, "windows": windows,
-                  "stress_endpoints": _endpoints(samples, *tl["phases"]["stress"]),
-                  "timeline": timeline(samples)},
-        "stalled": {**stalled.summary(), "started_at_s": tl["phases"]["stress"][0],
-                    "open_per_s": stalled.open_per_s},
-        "run_burst": {"requests": options.run_burst, "answers": _statuses(burst),
-                      **_timed(burst),
-                      "returned_status": dict(Counter(str(b.get("run_status"))
-                                                      for b in burst)),
-                      "check": checks["runs"],
-                      "queue_snapshots": {"count": len(snapshots),
-                                          "consistent": sum(s["consistent"]
-                                                            for s in snapshots),
-                                          "in_id_order": sum(bool(s.get("id_order"))
-                                                             for s in snapshots),
-                                          "queued": [s.get("queued") for s in snapshots]},
-                      "stop_answers": checks["stop_answers"],
-                      "jobs_exited_after_stop": checks["jobs_exited_after_stop"]},
-        "policy_writes": {"writers": options.writers, "writes_each": options.writes,
-                          "attempts": len(writes), "answers": _statuses(writes),
-                          **_timed(writes), "check": checks["policy"]},
-        "server_log": {"tracebacks": log_text.count("Traceback"),
-                       "database_locked": log_text.count("database is locked"),
-                       "pool_timeouts": log_text.count("QueuePool limit")},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "loadavg": loadavg,
+        },
+        "settings": {
+            "coordinator": {f"APTFLEET_{k}": v for k, v in tl["limits"].items()},
+            "run_body": options.run_body,
+        },
+        "phases": tl["phases"],
+        "burst_at_s": round(tl["burst_at_s"], 2),
+        "reads": {
+            "rate": options.rate,
+            "phases": reads,
+            "windows": windows,
+            "stress_endpoints": _endpoints(samples, *tl["phases"]["stress"]),
+            "timeline": timeline(samples),
+        },
+        "stalled": {
+            **stalled.summary(),
+            "started_at_s": tl["phases"]["stress"][0],
+            "open_per_s": stalled.open_per_s,
+        },
+        "run_burst": {
+            "requests": options.run_burst,
+            "answers": _statuses(burst),
+            **_timed(burst),
+            "returned_status": dict(Counter(str(b.get("run_status")) for b in burst)),
+            "check": checks["runs"],
+            "queue_snapshots": {
+                "count": len(snapshots),
+                "consistent": sum(s["consistent"] for s in snapshots),
+                "in_id_order": sum(bool(s.get("id_order")) for s in snapshots),
+                "queued": [s.get("queued") for s in snapshots],
+            },
+            "stop_answers": checks["stop_answers"],
+            "jobs_exited_after_stop": checks["jobs_exited_after_stop"],
+        },
+        "policy_writes": {
+            "writers": options.writers,
+            "writes_each": options.writes,
+            "attempts": len(writes),
+            "answers": _statuses(writes),
+            **_timed(writes),
+            "check": checks["policy"],
+        },
+        "server_log": {
+            "tracebacks": log_text.count("Traceback"),
+            "database_locked": log_text.count("database is locked"),
+            "pool_timeouts": log_text.count("QueuePool limit"),
+        },
         "verdict": verdict,
     }
 
@@ -128,11 +179,20 @@ def _fmt(value: float | None) -> str:
 def markdown(report: dict[str, Any]) -> str:
     """stress.md: how it was measured, a table per database, what it shows and not."""
     dbs = report["databases"]
-    lines = ["# Coordinator under stress: stalled clients, run-start burst, policy writes",
-             "", "Measured by the load tool's stress scenario (`server/cli/load/stress.py`), "
-             "one command per database (giving both `--database` flags runs them in turn), "
-             "from the repository root in the project venv:", "",
-             "```bash", *(r["command"] for r in dbs.values()), "```", "", *_setup(dbs), ""]
+    lines = [
+        "# Coordinator under stress: stalled clients, run-start burst, policy writes",
+        "",
+        "Measured by the load tool's stress scenario (`server/cli/load/stress.py`), "
+        "one command per database (giving both `--database` flags runs them in turn), "
+        "from the repository root in the project venv:",
+        "",
+        "```bash",
+        *(r["command"] for r in dbs.values()),
+        "```",
+        "",
+        *_setup(dbs),
+        "",
+    ]
     for name, r in dbs.items():
         lines += _table(name, r)
     lines += [*_proves(), "", "![read latency per second, phases shaded](stress.png)", ""]
@@ -159,31 +219,47 @@ def _setup(dbs: dict[str, Any]) -> list[str]:
         f"(`{r['settings']['run_body']}`). Coordinator limits (the defaults): "
         + ", ".join(f"`{k}={v}`" for k, v in r["settings"]["coordinator"].items())
         + ". The stalled sockets connect from "
-        "127.0.0.2 (another client address), the legitimate clients from 127.0.0.1.", ""]
+        "127.0.0.2 (another client address), the legitimate clients from 127.0.0.1.",
+        "",
+    ]
     for name, r in dbs.items():
         la = r["machine"]["loadavg"]
-        lines.append(f"- {name}: {r['database_described']}; finished {r['measured_at']}, "
-                     f"code {r['code']}, {r['machine']['cpus']} cores, load average "
-                     f"before {la['before']}, end of stress {la.get('end_of_stress')}, "
-                     f"after {la.get('after')}.")
+        lines.append(
+            f"- {name}: {r['database_described']}; finished {r['measured_at']}, "
+            f"code {r['code']}, {r['machine']['cpus']} cores, load average "
+            f"before {la['before']}, end of stress {la.get('end_of_stress')}, "
+            f"after {la.get('after')}."
+        )
     return lines
 
 
 def _table(name: str, r: dict[str, Any]) -> list[str]:
     ph, st, rb, pw = r["reads"]["phases"], r["stalled"], r["run_burst"], r["policy_writes"]
     windows = r["reads"].get("windows", r["phases"])
-    rows = [f"| reads, {p} ({windows[p][1] - windows[p][0]:.0f} s) | "
-            f"{v['count']} requests, {v['errors']} errors; p50 / p99 / max "
-            f"{_fmt(v['p50_ms'])} / {_fmt(v['p99_ms'])} / {_fmt(v['max_ms'])} ms |"
-            for p, v in ph.items()]
-    closed = "; ".join(f"{kind}: " + ", ".join(
-        f"{o} x{c['count']} after {c['held_s_min']}-{c['held_s_max']} s"
-        for o, c in outs.items()) for kind, outs in st["closed_by_server"].items())
+    rows = [
+        f"| reads, {p} ({windows[p][1] - windows[p][0]:.0f} s) | "
+        f"{v['count']} requests, {v['errors']} errors; p50 / p99 / max "
+        f"{_fmt(v['p50_ms'])} / {_fmt(v['p99_ms'])} / {_fmt(v['max_ms'])} ms |"
+        for p, v in ph.items()
+    ]
+    closed = "; ".join(
+        f"{kind}: "
+        + ", ".join(
+            f"{o} x{c['count']} after {c['held_s_min']}-{c['held_s_max']} s"
+            for o, c in outs.items()
+        )
+        for kind, outs in st["closed_by_server"].items()
+    )
     chk, pc = rb["check"], pw["check"]
-    rows.append("| reads during stress, per endpoint | " + "; ".join(
-        f"`{n}` p50 / p99 / max {_fmt(e['p50_ms'])} / {_fmt(e['p99_ms'])} / "
-        f"{_fmt(e['max_ms'])} ms, {e['errors']} errors"
-        for n, e in r["reads"]["stress_endpoints"].items()) + " |")
+    rows.append(
+        "| reads during stress, per endpoint | "
+        + "; ".join(
+            f"`{n}` p50 / p99 / max {_fmt(e['p50_ms'])} / {_fmt(e['p99_ms'])} / "
+            f"{_fmt(e['max_ms'])} ms, {e['errors']} errors"
+            for n, e in r["reads"]["stress_endpoints"].items()
+        )
+        + " |"
+    )
     rows += [
         f"| stalled sockets (slots {st['slots']}) | open during stress: min "
         f"{st['open_min_during']}, max {st['open_max_during']}; {st['connects']} connects |",
@@ -204,11 +280,21 @@ def _table(name: str, r: dict[str, Any]) -> list[str]:
         f"{_fmt(pw['p50_ms'])} / {_fmt(pw['p99_ms'])} / {_fmt(pw['max_ms'])} ms |",
         f"| policy history | {pc['versions']} versions, contiguous 1..n: {pc['contiguous']}, "
         f"duplicates {pc['duplicates']}, one version per 200: {pc['one_version_per_200']} |",
-        f"| coordinator log | {r['server_log']} |"]
+        f"| coordinator log | {r['server_log']} |",
+    ]
     verdict = ", ".join(f"{k}: **{'yes' if v else 'NO'}**" for k, v in r["verdict"].items())
-    return [f"## {name}", "", "| figure | measured |", "|---|---|", *rows, "",
-            f"Checks: {verdict}.", "", *([f"Note: {r['note']}", ""] if r.get("note") else []),
-            *_earlier(r.get("earlier", []))]
+    return [
+        f"## {name}",
+        "",
+        "| figure | measured |",
+        "|---|---|",
+        *rows,
+        "",
+        f"Checks: {verdict}.",
+        "",
+        *([f"Note: {r['note']}", ""] if r.get("note") else []),
+        *_earlier(r.get("earlier", [])),
+    ]
 
 
 def _earlier(runs: list[dict[str, Any]]) -> list[str]:
@@ -217,15 +303,19 @@ def _earlier(runs: list[dict[str, Any]]) -> list[str]:
         return []
     lines = ["Earlier runs of the same command (the spread is the shared machine's):", ""]
     for e in runs:
-        reads = "; ".join(f"{p} p50 / p99 / max {_fmt(v['p50_ms'])} / {_fmt(v['p99_ms'])} / "
-                          f"{_fmt(v['max_ms'])} ms, {v['errors']} errors"
-                          for p, v in e["reads"].items())
-        lines.append(f"- {e['measured_at']} (code {e['code']}, load average before / end "
-                     f"of stress {e['loadavg']['before']} / "
-                     f"{e['loadavg'].get('end_of_stress')}): reads {reads}; run starts "
-                     f"{e['run_burst_answers']}; policy writes {e['policy_answers']}; all "
-                     f"checks passed: {all(e['verdict'].values())}."
-                     + (f" Note: {e['note']}" if e.get("note") else ""))
+        reads = "; ".join(
+            f"{p} p50 / p99 / max {_fmt(v['p50_ms'])} / {_fmt(v['p99_ms'])} / "
+            f"{_fmt(v['max_ms'])} ms, {v['errors']} errors"
+            for p, v in e["reads"].items()
+        )
+        lines.append(
+            f"- {e['measured_at']} (code {e['code']}, load average before / end "
+            f"of stress {e['loadavg']['before']} / "
+            f"{e['loadavg'].get('end_of_stress')}): reads {reads}; run starts "
+            f"{e['run_burst_answers']}; policy writes {e['policy_answers']}; all "
+            f"checks passed: {all(e['verdict'].values())}."
+            + (f" Note: {e['note']}" if e.get("note") else "")
+        )
     return [*lines, ""]
 
 

@@ -17,9 +17,11 @@ import httpx
 from server.cli.load.traffic import MAX_IN_FLIGHT, REQUEST_TIMEOUT_S, Sample
 
 #: The steady reads, in turn: two authenticated API reads and the liveness probe.
-READ_PATHS = (("GET /api/v1/runs", "/api/v1/runs"),
-              ("GET /api/v1/devices", "/api/v1/devices"),
-              ("GET /healthz", "/healthz"))
+READ_PATHS = (
+    ("GET /api/v1/runs", "/api/v1/runs"),
+    ("GET /api/v1/devices", "/api/v1/devices"),
+    ("GET /healthz", "/healthz"),
+)
 #: Run states that count as "not lost": still under way or ended normally.
 ALIVE = {"queued", "pending", "running", "completed"}
 UNFINISHED = {"queued", "pending", "running"}
@@ -28,12 +30,14 @@ WRITE_TIMEOUT_S = 30.0
 
 def _client(base: str, token: str, connections: int, timeout: float) -> httpx.AsyncClient:
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    return httpx.AsyncClient(base_url=base, limits=limits, timeout=timeout,
-                             headers={"Authorization": f"Bearer {token}"})
+    return httpx.AsyncClient(
+        base_url=base, limits=limits, timeout=timeout, headers={"Authorization": f"Bearer {token}"}
+    )
 
 
-async def steady_reads(base: str, token: str, rate: float, duration: float,
-                       t0: float) -> list[Sample]:
+async def steady_reads(
+    base: str, token: str, rate: float, duration: float, t0: float
+) -> list[Sample]:
     """``rate`` reads/s, open loop, from loop time ``t0`` for ``duration`` seconds.
 
     Latency counts from each request's intended send time (no coordinated omission);
@@ -49,11 +53,11 @@ async def steady_reads(base: str, token: str, rate: float, duration: float,
         in_flight += 1
         try:
             response = await client.get(path)
-            samples.append(Sample(name, due - t0, (loop.time() - due) * 1000,
-                                  response.status_code))
+            samples.append(Sample(name, due - t0, (loop.time() - due) * 1000, response.status_code))
         except httpx.HTTPError as exc:
-            samples.append(Sample(name, due - t0, (loop.time() - due) * 1000, 0,
-                                  type(exc).__name__))
+            samples.append(
+                Sample(name, due - t0, (loop.time() - due) * 1000, 0, type(exc).__name__)
+            )
         finally:
             in_flight -= 1
 
@@ -64,8 +68,15 @@ async def steady_reads(base: str, token: str, rate: float, duration: float,
             if (delay := due - loop.time()) > 0:
                 await asyncio.sleep(delay)
             if in_flight >= MAX_IN_FLIGHT:
-                samples.append(Sample(READ_PATHS[i % len(READ_PATHS)][0], due - t0, 0.0, 0,
-                                      "not sent: too many in flight"))
+                samples.append(
+                    Sample(
+                        READ_PATHS[i % len(READ_PATHS)][0],
+                        due - t0,
+                        0.0,
+                        0,
+                        "not sent: too many in flight",
+                    )
+                )
                 continue
             task = asyncio.create_task(one(client, i, due))
             tasks.add(task)
@@ -75,8 +86,9 @@ async def steady_reads(base: str, token: str, rate: float, duration: float,
     return samples
 
 
-async def run_burst(base: str, tokens: list[str], count: int,
-                    body: dict[str, Any]) -> list[dict[str, Any]]:
+async def run_burst(
+    base: str, tokens: list[str], count: int, body: dict[str, Any]
+) -> list[dict[str, Any]]:
     """``count`` simultaneous ``POST /api/v1/runs``, spread over the operator ``tokens``.
 
     Returns
@@ -93,12 +105,19 @@ async def run_burst(base: str, tokens: list[str], count: int,
         try:
             r = await clients[i % len(clients)].post("/api/v1/runs", json=body)
             data = r.json() if r.status_code == 201 else {}
-            return {"status": r.status_code, "ms": (time.perf_counter() - t) * 1000,
-                    "id": data.get("id"), "run_status": data.get("status"),
-                    "queue_position": data.get("queue_position")}
+            return {
+                "status": r.status_code,
+                "ms": (time.perf_counter() - t) * 1000,
+                "id": data.get("id"),
+                "run_status": data.get("status"),
+                "queue_position": data.get("queue_position"),
+            }
         except httpx.HTTPError as exc:
-            return {"status": 0, "ms": (time.perf_counter() - t) * 1000,
-                    "error": type(exc).__name__}
+            return {
+                "status": 0,
+                "ms": (time.perf_counter() - t) * 1000,
+                "error": type(exc).__name__,
+            }
 
     try:
         tasks = [asyncio.create_task(one(i)) for i in range(count)]
@@ -110,8 +129,9 @@ async def run_burst(base: str, tokens: list[str], count: int,
             await client.aclose()
 
 
-async def policy_writers(base: str, tokens: list[str], writers: int, writes: int,
-                         deadline: float) -> list[dict[str, Any]]:
+async def policy_writers(
+    base: str, tokens: list[str], writers: int, writes: int, deadline: float
+) -> list[dict[str, Any]]:
     """``writers`` concurrent admins doing ``PUT /api/v1/policy`` back to back.
 
     Each does up to ``writes`` of them, until loop time ``deadline``; they start together.
@@ -135,12 +155,21 @@ async def policy_writers(base: str, tokens: list[str], writers: int, writes: int
             t = time.perf_counter()
             try:
                 r = await client.put("/api/v1/policy", json=body)
-                out.append({"status": r.status_code, "ms": (time.perf_counter() - t) * 1000,
-                            "version": r.json().get("version") if r.status_code == 200
-                            else None})
+                out.append(
+                    {
+                        "status": r.status_code,
+                        "ms": (time.perf_counter() - t) * 1000,
+                        "version": r.json().get("version") if r.status_code == 200 else None,
+                    }
+                )
             except httpx.HTTPError as exc:
-                out.append({"status": 0, "ms": (time.perf_counter() - t) * 1000,
-                            "error": type(exc).__name__})
+                out.append(
+                    {
+                        "status": 0,
+                        "ms": (time.perf_counter() - t) * 1000,
+                        "error": type(exc).__name__,
+                    }
+                )
         return out
 
     try:
@@ -162,18 +191,24 @@ def queue_check(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """
     queued = [r for r in runs if r["status"] == "queued"]
     positions = sorted(r.get("queue_position") or 0 for r in queued)
-    stray = [r["id"] for r in runs if r["status"] != "queued"
-             and r.get("queue_position") is not None]
+    stray = [
+        r["id"] for r in runs if r["status"] != "queued" and r.get("queue_position") is not None
+    ]
     by_position = [r["id"] for r in sorted(queued, key=lambda r: r.get("queue_position") or 0)]
     by_creation = [r["id"] for r in sorted(queued, key=lambda r: (r["created_at"], r["id"]))]
-    return {"queued": len(queued), "statuses": dict(Counter(r["status"] for r in runs)),
-            "consistent": positions == list(range(1, len(queued) + 1)) and not stray
-            and by_position == by_creation,
-            "id_order": by_position == sorted(by_position)}
+    return {
+        "queued": len(queued),
+        "statuses": dict(Counter(r["status"] for r in runs)),
+        "consistent": positions == list(range(1, len(queued) + 1))
+        and not stray
+        and by_position == by_creation,
+        "id_order": by_position == sorted(by_position),
+    }
 
 
-async def queue_snapshots(base: str, token: str, every: float, deadline: float
-                          ) -> list[dict[str, Any]]:
+async def queue_snapshots(
+    base: str, token: str, every: float, deadline: float
+) -> list[dict[str, Any]]:
     """:func:`queue_check` of ``GET /api/v1/runs`` every ``every`` s until ``deadline``.
 
     ``deadline`` is a time of the running event loop.
@@ -196,11 +231,17 @@ def runs_check(api: httpx.Client, burst: list[dict[str, Any]]) -> dict[str, Any]
     stored = {r["id"]: r for r in api.get("/runs", params={"limit": 1000}).json()["data"]}
     created = [b["id"] for b in burst if b.get("id") is not None]
     lost = [i for i in created if i not in stored]
-    bad = {i: stored[i]["status"] for i in created
-           if i in stored and stored[i]["status"] not in ALIVE}
-    return {"created": len(created), "distinct_ids": len(set(created)), "lost": lost,
-            "abnormal": bad, "queue": queue_check(list(stored.values())),
-            "statuses": dict(Counter(stored[i]["status"] for i in created if i in stored))}
+    bad = {
+        i: stored[i]["status"] for i in created if i in stored and stored[i]["status"] not in ALIVE
+    }
+    return {
+        "created": len(created),
+        "distinct_ids": len(set(created)),
+        "lost": lost,
+        "abnormal": bad,
+        "queue": queue_check(list(stored.values())),
+        "statuses": dict(Counter(stored[i]["status"] for i in created if i in stored)),
+    }
 
 
 def policy_check(api: httpx.Client, writes: list[dict[str, Any]]) -> dict[str, Any]:
@@ -209,11 +250,14 @@ def policy_check(api: httpx.Client, writes: list[dict[str, Any]]) -> dict[str, A
     versions = sorted(r["version"] for r in rows)
     ok = sum(1 for w in writes if w["status"] == 200)
     answered = sorted(w["version"] for w in writes if w["status"] == 200)
-    return {"versions": len(versions), "latest": versions[-1] if versions else None,
-            "contiguous": versions == list(range(1, len(versions) + 1)),
-            "duplicates": len(versions) - len(set(versions)),
-            "one_version_per_200": len(versions) == ok + 1,
-            "answered_versions_distinct": len(answered) == len(set(answered))}
+    return {
+        "versions": len(versions),
+        "latest": versions[-1] if versions else None,
+        "contiguous": versions == list(range(1, len(versions) + 1)),
+        "duplicates": len(versions) - len(set(versions)),
+        "one_version_per_200": len(versions) == ok + 1,
+        "answered_versions_distinct": len(answered) == len(set(answered)),
+    }
 
 
 def stop_unfinished(api: httpx.Client, burst: list[dict[str, Any]]) -> dict[str, int]:

@@ -35,24 +35,36 @@ class Sample:
     error: str = ""
 
 
-async def send_load(base: str, token: str, run_id: int, rate: float, min_duration: float,
-                    max_duration: float, run_done: Callable[[], bool]
-                    ) -> tuple[list[Sample], float]:
+async def send_load(
+    base: str,
+    token: str,
+    run_id: int,
+    rate: float,
+    min_duration: float,
+    max_duration: float,
+    run_done: Callable[[], bool],
+) -> tuple[list[Sample], float]:
     """Send ``rate`` requests/s open-loop; return the samples and the load's wall time.
 
     Sending goes on until ``min_duration`` has passed and ``run_done()`` (checked once a second, in
     a thread), or until ``max_duration`` has passed.
     """
-    paths = [("GET /runs", "/runs"), ("GET /runs/{id}", f"/runs/{run_id}"),
-             ("GET /runs/{id}/rounds", f"/runs/{run_id}/rounds"),
-             ("GET /runs/{id}/precision", f"/runs/{run_id}/precision"),
-             ("GET /devices", "/devices")]
+    paths = [
+        ("GET /runs", "/runs"),
+        ("GET /runs/{id}", f"/runs/{run_id}"),
+        ("GET /runs/{id}/rounds", f"/runs/{run_id}/rounds"),
+        ("GET /runs/{id}/precision", f"/runs/{run_id}/precision"),
+        ("GET /devices", "/devices"),
+    ]
     samples: list[Sample] = []
     in_flight = 0
     limits = httpx.Limits(max_connections=MAX_IN_FLIGHT, max_keepalive_connections=100)
-    async with httpx.AsyncClient(base_url=f"{base}/api/v1", limits=limits,
-                                 timeout=REQUEST_TIMEOUT_S,
-                                 headers={"Authorization": f"Bearer {token}"}) as client:
+    async with httpx.AsyncClient(
+        base_url=f"{base}/api/v1",
+        limits=limits,
+        timeout=REQUEST_TIMEOUT_S,
+        headers={"Authorization": f"Bearer {token}"},
+    ) as client:
         loop = asyncio.get_running_loop()
         t0 = loop.time()
 
@@ -62,11 +74,13 @@ async def send_load(base: str, token: str, run_id: int, rate: float, min_duratio
             in_flight += 1
             try:
                 response = await client.get(path)
-                samples.append(Sample(name, due - t0, (loop.time() - due) * 1000,
-                                      response.status_code))
+                samples.append(
+                    Sample(name, due - t0, (loop.time() - due) * 1000, response.status_code)
+                )
             except httpx.HTTPError as exc:
-                samples.append(Sample(name, due - t0, (loop.time() - due) * 1000, 0,
-                                      type(exc).__name__))
+                samples.append(
+                    Sample(name, due - t0, (loop.time() - due) * 1000, 0, type(exc).__name__)
+                )
             finally:
                 in_flight -= 1
 
@@ -85,8 +99,11 @@ async def send_load(base: str, token: str, run_id: int, rate: float, min_duratio
             if delay > 0:
                 await asyncio.sleep(delay)
             if in_flight >= MAX_IN_FLIGHT:
-                samples.append(Sample(paths[i % len(paths)][0], elapsed, 0.0, 0,
-                                      "not sent: too many in flight"))
+                samples.append(
+                    Sample(
+                        paths[i % len(paths)][0], elapsed, 0.0, 0, "not sent: too many in flight"
+                    )
+                )
                 continue
             task = asyncio.create_task(one(i, due))
             tasks.add(task)
@@ -100,8 +117,12 @@ async def send_load(base: str, token: str, run_id: int, rate: float, min_duratio
 async def burst(base: str, token: str, requests: int, timeout: float) -> dict[str, Any]:
     """``requests`` simultaneous GET /runs; counts what was answered within ``timeout``."""
     limits = httpx.Limits(max_connections=requests)
-    async with httpx.AsyncClient(base_url=f"{base}/api/v1", limits=limits, timeout=timeout,
-                                 headers={"Authorization": f"Bearer {token}"}) as client:
+    async with httpx.AsyncClient(
+        base_url=f"{base}/api/v1",
+        limits=limits,
+        timeout=timeout,
+        headers={"Authorization": f"Bearer {token}"},
+    ) as client:
 
         async def one() -> str:
             try:
@@ -112,9 +133,13 @@ async def burst(base: str, token: str, requests: int, timeout: float) -> dict[st
         start = time.perf_counter()
         outcomes = await asyncio.gather(*(one() for _ in range(requests)))
         seconds = time.perf_counter() - start
-    return {"requests": requests, "timeout_s": timeout, "seconds": seconds,
-            "answered_2xx": sum(o.startswith("2") for o in outcomes),
-            "outcomes": {o: outcomes.count(o) for o in sorted(set(outcomes))}}
+    return {
+        "requests": requests,
+        "timeout_s": timeout,
+        "seconds": seconds,
+        "answered_2xx": sum(o.startswith("2") for o in outcomes),
+        "outcomes": {o: outcomes.count(o) for o in sorted(set(outcomes))},
+    }
 
 
 def recovery_s(base: str, limit: float) -> float | None:
@@ -123,8 +148,10 @@ def recovery_s(base: str, limit: float) -> float | None:
     while time.monotonic() - start < limit:
         t = time.perf_counter()
         try:
-            if (httpx.get(f"{base}/healthz", timeout=2).status_code == 200
-                    and time.perf_counter() - t < 0.2):
+            if (
+                httpx.get(f"{base}/healthz", timeout=2).status_code == 200
+                and time.perf_counter() - t < 0.2
+            ):
                 return time.monotonic() - start
         except httpx.HTTPError:
             pass

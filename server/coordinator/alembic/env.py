@@ -35,8 +35,13 @@ def _database_url() -> str:
 def run_migrations_offline() -> None:
     """Emit the SQL to stdout instead of running it."""
     url = _database_url()
-    context.configure(url=url, target_metadata=target_metadata, literal_binds=True,
-                      render_as_batch=url.startswith("sqlite"), compare_type=True)
+    context.configure(
+        url=url,
+        target_metadata=target_metadata,
+        literal_binds=True,
+        render_as_batch=url.startswith("sqlite"),
+        compare_type=True,
+    )
     with context.begin_transaction():
         context.run_migrations()
 
@@ -54,8 +59,12 @@ def run_migrations_online() -> None:
                 cursor = connection.connection.cursor()
                 cursor.execute("PRAGMA foreign_keys=OFF")
                 cursor.close()
-            context.configure(connection=connection, target_metadata=target_metadata,
-                              render_as_batch=is_sqlite, compare_type=True)
+            context.configure(
+                connection=connection,
+                target_metadata=target_metadata,
+                render_as_batch=is_sqlite,
+                compare_type=True,
+            )
             with context.begin_transaction():
                 context.run_migrations()
             connection.commit()

@@ -31,9 +31,13 @@ DeviceId = Annotated[int, Path(ge=1, le=INT32_MAX)]
 Skip = Annotated[int, Query(ge=0, le=INT32_MAX)]
 Limit = Annotated[int, Query(ge=1, le=1000)]
 
-_bearer = HTTPBearer(auto_error=False, description=(
-    f"A token from '{CREATE_COMMAND}' (or '--role operator'); 'aptfleet token list' shows "
-    "the tokens, 'aptfleet token revoke ID' ends one."))
+_bearer = HTTPBearer(
+    auto_error=False,
+    description=(
+        f"A token from '{CREATE_COMMAND}' (or '--role operator'); 'aptfleet token list' shows "
+        "the tokens, 'aptfleet token revoke ID' ends one."
+    ),
+)
 
 
 #: Requests that only read; every other method gets write transactions.
@@ -84,9 +88,14 @@ def get_current_token(
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise AuthenticationError(
             "Missing bearer token: send 'Authorization: Bearer <token>' with a token from "
-            f"'{CREATE_COMMAND}'.")
-    return authenticate(session=session, secret=credentials.credentials,
-                        address=client_address(request), throttle=throttle)
+            f"'{CREATE_COMMAND}'."
+        )
+    return authenticate(
+        session=session,
+        secret=credentials.credentials,
+        address=client_address(request),
+        throttle=throttle,
+    )
 
 
 CurrentToken = Annotated[ApiToken, Depends(get_current_token)]
@@ -95,8 +104,9 @@ CurrentToken = Annotated[ApiToken, Depends(get_current_token)]
 def require_admin(token: CurrentToken) -> ApiToken:
     """The request's token if its role is admin (403 otherwise)."""
     if token.role != "admin":
-        raise PermissionDeniedError(f"This action needs the admin role; token '{token.name}' "
-                                    f"has role '{token.role}'.")
+        raise PermissionDeniedError(
+            f"This action needs the admin role; token '{token.name}' has role '{token.role}'."
+        )
     return token
 
 

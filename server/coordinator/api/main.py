@@ -8,10 +8,17 @@ from server.coordinator.schemas import Message
 
 api_router = APIRouter(
     dependencies=[Depends(get_current_token)],
-    responses={401: {"model": Message, "description": "Missing, unknown, revoked or expired "
-                                                      "bearer token."},
-               429: {"model": Message, "description": "Too many failed authentications "
-                                                      "from this address; see Retry-After."}})
+    responses={
+        401: {
+            "model": Message,
+            "description": "Missing, unknown, revoked or expired bearer token.",
+        },
+        429: {
+            "model": Message,
+            "description": "Too many failed authentications from this address; see Retry-After.",
+        },
+    },
+)
 api_router.include_router(runs.router)
 api_router.include_router(precision.router)
 api_router.include_router(devices.router)

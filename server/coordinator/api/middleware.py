@@ -15,17 +15,26 @@ from server.coordinator.core.metrics import Metrics
 from server.coordinator.exceptions import BodyTooLargeError
 
 
-async def _refuse(send: Send, status: int, detail: str,
-                  headers: list[tuple[bytes, bytes]] | None = None) -> None:
+async def _refuse(
+    send: Send, status: int, detail: str, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
     """Answer ``{"detail": detail}`` and ask the server to close the connection.
 
     Closing is needed because the rest of the request (a body still arriving) is not read.
     """
     body = json.dumps({"detail": detail}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close"), *(headers or [])]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+                *(headers or []),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -53,9 +62,13 @@ class ClientLimitMiddleware:
         client = scope.get("client")
         host = client[0] if client else ""
         if self._open.get(host, 0) >= self.limit:
-            await _refuse(send, 429, f"Client address {host!r} already has {self.limit} "
-                                     "requests open (APTFLEET_MAX_REQUESTS_PER_CLIENT).",
-                          [(b"retry-after", b"1")])
+            await _refuse(
+                send,
+                429,
+                f"Client address {host!r} already has {self.limit} "
+                "requests open (APTFLEET_MAX_REQUESTS_PER_CLIENT).",
+                [(b"retry-after", b"1")],
+            )
             return
         self._open[host] = self._open.get(host, 0) + 1
         try:
@@ -95,12 +108,19 @@ class BodyReadMiddleware:
             async with asyncio.timeout(self.timeout):
                 messages = await self._read(receive)
         except BodyTooLargeError:
-            await _refuse(send, 413, f"Request body exceeds the limit of {self.max_bytes} "
-                                     "bytes (APTFLEET_MAX_BODY_BYTES).")
+            await _refuse(
+                send,
+                413,
+                f"Request body exceeds the limit of {self.max_bytes} "
+                "bytes (APTFLEET_MAX_BODY_BYTES).",
+            )
             return
         except TimeoutError:
-            await _refuse(send, 408, f"Request body not received within {self.timeout:g} s "
-                                     "(APTFLEET_BODY_TIMEOUT).")
+            await _refuse(
+                send,
+                408,
+                f"Request body not received within {self.timeout:g} s (APTFLEET_BODY_TIMEOUT).",
+            )
             return
 
         async def replay() -> Message:

@@ -38,8 +38,7 @@ class SecurityHeadersMiddleware:
 
     def __init__(self, app: ASGIApp, tls: bool = False) -> None:
         self.app = app
-        self.defaults = {**_ALWAYS, "Content-Security-Policy": API_CSP,
-                         "Cache-Control": "no-store"}
+        self.defaults = {**_ALWAYS, "Content-Security-Policy": API_CSP, "Cache-Control": "no-store"}
         if tls:
             self.defaults["Strict-Transport-Security"] = _HSTS
 

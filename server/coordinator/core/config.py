@@ -132,27 +132,35 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _refuse_insecure_superlink(self) -> Settings:
         if self.SUPERLINK_INSECURE and self.SUPERLINK_CA_FILE is not None:
-            raise ValueError("APTFLEET_SUPERLINK_INSECURE is set together with "
-                             f"APTFLEET_SUPERLINK_CA_FILE={self.SUPERLINK_CA_FILE}; TLS with "
-                             "that CA or plain text, not both.")
+            raise ValueError(
+                "APTFLEET_SUPERLINK_INSECURE is set together with "
+                f"APTFLEET_SUPERLINK_CA_FILE={self.SUPERLINK_CA_FILE}; TLS with "
+                "that CA or plain text, not both."
+            )
         if self.SUPERLINK_INSECURE and self.ENVIRONMENT != "development":
-            raise ValueError("APTFLEET_SUPERLINK_INSECURE=true (no TLS to the SuperLink) is "
-                             f"refused when APTFLEET_ENVIRONMENT={self.ENVIRONMENT!r}.")
+            raise ValueError(
+                "APTFLEET_SUPERLINK_INSECURE=true (no TLS to the SuperLink) is "
+                f"refused when APTFLEET_ENVIRONMENT={self.ENVIRONMENT!r}."
+            )
         return self
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> Settings:
         password = urlsplit(self.DATABASE_URL).password
-        if (self.ENVIRONMENT != "development" and password is not None
-                and password.lower() in PLACEHOLDER_SECRETS):
+        if (
+            self.ENVIRONMENT != "development"
+            and password is not None
+            and password.lower() in PLACEHOLDER_SECRETS
+        ):
             raise ValueError(
                 f"The password in APTFLEET_DATABASE_URL is the placeholder {password!r}; "
-                f"set a real secret when APTFLEET_ENVIRONMENT={self.ENVIRONMENT!r}.")
-        if (self.ENVIRONMENT != "development"
-                and self.METRICS_TOKEN.lower() in PLACEHOLDER_SECRETS):
+                f"set a real secret when APTFLEET_ENVIRONMENT={self.ENVIRONMENT!r}."
+            )
+        if self.ENVIRONMENT != "development" and self.METRICS_TOKEN.lower() in PLACEHOLDER_SECRETS:
             raise ValueError(
                 "APTFLEET_METRICS_TOKEN is a placeholder; set a real secret (or leave it "
-                f"empty for a public /metrics) when APTFLEET_ENVIRONMENT={self.ENVIRONMENT!r}.")
+                f"empty for a public /metrics) when APTFLEET_ENVIRONMENT={self.ENVIRONMENT!r}."
+            )
         return self
 
 

@@ -100,12 +100,15 @@ def make_engine(url: str) -> Engine:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
             pool = {"pool_size": POOL_SIZE, "max_overflow": POOL_CONNECTIONS - POOL_SIZE}
         engine = create_engine(
-            parsed, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S},
-            **pool)
+            parsed,
+            connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S},
+            **pool,
+        )
         _configure_sqlite(engine)
         return engine
-    return create_engine(parsed, pool_pre_ping=True, pool_size=POOL_SIZE,
-                         max_overflow=POOL_CONNECTIONS - POOL_SIZE)
+    return create_engine(
+        parsed, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=POOL_CONNECTIONS - POOL_SIZE
+    )
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

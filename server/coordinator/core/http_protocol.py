@@ -58,8 +58,12 @@ class _HeaderDeadlineProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-typ
     def _head_deadline_passed(self) -> None:
         self._head_timer = None
         if self.cycle is self._armed_cycle and not self.transport.is_closing():
-            logger.info("Closed a connection from %s: no complete request head within %s s "
-                        "(APTFLEET_HEADER_TIMEOUT).", _peer(self.client), self.header_timeout)
+            logger.info(
+                "Closed a connection from %s: no complete request head within %s s "
+                "(APTFLEET_HEADER_TIMEOUT).",
+                _peer(self.client),
+                self.header_timeout,
+            )
             self.transport.close()
 
 
@@ -83,5 +87,6 @@ def header_deadline_protocol(timeout: float) -> type[asyncio.Protocol]:
     """
     if not timeout > 0:
         raise ValueError(f"timeout={timeout!r} must be a number of seconds > 0.")
-    return type("HeaderDeadlineProtocol", (_HeaderDeadlineProtocol,),
-                {"header_timeout": float(timeout)})
+    return type(
+        "HeaderDeadlineProtocol", (_HeaderDeadlineProtocol,), {"header_timeout": float(timeout)}
+    )

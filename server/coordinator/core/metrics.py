@@ -51,16 +51,31 @@ class FleetCollector(Collector):
     @staticmethod
     def _families(totals: dict[str, float]) -> Iterator[Metric]:
         specs = [
-            (GaugeMetricFamily, "aptfleet_active_runs", "Runs pending or running.",
-             "active_runs"),
-            (CounterMetricFamily, "aptfleet_rounds_completed", "Rounds recorded, all runs.",
-             "rounds_completed"),
-            (CounterMetricFamily, "aptfleet_uplink_bytes", "Bytes sent by devices, all rounds.",
-             "uplink_bytes"),
-            (CounterMetricFamily, "aptfleet_downlink_bytes",
-             "Bytes sent to devices, all rounds.", "downlink_bytes"),
-            (CounterMetricFamily, "aptfleet_energy_joules",
-             "Modelled device training energy, all rounds.", "energy_j"),
+            (GaugeMetricFamily, "aptfleet_active_runs", "Runs pending or running.", "active_runs"),
+            (
+                CounterMetricFamily,
+                "aptfleet_rounds_completed",
+                "Rounds recorded, all runs.",
+                "rounds_completed",
+            ),
+            (
+                CounterMetricFamily,
+                "aptfleet_uplink_bytes",
+                "Bytes sent by devices, all rounds.",
+                "uplink_bytes",
+            ),
+            (
+                CounterMetricFamily,
+                "aptfleet_downlink_bytes",
+                "Bytes sent to devices, all rounds.",
+                "downlink_bytes",
+            ),
+            (
+                CounterMetricFamily,
+                "aptfleet_energy_joules",
+                "Modelled device training energy, all rounds.",
+                "energy_j",
+            ),
         ]
         for family, name, doc, key in specs:
             if key in totals:
@@ -81,6 +96,9 @@ class Metrics:
     def __init__(self, read_totals: TotalsReader) -> None:
         self.registry = CollectorRegistry()
         self.request_latency = Histogram(
-            "aptfleet_http_request_duration_seconds", "Latency of HTTP requests.",
-            labelnames=("method", "route", "status"), registry=self.registry)
+            "aptfleet_http_request_duration_seconds",
+            "Latency of HTTP requests.",
+            labelnames=("method", "route", "status"),
+            registry=self.registry,
+        )
         self.registry.register(FleetCollector(read_totals))

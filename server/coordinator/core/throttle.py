@@ -31,11 +31,14 @@ class AuthFailureThrottle:
         Time source, replaceable in tests.
     """
 
-    def __init__(self, limit: int, window_s: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, limit: int, window_s: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         if limit < 1 or not window_s > 0:
-            raise ValueError(f"Throttle needs limit >= 1 and window_s > 0; got limit={limit}, "
-                             f"window_s={window_s}.")
+            raise ValueError(
+                f"Throttle needs limit >= 1 and window_s > 0; got limit={limit}, "
+                f"window_s={window_s}."
+            )
         self.limit = limit
         self.window_s = window_s
         self._clock = clock

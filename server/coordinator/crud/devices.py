@@ -13,16 +13,22 @@ from sqlalchemy.orm import Session
 from server.coordinator.tables import ClientRound, Device, LayerPrecision
 
 
-def upsert_device(*, session: Session, node_id: int, device_class: str, status: str,
-                  seen_at: datetime) -> int:
+def upsert_device(
+    *, session: Session, node_id: int, device_class: str, status: str, seen_at: datetime
+) -> int:
     """Insert or refresh the device of Flower node ``node_id``; return its id.
 
     A single ``INSERT ... ON CONFLICT DO UPDATE``, so two runs seeing a new node at the
     same time cannot both insert it.
     """
     dialect = session.get_bind().dialect.name
-    values: dict[str, Any] = {"node_id": node_id, "device_class": device_class,
-                              "status": status, "first_seen": seen_at, "last_seen": seen_at}
+    values: dict[str, Any] = {
+        "node_id": node_id,
+        "device_class": device_class,
+        "status": status,
+        "first_seen": seen_at,
+        "last_seen": seen_at,
+    }
     refresh: dict[str, Any] = {"status": status, "last_seen": seen_at}
     if status not in ("failed", "offline") or device_class != "standard":
         # a failure row of a device that never replied carries only the default class:
@@ -44,8 +50,7 @@ def upsert_device(*, session: Session, node_id: int, device_class: str, status: 
     return device.id
 
 
-def list_devices(*, session: Session, skip: int = 0,
-                 limit: int = 100) -> tuple[list[Device], int]:
+def list_devices(*, session: Session, skip: int = 0, limit: int = 100) -> tuple[list[Device], int]:
     """One page of devices, most recently seen first, and the total count."""
     count = session.scalar(select(func.count()).select_from(Device)) or 0
     stmt = select(Device).order_by(Device.last_seen.desc(), Device.id).offset(skip).limit(limit)
@@ -86,10 +91,12 @@ def device_history(*, session: Session, device_id: int) -> list[dict[str, Any]]:
     bits: dict[int, float] = {
         row.run_id: float(row.mean_bits)
         for row in session.execute(
-            select(LayerPrecision.run_id,
-                   func.avg(cast(LayerPrecision.bits, Float)).label("mean_bits"))
+            select(
+                LayerPrecision.run_id, func.avg(cast(LayerPrecision.bits, Float)).label("mean_bits")
+            )
             .where(LayerPrecision.device_id == device_id)
-            .group_by(LayerPrecision.run_id))
+            .group_by(LayerPrecision.run_id)
+        )
     }
     return [_history_row(row._mapping, bits.get(row.run_id)) for row in totals]
 

@@ -35,7 +35,8 @@ def get_current_policy_row(*, session: Session) -> Policy:
     if row is None:
         raise PolicyNotSeededError(
             "No precision policy is stored; run 'aptfleet server db upgrade' (or "
-            "server.coordinator.services.startup.init_db) to seed version 1.")
+            "server.coordinator.services.startup.init_db) to seed version 1."
+        )
     return row
 
 
@@ -52,17 +53,21 @@ def current_policy(session: Session) -> tuple[int, PrecisionPolicy, Overrides]:
     return row.version, policy_of(row), dict(row.overrides or {})
 
 
-def list_policies(*, session: Session, skip: int = 0,
-                  limit: int = 100) -> tuple[list[Policy], int]:
+def list_policies(*, session: Session, skip: int = 0, limit: int = 100) -> tuple[list[Policy], int]:
     """Policy versions, newest first, and the total count."""
     count = session.scalar(select(func.count()).select_from(Policy)) or 0
     stmt = select(Policy).order_by(Policy.version.desc()).offset(skip).limit(limit)
     return list(session.scalars(stmt).all()), count
 
 
-def create_policy_version(*, session: Session, policy: PrecisionPolicy,
-                          overrides: dict[str, dict[str, Any]], author: str,
-                          note: str | None = None) -> Policy:
+def create_policy_version(
+    *,
+    session: Session,
+    policy: PrecisionPolicy,
+    overrides: dict[str, dict[str, Any]],
+    author: str,
+    note: str | None = None,
+) -> Policy:
     """Store ``policy`` as the next version (current + 1); the caller commits.
 
     Raises
@@ -71,14 +76,16 @@ def create_policy_version(*, session: Session, policy: PrecisionPolicy,
         If another writer created the same version number concurrently.
     """
     latest = session.scalar(select(func.max(Policy.version))) or 0
-    row = Policy(version=latest + 1, **policy.to_dict(), overrides=overrides, author=author,
-                 note=note)
+    row = Policy(
+        version=latest + 1, **policy.to_dict(), overrides=overrides, author=author, note=note
+    )
     try:
         with session.begin_nested():
             session.add(row)
     except IntegrityError as exc:
-        raise ConflictError(f"Policy version {latest + 1} was created concurrently; "
-                            "re-read the policy and retry.") from exc
+        raise ConflictError(
+            f"Policy version {latest + 1} was created concurrently; re-read the policy and retry."
+        ) from exc
     return row
 
 
@@ -96,8 +103,13 @@ def seed_default_policy(*, session: Session) -> Policy | None:
     """
     if session.scalar(select(Policy.id).limit(1)) is not None:
         return None
-    row = Policy(version=1, **PrecisionPolicy().to_dict(), overrides={}, author="system",
-                 note="Seeded from the apt_core PrecisionPolicy() defaults.")
+    row = Policy(
+        version=1,
+        **PrecisionPolicy().to_dict(),
+        overrides={},
+        author="system",
+        note="Seeded from the apt_core PrecisionPolicy() defaults.",
+    )
     try:
         with session.begin_nested():
             session.add(row)

@@ -19,9 +19,19 @@ from server.coordinator.tables import (
 )
 
 
-def create_run(*, session: Session, task: str, method: str, clients: int, fraction: float,
-               rounds: int, alpha: float, seed: int, policy: str | None = None,
-               settings: Mapping[str, Any] | None = None) -> Run:
+def create_run(
+    *,
+    session: Session,
+    task: str,
+    method: str,
+    clients: int,
+    fraction: float,
+    rounds: int,
+    alpha: float,
+    seed: int,
+    policy: str | None = None,
+    settings: Mapping[str, Any] | None = None,
+) -> Run:
     """Store a new run in status ``queued`` (it waits for admission); the caller commits.
 
     Parameters
@@ -46,9 +56,19 @@ def create_run(*, session: Session, task: str, method: str, clients: int, fracti
     Run
         Flushed, so its id is set.
     """
-    run = Run(task=task, method=method, clients=clients, fraction=fraction, rounds=rounds,
-              alpha=alpha, seed=seed, policy=policy, settings=dict(settings or {}),
-              status=QUEUED_RUN_STATUS, current_round=0)
+    run = Run(
+        task=task,
+        method=method,
+        clients=clients,
+        fraction=fraction,
+        rounds=rounds,
+        alpha=alpha,
+        seed=seed,
+        policy=policy,
+        settings=dict(settings or {}),
+        status=QUEUED_RUN_STATUS,
+        current_round=0,
+    )
     session.add(run)
     session.flush()
     return run
@@ -75,8 +95,14 @@ def _locked_run(session: Session, run_id: int) -> Run:
     return run
 
 
-def set_run_status(*, session: Session, run_id: int, status: str, error: str | None = None,
-                   flower_run_id: int | None = None) -> Run:
+def set_run_status(
+    *,
+    session: Session,
+    run_id: int,
+    status: str,
+    error: str | None = None,
+    flower_run_id: int | None = None,
+) -> Run:
     """Move a run to ``status``; the launcher reports progress through this.
 
     ``running`` stamps ``started_at`` and a terminal status (completed, failed, stopped,
@@ -108,8 +134,7 @@ def set_run_status(*, session: Session, run_id: int, status: str, error: str | N
         raise RunStateError(f"Run status {status!r} is not one of {RUN_STATUSES}.")
     run = _locked_run(session, run_id)
     if run.status in TERMINAL_RUN_STATUSES:
-        raise RunStateError(
-            f"Run {run_id} is already {run.status}; it cannot become {status}.")
+        raise RunStateError(f"Run {run_id} is already {run.status}; it cannot become {status}.")
     if status == QUEUED_RUN_STATUS and run.status != QUEUED_RUN_STATUS:
         raise RunStateError(f"Run {run_id} is {run.status}; it cannot go back to queued.")
     if status == "pending" and run.status not in (QUEUED_RUN_STATUS, "pending"):
@@ -146,8 +171,10 @@ def reopen_run(*, session: Session, run_id: int) -> Run:
     """
     run = _locked_run(session, run_id)
     if run.status not in RESUMABLE_RUN_STATUSES:
-        raise RunStateError(f"Run {run_id} is {run.status}; only runs that are "
-                            f"{', '.join(RESUMABLE_RUN_STATUSES)} can be resumed.")
+        raise RunStateError(
+            f"Run {run_id} is {run.status}; only runs that are "
+            f"{', '.join(RESUMABLE_RUN_STATUSES)} can be resumed."
+        )
     run.status = QUEUED_RUN_STATUS
     run.created_at = utcnow()  # the back of the queue
     run.finished_at = None
@@ -181,9 +208,13 @@ def mark_interrupted_runs(*, session: Session) -> int:
     result = session.execute(
         update(Run)
         .where(Run.status.in_(STARTED_RUN_STATUSES))
-        .values(status="interrupted", finished_at=utcnow(),
-                error="The coordinator restarted while the run was active.")
-        .execution_options(synchronize_session=False))
+        .values(
+            status="interrupted",
+            finished_at=utcnow(),
+            error="The coordinator restarted while the run was active.",
+        )
+        .execution_options(synchronize_session=False)
+    )
     return int(getattr(result, "rowcount", 0) or 0)
 
 
@@ -241,5 +272,9 @@ def count_start_attempt(*, session: Session, run_id: int) -> int:
 
 def touch_run(*, session: Session, run_id: int) -> None:
     """Stamp the run's heartbeat (its job is alive); the caller commits."""
-    session.execute(update(Run).where(Run.id == run_id).values(heartbeat_at=utcnow())
-                    .execution_options(synchronize_session=False))
+    session.execute(
+        update(Run)
+        .where(Run.id == run_id)
+        .values(heartbeat_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )

@@ -24,16 +24,23 @@ def create_session(*, session: Session, token: ApiToken, max_age: timedelta) -> 
     if token.expires_at is not None:
         expires_at = min(expires_at, token.expires_at)
     session_id = generate_session_id()
-    session.add(DashboardSession(session_hash=hash_token(session_id), token_id=token.id,
-                                 created_at=now, expires_at=expires_at))
+    session.add(
+        DashboardSession(
+            session_hash=hash_token(session_id),
+            token_id=token.id,
+            created_at=now,
+            expires_at=expires_at,
+        )
+    )
     session.flush()
     return session_id
 
 
 def session_token(*, session: Session, session_id: str) -> ApiToken | None:
     """The live token behind the unexpired session ``session_id``; None if either is not."""
-    row = session.scalar(select(DashboardSession)
-                         .where(DashboardSession.session_hash == hash_token(session_id)))
+    row = session.scalar(
+        select(DashboardSession).where(DashboardSession.session_hash == hash_token(session_id))
+    )
     if row is None or row.expires_at <= utcnow():
         return None
     token = session.get(ApiToken, row.token_id)
@@ -44,6 +51,7 @@ def session_token(*, session: Session, session_id: str) -> ApiToken | None:
 
 def delete_session(*, session: Session, session_id: str) -> bool:
     """End the session ``session_id``; whether it existed. The caller commits."""
-    result = session.execute(delete(DashboardSession)
-                             .where(DashboardSession.session_hash == hash_token(session_id)))
+    result = session.execute(
+        delete(DashboardSession).where(DashboardSession.session_hash == hash_token(session_id))
+    )
     return bool(getattr(result, "rowcount", 0))

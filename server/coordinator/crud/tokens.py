@@ -18,8 +18,9 @@ LAST_USED_RESOLUTION = timedelta(minutes=1)
 CREATE_COMMAND = "aptfleet token create --role admin"
 
 
-def create_token(*, session: Session, role: str, name: str | None = None,
-                 expires_at: datetime | None = None) -> str:
+def create_token(
+    *, session: Session, role: str, name: str | None = None, expires_at: datetime | None = None
+) -> str:
     """Create a token and return its plaintext, which is not stored anywhere.
 
     Parameters
@@ -44,11 +45,11 @@ def create_token(*, session: Session, role: str, name: str | None = None,
     if not 1 <= len(name) <= 64:
         raise ValueError(f"Token name {name!r} must be 1 to 64 characters long.")
     if expires_at is not None and (expires_at.tzinfo is None or expires_at <= utcnow()):
-        raise ValueError(f"Token expiry {expires_at!r} must be a timezone-aware time in the "
-                         "future.")
+        raise ValueError(
+            f"Token expiry {expires_at!r} must be a timezone-aware time in the future."
+        )
     token = generate_token()
-    session.add(ApiToken(name=name, role=role, token_hash=hash_token(token),
-                         expires_at=expires_at))
+    session.add(ApiToken(name=name, role=role, token_hash=hash_token(token), expires_at=expires_at))
     session.flush()
     return token
 
@@ -65,12 +66,16 @@ def token_refusal(row: ApiToken, *, now: datetime | None = None) -> str | None:
     """Why ``row`` may not authenticate (a full sentence), or None if it is live."""
     now = now or utcnow()
     if row.revoked:
-        return (f"Bearer token {row.id} ('{row.name}') was revoked; create a new one with "
-                f"'{CREATE_COMMAND}'.")
+        return (
+            f"Bearer token {row.id} ('{row.name}') was revoked; create a new one with "
+            f"'{CREATE_COMMAND}'."
+        )
     if row.expires_at is not None and row.expires_at <= now:
-        return (f"Bearer token {row.id} ('{row.name}') expired at "
-                f"{row.expires_at.isoformat(timespec='seconds')}; create a new one with "
-                f"'{CREATE_COMMAND}'.")
+        return (
+            f"Bearer token {row.id} ('{row.name}') expired at "
+            f"{row.expires_at.isoformat(timespec='seconds')}; create a new one with "
+            f"'{CREATE_COMMAND}'."
+        )
     return None
 
 
@@ -93,11 +98,15 @@ def touch_token(*, session: Session, row: ApiToken, now: datetime | None = None)
         return False
     result = session.execute(
         update(ApiToken)
-        .where(ApiToken.id == row.id,
-               or_(ApiToken.last_used_at.is_(None),
-                   ApiToken.last_used_at < now - LAST_USED_RESOLUTION))
+        .where(
+            ApiToken.id == row.id,
+            or_(
+                ApiToken.last_used_at.is_(None), ApiToken.last_used_at < now - LAST_USED_RESOLUTION
+            ),
+        )
         .values(last_used_at=now)
-        .execution_options(synchronize_session=False))
+        .execution_options(synchronize_session=False)
+    )
     row.last_used_at = now
     return bool(getattr(result, "rowcount", 0))
 
@@ -117,8 +126,9 @@ def revoke_token(*, session: Session, token_id: int) -> ApiToken:
     """
     row = session.get(ApiToken, token_id)
     if row is None:
-        raise NotFoundError(f"Token {token_id} not found; 'aptfleet token list' shows the "
-                            "existing ones.")
+        raise NotFoundError(
+            f"Token {token_id} not found; 'aptfleet token list' shows the existing ones."
+        )
     if not row.revoked:
         row.revoked = True
         row.revoked_at = utcnow()

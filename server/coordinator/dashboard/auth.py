@@ -89,8 +89,12 @@ def get_viewer(
     """
     if credentials is not None:
         try:
-            token = authenticate(session=session, secret=credentials.credentials,
-                                 address=client_address(request), throttle=throttle)
+            token = authenticate(
+                session=session,
+                secret=credentials.credentials,
+                address=client_address(request),
+                throttle=throttle,
+            )
         except AuthenticationError:
             return None
         return Viewer(name=token.name, role=token.role, csrf_token=None)
@@ -117,8 +121,11 @@ async def read_form(request: Request) -> Form:
     def field(name: str, default: str = "") -> str:
         return (fields.get(name) or [default])[0]
 
-    return Form(token=field("token").strip(), next=safe_next(field("next", "/")),
-                csrf_token=field("csrf_token"))
+    return Form(
+        token=field("token").strip(),
+        next=safe_next(field("next", "/")),
+        csrf_token=field("csrf_token"),
+    )
 
 
 FormDep = Annotated[Form, Depends(read_form)]
@@ -139,8 +146,7 @@ def check_same_origin(request: Request) -> None:
         origin = f"{parts.scheme}://{parts.netloc}"
     own = f"{request.url.scheme}://{request.url.netloc}"
     if origin.lower() != own.lower():
-        raise CsrfError(f"Cross-site form submission refused: origin {origin!r} is not "
-                        f"{own!r}.")
+        raise CsrfError(f"Cross-site form submission refused: origin {origin!r} is not {own!r}.")
 
 
 def check_session_csrf(request: Request, form: Form) -> None:
@@ -148,20 +154,23 @@ def check_session_csrf(request: Request, form: Form) -> None:
     check_same_origin(request)
     session_id = request.cookies.get(COOKIE_NAME, "")
     if not session_id or not secrets_equal(form.csrf_token, session_csrf_token(session_id)):
-        raise CsrfError("The form's CSRF token is missing or does not belong to this "
-                        "session; reload the page and submit again.")
+        raise CsrfError(
+            "The form's CSRF token is missing or does not belong to this "
+            "session; reload the page and submit again."
+        )
 
 
 def check_login_csrf(request: Request, form: Form) -> None:
     """Raise ``CsrfError`` unless the sign-in ``form`` carries its cookie's CSRF token."""
     check_same_origin(request)
     if not secrets_equal(form.csrf_token, request.cookies.get(LOGIN_CSRF_COOKIE, "")):
-        raise CsrfError("The sign-in form's CSRF token is missing or stale; reload the "
-                        "sign-in page and submit again.")
+        raise CsrfError(
+            "The sign-in form's CSRF token is missing or stale; reload the "
+            "sign-in page and submit again."
+        )
 
 
-def sign_in(request: Request, session: SessionDep, throttle: AuthThrottleDep,
-            form: Form) -> str:
+def sign_in(request: Request, session: SessionDep, throttle: AuthThrottleDep, form: Form) -> str:
     """Check the submitted token and open a session for it; return the session id.
 
     Raises ``AuthenticationError`` (with the reason) or ``TooManyAttemptsError``; an empty
@@ -174,8 +183,9 @@ def sign_in(request: Request, session: SessionDep, throttle: AuthThrottleDep,
             raise TooManyAttemptsError(retry_after)
         throttle.record_failure(address)
         raise AuthenticationError("Enter an API token.")
-    token = authenticate(session=session, secret=form.token, address=client_address(request),
-                         throttle=throttle)
+    token = authenticate(
+        session=session, secret=form.token, address=client_address(request), throttle=throttle
+    )
     max_age = timedelta(seconds=request.app.state.settings.SESSION_MAX_AGE_S)
     session_id = crud.create_session(session=session, token=token, max_age=max_age)
     session.commit()
@@ -202,8 +212,7 @@ def login_redirect(request: Request) -> RedirectResponse:
     query = {"next": safe_next(target)}
     if request.cookies.get(COOKIE_NAME):
         query["expired"] = "1"
-    response = RedirectResponse(f"/login?{urlencode(query)}",
-                                status_code=status.HTTP_303_SEE_OTHER)
+    response = RedirectResponse(f"/login?{urlencode(query)}", status_code=status.HTTP_303_SEE_OTHER)
     if request.cookies.get(COOKIE_NAME):
         clear_session_cookie(response)
     return response
@@ -220,8 +229,15 @@ def _secure(request: Request) -> bool:
 def set_session_cookie(request: Request, response: Response, session_id: str) -> None:
     """Store ``session_id`` in the HttpOnly, SameSite=Strict (Secure on HTTPS) cookie."""
     max_age = request.app.state.settings.SESSION_MAX_AGE_S
-    response.set_cookie(COOKIE_NAME, session_id, max_age=max_age, path="/", httponly=True,
-                        samesite="strict", secure=_secure(request))
+    response.set_cookie(
+        COOKIE_NAME,
+        session_id,
+        max_age=max_age,
+        path="/",
+        httponly=True,
+        samesite="strict",
+        secure=_secure(request),
+    )
 
 
 def clear_session_cookie(response: Response) -> None:
@@ -231,12 +247,17 @@ def clear_session_cookie(response: Response) -> None:
 
 def set_login_csrf_cookie(request: Request, response: Response, csrf_token: str) -> None:
     """Store the sign-in form's CSRF token in its HttpOnly, SameSite=Strict cookie."""
-    response.set_cookie(LOGIN_CSRF_COOKIE, csrf_token, max_age=LOGIN_CSRF_MAX_AGE_S,
-                        path="/login", httponly=True, samesite="strict",
-                        secure=_secure(request))
+    response.set_cookie(
+        LOGIN_CSRF_COOKIE,
+        csrf_token,
+        max_age=LOGIN_CSRF_MAX_AGE_S,
+        path="/login",
+        httponly=True,
+        samesite="strict",
+        secure=_secure(request),
+    )
 
 
 def clear_login_csrf_cookie(response: Response) -> None:
     """Delete the sign-in form's CSRF cookie (it is single-use)."""
-    response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login", httponly=True,
-                           samesite="strict")
+    response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login", httponly=True, samesite="strict")

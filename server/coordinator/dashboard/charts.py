@@ -101,19 +101,34 @@ def _legend(series: Sequence[Series]) -> Markup:
     items = []
     x = _MARGIN_LEFT
     for s in series:
-        items.append(fmt(
-            '<g class="legend-item" data-series="{name}">'
-            '<line x1="{x0}" y1="12" x2="{x1}" y2="12" stroke="{color}" stroke-width="3"/>'
-            '<text x="{tx}" y="16" class="legend-label">{label}</text></g>',
-            name=s.name, x0=x, x1=x + 18, color=s.color, tx=x + 24, label=s.label))
+        items.append(
+            fmt(
+                '<g class="legend-item" data-series="{name}">'
+                '<line x1="{x0}" y1="12" x2="{x1}" y2="12" stroke="{color}" stroke-width="3"/>'
+                '<text x="{tx}" y="16" class="legend-label">{label}</text></g>',
+                name=s.name,
+                x0=x,
+                x1=x + 18,
+                color=s.color,
+                tx=x + 24,
+                label=s.label,
+            )
+        )
         x += 24 + 8 * len(s.label) + 20
     return join(items)
 
 
-def line_chart(*, chart_id: str, title: str, series: Sequence[Series], y_label: str,
-               y_format: Formatter, x_label: str = "Round",
-               y_domain: tuple[float, float] | None = None,
-               empty_message: str = "No data yet.") -> Markup:
+def line_chart(
+    *,
+    chart_id: str,
+    title: str,
+    series: Sequence[Series],
+    y_label: str,
+    y_format: Formatter,
+    x_label: str = "Round",
+    y_domain: tuple[float, float] | None = None,
+    empty_message: str = "No data yet.",
+) -> Markup:
     """An SVG line chart with x / y axes, ticks, grid lines, a legend and point markers.
 
     Parameters
@@ -145,16 +160,25 @@ def line_chart(*, chart_id: str, title: str, series: Sequence[Series], y_label: 
     if not drawn:
         return _empty(chart_id, empty_message)
     plot = _LinePlot(*_x_domain(drawn), *(y_domain or _y_domain(drawn)))
-    parts = [fmt('<title id="{id}-title">{title}</title>', id=chart_id, title=title),
-             _y_grid(plot, y_format), _x_ticks(plot), _axes(plot, x_label, y_label)]
+    parts = [
+        fmt('<title id="{id}-title">{title}</title>', id=chart_id, title=title),
+        _y_grid(plot, y_format),
+        _x_ticks(plot),
+        _axes(plot, x_label, y_label),
+    ]
     parts += [_polyline(plot, s, y_format) for s in drawn]
     parts.append(_legend(drawn))
     return fmt(
         '<svg id="{id}" class="chart line-chart" xmlns="http://www.w3.org/2000/svg" '
         'viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img" '
         'aria-labelledby="{id}-title" data-points="{points}" data-series="{n}">{body}</svg>',
-        id=chart_id, w=_WIDTH, h=_HEIGHT, points=max(len(s.points) for s in drawn),
-        n=len(drawn), body=join(parts))
+        id=chart_id,
+        w=_WIDTH,
+        h=_HEIGHT,
+        points=max(len(s.points) for s in drawn),
+        n=len(drawn),
+        body=join(parts),
+    )
 
 
 @dataclass(frozen=True)
@@ -174,29 +198,43 @@ class _LinePlot:
 
     def sy(self, y: float) -> float:
         clamped = min(max(y, self.y_low), self.y_high)
-        return round(self.bottom - (clamped - self.y_low) / (self.y_high - self.y_low)
-                     * self.height, 2)
+        return round(
+            self.bottom - (clamped - self.y_low) / (self.y_high - self.y_low) * self.height, 2
+        )
 
 
 def _y_grid(plot: _LinePlot, y_format: Formatter) -> Markup:
     """Horizontal grid lines with their y tick labels."""
     step = _nice_step(plot.y_high - plot.y_low, 5)
-    return join(fmt(
-        '<line class="grid" x1="{x0}" y1="{y}" x2="{x1}" y2="{y}"/>'
-        '<text class="tick tick-y" x="{tx}" y="{ty}" text-anchor="end">{label}</text>',
-        x0=_MARGIN_LEFT, x1=_MARGIN_LEFT + plot.width, y=plot.sy(tick), tx=_MARGIN_LEFT - 6,
-        ty=plot.sy(tick) + 4, label=y_format(tick))
-        for tick in _ticks(plot.y_low, plot.y_high, step))
+    return join(
+        fmt(
+            '<line class="grid" x1="{x0}" y1="{y}" x2="{x1}" y2="{y}"/>'
+            '<text class="tick tick-y" x="{tx}" y="{ty}" text-anchor="end">{label}</text>',
+            x0=_MARGIN_LEFT,
+            x1=_MARGIN_LEFT + plot.width,
+            y=plot.sy(tick),
+            tx=_MARGIN_LEFT - 6,
+            ty=plot.sy(tick) + 4,
+            label=y_format(tick),
+        )
+        for tick in _ticks(plot.y_low, plot.y_high, step)
+    )
 
 
 def _x_ticks(plot: _LinePlot) -> Markup:
     """Integer x tick marks with their labels."""
-    return join(fmt(
-        '<line class="tick-mark" x1="{x}" y1="{y0}" x2="{x}" y2="{y1}"/>'
-        '<text class="tick tick-x" x="{x}" y="{ty}" text-anchor="middle">{label}</text>',
-        x=plot.sx(tick), y0=plot.bottom, y1=plot.bottom + 5, ty=plot.bottom + 18,
-        label=int(tick))
-        for tick in _integer_ticks(plot.x_low, plot.x_high, 8))
+    return join(
+        fmt(
+            '<line class="tick-mark" x1="{x}" y1="{y0}" x2="{x}" y2="{y1}"/>'
+            '<text class="tick tick-x" x="{x}" y="{ty}" text-anchor="middle">{label}</text>',
+            x=plot.sx(tick),
+            y0=plot.bottom,
+            y1=plot.bottom + 5,
+            ty=plot.bottom + 18,
+            label=int(tick),
+        )
+        for tick in _integer_ticks(plot.x_low, plot.x_high, 8)
+    )
 
 
 def _axes(plot: _LinePlot, x_label: str, y_label: str) -> Markup:
@@ -207,9 +245,16 @@ def _axes(plot: _LinePlot, x_label: str, y_label: str) -> Markup:
         '<text class="axis-label" x="{cx}" y="{ly}" text-anchor="middle">{x_label}</text>'
         '<text class="axis-label" transform="translate(14 {cy}) rotate(-90)" '
         'text-anchor="middle">{y_label}</text>',
-        x0=_MARGIN_LEFT, x1=_MARGIN_LEFT + plot.width, y=plot.bottom, top=_MARGIN_TOP,
-        cx=_MARGIN_LEFT + plot.width / 2, ly=_HEIGHT - 6, x_label=x_label,
-        cy=_MARGIN_TOP + plot.height / 2, y_label=y_label)
+        x0=_MARGIN_LEFT,
+        x1=_MARGIN_LEFT + plot.width,
+        y=plot.bottom,
+        top=_MARGIN_TOP,
+        cx=_MARGIN_LEFT + plot.width / 2,
+        ly=_HEIGHT - 6,
+        x_label=x_label,
+        cy=_MARGIN_TOP + plot.height / 2,
+        y_label=y_label,
+    )
 
 
 def _polyline(plot: _LinePlot, s: Series, y_format: Formatter) -> Markup:
@@ -218,14 +263,32 @@ def _polyline(plot: _LinePlot, s: Series, y_format: Formatter) -> Markup:
     line = fmt(
         '<polyline class="series" data-series="{name}" data-points="{n}" points="{points}" '
         'fill="none" stroke="{color}" stroke-width="2" stroke-linejoin="round"/>',
-        name=s.name, n=len(s.points), points=coordinates, color=s.color)
+        name=s.name,
+        n=len(s.points),
+        points=coordinates,
+        color=s.color,
+    )
     if len(s.points) > _MAX_MARKERS:
         return line
-    return join([line, join(fmt(
-        '<circle class="marker" data-series="{name}" cx="{cx}" cy="{cy}" r="3" '
-        'fill="{color}"><title>{label}, round {x}: {y}</title></circle>',
-        name=s.name, cx=plot.sx(x), cy=plot.sy(y), color=s.color, label=s.label,
-        x=int(x) if x == int(x) else x, y=y_format(y)) for x, y in s.points)])
+    return join(
+        [
+            line,
+            join(
+                fmt(
+                    '<circle class="marker" data-series="{name}" cx="{cx}" cy="{cy}" r="3" '
+                    'fill="{color}"><title>{label}, round {x}: {y}</title></circle>',
+                    name=s.name,
+                    cx=plot.sx(x),
+                    cy=plot.sy(y),
+                    color=s.color,
+                    label=s.label,
+                    x=int(x) if x == int(x) else x,
+                    y=y_format(y),
+                )
+                for x, y in s.points
+            ),
+        ]
+    )
 
 
 def _hex_to_rgb(color: str) -> tuple[int, int, int]:
@@ -256,28 +319,44 @@ def _legend_scale(low: int, high: int, top: float, left: float) -> Markup:
     whole = high - low <= 16
     swatches = high - low + 1 if whole else 8
     width = 28
-    parts = [fmt('<text class="legend-label" x="{x}" y="{y}">mean bits</text>',
-                 x=left, y=top + 13)]
+    parts = [fmt('<text class="legend-label" x="{x}" y="{y}">mean bits</text>', x=left, y=top + 13)]
     left += 72
     labelled = range(swatches) if whole else (0, swatches // 2, swatches - 1)
     for i in range(swatches):
         value = low + (high - low) * i / (swatches - 1)
         label = f"{value:.0f}" if whole else f"{value:.3g}"
-        parts.append(fmt(
-            '<rect class="legend-swatch" x="{x}" y="{y}" width="{w}" height="14" fill="{fill}">'
-            '<title>{label} bits</title></rect>',
-            x=left + i * width, y=top, w=width, fill=color_scale(i / (swatches - 1)),
-            label=label))
+        parts.append(
+            fmt(
+                '<rect class="legend-swatch" x="{x}" y="{y}" width="{w}" height="14" fill="{fill}">'
+                "<title>{label} bits</title></rect>",
+                x=left + i * width,
+                y=top,
+                w=width,
+                fill=color_scale(i / (swatches - 1)),
+                label=label,
+            )
+        )
         if i in labelled:
-            parts.append(fmt(
-                '<text class="tick" x="{x}" y="{y}" text-anchor="middle">{label}</text>',
-                x=left + i * width + width / 2, y=top + 28, label=label))
+            parts.append(
+                fmt(
+                    '<text class="tick" x="{x}" y="{y}" text-anchor="middle">{label}</text>',
+                    x=left + i * width + width / 2,
+                    y=top + 28,
+                    label=label,
+                )
+            )
     return join(parts)
 
 
-def heatmap(*, chart_id: str, title: str, layers: Sequence[str], rounds: Sequence[int],
-            cells: Mapping[tuple[str, int], HeatCell],
-            empty_message: str = "No data yet.") -> Markup:
+def heatmap(
+    *,
+    chart_id: str,
+    title: str,
+    layers: Sequence[str],
+    rounds: Sequence[int],
+    cells: Mapping[tuple[str, int], HeatCell],
+    empty_message: str = "No data yet.",
+) -> Markup:
     """An SVG heatmap of layers (rows) x rounds (columns) with a colour legend.
 
     Parameters
@@ -304,18 +383,26 @@ def heatmap(*, chart_id: str, title: str, layers: Sequence[str], rounds: Sequenc
     if not cells or not layers or not rounds:
         return _empty(chart_id, empty_message)
     grid = _heat_grid(layers, rounds, [cell.value for cell in cells.values()])
-    parts = [fmt('<title id="{id}-title">{title}</title>', id=chart_id, title=title),
-             *(_heat_row(grid, row, layer, rounds, cells) for row, layer in enumerate(layers)),
-             _heat_x_axis(grid, rounds),
-             _legend_scale(grid.low, grid.high, grid.bottom + 46, grid.label_w)]
+    parts = [
+        fmt('<title id="{id}-title">{title}</title>', id=chart_id, title=title),
+        *(_heat_row(grid, row, layer, rounds, cells) for row, layer in enumerate(layers)),
+        _heat_x_axis(grid, rounds),
+        _legend_scale(grid.low, grid.high, grid.bottom + 46, grid.label_w),
+    ]
     drawn = sum((layer, round_) in cells for layer in layers for round_ in rounds)
     return fmt(
         '<svg id="{id}" class="chart heatmap" xmlns="http://www.w3.org/2000/svg" '
         'viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img" '
         'aria-labelledby="{id}-title" data-layers="{layers}" data-rounds="{rounds}" '
         'data-cells="{cells}">{body}</svg>',
-        id=chart_id, w=grid.width, h=grid.height, layers=len(layers), rounds=len(rounds),
-        cells=drawn, body=join(parts))
+        id=chart_id,
+        w=grid.width,
+        h=grid.height,
+        layers=len(layers),
+        rounds=len(rounds),
+        cells=drawn,
+        body=join(parts),
+    )
 
 
 @dataclass(frozen=True)
@@ -344,56 +431,109 @@ def _heat_grid(layers: Sequence[str], rounds: Sequence[int], values: list[float]
     plot_w = min(_HEATMAP_MAX_PLOT_W, max(_HEATMAP_MIN_PLOT_W, 80 * len(rounds)))
     cell_h, top = 22 if len(layers) <= 24 else 12, 8
     bottom = top + cell_h * len(layers)
-    return _HeatGrid(low=low, high=high, label_w=label_w, plot_w=plot_w,
-                     cell_w=plot_w / len(rounds), cell_h=cell_h, top=top, bottom=bottom,
-                     width=label_w + plot_w + _MARGIN_RIGHT, height=bottom + 76)
+    return _HeatGrid(
+        low=low,
+        high=high,
+        label_w=label_w,
+        plot_w=plot_w,
+        cell_w=plot_w / len(rounds),
+        cell_h=cell_h,
+        top=top,
+        bottom=bottom,
+        width=label_w + plot_w + _MARGIN_RIGHT,
+        height=bottom + 76,
+    )
 
 
-def _heat_row(grid: _HeatGrid, row: int, layer: str, rounds: Sequence[int],
-              cells: Mapping[tuple[str, int], HeatCell]) -> Markup:
+def _heat_row(
+    grid: _HeatGrid,
+    row: int,
+    layer: str,
+    rounds: Sequence[int],
+    cells: Mapping[tuple[str, int], HeatCell],
+) -> Markup:
     """A layer's label and its cells, one per round (grey where no value is stored)."""
     y = grid.top + row * grid.cell_h
-    parts = [fmt(
-        '<text class="tick tick-y" x="{x}" y="{y}" text-anchor="end">{label}'
-        '<title>{layer}</title></text>',
-        x=grid.label_w - 6, y=y + grid.cell_h / 2 + 4, label=_short(layer), layer=layer)]
+    parts = [
+        fmt(
+            '<text class="tick tick-y" x="{x}" y="{y}" text-anchor="end">{label}'
+            "<title>{layer}</title></text>",
+            x=grid.label_w - 6,
+            y=y + grid.cell_h / 2 + 4,
+            label=_short(layer),
+            layer=layer,
+        )
+    ]
     for col, round_ in enumerate(rounds):
         x = round(grid.label_w + col * grid.cell_w, 2)
         cell = cells.get((layer, round_))
         if cell is None:
-            parts.append(fmt(
-                '<rect class="cell-missing" x="{x}" y="{y}" width="{w}" height="{h}" '
-                'fill="#e5e7eb"><title>{layer}, round {r}: no data</title></rect>',
-                x=x, y=y, w=round(grid.cell_w, 2), h=grid.cell_h, layer=layer, r=round_))
+            parts.append(
+                fmt(
+                    '<rect class="cell-missing" x="{x}" y="{y}" width="{w}" height="{h}" '
+                    'fill="#e5e7eb"><title>{layer}, round {r}: no data</title></rect>',
+                    x=x,
+                    y=y,
+                    w=round(grid.cell_w, 2),
+                    h=grid.cell_h,
+                    layer=layer,
+                    r=round_,
+                )
+            )
         else:
             parts.append(_heat_cell(grid, x, y, layer, round_, cell))
     return join(parts)
 
 
-def _heat_cell(grid: _HeatGrid, x: float, y: float, layer: str, round_: int,
-               cell: HeatCell) -> Markup:
+def _heat_cell(
+    grid: _HeatGrid, x: float, y: float, layer: str, round_: int, cell: HeatCell
+) -> Markup:
     """One stored value: a coloured rect, labelled with the value when the cell is large."""
     fill = color_scale((cell.value - grid.low) / (grid.high - grid.low))
     text = Markup("")
     if grid.cell_w >= 26 and grid.cell_h >= 18:
-        text = fmt('<text class="cell-label" x="{x}" y="{y}" text-anchor="middle" '
-                   'fill="{color}">{value}</text>',
-                   x=round(x + grid.cell_w / 2, 2), y=y + grid.cell_h / 2 + 4,
-                   color=_text_color(fill),
-                   value=f"{cell.value:.1f}" if grid.cell_w >= 34 else f"{cell.value:.0f}")
+        text = fmt(
+            '<text class="cell-label" x="{x}" y="{y}" text-anchor="middle" '
+            'fill="{color}">{value}</text>',
+            x=round(x + grid.cell_w / 2, 2),
+            y=y + grid.cell_h / 2 + 4,
+            color=_text_color(fill),
+            value=f"{cell.value:.1f}" if grid.cell_w >= 34 else f"{cell.value:.0f}",
+        )
     return fmt(
         '<g><title>{tooltip}</title><rect class="cell" x="{x}" y="{y}" width="{w}" '
         'height="{h}" fill="{fill}" data-layer="{layer}" data-round="{r}" '
         'data-bits="{value}"/>{text}</g>',
-        tooltip=cell.tooltip, x=x, y=y, w=round(grid.cell_w, 2), h=grid.cell_h, fill=fill,
-        layer=layer, r=round_, value=f"{cell.value:.4g}", text=text)
+        tooltip=cell.tooltip,
+        x=x,
+        y=y,
+        w=round(grid.cell_w, 2),
+        h=grid.cell_h,
+        fill=fill,
+        layer=layer,
+        r=round_,
+        value=f"{cell.value:.4g}",
+        text=text,
+    )
 
 
 def _heat_x_axis(grid: _HeatGrid, rounds: Sequence[int]) -> Markup:
     """Round labels under the columns (at most about ten) and the axis label."""
-    return join([*(fmt(
-        '<text class="tick tick-x" x="{x}" y="{y}" text-anchor="middle">{label}</text>',
-        x=round(grid.label_w + (int(tick) + 0.5) * grid.cell_w, 2), y=grid.bottom + 16,
-        label=rounds[int(tick)]) for tick in _integer_ticks(0, len(rounds) - 1, 10)),
-        fmt('<text class="axis-label" x="{x}" y="{y}" text-anchor="middle">Round</text>',
-            x=grid.label_w + grid.plot_w / 2, y=grid.bottom + 34)])
+    return join(
+        [
+            *(
+                fmt(
+                    '<text class="tick tick-x" x="{x}" y="{y}" text-anchor="middle">{label}</text>',
+                    x=round(grid.label_w + (int(tick) + 0.5) * grid.cell_w, 2),
+                    y=grid.bottom + 16,
+                    label=rounds[int(tick)],
+                )
+                for tick in _integer_ticks(0, len(rounds) - 1, 10)
+            ),
+            fmt(
+                '<text class="axis-label" x="{x}" y="{y}" text-anchor="middle">Round</text>',
+                x=grid.label_w + grid.plot_w / 2,
+                y=grid.bottom + 34,
+            ),
+        ]
+    )

@@ -10,8 +10,9 @@ from server.coordinator.tables import ACTIVE_RUN_STATUSES, Run
 REFRESH_S = 10
 
 
-def page(*, title: str, body: Markup, viewer: Viewer | None = None,
-         refresh_s: int | None = None) -> Markup:
+def page(
+    *, title: str, body: Markup, viewer: Viewer | None = None, refresh_s: int | None = None
+) -> Markup:
     """A complete HTML document.
 
     Parameters
@@ -32,30 +33,43 @@ def page(*, title: str, body: Markup, viewer: Viewer | None = None,
         refresh = fmt('<meta http-equiv="refresh" content="{s}">', s=refresh_s)
     account = Markup("")
     if viewer is not None:
-        account = fmt('<span class="muted" id="viewer">Signed in as {name} ({role})</span>',
-                      name=viewer.name, role=viewer.role)
+        account = fmt(
+            '<span class="muted" id="viewer">Signed in as {name} ({role})</span>',
+            name=viewer.name,
+            role=viewer.role,
+        )
     if viewer is not None and viewer.csrf_token is not None:
         account = fmt(
             '{account}<form method="post" action="/logout" id="logout-form">'
             '<input type="hidden" name="csrf_token" value="{csrf}">'
             '<button type="submit" id="logout-submit">Sign out</button></form>',
-            account=account, csrf=viewer.csrf_token)
+            account=account,
+            csrf=viewer.csrf_token,
+        )
     return fmt(
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         '<meta name="referrer" content="same-origin">{refresh}'
-        '<title>aptfleet — {title}</title>'
+        "<title>aptfleet — {title}</title>"
         '<link rel="stylesheet" href="/dashboard.css"></head>'
         '<body><header class="top"><a href="/">aptfleet coordinator</a>'
         '<a href="/">Runs</a><span class="spacer"></span>{account}</header>'
-        '<main>{body}</main></body></html>\n',
-        refresh=refresh, title=title, account=account, body=body)
+        "<main>{body}</main></body></html>\n",
+        refresh=refresh,
+        title=title,
+        account=account,
+        body=body,
+    )
 
 
 def section(title: str, body: Markup, *, section_id: str) -> Markup:
     """A titled card."""
-    return fmt('<section class="card" id="{id}"><h2>{title}</h2>{body}</section>',
-               id=section_id, title=title, body=body)
+    return fmt(
+        '<section class="card" id="{id}"><h2>{title}</h2>{body}</section>',
+        id=section_id,
+        title=title,
+        body=body,
+    )
 
 
 def empty(message: str, *, element_id: str) -> Markup:
@@ -74,8 +88,13 @@ def run_progress(run: Run) -> Markup:
     return fmt(
         '<progress class="run-progress" value="{done}" max="{total}" '
         'data-run="{id}">{pct}%</progress> <span class="progress-text">{current} / {total}'
-        '</span>', done=done, total=max(run.rounds, 1), id=run.id,
-        pct=round(100 * done / run.rounds) if run.rounds else 0, current=run.current_round)
+        "</span>",
+        done=done,
+        total=max(run.rounds, 1),
+        id=run.id,
+        pct=round(100 * done / run.rounds) if run.rounds else 0,
+        current=run.current_round,
+    )
 
 
 def is_active(run: Run) -> bool:
@@ -85,7 +104,12 @@ def is_active(run: Run) -> bool:
 
 def table(headers: list[tuple[str, str]], rows: list[Markup], *, table_id: str) -> Markup:
     """A table; ``headers`` are ``(label, css class)`` pairs, ``rows`` whole ``<tr>`` rows."""
-    head = join(fmt('<th class="{cls}">{label}</th>', cls=cls, label=label)
-                for label, cls in headers)
-    return fmt('<table id="{id}"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>',
-               id=table_id, head=head, rows=join(rows))
+    head = join(
+        fmt('<th class="{cls}">{label}</th>', cls=cls, label=label) for label, cls in headers
+    )
+    return fmt(
+        '<table id="{id}"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>',
+        id=table_id,
+        head=head,
+        rows=join(rows),
+    )

@@ -34,7 +34,7 @@ router = APIRouter(prefix="", tags=["dashboard"], include_in_schema=False)
 #: Pages load nothing but the same-origin stylesheet: no script, frame or remote resource.
 _HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self'; "
-                               "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
     # same-origin, not no-referrer: browsers then send the real Origin on the forms' POSTs
     # (no-referrer makes it "null"), which the CSRF check compares with this site
@@ -60,18 +60,28 @@ def _run_id(value: str | None) -> int | None:
 @router.get("/dashboard.css")
 def read_stylesheet() -> Response:
     """The dashboard stylesheet (public: it holds no fleet data)."""
-    return Response(STYLESHEET, media_type="text/css",
-                    headers={"Cache-Control": "public, max-age=3600",
-                             "X-Content-Type-Options": "nosniff"})
+    return Response(
+        STYLESHEET,
+        media_type="text/css",
+        headers={"Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"},
+    )
 
 
-def _login_page(request: Request, *, next_path: str, status_code: int = status.HTTP_200_OK,
-                error: str | None = None, notice: str | None = None,
-                headers: dict[str, str] | None = None) -> HTMLResponse:
+def _login_page(
+    request: Request,
+    *,
+    next_path: str,
+    status_code: int = status.HTTP_200_OK,
+    error: str | None = None,
+    notice: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> HTMLResponse:
     """The sign-in form with a fresh CSRF token, also set in its cookie."""
     csrf_token = generate_csrf_token()
-    response = _html(pages.login_page(next_path=next_path, csrf_token=csrf_token, error=error,
-                                      notice=notice), status_code)
+    response = _html(
+        pages.login_page(next_path=next_path, csrf_token=csrf_token, error=error, notice=notice),
+        status_code,
+    )
     response.headers.update(headers or {})
     set_login_csrf_cookie(request, response, csrf_token)
     return response
@@ -79,22 +89,26 @@ def _login_page(request: Request, *, next_path: str, status_code: int = status.H
 
 def _refused(message: str) -> HTMLResponse:
     """403 page for a form POST that failed its CSRF checks."""
-    return _html(pages.error_page(title="Request refused", message=message),
-                 status.HTTP_403_FORBIDDEN)
+    return _html(
+        pages.error_page(title="Request refused", message=message), status.HTTP_403_FORBIDDEN
+    )
 
 
 @router.get("/login", response_class=HTMLResponse)
-def read_login_page(request: Request,
-                    next_path: Annotated[str | None, Query(alias="next")] = None,
-                    expired: bool = False) -> HTMLResponse:
+def read_login_page(
+    request: Request,
+    next_path: Annotated[str | None, Query(alias="next")] = None,
+    expired: bool = False,
+) -> HTMLResponse:
     """The sign-in form."""
     notice = "Your session ended; sign in again." if expired else None
     return _login_page(request, next_path=safe_next(next_path), notice=notice)
 
 
 @router.post("/login")
-def create_login_session(request: Request, session: SessionDep, throttle: AuthThrottleDep,
-                         form: FormDep) -> Response:
+def create_login_session(
+    request: Request, session: SessionDep, throttle: AuthThrottleDep, form: FormDep
+) -> Response:
     """Check the token and open a server-side session.
 
     Answers 403 when cross-site or without the form's CSRF token, a 401 page when the token is
@@ -107,12 +121,17 @@ def create_login_session(request: Request, session: SessionDep, throttle: AuthTh
     try:
         session_id = sign_in(request, session, throttle, form)
     except TooManyAttemptsError as exc:
-        return _login_page(request, next_path=form.next, error=str(exc),
-                           status_code=status.HTTP_429_TOO_MANY_REQUESTS,
-                           headers={"Retry-After": str(exc.retry_after)})
+        return _login_page(
+            request,
+            next_path=form.next,
+            error=str(exc),
+            status_code=status.HTTP_429_TOO_MANY_REQUESTS,
+            headers={"Retry-After": str(exc.retry_after)},
+        )
     except AuthenticationError as exc:
-        return _login_page(request, next_path=form.next, error=str(exc),
-                           status_code=status.HTTP_401_UNAUTHORIZED)
+        return _login_page(
+            request, next_path=form.next, error=str(exc), status_code=status.HTTP_401_UNAUTHORIZED
+        )
     sign_out(request, session)  # a previous session of this browser ends here
     response = RedirectResponse(form.next, status_code=status.HTTP_303_SEE_OTHER)
     set_session_cookie(request, response, session_id)
@@ -134,8 +153,9 @@ def delete_login_session(request: Request, session: SessionDep, form: FormDep) -
 
 
 @router.get("/", response_class=HTMLResponse)
-def read_overview(request: Request, session: SessionDep, viewer: ViewerDep,
-                  run: str | None = None) -> Response:
+def read_overview(
+    request: Request, session: SessionDep, viewer: ViewerDep, run: str | None = None
+) -> Response:
     """Fleet totals, runs with status and progress, and the policy history.
 
     ``/?run=ID`` redirects to the run's page ``/runs/ID``.
@@ -145,31 +165,51 @@ def read_overview(request: Request, session: SessionDep, viewer: ViewerDep,
     if run is not None:
         run_id = _run_id(run)
         if run_id is None:
-            return _html(pages.error_page(title="Run not found",
-                                          message=f"There is no run {run!r}.", viewer=viewer),
-                         status.HTTP_404_NOT_FOUND)
+            return _html(
+                pages.error_page(
+                    title="Run not found", message=f"There is no run {run!r}.", viewer=viewer
+                ),
+                status.HTTP_404_NOT_FOUND,
+            )
         return RedirectResponse(f"/runs/{run_id}", status_code=status.HTTP_303_SEE_OTHER)
     runs, count = crud.list_runs(session=session, limit=_RUNS_SHOWN)
     policies, policy_count = crud.list_policies(session=session, limit=_POLICIES_SHOWN)
-    return _html(pages.overview_page(
-        viewer=viewer, runs=runs, count=count, totals=crud.fleet_totals(session=session),
-        policies=policies, policy_count=policy_count))
+    return _html(
+        pages.overview_page(
+            viewer=viewer,
+            runs=runs,
+            count=count,
+            totals=crud.fleet_totals(session=session),
+            policies=policies,
+            policy_count=policy_count,
+        )
+    )
 
 
 @router.get("/runs/{run_id}", response_class=HTMLResponse)
-def read_run_page(request: Request, session: SessionDep, viewer: ViewerDep,
-                  run_id: str) -> Response:
+def read_run_page(
+    request: Request, session: SessionDep, viewer: ViewerDep, run_id: str
+) -> Response:
     """One run: progress, savings, per-round curves, per-layer bits heatmap, policies."""
     if viewer is None:
         return login_redirect(request)
     parsed = _run_id(run_id)
     run = crud.get_run(session=session, run_id=parsed) if parsed is not None else None
     if run is None:
-        return _html(pages.error_page(title="Run not found",
-                                      message=f"There is no run {run_id!r}.", viewer=viewer),
-                     status.HTTP_404_NOT_FOUND)
+        return _html(
+            pages.error_page(
+                title="Run not found", message=f"There is no run {run_id!r}.", viewer=viewer
+            ),
+            status.HTTP_404_NOT_FOUND,
+        )
     policies, policy_count = crud.list_policies(session=session, limit=_POLICIES_SHOWN)
-    return _html(pages.run_page(
-        viewer=viewer, run=run, rounds=crud.list_rounds(session=session, run_id=run.id),
-        summary=crud.precision_summary(session=session, run_id=run.id), policies=policies,
-        policy_count=policy_count))
+    return _html(
+        pages.run_page(
+            viewer=viewer,
+            run=run,
+            rounds=crud.list_rounds(session=session, run_id=run.id),
+            summary=crud.precision_summary(session=session, run_id=run.id),
+            policies=policies,
+            policy_count=policy_count,
+        )
+    )

@@ -24,36 +24,77 @@ def runs_table(runs: Sequence[Run]) -> Markup:
     """One row per run: id, task, method, status, progress, accuracy, timestamps."""
     if not runs:
         return empty("No runs yet. Start one with POST /api/v1/runs.", element_id="runs-empty")
-    rows = [fmt(
-        '<tr class="run-row" data-run="{id}"><td><a href="/runs/{id}">#{id}</a></td>'
-        '<td>{task}</td><td>{method}</td><td>{status}</td><td>{progress}</td>'
-        '<td class="num">{accuracy}</td><td class="num">{clients}</td><td>{created}</td>'
-        '<td>{finished}</td></tr>',
-        id=run.id, task=run.task, method=run.method, status=status_badge(run.status),
-        progress=run_progress(run), accuracy=format_percent(run.latest_accuracy),
-        clients=run.clients, created=format_time(run.created_at),
-        finished=format_time(run.finished_at)) for run in runs]
-    headers = [("Run", ""), ("Task", ""), ("Method", ""), ("Status", ""), ("Progress", ""),
-               ("Accuracy", _NUM), ("Clients", _NUM), ("Created", ""), ("Finished", "")]
+    rows = [
+        fmt(
+            '<tr class="run-row" data-run="{id}"><td><a href="/runs/{id}">#{id}</a></td>'
+            "<td>{task}</td><td>{method}</td><td>{status}</td><td>{progress}</td>"
+            '<td class="num">{accuracy}</td><td class="num">{clients}</td><td>{created}</td>'
+            "<td>{finished}</td></tr>",
+            id=run.id,
+            task=run.task,
+            method=run.method,
+            status=status_badge(run.status),
+            progress=run_progress(run),
+            accuracy=format_percent(run.latest_accuracy),
+            clients=run.clients,
+            created=format_time(run.created_at),
+            finished=format_time(run.finished_at),
+        )
+        for run in runs
+    ]
+    headers = [
+        ("Run", ""),
+        ("Task", ""),
+        ("Method", ""),
+        ("Status", ""),
+        ("Progress", ""),
+        ("Accuracy", _NUM),
+        ("Clients", _NUM),
+        ("Created", ""),
+        ("Finished", ""),
+    ]
     return table(headers, rows, table_id="runs")
 
 
 def rounds_table(rounds: Sequence[Round]) -> Markup:
     """Every recorded round with its aggregate numbers (the charts' data, as text)."""
-    rows = [fmt(
-        '<tr><td class="num">{round}</td><td class="num">{accuracy}</td>'
-        '<td class="num">{loss}</td><td class="num">{energy}</td><td class="num">{up}</td>'
-        '<td class="num">{down}</td><td class="num">{participants}</td>'
-        '<td class="num">{failures}</td><td class="num">{rejections}</td>'
-        '<td class="num">{bits}</td><td class="num">{policy}</td></tr>',
-        round=r.round, accuracy=format_percent(r.accuracy), loss=format_number(r.loss),
-        energy=format_energy(r.energy_j), up=format_bytes(r.uplink_bytes),
-        down=format_bytes(r.downlink_bytes), participants=r.participants,
-        failures=r.failures, rejections=r.rejections, bits=format_number(r.mean_bits),
-        policy="—" if r.policy_version is None else f"v{r.policy_version}") for r in rounds]
-    headers = [(label, _NUM) for label in (
-        "Round", "Accuracy", "Loss", "Energy", "Uplink", "Downlink", "Devices", "Failures",
-        "Rejections", "Mean bits", "Policy")]
+    rows = [
+        fmt(
+            '<tr><td class="num">{round}</td><td class="num">{accuracy}</td>'
+            '<td class="num">{loss}</td><td class="num">{energy}</td><td class="num">{up}</td>'
+            '<td class="num">{down}</td><td class="num">{participants}</td>'
+            '<td class="num">{failures}</td><td class="num">{rejections}</td>'
+            '<td class="num">{bits}</td><td class="num">{policy}</td></tr>',
+            round=r.round,
+            accuracy=format_percent(r.accuracy),
+            loss=format_number(r.loss),
+            energy=format_energy(r.energy_j),
+            up=format_bytes(r.uplink_bytes),
+            down=format_bytes(r.downlink_bytes),
+            participants=r.participants,
+            failures=r.failures,
+            rejections=r.rejections,
+            bits=format_number(r.mean_bits),
+            policy="—" if r.policy_version is None else f"v{r.policy_version}",
+        )
+        for r in rounds
+    ]
+    headers = [
+        (label, _NUM)
+        for label in (
+            "Round",
+            "Accuracy",
+            "Loss",
+            "Energy",
+            "Uplink",
+            "Downlink",
+            "Devices",
+            "Failures",
+            "Rejections",
+            "Mean bits",
+            "Policy",
+        )
+    ]
     return table(headers, rows, table_id="rounds")
 
 
@@ -61,8 +102,11 @@ def _saving_value(value: Any) -> Markup:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return fmt("<code>{v}</code>", v=json.dumps(value, sort_keys=True, default=str))
     if -1.0 <= value <= 1.0:
-        meter = fmt('<meter min="0" max="1" value="{v}">{pct}</meter>', v=max(value, 0.0),
-                    pct=format_percent(value))
+        meter = fmt(
+            '<meter min="0" max="1" value="{v}">{pct}</meter>',
+            v=max(value, 0.0),
+            pct=format_percent(value),
+        )
         return fmt("{pct} {meter}", pct=format_percent(value), meter=meter)
     return fmt("{v}", v=format_number(value))
 
@@ -70,10 +114,18 @@ def _saving_value(value: Any) -> Markup:
 def savings_table(savings: Mapping[str, Any] | None) -> Markup:
     """The run's savings versus fp32 (shares in [0, 1] shown as percentages)."""
     if not savings:
-        return empty("No savings estimate yet: the launcher stores it when the run ends.",
-                     element_id="savings-empty")
-    rows = [fmt('<tr data-key="{key}"><td>{key}</td><td>{value}</td></tr>', key=key,
-                value=_saving_value(value)) for key, value in savings.items()]
+        return empty(
+            "No savings estimate yet: the launcher stores it when the run ends.",
+            element_id="savings-empty",
+        )
+    rows = [
+        fmt(
+            '<tr data-key="{key}"><td>{key}</td><td>{value}</td></tr>',
+            key=key,
+            value=_saving_value(value),
+        )
+        for key, value in savings.items()
+    ]
     return table([("Quantity", ""), ("Saving vs fp32", "")], rows, table_id="savings")
 
 
@@ -83,33 +135,60 @@ def _overrides(overrides: Mapping[str, Any] | None) -> Markup:
     return fmt("<code>{json}</code>", json=json.dumps(overrides, sort_keys=True))
 
 
-def policy_table(policies: Sequence[Policy], *, count: int,
-                 used: Collection[int] = ()) -> Markup:
+def policy_table(policies: Sequence[Policy], *, count: int, used: Collection[int] = ()) -> Markup:
     """Policy versions, newest first; versions in ``used`` are highlighted."""
     if not policies:
         return empty("No policy versions stored.", element_id="policies-empty")
-    rows = [fmt(
-        '<tr class="policy-row{current}" data-version="{version}">'
-        '<td class="num">v{version}{tag}</td><td class="num">{t_min}</td>'
-        '<td class="num">{t_max}</td><td class="num">{bits_min}–{bits_max}</td>'
-        '<td class="num">{bits_init}</td><td class="num">{check_every}</td>'
-        '<td>{rounding}</td><td class="num">{act}/{err}</td><td>{adaptive}</td>'
-        '<td class="wrap">{overrides}</td><td>{author}</td><td class="wrap">{note}</td>'
-        '<td>{created}</td></tr>',
-        current=" current" if p.version in used else "", version=p.version,
-        tag=Markup(' <span class="muted">(this run)</span>') if p.version in used else "",
-        t_min=format_number(p.t_min), t_max=format_number(p.t_max), bits_min=p.bits_min,
-        bits_max=p.bits_max, bits_init=p.bits_init, check_every=p.check_every,
-        rounding=p.rounding, act=p.act_bits, err=p.err_bits,
-        adaptive="yes" if p.adaptive else "no", overrides=_overrides(p.overrides),
-        author=p.author, note=p.note or "", created=format_time(p.created_at))
-        for p in policies]
-    headers = [("Version", _NUM), ("T min", _NUM), ("T max", _NUM), ("Bits", _NUM),
-               ("Init", _NUM), ("Check every", _NUM), ("Rounding", ""),
-               ("Act/err bits", _NUM), ("Adaptive", ""), ("Overrides", ""), ("Author", ""),
-               ("Note", ""), ("Created", "")]
+    rows = [
+        fmt(
+            '<tr class="policy-row{current}" data-version="{version}">'
+            '<td class="num">v{version}{tag}</td><td class="num">{t_min}</td>'
+            '<td class="num">{t_max}</td><td class="num">{bits_min}–{bits_max}</td>'
+            '<td class="num">{bits_init}</td><td class="num">{check_every}</td>'
+            '<td>{rounding}</td><td class="num">{act}/{err}</td><td>{adaptive}</td>'
+            '<td class="wrap">{overrides}</td><td>{author}</td><td class="wrap">{note}</td>'
+            "<td>{created}</td></tr>",
+            current=" current" if p.version in used else "",
+            version=p.version,
+            tag=Markup(' <span class="muted">(this run)</span>') if p.version in used else "",
+            t_min=format_number(p.t_min),
+            t_max=format_number(p.t_max),
+            bits_min=p.bits_min,
+            bits_max=p.bits_max,
+            bits_init=p.bits_init,
+            check_every=p.check_every,
+            rounding=p.rounding,
+            act=p.act_bits,
+            err=p.err_bits,
+            adaptive="yes" if p.adaptive else "no",
+            overrides=_overrides(p.overrides),
+            author=p.author,
+            note=p.note or "",
+            created=format_time(p.created_at),
+        )
+        for p in policies
+    ]
+    headers = [
+        ("Version", _NUM),
+        ("T min", _NUM),
+        ("T max", _NUM),
+        ("Bits", _NUM),
+        ("Init", _NUM),
+        ("Check every", _NUM),
+        ("Rounding", ""),
+        ("Act/err bits", _NUM),
+        ("Adaptive", ""),
+        ("Overrides", ""),
+        ("Author", ""),
+        ("Note", ""),
+        ("Created", ""),
+    ]
     shown = table(headers, rows, table_id="policies")
     if count > len(policies):
-        shown = fmt('{table}<p class="muted">Showing the {n} newest of {count} versions.</p>',
-                    table=shown, n=len(policies), count=count)
+        shown = fmt(
+            '{table}<p class="muted">Showing the {n} newest of {count} versions.</p>',
+            table=shown,
+            n=len(policies),
+            count=count,
+        )
     return shown

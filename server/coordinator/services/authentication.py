@@ -22,8 +22,9 @@ def check_throttle(throttle: AuthFailureThrottle, address: str) -> None:
         raise TooManyAttemptsError(retry_after)
 
 
-def authenticate(*, session: Session, secret: str, address: str,
-                 throttle: AuthFailureThrottle) -> ApiToken:
+def authenticate(
+    *, session: Session, secret: str, address: str, throttle: AuthFailureThrottle
+) -> ApiToken:
     """The live token of ``secret``; every failure counts against ``address``.
 
     Parameters
@@ -70,5 +71,4 @@ def _record_use(session: Session, row: ApiToken) -> None:
             session.commit()
     except SQLAlchemyError as exc:
         session.rollback()
-        logger.warning("Could not record the last use of token %s: %s", row.id,
-                       type(exc).__name__)
+        logger.warning("Could not record the last use of token %s: %s", row.id, type(exc).__name__)

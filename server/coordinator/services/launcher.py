@@ -16,7 +16,8 @@ logger = logging.getLogger(__name__)
 
 NO_LAUNCHER_MESSAGE = (
     "No run launcher is configured on this coordinator (NullLauncher), so the run was not "
-    "started. Pass one with create_app(launcher=...) or set app.state.launcher.")
+    "started. Pass one with create_app(launcher=...) or set app.state.launcher."
+)
 
 
 @runtime_checkable
@@ -58,8 +59,9 @@ class NullLauncher:
         """Mark the run failed: nothing can train it."""
         logger.warning("Run %s not started: no run launcher is configured.", run_id)
         with self._session_factory() as session:
-            crud.set_run_status(session=session, run_id=run_id, status="failed",
-                                error=NO_LAUNCHER_MESSAGE)
+            crud.set_run_status(
+                session=session, run_id=run_id, status="failed", error=NO_LAUNCHER_MESSAGE
+            )
             session.commit()
 
     def stop(self, run_id: int) -> None:
@@ -67,8 +69,9 @@ class NullLauncher:
         logger.info("Run %s: stop requested; the NullLauncher runs nothing.", run_id)
 
 
-def _start_or_fail(session: Session, launcher: RunLauncher, run: Run, run_id: int,
-                   verb: str) -> Run:
+def _start_or_fail(
+    session: Session, launcher: RunLauncher, run: Run, run_id: int, verb: str
+) -> Run:
     """Hand a committed queued run to ``launcher``; mark it failed if that raises.
 
     ``run_id`` is read before the commit: touching ``run`` before ``start`` returns would
@@ -100,8 +103,9 @@ def launch_run(*, session: Session, launcher: RunLauncher, run_in: RunCreate) ->
     LaunchError
         If ``launcher.start`` raises; the run is then marked failed with the reason.
     """
-    run = crud.create_run(session=session, **run_in.model_dump(),
-                          settings=run_in.run_settings().to_dict())
+    run = crud.create_run(
+        session=session, **run_in.model_dump(), settings=run_in.run_settings().to_dict()
+    )
     run_id = run.id
     session.commit()  # the launcher reads the run through its own session
     return _start_or_fail(session, launcher, run, run_id, "start")
@@ -139,15 +143,18 @@ def stop_run(*, session: Session, launcher: RunLauncher, run: Run) -> Run:
     """
     run_id = run.id
     if run.status in TERMINAL_RUN_STATUSES:
-        raise RunStateError(f"Run {run_id} is already {run.status}; only queued, pending or "
-                            "running runs can be stopped.")
+        raise RunStateError(
+            f"Run {run_id} is already {run.status}; only queued, pending or "
+            "running runs can be stopped."
+        )
     session.commit()  # end the read snapshot: the launcher writes through its own session
     try:
         launcher.stop(run_id)
     except Exception as exc:
         logger.exception("Run %s: the launcher failed to stop it.", run_id)
-        raise LaunchError(f"Run {run_id} could not be stopped: {type(exc).__name__}: "
-                          f"{exc}") from exc
+        raise LaunchError(
+            f"Run {run_id} could not be stopped: {type(exc).__name__}: {exc}"
+        ) from exc
     session.refresh(run)
     if run.status not in TERMINAL_RUN_STATUSES:
         run = crud.set_run_status(session=session, run_id=run_id, status="stopped")

@@ -21,8 +21,9 @@ def _field_of(exc: PolicyError) -> str | None:
     return match.group(1) if match else None
 
 
-def effective_policy(policy: PrecisionPolicy, overrides: Mapping[str, Mapping[str, Any]],
-                     device_class: str) -> PrecisionPolicy:
+def effective_policy(
+    policy: PrecisionPolicy, overrides: Mapping[str, Mapping[str, Any]], device_class: str
+) -> PrecisionPolicy:
     """The policy a device of ``device_class`` trains with.
 
     Parameters
@@ -55,11 +56,15 @@ def validate_overrides(policy: PrecisionPolicy, overrides: Mapping[str, Any]) ->
             raise PolicyUpdateError(
                 ("overrides", device_class),
                 f"Device class {device_class!r} must be 1-32 letters, digits, '_', '.' or '-'.",
-                device_class)
+                device_class,
+            )
         if not isinstance(changes, Mapping):
-            raise PolicyUpdateError(("overrides", device_class),
-                                    f"The override of device class '{device_class}' must be an "
-                                    "object of policy fields.", changes)
+            raise PolicyUpdateError(
+                ("overrides", device_class),
+                f"The override of device class '{device_class}' must be an "
+                "object of policy fields.",
+                changes,
+            )
         try:
             effective_policy(policy, {device_class: changes}, device_class)
         except PolicyError as exc:
@@ -73,8 +78,9 @@ def validate_overrides(policy: PrecisionPolicy, overrides: Mapping[str, Any]) ->
     return checked
 
 
-def apply_policy_update(current: PrecisionPolicy, current_overrides: Mapping[str, Any],
-                        update: PolicyUpdate) -> tuple[PrecisionPolicy, Overrides]:
+def apply_policy_update(
+    current: PrecisionPolicy, current_overrides: Mapping[str, Any], update: PolicyUpdate
+) -> tuple[PrecisionPolicy, Overrides]:
     """The policy and overrides that ``update`` produces from the current ones.
 
     Raises
@@ -87,7 +93,8 @@ def apply_policy_update(current: PrecisionPolicy, current_overrides: Mapping[str
         policy = current.with_(**changes)
     except PolicyError as exc:
         name = _field_of(exc)
-        raise PolicyUpdateError((name,) if name else (), str(exc),
-                                changes.get(name) if name else None) from None
+        raise PolicyUpdateError(
+            (name,) if name else (), str(exc), changes.get(name) if name else None
+        ) from None
     overrides = update.overrides if update.overrides is not None else current_overrides
     return policy, validate_overrides(policy, overrides)

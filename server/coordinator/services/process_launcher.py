@@ -70,11 +70,14 @@ class ProcessLauncher:
         The job's argv before the run id (tests pass a stand-in job).
     """
 
-    def __init__(self, settings: Settings, log_dir: Path | None = None,
-                 job_command: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        log_dir: Path | None = None,
+        job_command: Sequence[str] | None = None,
+    ) -> None:
         self.settings = settings
-        self.job_command = list(job_command or [sys.executable, "-m",
-                                                "server.coordinator.job"])
+        self.job_command = list(job_command or [sys.executable, "-m", "server.coordinator.job"])
         self.log_dir = log_dir or Path(settings.DATA_DIR) / "runs"
         self._jobs: dict[int, _Job] = {}
         #: run id -> (monotonic time of the next start attempt, that attempt's number)
@@ -118,8 +121,9 @@ class ProcessLauncher:
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
                 self._closing.clear()
-                self._thread = threading.Thread(target=self._watch, name="run-launcher",
-                                                daemon=True)
+                self._thread = threading.Thread(
+                    target=self._watch, name="run-launcher", daemon=True
+                )
                 self._thread.start()
         self._wake.set()
 
@@ -164,11 +168,16 @@ class ProcessLauncher:
                 if due <= now:
                     del self._retries[run_id]
                     self._spawn(run_id, attempt)
-            admitted = self._write("admission", lambda s: crud.admit_queued_runs(
-                session=s, max_active=self.settings.MAX_ACTIVE_RUNS))
+            admitted = self._write(
+                "admission",
+                lambda s: crud.admit_queued_runs(
+                    session=s, max_active=self.settings.MAX_ACTIVE_RUNS
+                ),
+            )
             for run_id in admitted:
-                log.info("run %s: admitted (at most %s active)", run_id,
-                         self.settings.MAX_ACTIVE_RUNS)
+                log.info(
+                    "run %s: admitted (at most %s active)", run_id, self.settings.MAX_ACTIVE_RUNS
+                )
                 self._spawn(run_id, 1)
 
     def _job_ended(self, run_id: int, job: _Job, code: int) -> None:
@@ -176,20 +185,31 @@ class ProcessLauncher:
         if status == "pending":  # the job never marked its run running
             if job.attempt < self.settings.RUN_START_ATTEMPTS:
                 delay = self.settings.RUN_START_BACKOFF_S * 2 ** (job.attempt - 1)
-                log.warning("run %s: job exited with code %s before the run started "
-                            "(attempt %s of %s); starting it again in %.0f s", run_id, code,
-                            job.attempt, self.settings.RUN_START_ATTEMPTS, delay)
+                log.warning(
+                    "run %s: job exited with code %s before the run started "
+                    "(attempt %s of %s); starting it again in %.0f s",
+                    run_id,
+                    code,
+                    job.attempt,
+                    self.settings.RUN_START_ATTEMPTS,
+                    delay,
+                )
                 self._retries[run_id] = (time.monotonic() + delay, job.attempt + 1)
                 return
-            reason = (f"The run's job exited with code {code} before the run started, "
-                      f"{job.attempt} time(s) (APTFLEET_RUN_START_ATTEMPTS="
-                      f"{self.settings.RUN_START_ATTEMPTS}). End of "
-                      f"{self._log_path(run_id)}:\n{self._log_tail(run_id)}")
+            reason = (
+                f"The run's job exited with code {code} before the run started, "
+                f"{job.attempt} time(s) (APTFLEET_RUN_START_ATTEMPTS="
+                f"{self.settings.RUN_START_ATTEMPTS}). End of "
+                f"{self._log_path(run_id)}:\n{self._log_tail(run_id)}"
+            )
             self._finish(run_id, "failed", reason)
         elif status == "running":  # killed from outside, or crashed without a word
-            self._finish(run_id, "interrupted",
-                         f"The run's job ended (exit code {code}) without finishing the run; "
-                         f"resume it with POST /api/v1/runs/{run_id}/resume.")
+            self._finish(
+                run_id,
+                "interrupted",
+                f"The run's job ended (exit code {code}) without finishing the run; "
+                f"resume it with POST /api/v1/runs/{run_id}/resume.",
+            )
 
     def _end_hung_jobs(self) -> None:
         limit = timedelta(seconds=self.settings.JOB_HEARTBEAT_TIMEOUT)
@@ -200,20 +220,29 @@ class ProcessLauncher:
             log.warning("run %s: no heartbeat since %s; ending its job", run_id, beat)
             del self._jobs[run_id]
             _end_group(job.proc, 15.0)
-            self._finish(run_id, "interrupted",
-                         f"The run's job wrote no heartbeat for "
-                         f"{self.settings.JOB_HEARTBEAT_TIMEOUT:.0f} s (hung); it was ended. "
-                         f"Resume the run with POST /api/v1/runs/{run_id}/resume.")
+            self._finish(
+                run_id,
+                "interrupted",
+                f"The run's job wrote no heartbeat for "
+                f"{self.settings.JOB_HEARTBEAT_TIMEOUT:.0f} s (hung); it was ended. "
+                f"Resume the run with POST /api/v1/runs/{run_id}/resume.",
+            )
 
     def _spawn(self, run_id: int, attempt: int) -> None:
-        self._write(f"run {run_id} start attempt",
-                    lambda s: crud.count_start_attempt(session=s, run_id=run_id))
+        self._write(
+            f"run {run_id} start attempt",
+            lambda s: crud.count_start_attempt(session=s, run_id=run_id),
+        )
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with self._log_path(run_id).open("ab") as logfile:
             proc = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
                 [*self.job_command, str(run_id)],
-                stdout=logfile, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=self._env(), start_new_session=True)
+                stdout=logfile,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self._env(),
+                start_new_session=True,
+            )
         self._jobs[run_id] = _Job(proc, attempt)
         log.info("run %s: job started (pid %s, attempt %s)", run_id, proc.pid, attempt)
 
@@ -242,27 +271,30 @@ class ProcessLauncher:
 
         The transaction is retried while the database is locked or unreachable.
         """
+
         def attempt() -> T:
             with self._session_factory()() as session:
                 begin_write(session)
                 result = fn(session)
                 session.commit()
                 return result
+
         return with_db_retry(what, attempt)
 
     def _read(self, what: str, fn: Callable[[Session], T]) -> T:
         def attempt() -> T:
             with self._session_factory()() as session:
                 return fn(session)
+
         return with_db_retry(what, attempt)
 
     def _finish(self, run_id: int, status: str, reason: str) -> None:
         def write(session: Session) -> None:
             try:
-                crud.set_run_status(session=session, run_id=run_id, status=status,
-                                    error=reason)
+                crud.set_run_status(session=session, run_id=run_id, status=status, error=reason)
             except RunStateError:  # it ended meanwhile (stopped through the API)
                 session.rollback()
+
         self._write(f"run {run_id} {status}", write)
         log.warning("run %s: %s: %s", run_id, status, reason.splitlines()[0])
 

@@ -36,8 +36,7 @@ PolicyAnswer = tuple[int, PrecisionPolicy, dict[str, dict[str, Any]]]
 DB_OUTAGE_TOLERANCE_S = 180.0
 
 
-def with_db_retry(what: str, fn: Callable[[], T],
-                   tolerance_s: float = DB_OUTAGE_TOLERANCE_S) -> T:
+def with_db_retry(what: str, fn: Callable[[], T], tolerance_s: float = DB_OUTAGE_TOLERANCE_S) -> T:
     """Run one transaction, retrying while the database is unreachable.
 
     Each attempt is a whole transaction in a fresh session, so a failed attempt leaves
@@ -51,8 +50,9 @@ def with_db_retry(what: str, fn: Callable[[], T],
         except (OperationalError, InterfaceError) as exc:
             if time.monotonic() + delay > deadline:
                 raise
-            log.warning("%s: database unreachable (%s); retrying in %.1f s", what,
-                        type(exc).__name__, delay)
+            log.warning(
+                "%s: database unreachable (%s); retrying in %.1f s", what, type(exc).__name__, delay
+            )
             time.sleep(delay)
             delay = min(delay * 2, 10.0)
 
@@ -65,9 +65,11 @@ class DbPolicyProvider:
 
     def __call__(self) -> PolicyAnswer:
         """The current fleet policy (version, policy, per-class overrides), retried on outage."""
+
         def read() -> PolicyAnswer:
             with self._session_factory() as session:
                 return crud.current_policy(session)
+
         return with_db_retry("policy read", read)
 
 
@@ -75,8 +77,9 @@ class DbPolicyProvider:
 OWN_POLICY_VERSION = 0
 
 
-def run_policy_provider(session_factory: sessionmaker[Session],
-                        run_id: int) -> Callable[[], PolicyAnswer]:
+def run_policy_provider(
+    session_factory: sessionmaker[Session], run_id: int
+) -> Callable[[], PolicyAnswer]:
     """The policy provider of run ``run_id``.
 
     A run created with a ``policy`` trains every device with exactly that policy in every
@@ -90,18 +93,19 @@ def run_policy_provider(session_factory: sessionmaker[Session],
     PolicyError
         If the stored policy no longer resolves (the API validated it at creation).
     """
+
     def read() -> str | None:
         with session_factory() as session:
             run = crud.get_run(session=session, run_id=run_id)
             if run is None:
                 raise NotFoundError(f"Run {run_id} not found")
             return run.policy
+
     own = with_db_retry(f"run {run_id} policy", read)
     if own is None:
         return DbPolicyProvider(session_factory)
     answer: PolicyAnswer = (OWN_POLICY_VERSION, resolve_policy(own), {})
-    log.info("run %s trains with its own policy %r (version %s)", run_id, own,
-             OWN_POLICY_VERSION)
+    log.info("run %s trains with its own policy %r (version %s)", run_id, own, OWN_POLICY_VERSION)
     return lambda: answer
 
 
@@ -136,22 +140,27 @@ class DbRecorder:
                 begin_write(session)
                 run = crud.get_run(session=session, run_id=self.run_id)
                 if run is None or run.status != "running":
-                    raise RunStopped(f"Run {self.run_id} is "
-                                     f"{'gone' if run is None else run.status}; not "
-                                     f"recording round {record.round}.")
+                    raise RunStopped(
+                        f"Run {self.run_id} is "
+                        f"{'gone' if run is None else run.status}; not "
+                        f"recording round {record.round}."
+                    )
                 try:
                     crud.record_round(session=session, run_id=self.run_id, record=record)
                 except DuplicateRoundError:
                     if attempts == 1:
                         raise
                     # an earlier attempt committed before the connection dropped
-                    log.info("run %s round %s was stored by an earlier attempt", self.run_id,
-                             record.round)
+                    log.info(
+                        "run %s round %s was stored by an earlier attempt",
+                        self.run_id,
+                        record.round,
+                    )
                     return
                 session.commit()
+
         with_db_retry(f"run {self.run_id} round {record.round}", store)
-        log.info("run %s round %s stored (accuracy %s)", self.run_id, record.round,
-                 record.accuracy)
+        log.info("run %s round %s stored (accuracy %s)", self.run_id, record.round, record.accuracy)
 
 
 def resume_point(session: Session, run_id: int) -> tuple[int, bytes | None]:
@@ -165,13 +174,22 @@ def resume_point(session: Session, run_id: int) -> tuple[int, bytes | None]:
         return 0, None
     latest = crud.get_latest_checkpoint(session=session, run_id=run_id)
     if latest is None or latest.round != done[-1].round:
-        raise ResumeError(f"Run {run_id}: last round {done[-1].round} has no checkpoint "
-                          f"(latest: {None if latest is None else latest.round}).")
+        raise ResumeError(
+            f"Run {run_id}: last round {done[-1].round} has no checkpoint "
+            f"(latest: {None if latest is None else latest.round})."
+        )
     return done[-1].round, latest.packed
 
 
-def fp32_estimate(*, task: str, arch: str, rounds: list[Any], clients: list[Any],
-                  local_epochs: int, batch_size: int) -> dict[str, float]:
+def fp32_estimate(
+    *,
+    task: str,
+    arch: str,
+    rounds: list[Any],
+    clients: list[Any],
+    local_epochs: int,
+    batch_size: int,
+) -> dict[str, float]:
     """What the same federated training would cost in plain fp32 FedAvg (cost model).
 
     Energy: each client-round's examples through fp32 GEMMs plus fp32 parameter and
@@ -189,9 +207,12 @@ def fp32_estimate(*, task: str, arch: str, rounds: list[Any], clients: list[Any]
         steps = math.ceil(c.num_examples / batch_size) * local_epochs
         energy += per_sample.gemm_j * c.num_examples * local_epochs + per_step_move * steps
     trained = [c for c in clients if not (c.rejected or c.failure)]
-    return {"energy_j": energy, "uplink_bytes": float(4 * n_params * len(trained)),
-            "downlink_bytes": float(4 * n_params * len(clients)),
-            "param_bytes": float(4 * n_params)}
+    return {
+        "energy_j": energy,
+        "uplink_bytes": float(4 * n_params * len(trained)),
+        "downlink_bytes": float(4 * n_params * len(clients)),
+        "param_bytes": float(4 * n_params),
+    }
 
 
 def run_savings(session: Session, run_id: int) -> dict[str, Any]:
@@ -204,8 +225,14 @@ def run_savings(session: Session, run_id: int) -> dict[str, Any]:
     rounds = crud.list_rounds(session=session, run_id=run_id)
     clients = crud.list_client_rounds(session=session, run_id=run_id)
     settings = run_settings_of(run)
-    est = fp32_estimate(task=settings.task, arch=settings.arch, rounds=rounds, clients=clients,
-                        local_epochs=settings.local_epochs, batch_size=settings.batch_size)
+    est = fp32_estimate(
+        task=settings.task,
+        arch=settings.arch,
+        rounds=rounds,
+        clients=clients,
+        local_epochs=settings.local_epochs,
+        batch_size=settings.batch_size,
+    )
     energy = sum(r.energy_j for r in rounds)
     up = sum(r.uplink_bytes for r in rounds)
     down = sum(r.downlink_bytes for r in rounds)
@@ -215,7 +242,9 @@ def run_savings(session: Session, run_id: int) -> dict[str, Any]:
     def saving(value: float, base: float) -> float | None:
         return None if not base else 1.0 - value / base
 
-    return {"energy": saving(energy, est["energy_j"]),
-            "parameter_memory": saving(param_bytes, est["param_bytes"]),
-            "uplink_bytes": saving(up, est["uplink_bytes"]),
-            "downlink_bytes": saving(down, est["downlink_bytes"])}
+    return {
+        "energy": saving(energy, est["energy_j"]),
+        "parameter_memory": saving(param_bytes, est["param_bytes"]),
+        "uplink_bytes": saving(up, est["uplink_bytes"]),
+        "downlink_bytes": saving(down, est["downlink_bytes"]),
+    }

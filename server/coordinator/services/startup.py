@@ -45,13 +45,11 @@ def interrupt_stale_runs(session_factory: sessionmaker[Session]) -> int:
         interrupted = crud.mark_interrupted_runs(session=session)
         session.commit()
     if interrupted:
-        logger.warning("Marked %s run(s) interrupted: the coordinator restarted.",
-                       interrupted)
+        logger.warning("Marked %s run(s) interrupted: the coordinator restarted.", interrupted)
     return interrupted
 
 
-def fleet_totals_reader(session_factory: sessionmaker[Session]
-                        ) -> Callable[[], dict[str, float]]:
+def fleet_totals_reader(session_factory: sessionmaker[Session]) -> Callable[[], dict[str, float]]:
     """A reader of the fleet totals, each call in a session of its own (for metrics)."""
 
     def read() -> dict[str, float]:

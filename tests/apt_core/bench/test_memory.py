@@ -129,4 +129,3 @@ def test_peak_train_bytes_fp32_mlp_at_least_params_grads_momentum() -> None:
     assert mem.peak_train_bytes >= 3 * param_bytes
     assert mem.retained_bytes >= param_bytes  # the gradients outlive the step
     assert mem.unmatched_frees == 0
-

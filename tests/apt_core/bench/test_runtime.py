@@ -17,8 +17,14 @@ def rows() -> list[dict]:  # type: ignore[type-arg]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return run_case("digits", "mlp", 16, [8], RuntimeConfig(steps=3, warmup=1),
-                        backends=runtime.available_backends() or (None,))
+        return run_case(
+            "digits",
+            "mlp",
+            16,
+            [8],
+            RuntimeConfig(steps=3, warmup=1),
+            backends=runtime.available_backends() or (None,),
+        )
     finally:
         torch.set_num_threads(threads)
 
@@ -29,7 +35,8 @@ def test_run_case_fp32_row_first_and_ratios_relative_to_it(rows: list[dict]) -> 
     assert fp32["method"] == "fp32" and apt["method"] == "apt" and apt["bits"] == 8
     assert apt["step_ratio_vs_fp32"] == pytest.approx(apt["step_ms"] / fp32["step_ms"])
     assert apt["peak_ratio_vs_fp32"] == pytest.approx(
-        apt["peak_train_bytes"] / fp32["peak_train_bytes"])
+        apt["peak_train_bytes"] / fp32["peak_train_bytes"]
+    )
 
 
 def test_run_case_fp32_peak_covers_params_grads_momentum(rows: list[dict]) -> None:  # type: ignore[type-arg]
@@ -55,7 +62,8 @@ def test_run_case_fallbacks_none_without_counter(rows: list[dict]) -> None:  # t
 
 
 def test_run_case_measures_each_backend_and_counts_fallbacks(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # Prepare: a stand-in for apt_core.kernels with a backend switch and a counter that
     # grows by one each time it is read on the "int" backend (two reads per step)
     fake = types.ModuleType("apt_core.kernels")
@@ -77,7 +85,10 @@ def test_run_case_measures_each_backend_and_counts_fallbacks(
 
     # Assert
     assert [(r["method"], r["backend"]) for r in got] == [
-        ("fp32", None), ("apt", "int"), ("apt", "reference")]
+        ("fp32", None),
+        ("apt", "int"),
+        ("apt", "reference"),
+    ]
     assert got[1]["fallbacks"] == cfg.warmup + cfg.steps  # one per step: after - before
     assert got[2]["fallbacks"] == 0
     assert got[1]["fallback_source"] == "apt_core.kernels.fallback_count"
@@ -92,8 +103,16 @@ def test_runtime_config_rejects_zero_steps() -> None:
 
 def test_target_checks_met_missed_and_not_measured() -> None:
     # Prepare: one row meeting its step target and missing its peak target
-    row = {"task": "digits", "model": "mlp-wide", "batch": 256, "method": "apt", "bits": 8,
-           "backend": None, "step_ratio_vs_fp32": 0.4, "peak_ratio_vs_fp32": 0.9}
+    row = {
+        "task": "digits",
+        "model": "mlp-wide",
+        "batch": 256,
+        "method": "apt",
+        "bits": 8,
+        "backend": None,
+        "step_ratio_vs_fp32": 0.4,
+        "peak_ratio_vs_fp32": 0.9,
+    }
 
     # Execute
     checks = {c["target"]: c for c in target_checks({"rows": [row]})}

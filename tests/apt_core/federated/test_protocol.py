@@ -39,8 +39,10 @@ def test_aggregate_uses_max_bits_and_exponent_of_average() -> None:
 
     # Assert
     for ta, tb, got in zip(a, b, out, strict=True):
-        ref = (dequantize(ta.codes, ta.exponent, torch.float64) * 0.25
-               + dequantize(tb.codes, tb.exponent, torch.float64) * 0.75)
+        ref = (
+            dequantize(ta.codes, ta.exponent, torch.float64) * 0.25
+            + dequantize(tb.codes, tb.exponent, torch.float64) * 0.75
+        )
         f = choose_exponent(float(ref.abs().max()), 11)
         assert (got.name, got.bits, got.exponent) == (ta.name, 11, f)
         torch.testing.assert_close(got.codes, quantize(ref, 11, f))
@@ -76,11 +78,14 @@ def test_validate_packed_accepts_own_payload() -> None:
     assert [t.bits for t in tensors] == [9] * 6
 
 
-@pytest.mark.parametrize(("payload_fn", "match"), [
-    (lambda p: p[:-5], "truncated"),
-    (lambda p: p + b"\0", "trailing"),
-    (lambda p: b"XXXX" + p[4:], "magic"),
-])
+@pytest.mark.parametrize(
+    ("payload_fn", "match"),
+    [
+        (lambda p: p[:-5], "truncated"),
+        (lambda p: p + b"\0", "trailing"),
+        (lambda p: b"XXXX" + p[4:], "magic"),
+    ],
+)
 def test_validate_packed_rejects_malformed(payload_fn, match) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(fed.ReplyError, match=match):
         fed.validate_packed(_model(0), payload_fn(pack(_model(1))), POLICY)
@@ -94,8 +99,9 @@ def test_validate_packed_rejects_bits_outside_policy() -> None:
 def test_validate_packed_rejects_wrong_shape_and_names() -> None:
     # Prepare
     other = fed.make_model("mnist1d", "mlp", "apt", POLICY, seed=0)
-    renamed = [PackedTensor("x" + t.name, t.codes, t.bits, t.exponent)
-               for t in model_tensors(_model(1))]
+    renamed = [
+        PackedTensor("x" + t.name, t.codes, t.bits, t.exponent) for t in model_tensors(_model(1))
+    ]
 
     # Execute / Assert
     with pytest.raises(fed.ReplyError, match="shape"):
@@ -107,10 +113,14 @@ def test_validate_packed_rejects_wrong_shape_and_names() -> None:
 def test_validate_packed_rejects_non_finite_and_mixed_layer_bits() -> None:
     # Prepare
     tensors = model_tensors(_model(1, 8))
-    huge = [PackedTensor(t.name, t.codes, t.bits, -200 if i == 0 else t.exponent)
-            for i, t in enumerate(tensors)]
-    mixed = [PackedTensor(t.name, t.codes, 9 if i == 1 else t.bits, t.exponent)
-             for i, t in enumerate(tensors)]
+    huge = [
+        PackedTensor(t.name, t.codes, t.bits, -200 if i == 0 else t.exponent)
+        for i, t in enumerate(tensors)
+    ]
+    mixed = [
+        PackedTensor(t.name, t.codes, 9 if i == 1 else t.bits, t.exponent)
+        for i, t in enumerate(tensors)
+    ]
 
     # Execute / Assert
     with pytest.raises(fed.ReplyError, match="non-finite"):
@@ -141,14 +151,28 @@ def test_local_round_keeps_remembered_bits(partition) -> None:  # type: ignore[n
     remembered = {"fc1": 6, "fc2": 10, "fc3": 15}  # 15 is clamped to bits_max 12
 
     # Execute
-    res = fed.local_round(model, partition, method="apt", policy=frozen,
-                          device_bits=remembered, epochs=1, lr=0.05, batch_size=64)
+    res = fed.local_round(
+        model,
+        partition,
+        method="apt",
+        policy=frozen,
+        device_bits=remembered,
+        epochs=1,
+        lr=0.05,
+        batch_size=64,
+    )
 
     # Assert
     assert res.bits == {"fc1": 6, "fc2": 10, "fc3": 12}
     assert res.payload is not None and res.uplink_bytes == len(res.payload)
-    assert [t.bits for t in fed.validate_packed(_model(0), res.payload, frozen)] == \
-        [6, 6, 10, 10, 12, 12]
+    assert [t.bits for t in fed.validate_packed(_model(0), res.payload, frozen)] == [
+        6,
+        6,
+        10,
+        10,
+        12,
+        12,
+    ]
     assert res.num_examples == len(partition) and res.energy_j > 0
     assert res.peak_memory_bytes > res.param_bytes > 0
 
@@ -159,8 +183,16 @@ def test_local_round_records_history_and_closes_window(partition) -> None:  # ty
     policy = POLICY.with_(check_every=1000)  # longer than the round: only the closing check
 
     # Execute
-    res = fed.local_round(model, partition, method="apt", policy=policy, device_bits=None,
-                          epochs=1, lr=0.05, batch_size=64)
+    res = fed.local_round(
+        model,
+        partition,
+        method="apt",
+        policy=policy,
+        device_bits=None,
+        epochs=1,
+        lr=0.05,
+        batch_size=64,
+    )
 
     # Assert
     assert len(res.history) == 3  # one closing check per layer
@@ -174,8 +206,16 @@ def test_local_round_fp32_returns_state(partition) -> None:  # type: ignore[no-u
     model = fed.make_model("digits", "mlp", "fp32", seed=0)
 
     # Execute
-    res = fed.local_round(model, partition, method="fp32", policy=None, device_bits=None,
-                          epochs=1, lr=0.05, batch_size=64)
+    res = fed.local_round(
+        model,
+        partition,
+        method="fp32",
+        policy=None,
+        device_bits=None,
+        epochs=1,
+        lr=0.05,
+        batch_size=64,
+    )
 
     # Assert
     assert res.payload is None and res.state is not None and res.bits == {}
@@ -214,12 +254,22 @@ def test_local_round_qat8_sends_float_master_only(partition) -> None:  # type: i
     model = fed.make_model("digits", "mlp", "qat8", seed=0)
 
     # Execute
-    res = fed.local_round(model, partition, method="qat8", policy=None, device_bits=None,
-                          epochs=1, lr=0.05, batch_size=64)
+    res = fed.local_round(
+        model,
+        partition,
+        method="qat8",
+        policy=None,
+        device_bits=None,
+        epochs=1,
+        lr=0.05,
+        batch_size=64,
+    )
     state = fed.validate_state(template, res.state or {})
-    acc, loss = fed.evaluate_model(fed.load_arrays(template, {k: v.numpy() for k, v in
-                                                              state.items()}, "qat8"),
-                                   partition, "qat8")
+    acc, loss = fed.evaluate_model(
+        fed.load_arrays(template, {k: v.numpy() for k, v in state.items()}, "qat8"),
+        partition,
+        "qat8",
+    )
 
     # Assert
     assert set(state) == set(fed.float_state(template))

@@ -51,8 +51,9 @@ BITS = list(range(2, 17))
 #: rotation so that all 16 of those combinations occur at several bit widths (the full
 #: product, 720 cases per layer type, costs ~10x the time and finds nothing more).
 _GEOMETRY = list(itertools.product((1, 2), (0, 1), (1, 2), (True, False)))
-CONV_CASES = [(b, k, *_GEOMETRY[(3 * b + i) % len(_GEOMETRY)])
-              for b in BITS for i, k in enumerate((1, 3, 5))]
+CONV_CASES = [
+    (b, k, *_GEOMETRY[(3 * b + i) % len(_GEOMETRY)]) for b in BITS for i, k in enumerate((1, 3, 5))
+]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -90,8 +91,9 @@ def _run(layer: APTLayer, name: str, x: Tensor, gy: Tensor) -> dict[str, Tensor]
     return out
 
 
-def _check(layer: APTLayer, x: Tensor, gy: Tensor, conv: dict[str, object] | None,
-           what: str) -> int:
+def _check(
+    layer: APTLayer, x: Tensor, gy: Tensor, conv: dict[str, object] | None, what: str
+) -> int:
     """Run ``layer`` on both backends and compare within the float32 sum bounds.
 
     Returns the number of output elements where the reference may round (bound > 0).
@@ -127,16 +129,26 @@ def _check(layer: APTLayer, x: Tensor, gy: Tensor, conv: dict[str, object] | Non
         unit = 2.0 ** -max(f_prod, fb)
         channel = qg.dim() - 1 if conv is None else 1
         bias_sum = qg.sum([d for d in range(qg.dim()) if d != channel]) * 2.0**-fe
-        assert_within(got["dbias"], ref["dbias"],
-                      fp32_sum_bound(bias_sum, terms[2], 2.0**-fe), f"{what} bias grad")
+        assert_within(
+            got["dbias"],
+            ref["dbias"],
+            fp32_sum_bound(bias_sum, terms[2], 2.0**-fe),
+            f"{what} bias grad",
+        )
     fwd_bound = fp32_sum_bound(fwd_sum, terms[0] + 1, unit)
     assert_within(got["y"], ref["y"], fwd_bound, f"{what} output")
-    assert_within(got["dx"], ref["dx"],
-                  fp32_sum_bound(back * 2.0 ** -(fe + fw), terms[1], 2.0 ** -(fe + fw)),
-                  f"{what} input grad")
-    assert_within(got["dweight"], ref["dweight"],
-                  fp32_sum_bound(wgrad * 2.0 ** -(fe + fx), terms[2], 2.0 ** -(fe + fx)),
-                  f"{what} weight grad")
+    assert_within(
+        got["dx"],
+        ref["dx"],
+        fp32_sum_bound(back * 2.0 ** -(fe + fw), terms[1], 2.0 ** -(fe + fw)),
+        f"{what} input grad",
+    )
+    assert_within(
+        got["dweight"],
+        ref["dweight"],
+        fp32_sum_bound(wgrad * 2.0 ** -(fe + fx), terms[2], 2.0 ** -(fe + fx)),
+        f"{what} weight grad",
+    )
     return int((fwd_bound > 0).sum())
 
 
@@ -145,8 +157,9 @@ def _check(layer: APTLayer, x: Tensor, gy: Tensor, conv: dict[str, object] | Non
 def test_apt_linear_int_matches_reference(bits: int, bias: bool) -> None:
     # Prepare: fan-in 24, 7 outputs, batch 5 (and a 3-d input: leading dims flattened)
     torch.manual_seed(bits)
-    layer = APTLinear.from_float(nn.Linear(24, 7, bias=bias), PrecisionPolicy(
-        bits_min=2, bits_max=16, bits_init=bits))
+    layer = APTLinear.from_float(
+        nn.Linear(24, 7, bias=bias), PrecisionPolicy(bits_min=2, bits_max=16, bits_init=bits)
+    )
 
     # Execute / Assert
     for shape in ((5, 24), (2, 3, 24)):
@@ -158,8 +171,9 @@ def test_apt_linear_int_matches_reference(bits: int, bias: bool) -> None:
 def test_apt_linear_int_within_fp32_bound_past_2_24(bits: int) -> None:
     # Prepare: fan-in 512 with 8-bit activations pushes sum |q_x q_w| past 2**24 units
     torch.manual_seed(bits)
-    layer = APTLinear.from_float(nn.Linear(512, 16), PrecisionPolicy(
-        bits_min=2, bits_max=16, bits_init=bits))
+    layer = APTLinear.from_float(
+        nn.Linear(512, 16), PrecisionPolicy(bits_min=2, bits_max=16, bits_init=bits)
+    )
     x, gy = _randn(8, 512, seed=bits).abs(), _randn(8, 16, seed=bits + 1)
 
     # Execute
@@ -169,15 +183,17 @@ def test_apt_linear_int_within_fp32_bound_past_2_24(bits: int) -> None:
     assert rounding > 0
 
 
-@pytest.mark.parametrize(("bits", "kernel", "stride", "padding", "dilation", "bias"),
-                         CONV_CASES)
-def test_apt_conv2d_int_matches_reference(bits: int, kernel: int, stride: int, padding: int,
-                                          dilation: int, bias: bool) -> None:
+@pytest.mark.parametrize(("bits", "kernel", "stride", "padding", "dilation", "bias"), CONV_CASES)
+def test_apt_conv2d_int_matches_reference(
+    bits: int, kernel: int, stride: int, padding: int, dilation: int, bias: bool
+) -> None:
     # Prepare: 3 -> 4 channels on 2x3x10x9 inputs
     torch.manual_seed(bits * 7 + kernel)
     conv = dict(stride=stride, padding=padding, dilation=dilation)
-    layer = APTConv2d.from_float(nn.Conv2d(3, 4, kernel, bias=bias, **conv),  # type: ignore
-                                 PrecisionPolicy(bits_min=2, bits_max=16, bits_init=bits))
+    layer = APTConv2d.from_float(
+        nn.Conv2d(3, 4, kernel, bias=bias, **conv),  # type: ignore
+        PrecisionPolicy(bits_min=2, bits_max=16, bits_init=bits),
+    )
     x = _randn(2, 3, 10, 9, seed=bits)
     gy = _randn(*F.conv2d(x, torch.zeros(4, 3, kernel, kernel), **conv).shape, seed=kernel)
 
@@ -185,15 +201,17 @@ def test_apt_conv2d_int_matches_reference(bits: int, kernel: int, stride: int, p
     _check(layer, x, gy, conv, f"conv2d {bits} bits k={kernel} {conv} bias={bias}")
 
 
-@pytest.mark.parametrize(("bits", "kernel", "stride", "padding", "dilation", "bias"),
-                         CONV_CASES)
-def test_apt_conv1d_int_matches_reference(bits: int, kernel: int, stride: int, padding: int,
-                                          dilation: int, bias: bool) -> None:
+@pytest.mark.parametrize(("bits", "kernel", "stride", "padding", "dilation", "bias"), CONV_CASES)
+def test_apt_conv1d_int_matches_reference(
+    bits: int, kernel: int, stride: int, padding: int, dilation: int, bias: bool
+) -> None:
     # Prepare: 3 -> 5 channels on 2x3x17 inputs
     torch.manual_seed(bits * 11 + kernel)
     conv = dict(stride=stride, padding=padding, dilation=dilation)
-    layer = APTConv1d.from_float(nn.Conv1d(3, 5, kernel, bias=bias, **conv),  # type: ignore
-                                 PrecisionPolicy(bits_min=2, bits_max=16, bits_init=bits))
+    layer = APTConv1d.from_float(
+        nn.Conv1d(3, 5, kernel, bias=bias, **conv),  # type: ignore
+        PrecisionPolicy(bits_min=2, bits_max=16, bits_init=bits),
+    )
     x = _randn(2, 3, 17, seed=bits)
     gy = _randn(*F.conv1d(x, torch.zeros(5, 3, kernel), **conv).shape, seed=kernel)
 
@@ -213,13 +231,26 @@ def test_int_backward_reaches_every_apt_layer_and_float_parameter(bits: int) -> 
         with backend(name):
             model.train()
             F.cross_entropy(model(x), y).backward()
-            grads.append({f"{n}.{w}": layer.live(w).grad  # type: ignore[union-attr]
-                          for n, layer in apt_layers(model).items() for w in layer.tensors()})
+            grads.append(
+                {
+                    f"{n}.{w}": layer.live(w).grad  # type: ignore[union-attr]
+                    for n, layer in apt_layers(model).items()
+                    for w in layer.tensors()
+                }
+            )
             grads[-1].update({n: p.grad for n, p in model.named_parameters()})
 
     # Assert: every APT tensor and the float LayerNorm got the reference's gradient
-    assert set(grads[1]) == {"conv2.weight", "conv2.bias", "conv1.weight", "conv1.bias",
-                             "head.weight", "head.bias", "norm.weight", "norm.bias"}
+    assert set(grads[1]) == {
+        "conv2.weight",
+        "conv2.bias",
+        "conv1.weight",
+        "conv1.bias",
+        "head.weight",
+        "head.bias",
+        "norm.weight",
+        "norm.bias",
+    }
     for key, want in grads[0].items():
         assert grads[1][key] is not None, f"no gradient reached {key}"
         torch.testing.assert_close(grads[1][key], want, rtol=0, atol=0, msg=key)
@@ -232,14 +263,18 @@ def fresh_fallback_log(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(backend_state, "_logged", set())
 
 
-@pytest.mark.parametrize(("policy", "reason"), [
-    ({"act_bits": 9}, "act_bits/err_bits outside 1..8"),
-    ({"err_bits": 12}, "act_bits/err_bits outside 1..8"),
-    ({"act_bits": 16, "err_bits": 16}, "act_bits/err_bits outside 1..8"),
-])
+@pytest.mark.parametrize(
+    ("policy", "reason"),
+    [
+        ({"act_bits": 9}, "act_bits/err_bits outside 1..8"),
+        ({"err_bits": 12}, "act_bits/err_bits outside 1..8"),
+        ({"act_bits": 16, "err_bits": 16}, "act_bits/err_bits outside 1..8"),
+    ],
+)
 @pytest.mark.usefixtures("fresh_fallback_log")
 def test_int_fallback_wide_act_err_bits_counted_logged_once_equal(
-        policy: dict[str, int], reason: str, caplog: pytest.LogCaptureFixture) -> None:
+    policy: dict[str, int], reason: str, caplog: pytest.LogCaptureFixture
+) -> None:
     # Prepare
     torch.manual_seed(0)
     layer = APTLinear.from_float(nn.Linear(24, 7), fixed_policy_at(12, **policy))
@@ -263,12 +298,15 @@ def test_int_fallback_wide_act_err_bits_counted_logged_once_equal(
 @pytest.mark.parametrize("one_d", [True, False])
 @pytest.mark.usefixtures("fresh_fallback_log")
 def test_int_fallback_grouped_conv_counted_logged_once_equal(
-        one_d: bool, caplog: pytest.LogCaptureFixture) -> None:
+    one_d: bool, caplog: pytest.LogCaptureFixture
+) -> None:
     # Prepare: groups=2 convolutions cannot run on the integer GEMMs
     torch.manual_seed(0)
     cls, conv = (APTConv1d, nn.Conv1d) if one_d else (APTConv2d, nn.Conv2d)
-    layer = cls.from_float(conv(4, 6, 3, padding=1, groups=2),  # type: ignore[arg-type]
-                           fixed_policy_at(10))
+    layer = cls.from_float(
+        conv(4, 6, 3, padding=1, groups=2),  # type: ignore[arg-type]
+        fixed_policy_at(10),
+    )
     x = _randn(2, 4, 9, seed=1) if one_d else _randn(2, 4, 5, 5, seed=1)
     gy = _randn(2, 6, 9, seed=2) if one_d else _randn(2, 6, 5, 5, seed=2)
 
@@ -302,9 +340,16 @@ def _value_and_grad(module: nn.Module, x: Tensor, gy_seed: int) -> tuple[Tensor,
     return y.detach(), xr.grad
 
 
-@pytest.mark.parametrize("pool", [dict(kernel_size=2), dict(kernel_size=2, stride=3),
-                                  dict(kernel_size=3, padding=1), dict(kernel_size=(2, 3)),
-                                  dict(kernel_size=3, ceil_mode=True)])
+@pytest.mark.parametrize(
+    "pool",
+    [
+        dict(kernel_size=2),
+        dict(kernel_size=2, stride=3),
+        dict(kernel_size=3, padding=1),
+        dict(kernel_size=(2, 3)),
+        dict(kernel_size=3, ceil_mode=True),
+    ],
+)
 def test_to_apt_swapped_activations_match_torch_and_swap_back(pool: dict[str, object]) -> None:
     # Prepare
     model = nn.Sequential(nn.ReLU(), nn.MaxPool2d(**pool))  # type: ignore[arg-type]

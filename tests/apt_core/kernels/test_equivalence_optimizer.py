@@ -58,9 +58,15 @@ def test_aptsgd_int_steps_match_reference(bits: int, rounding: str) -> None:
     # a larger lr below 5 bits so that codes move instead of all underflowing
     wd = 1e-2 if bits % 2 else 0.0
     ref, intm = twin_models(make_all_layers_net(), fixed_policy_at(bits))
-    opts = twin_optimizers(ref, intm, lr=0.1 * 2.0 ** max(0, 5 - bits), momentum=0.9,
-                           weight_decay=wd,
-                           rounding=rounding, seed=bits)
+    opts = twin_optimizers(
+        ref,
+        intm,
+        lr=0.1 * 2.0 ** max(0, 5 - bits),
+        momentum=0.9,
+        weight_decay=wd,
+        rounding=rounding,
+        seed=bits,
+    )
     x, y = make_batch()
 
     for _ in range(3):
@@ -81,8 +87,9 @@ def test_aptsgd_int_compiled_kernels_match_reference(bits: int) -> None:
     # Prepare: the inductor-compiled quantize/rescale/update kernels (as in production),
     # with every float op the fused passes have: weight decay, momentum, stochastic noise
     ref, intm = twin_models(make_all_layers_net(), fixed_policy_at(bits))
-    opts = twin_optimizers(ref, intm, lr=0.1, momentum=0.9, weight_decay=1e-2,
-                           rounding="stochastic", seed=3)
+    opts = twin_optimizers(
+        ref, intm, lr=0.1, momentum=0.9, weight_decay=1e-2, rounding="stochastic", seed=3
+    )
     x, y = make_batch()
 
     with compiled_kernels(True):
@@ -94,8 +101,9 @@ def test_aptsgd_int_compiled_kernels_match_reference(bits: int) -> None:
             _assert_twins(ref, intm, opts, outs, stats)
 
 
-@pytest.mark.parametrize(("bits", "lr"), [(2, 5.0), (8, 5.0), (9, 5.0), (16, 5.0), (8, 500.0),
-                                          (12, 500.0)])
+@pytest.mark.parametrize(
+    ("bits", "lr"), [(2, 5.0), (8, 5.0), (9, 5.0), (16, 5.0), (8, 500.0), (12, 500.0)]
+)
 def test_aptsgd_int_overflow_shifts_exponent_like_reference(bits: int, lr: float) -> None:
     # Prepare: the largest weight of every layer sits on its top code (to_apt sizes the
     # grid to it) and a large gradient pushes weights past the grid
@@ -129,8 +137,7 @@ class _TwoHeads(nn.Module):
 
 @pytest.mark.parametrize("poison", [float("inf"), float("nan")])
 @pytest.mark.parametrize("bits", [4, 8, 12])
-def test_aptsgd_int_nonfinite_gradient_skips_layer_like_reference(bits: int,
-                                                                  poison: float) -> None:
+def test_aptsgd_int_nonfinite_gradient_skips_layer_like_reference(bits: int, poison: float) -> None:
     # Prepare: a finite step (momentum exists), then head a's loss times inf/nan, then finite
     torch.manual_seed(0)
     ref, intm = twin_models(_TwoHeads(), fixed_policy_at(bits))
@@ -170,8 +177,10 @@ def test_aptsgd_int_nonfinite_input_skips_every_layer_like_reference() -> None:
     assert apt_layers(intm)["conv2"].fallbacks == 1
 
 
-@pytest.mark.parametrize(("before", "after"), [(8, 9), (9, 8), (2, 3), (3, 2), (15, 16),
-                                               (16, 15), (4, 12), (12, 4), (7, 10), (10, 7)])
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [(8, 9), (9, 8), (2, 3), (3, 2), (15, 16), (16, 15), (4, 12), (12, 4), (7, 10), (10, 7)],
+)
 def test_aptsgd_int_step_after_set_bits_matches_reference(before: int, after: int) -> None:
     # Prepare: one step at ``before`` bits, then every layer of both twins moves to
     # ``after`` (up: lossless doubling; down: lossy halving; 8 <-> 9: int8 <-> limbs)

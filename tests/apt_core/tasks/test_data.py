@@ -53,10 +53,14 @@ def _label_tv_distance(labels: np.ndarray, parts: list[np.ndarray]) -> float:
     """Mean total-variation distance between each partition's and the global label mix."""
     k = int(labels.max()) + 1
     overall = np.bincount(labels, minlength=k) / len(labels)
-    return float(np.mean([
-        0.5 * np.abs(np.bincount(labels[p], minlength=k) / len(p) - overall).sum()
-        for p in parts
-    ]))
+    return float(
+        np.mean(
+            [
+                0.5 * np.abs(np.bincount(labels[p], minlength=k) / len(p) - overall).sum()
+                for p in parts
+            ]
+        )
+    )
 
 
 def test_load_task_digits_shapes_and_dtypes(digits: TaskData) -> None:
@@ -260,8 +264,7 @@ def test_client_split_disjoint_and_complete_across_clients() -> None:
 def test_client_split_deterministic_and_held_out_fraction(digits: TaskData) -> None:
     # Execute
     train, held_out = client_split(digits, 2, 4, alpha=None, seed=0, test_fraction=0.25)
-    train_again, held_out_again = client_split(digits, 2, 4, alpha=None, seed=0,
-                                               test_fraction=0.25)
+    train_again, held_out_again = client_split(digits, 2, 4, alpha=None, seed=0, test_fraction=0.25)
 
     # Assert
     torch.testing.assert_close(train.tensors[0], train_again.tensors[0])
@@ -273,9 +276,7 @@ def test_client_split_deterministic_and_held_out_fraction(digits: TaskData) -> N
 
 
 @pytest.mark.parametrize("partition_id", [-1, 4])
-def test_client_split_invalid_partition_id_names_field(
-    digits: TaskData, partition_id: int
-) -> None:
+def test_client_split_invalid_partition_id_names_field(digits: TaskData, partition_id: int) -> None:
     # Execute / Assert
     with pytest.raises(ValueError, match=f"partition_id={partition_id}"):
         client_split(digits, partition_id, 4, alpha=None, seed=0)

@@ -51,8 +51,9 @@ def test_build_model_cnn_head_small(task: str) -> None:
 
     # Execute
     total = sum(p.numel() for p in model.parameters())
-    head = sum(p.numel() for m in model.modules() if isinstance(m, nn.Linear)
-               for p in m.parameters())
+    head = sum(
+        p.numel() for m in model.modules() if isinstance(m, nn.Linear) for p in m.parameters()
+    )
 
     # Assert
     assert head < 0.05 * total
@@ -90,8 +91,7 @@ def test_build_model_mlp_wide_layer_sizes(task: str, in_features: int) -> None:
     model = build_model(task, "mlp-wide")
 
     # Execute
-    sizes = [(m.in_features, m.out_features) for m in model.modules()
-             if isinstance(m, nn.Linear)]
+    sizes = [(m.in_features, m.out_features) for m in model.modules() if isinstance(m, nn.Linear)]
 
     # Assert
     assert sizes == [(in_features, 1024), (1024, 1024), (1024, 10)]

@@ -24,8 +24,9 @@ def test_token_create_prints_token_once_and_stores_hash(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'cli.db'}"
 
     # Execute
-    result = CliRunner().invoke(server_cli, ["token", "create", "--role", "operator",
-                                             "--name", "ci", "--database-url", url])
+    result = CliRunner().invoke(
+        server_cli, ["token", "create", "--role", "operator", "--name", "ci", "--database-url", url]
+    )
 
     # Assert
     assert result.exit_code == 0, result.output
@@ -39,8 +40,10 @@ def test_token_create_prints_token_once_and_stores_hash(tmp_path: Path) -> None:
 
 
 def test_token_create_unknown_role_rejected(tmp_path: Path) -> None:
-    result = CliRunner().invoke(server_cli, ["token", "create", "--role", "root",
-                                             "--database-url", f"sqlite:///{tmp_path}/x.db"])
+    result = CliRunner().invoke(
+        server_cli,
+        ["token", "create", "--role", "root", "--database-url", f"sqlite:///{tmp_path}/x.db"],
+    )
     assert result.exit_code == 2
     assert "--role" in result.output
 
@@ -66,8 +69,7 @@ def test_db_upgrade_then_downgrade(tmp_path: Path) -> None:
 
 def test_db_downgrade_without_confirmation_aborts(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'cli.db'}"
-    result = CliRunner().invoke(server_cli, ["db", "downgrade", "--database-url", url],
-                                input="n\n")
+    result = CliRunner().invoke(server_cli, ["db", "downgrade", "--database-url", url], input="n\n")
     assert result.exit_code == 1
 
 
@@ -80,8 +82,9 @@ def test_token_create_expires_in_sets_expiry(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'cli.db'}"
 
     # Execute
-    result = _invoke("token", "create", "--role", "admin", "--expires-in", "30d",
-                     "--database-url", url)
+    result = _invoke(
+        "token", "create", "--role", "admin", "--expires-in", "30d", "--database-url", url
+    )
 
     # Assert
     assert result.exit_code == 0, result.output
@@ -95,8 +98,16 @@ def test_token_create_expires_in_sets_expiry(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("value", ["0d", "30", "-1d", "1y", "3651d", "abc"])
 def test_token_create_bad_expires_in_rejected(tmp_path: Path, value: str) -> None:
-    result = _invoke("token", "create", "--role", "admin", "--expires-in", value,
-                     "--database-url", f"sqlite:///{tmp_path / 'cli.db'}")
+    result = _invoke(
+        "token",
+        "create",
+        "--role",
+        "admin",
+        "--expires-in",
+        value,
+        "--database-url",
+        f"sqlite:///{tmp_path / 'cli.db'}",
+    )
     assert result.exit_code == 2
     assert "--expires-in" in result.output
 
@@ -104,10 +115,21 @@ def test_token_create_bad_expires_in_rejected(tmp_path: Path, value: str) -> Non
 def test_token_list_shows_tokens_never_secrets(tmp_path: Path) -> None:
     # Prepare
     url = f"sqlite:///{tmp_path / 'cli.db'}"
-    admin = _invoke("token", "create", "--role", "admin", "--name", "ops",
-                    "--expires-in", "12h", "--database-url", url).stdout.strip()
-    operator = _invoke("token", "create", "--role", "operator", "--name", "ci",
-                       "--database-url", url).stdout.strip()
+    admin = _invoke(
+        "token",
+        "create",
+        "--role",
+        "admin",
+        "--name",
+        "ops",
+        "--expires-in",
+        "12h",
+        "--database-url",
+        url,
+    ).stdout.strip()
+    operator = _invoke(
+        "token", "create", "--role", "operator", "--name", "ci", "--database-url", url
+    ).stdout.strip()
     _invoke("token", "revoke", "2", "--database-url", url)
 
     # Execute
@@ -116,10 +138,11 @@ def test_token_list_shows_tokens_never_secrets(tmp_path: Path) -> None:
     # Assert
     assert result.exit_code == 0, result.output
     header, *rows = result.stdout.splitlines()
-    assert header.split() == ["ID", "ROLE", "NAME", "CREATED", "EXPIRES", "LAST", "USED",
-                              "STATUS"]
+    assert header.split() == ["ID", "ROLE", "NAME", "CREATED", "EXPIRES", "LAST", "USED", "STATUS"]
     assert [row.split()[:3] + row.split()[-1:] for row in rows] == [
-        ["1", "admin", "ops", "active"], ["2", "operator", "ci", "revoked"]]
+        ["1", "admin", "ops", "active"],
+        ["2", "operator", "ci", "revoked"],
+    ]
     for secret in (admin, operator):
         assert secret not in result.output and secret[5:] not in result.output
 
@@ -127,8 +150,7 @@ def test_token_list_shows_tokens_never_secrets(tmp_path: Path) -> None:
 def test_token_revoke_token_no_longer_authenticates(tmp_path: Path) -> None:
     # Prepare
     url = f"sqlite:///{tmp_path / 'cli.db'}"
-    token = _invoke("token", "create", "--role", "admin", "--database-url",
-                    url).stdout.strip()
+    token = _invoke("token", "create", "--role", "admin", "--database-url", url).stdout.strip()
 
     # Execute
     revoked = _invoke("token", "revoke", "1", "--database-url", url)
@@ -148,8 +170,9 @@ def test_command_named_in_messages_exists(tmp_path: Path) -> None:
     words = shlex.split(CREATE_COMMAND)
 
     # Execute: the real entry point, as a user would type it
-    result = CliRunner().invoke(aptfleet, [*words[1:], "--database-url",
-                                           f"sqlite:///{tmp_path / 'cli.db'}"])
+    result = CliRunner().invoke(
+        aptfleet, [*words[1:], "--database-url", f"sqlite:///{tmp_path / 'cli.db'}"]
+    )
 
     # Assert
     assert words[0] == "aptfleet"

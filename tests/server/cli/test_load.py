@@ -19,13 +19,34 @@ from server.cli.service import REPO_ROOT
 @pytest.mark.timeout(900)
 def test_load_short_run_writes_outputs_without_errors(tmp_path: Path) -> None:
     # Prepare: 5 req/s for 3-5 s, one-round runs of two clients, a burst of 5
-    args = ["--rate", "5", "--duration", "3", "--max-duration", "5", "--idle-duration", "0",
-            "--rounds", "1", "--clients", "2", "--burst", "5", "--out", str(tmp_path)]
+    args = [
+        "--rate",
+        "5",
+        "--duration",
+        "3",
+        "--max-duration",
+        "5",
+        "--idle-duration",
+        "0",
+        "--rounds",
+        "1",
+        "--clients",
+        "2",
+        "--burst",
+        "5",
+        "--out",
+        str(tmp_path),
+    ]
 
     # Execute
-    done = subprocess.run([sys.executable, "-m", "server.cli.main", "load", *args],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=840,
-                          check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "server.cli.main", "load", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=840,
+        check=False,
+    )
 
     # Assert
     assert done.returncode == 0, done.stderr[-3000:]
@@ -47,14 +68,22 @@ def test_load_module_entry_point_takes_the_same_flags(tmp_path: Path) -> None:
     (tmp_path / "load.json").write_text(report.read_text())
 
     # Execute
-    done = subprocess.run([sys.executable, "-m", "server.cli.load", "--report-only", "--out",
-                           str(tmp_path)], cwd=REPO_ROOT, capture_output=True, text=True,
-                          timeout=120, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "server.cli.load", "--report-only", "--out", str(tmp_path)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
     # Assert
     assert done.returncode == 0, done.stderr[-3000:]
-    assert (tmp_path / "load.md").read_text().startswith(
-        "# Coordinator under read load while a run trains")
+    assert (
+        (tmp_path / "load.md")
+        .read_text()
+        .startswith("# Coordinator under read load while a run trains")
+    )
 
 
 def test_options_command_names_the_cli_and_only_changed_run_flags() -> None:
@@ -64,15 +93,17 @@ def test_options_command_names_the_cli_and_only_changed_run_flags() -> None:
 
     # Assert
     assert default == "aptfleet load --rate 100 --duration 60 --idle-duration 20"
-    assert short == ("aptfleet load --rate 5 --duration 3 --idle-duration 0 --rounds 1 "
-                     "--clients 2")
+    assert short == ("aptfleet load --rate 5 --duration 3 --idle-duration 0 --rounds 1 --clients 2")
 
 
 def test_timeline_counts_answers_and_errors_per_second() -> None:
     # Prepare
-    samples = [Sample("GET /runs", 0.1, 5.0, 200), Sample("GET /runs", 0.6, 7.0, 200),
-               Sample("GET /runs", 1.2, 0.0, 0, "ReadTimeout"),
-               Sample("GET /devices", 1.5, 3.0, 503)]
+    samples = [
+        Sample("GET /runs", 0.1, 5.0, 200),
+        Sample("GET /runs", 0.6, 7.0, 200),
+        Sample("GET /runs", 1.2, 0.0, 0, "ReadTimeout"),
+        Sample("GET /devices", 1.5, 3.0, 503),
+    ]
 
     # Execute
     seconds = timeline(samples)

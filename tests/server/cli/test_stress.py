@@ -23,16 +23,49 @@ from server.cli.service import REPO_ROOT
 def test_stress_tiny_run_on_sqlite_has_no_5xx_and_loses_no_run(tmp_path: Path) -> None:
     # Prepare: a few stalled sockets, a burst of 6 run starts held queued, 3 policy
     # writers, reads at 10 req/s; short head and body deadlines so both close within 8 s
-    args = ["load", "--scenario", "stress", "--database", "sqlite", "--rate", "10",
-            "--idle-duration", "2", "--duration", "8", "--after-duration", "2",
-            "--stalled", "8", "--run-burst", "6", "--writers", "3", "--writes", "4",
-            "--rounds", "1", "--clients", "2", "--max-active-runs", "0",
-            "--out", str(tmp_path)]
+    args = [
+        "load",
+        "--scenario",
+        "stress",
+        "--database",
+        "sqlite",
+        "--rate",
+        "10",
+        "--idle-duration",
+        "2",
+        "--duration",
+        "8",
+        "--after-duration",
+        "2",
+        "--stalled",
+        "8",
+        "--run-burst",
+        "6",
+        "--writers",
+        "3",
+        "--writes",
+        "4",
+        "--rounds",
+        "1",
+        "--clients",
+        "2",
+        "--max-active-runs",
+        "0",
+        "--out",
+        str(tmp_path),
+    ]
     env = {**os.environ, "APTFLEET_HEADER_TIMEOUT": "2", "APTFLEET_BODY_TIMEOUT": "3"}
 
     # Execute
-    done = subprocess.run([sys.executable, "-m", "server.cli.main", *args], cwd=REPO_ROOT,
-                          env=env, capture_output=True, text=True, timeout=540, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "server.cli.main", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=540,
+        check=False,
+    )
 
     # Assert
     assert done.returncode == 0, done.stderr[-3000:]
@@ -54,8 +87,12 @@ def test_stress_tiny_run_on_sqlite_has_no_5xx_and_loses_no_run(tmp_path: Path) -
 def test_queue_check_wants_positions_one_to_k_in_creation_order() -> None:
     # Prepare: GET /runs data, newest first
     def run(i: int, status: str, position: int | None, at: str) -> dict[str, object]:
-        return {"id": i, "status": status, "queue_position": position,
-                "created_at": f"2026-01-01T00:00:{at}"}
+        return {
+            "id": i,
+            "status": status,
+            "queue_position": position,
+            "created_at": f"2026-01-01T00:00:{at}",
+        }
 
     good = [run(3, "queued", 2, "03"), run(2, "queued", 1, "02"), run(1, "running", None, "01")]
     ids_swapped = [run(3, "queued", 1, "02"), run(2, "queued", 2, "03")]
@@ -76,7 +113,6 @@ def test_stress_command_names_every_flag_and_the_database() -> None:
     command = StressOptions(rate=50, stalled=300, run_burst=40).command("postgresql")
 
     # Assert
-    assert command.startswith("aptfleet load --scenario stress --database postgresql "
-                              "--rate 50 ")
+    assert command.startswith("aptfleet load --scenario stress --database postgresql --rate 50 ")
     assert "--stalled 300 --run-burst 40" in command
     assert "--max-active-runs 1" in command

@@ -33,8 +33,10 @@ from tests.utils.run import create_random_run, make_round_record
 
 
 def _counts(db: Session) -> dict[str, int]:
-    return {model.__tablename__: db.scalar(select(func.count()).select_from(model)) or 0
-            for model in (Round, ClientRound, LayerPrecision, Device, Checkpoint)}
+    return {
+        model.__tablename__: db.scalar(select(func.count()).select_from(model)) or 0
+        for model in (Round, ClientRound, LayerPrecision, Device, Checkpoint)
+    }
 
 
 def test_record_round_stores_every_part(db: Session) -> None:
@@ -47,8 +49,13 @@ def test_record_round_stores_every_part(db: Session) -> None:
     db.commit()
 
     # Assert
-    assert _counts(db) == {"rounds": 1, "client_rounds": 2, "layer_precision": 4,
-                           "devices": 2, "checkpoints": 1}
+    assert _counts(db) == {
+        "rounds": 1,
+        "client_rounds": 2,
+        "layer_precision": 4,
+        "devices": 2,
+        "checkpoints": 1,
+    }
     db.refresh(run)
     assert run.current_round == 1
     assert run.latest_accuracy == pytest.approx(0.8)
@@ -132,12 +139,12 @@ def test_record_round_upserts_device(db: Session) -> None:
     assert device.last_seen >= last_seen
 
 
-def test_record_round_device_without_reply_is_offline_and_keeps_its_class(
-        db: Session) -> None:
+def test_record_round_device_without_reply_is_offline_and_keeps_its_class(db: Session) -> None:
     # Prepare: node 11 is an mcu; in round 2 it sends nothing (the strategy knows no class)
     run = create_random_run(db, status="running")
-    crud.record_round(session=db, run_id=run.id,
-                      record=make_round_record(1, nodes=(11,), device_class="mcu"))
+    crud.record_round(
+        session=db, run_id=run.id, record=make_round_record(1, nodes=(11,), device_class="mcu")
+    )
     record = make_round_record(2, nodes=(11,))
     record.clients[0].failure = "The device sent no reply before the round's timeout."
     record.clients[0].layers = []
@@ -178,7 +185,11 @@ def test_mark_interrupted_runs_marks_only_started(db: Session) -> None:
     # Assert: a queued run never started, so it stays queued for the next process
     assert marked == 2
     assert [db.get(type(r), r.id).status for r in (queued, pending, running, done)] == [
-        "queued", "interrupted", "interrupted", "completed"]
+        "queued",
+        "interrupted",
+        "interrupted",
+        "completed",
+    ]
     assert db.get(type(running), running.id).finished_at is not None
 
 
@@ -237,8 +248,13 @@ def test_create_policy_version_increments(db: Session) -> None:
     policy = PrecisionPolicy(t_min=1.0, bits_max=12)
 
     # Execute
-    row = crud.create_policy_version(session=db, policy=policy, overrides={"mcu": {"bits_max": 8}},
-                                     author="alice", note="tighter")
+    row = crud.create_policy_version(
+        session=db,
+        policy=policy,
+        overrides={"mcu": {"bits_max": 8}},
+        author="alice",
+        note="tighter",
+    )
     db.commit()
 
     # Assert
@@ -301,7 +317,10 @@ def test_precision_summary_matches_reference(db: Session) -> None:
         values = expected[(row["round"], row["layer"])]
         bits = [b for b, _ in values]
         assert (row["devices"], row["min_bits"], row["max_bits"]) == (
-            len(values), min(bits), max(bits))
+            len(values),
+            min(bits),
+            max(bits),
+        )
         assert float(row["mean_bits"]) == pytest.approx(mean(bits))
         assert float(row["mean_gavg"]) == pytest.approx(mean(g for _, g in values))
 
@@ -323,7 +342,9 @@ def test_device_history_totals_per_run(db: Session) -> None:
 
     # Assert
     assert [(h["run_id"], h["rounds"], h["rejections"], h["last_round"]) for h in history] == [
-        (runs[0].id, 3, 1, 3), (runs[1].id, 2, 0, 2)]
+        (runs[0].id, 3, 1, 3),
+        (runs[1].id, 2, 0, 2),
+    ]
     assert history[1]["energy_j"] == pytest.approx(3.0)
     assert history[1]["uplink_bytes"] == 2000
     assert history[0]["mean_bits"] is not None

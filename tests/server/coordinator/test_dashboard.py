@@ -43,9 +43,13 @@ def _elements(html: str, tag: str, **attrs: str) -> list[dict[str, str]]:
     parser = _Elements()
     parser.feed(html)
     wanted_class = attrs.pop("class_", None)
-    return [found for name, found in parser.found
-            if name == tag and all(found.get(k) == v for k, v in attrs.items())
-            and (wanted_class is None or wanted_class in found.get("class", "").split())]
+    return [
+        found
+        for name, found in parser.found
+        if name == tag
+        and all(found.get(k) == v for k, v in attrs.items())
+        and (wanted_class is None or wanted_class in found.get("class", "").split())
+    ]
 
 
 def _svg_points(svg_points: str) -> list[tuple[float, float]]:
@@ -59,10 +63,12 @@ def _token(headers: dict[str, str]) -> str:
 def _finished_run(db: Session, rounds: int = 4, layers: tuple[str, ...] = LAYERS) -> Run:
     run = create_random_run(db, status="running", rounds=rounds)
     for r in range(1, rounds + 1):
-        crud.record_round(session=db, run_id=run.id,
-                          record=make_round_record(r, nodes=NODES, layers=layers))
-    crud.set_run_savings(session=db, run_id=run.id,
-                         savings={"energy": 0.41, "memory": 0.38, "uplink": 0.52})
+        crud.record_round(
+            session=db, run_id=run.id, record=make_round_record(r, nodes=NODES, layers=layers)
+        )
+    crud.set_run_savings(
+        session=db, run_id=run.id, savings={"energy": 0.41, "memory": 0.38, "uplink": 0.52}
+    )
     crud.set_run_status(session=db, run_id=run.id, status="completed")
     db.commit()
     return run
@@ -81,8 +87,7 @@ def test_read_overview_without_token_redirects_to_login(client: TestClient) -> N
     assert _elements(login.text, "input", name="next", value="/")
 
 
-def test_read_run_page_without_token_redirects_to_login(client: TestClient,
-                                                        db: Session) -> None:
+def test_read_run_page_without_token_redirects_to_login(client: TestClient, db: Session) -> None:
     # Prepare
     run = create_random_run(db)
 
@@ -96,8 +101,9 @@ def test_read_run_page_without_token_redirects_to_login(client: TestClient,
 
 
 def test_read_overview_bad_bearer_token_redirects_to_login(client: TestClient) -> None:
-    response = client.get("/", headers={"Authorization": "Bearer aptf_nope"},
-                          follow_redirects=False)
+    response = client.get(
+        "/", headers={"Authorization": "Bearer aptf_nope"}, follow_redirects=False
+    )
     assert response.status_code == 303
 
 
@@ -112,7 +118,8 @@ def test_create_login_session_invalid_token_unauthorized(client: TestClient) -> 
 
 
 def test_create_login_session_sets_strict_httponly_session_cookie(
-        client: TestClient, db: Session, operator_headers: dict[str, str]) -> None:
+    client: TestClient, db: Session, operator_headers: dict[str, str]
+) -> None:
     # Prepare
     run = create_random_run(db)
 
@@ -123,29 +130,36 @@ def test_create_login_session_sets_strict_httponly_session_cookie(
     # Assert
     assert response.status_code == 303
     assert response.headers["location"] == f"/runs/{run.id}"
-    (cookie,) = [c.lower() for c in response.headers.get_list("set-cookie")
-                 if c.startswith(f"{COOKIE_NAME}=")]
-    assert {"httponly", "samesite=strict", "path=/"} <= {
-        part.strip() for part in cookie.split(";")}
+    (cookie,) = [
+        c.lower()
+        for c in response.headers.get_list("set-cookie")
+        if c.startswith(f"{COOKIE_NAME}=")
+    ]
+    assert {"httponly", "samesite=strict", "path=/"} <= {part.strip() for part in cookie.split(";")}
     assert "secure" not in {part.strip() for part in cookie.split(";")}  # plain HTTP here
     assert page.status_code == 200
     assert _elements(page.text, "h1", id="run-title")
 
 
 def test_create_login_session_https_cookie_secure(
-        app: FastAPI, db: Session, operator_headers: dict[str, str]) -> None:
+    app: FastAPI, db: Session, operator_headers: dict[str, str]
+) -> None:
     # Execute
     with TestClient(app, base_url="https://testserver") as client:
         response = sign_in(client, _token(operator_headers))
 
     # Assert
-    (cookie,) = [c.lower() for c in response.headers.get_list("set-cookie")
-                 if c.startswith(f"{COOKIE_NAME}=")]
+    (cookie,) = [
+        c.lower()
+        for c in response.headers.get_list("set-cookie")
+        if c.startswith(f"{COOKIE_NAME}=")
+    ]
     assert "secure" in {part.strip() for part in cookie.split(";")}
 
 
 def test_session_cookie_not_the_token_nor_a_bearer_token(
-        client: TestClient, db: Session, operator_headers: dict[str, str]) -> None:
+    client: TestClient, db: Session, operator_headers: dict[str, str]
+) -> None:
     # Prepare
     token = _token(operator_headers)
     sign_in(client, token)
@@ -162,34 +176,47 @@ def test_session_cookie_not_the_token_nor_a_bearer_token(
 
 
 def test_create_login_session_next_elsewhere_goes_home(
-        client: TestClient, operator_headers: dict[str, str]) -> None:
+    client: TestClient, operator_headers: dict[str, str]
+) -> None:
     # Execute
-    responses = [sign_in(client, _token(operator_headers), nxt)
-                 for nxt in ("https://evil.example/", "//evil.example", "/api/v1/runs")]
+    responses = [
+        sign_in(client, _token(operator_headers), nxt)
+        for nxt in ("https://evil.example/", "//evil.example", "/api/v1/runs")
+    ]
 
     # Assert
     assert [r.headers["location"] for r in responses] == ["/", "/", "/"]
 
 
 def test_create_login_session_cross_site_forbidden(
-        client: TestClient, db: Session, operator_headers: dict[str, str]) -> None:
+    client: TestClient, db: Session, operator_headers: dict[str, str]
+) -> None:
     # Prepare: a valid form and CSRF cookie, as a cross-site page could not have them
     form = client.get("/login")
     data = {"token": _token(operator_headers), "next": "/", "csrf_token": csrf_token(form.text)}
 
     # Execute
     forged = [
-        client.post("/login", data=data, follow_redirects=False,
-                    headers={"Origin": "https://evil.example"}),
+        client.post(
+            "/login", data=data, follow_redirects=False, headers={"Origin": "https://evil.example"}
+        ),
         client.post("/login", data=data, follow_redirects=False, headers={"Origin": "null"}),
-        client.post("/login", data=data, follow_redirects=False,
-                    headers={"Referer": "https://evil.example/page"}),
+        client.post(
+            "/login",
+            data=data,
+            follow_redirects=False,
+            headers={"Referer": "https://evil.example/page"},
+        ),
         client.post("/login", data={**data, "csrf_token": "guess"}, follow_redirects=False),
-        client.post("/login", data={k: v for k, v in data.items() if k != "csrf_token"},
-                    follow_redirects=False),
+        client.post(
+            "/login",
+            data={k: v for k, v in data.items() if k != "csrf_token"},
+            follow_redirects=False,
+        ),
     ]
-    same_site = client.post("/login", data=data, follow_redirects=False,
-                            headers={"Origin": "http://testserver"})
+    same_site = client.post(
+        "/login", data=data, follow_redirects=False, headers={"Origin": "http://testserver"}
+    )
 
     # Assert
     assert [r.status_code for r in forged] == [403] * 5
@@ -198,30 +225,41 @@ def test_create_login_session_cross_site_forbidden(
 
 
 def test_create_login_session_without_form_cookie_forbidden(
-        client: TestClient, operator_headers: dict[str, str]) -> None:
+    client: TestClient, operator_headers: dict[str, str]
+) -> None:
     # Prepare: the token of a form someone else loaded (the cross-site attacker's own)
     attacker = csrf_token(client.get("/login").text)
     client.cookies.clear()
 
     # Execute
-    response = client.post("/login", data={"token": _token(operator_headers),
-                                           "csrf_token": attacker}, follow_redirects=False)
+    response = client.post(
+        "/login",
+        data={"token": _token(operator_headers), "csrf_token": attacker},
+        follow_redirects=False,
+    )
 
     # Assert
     assert response.status_code == 403
 
 
 def test_delete_login_session_cross_site_forbidden_session_kept(
-        client: TestClient, operator_headers: dict[str, str]) -> None:
+    client: TestClient, operator_headers: dict[str, str]
+) -> None:
     # Prepare
     sign_in(client, _token(operator_headers))
     csrf = csrf_token(client.get("/").text)
 
     # Execute
-    forged = [client.post("/logout", data={"csrf_token": csrf}, follow_redirects=False,
-                          headers={"Origin": "https://evil.example"}),
-              client.post("/logout", data={}, follow_redirects=False),
-              client.post("/logout", data={"csrf_token": "x" * 64}, follow_redirects=False)]
+    forged = [
+        client.post(
+            "/logout",
+            data={"csrf_token": csrf},
+            follow_redirects=False,
+            headers={"Origin": "https://evil.example"},
+        ),
+        client.post("/logout", data={}, follow_redirects=False),
+        client.post("/logout", data={"csrf_token": "x" * 64}, follow_redirects=False),
+    ]
     still = client.get("/", follow_redirects=False)
 
     # Assert
@@ -249,8 +287,9 @@ def test_read_overview_revoked_token_ends_session(client: TestClient, db: Sessio
     assert db.scalars(select(DashboardSession)).all() == []
 
 
-def test_read_overview_expired_session_redirects(client: TestClient, db: Session,
-                                                 operator_headers: dict[str, str]) -> None:
+def test_read_overview_expired_session_redirects(
+    client: TestClient, db: Session, operator_headers: dict[str, str]
+) -> None:
     # Prepare
     sign_in(client, _token(operator_headers))
     db.execute(update(DashboardSession).values(expires_at=utcnow() - timedelta(seconds=1)))
@@ -265,7 +304,8 @@ def test_read_overview_expired_session_redirects(client: TestClient, db: Session
 
 
 def test_delete_login_session_ends_session_server_side(
-        client: TestClient, db: Session, operator_headers: dict[str, str]) -> None:
+    client: TestClient, db: Session, operator_headers: dict[str, str]
+) -> None:
     # Prepare
     sign_in(client, _token(operator_headers))
     session_id = client.cookies[COOKIE_NAME]
@@ -273,8 +313,9 @@ def test_delete_login_session_ends_session_server_side(
     assert page.status_code == 200
 
     # Execute
-    response = client.post("/logout", data={"csrf_token": csrf_token(page.text)},
-                           follow_redirects=False)
+    response = client.post(
+        "/logout", data={"csrf_token": csrf_token(page.text)}, follow_redirects=False
+    )
     client.cookies.clear()  # the jar keeps expired cookies until cleared; the header matters
     replayed = client.get("/", cookies={COOKIE_NAME: session_id}, follow_redirects=False)
 
@@ -287,7 +328,8 @@ def test_delete_login_session_ends_session_server_side(
 
 
 def test_create_login_session_repeated_failures_too_many_requests(
-        app: FastAPI, client: TestClient, operator_headers: dict[str, str]) -> None:
+    app: FastAPI, client: TestClient, operator_headers: dict[str, str]
+) -> None:
     # Prepare
     limit = app.state.settings.AUTH_FAILURE_LIMIT
 
@@ -311,11 +353,12 @@ def test_read_login_page_names_existing_command(client: TestClient) -> None:
 
     # Assert: tests/server/cli/test_coordinator.py runs this very command
     assert "server token" not in html
-    assert "<code id=\"login-command\">aptfleet token create --role admin</code>" in html
+    assert '<code id="login-command">aptfleet token create --role admin</code>' in html
 
 
-def test_read_overview_lists_runs_with_progress(client: TestClient, db: Session,
-                                                admin_headers: dict[str, str]) -> None:
+def test_read_overview_lists_runs_with_progress(
+    client: TestClient, db: Session, admin_headers: dict[str, str]
+) -> None:
     # Prepare
     done = _finished_run(db, rounds=2)
     pending = create_random_run(db, rounds=7)
@@ -327,16 +370,19 @@ def test_read_overview_lists_runs_with_progress(client: TestClient, db: Session,
     assert response.status_code == 200
     rows = {row["data-run"] for row in _elements(response.text, "tr", class_="run-row")}
     assert rows == {str(done.id), str(pending.id)}
-    bars = {bar["data-run"]: (bar["value"], bar["max"])
-            for bar in _elements(response.text, "progress", class_="run-progress")}
+    bars = {
+        bar["data-run"]: (bar["value"], bar["max"])
+        for bar in _elements(response.text, "progress", class_="run-progress")
+    }
     assert bars == {str(done.id): ("2", "2"), str(pending.id): ("0", "7")}
     assert _elements(response.text, "a", href=f"/runs/{done.id}")
     # a pending run is active: the page reloads itself
     assert _elements(response.text, "meta", **{"http-equiv": "refresh"})
 
 
-def test_read_overview_no_runs_empty_state(client: TestClient,
-                                           operator_headers: dict[str, str]) -> None:
+def test_read_overview_no_runs_empty_state(
+    client: TestClient, operator_headers: dict[str, str]
+) -> None:
     # Execute
     response = client.get("/", headers=operator_headers)
 
@@ -345,12 +391,12 @@ def test_read_overview_no_runs_empty_state(client: TestClient,
     assert _elements(response.text, "p", id="runs-empty")
     assert not _elements(response.text, "meta", **{"http-equiv": "refresh"})
     # the seeded policy version 1 is in the history
-    assert [p["data-version"] for p in _elements(response.text, "tr", class_="policy-row")] \
-        == ["1"]
+    assert [p["data-version"] for p in _elements(response.text, "tr", class_="policy-row")] == ["1"]
 
 
-def test_read_run_page_renders_round_charts(client: TestClient, db: Session,
-                                            operator_headers: dict[str, str]) -> None:
+def test_read_run_page_renders_round_charts(
+    client: TestClient, db: Session, operator_headers: dict[str, str]
+) -> None:
     # Prepare
     rounds = 4
     run = _finished_run(db, rounds=rounds)
@@ -361,13 +407,15 @@ def test_read_run_page_renders_round_charts(client: TestClient, db: Session,
     # Assert
     assert response.status_code == 200
     html = response.text
-    for chart_id, series in (("chart-accuracy", ["accuracy"]), ("chart-energy", ["energy"]),
-                             ("chart-bytes", ["uplink", "downlink"])):
+    for chart_id, series in (
+        ("chart-accuracy", ["accuracy"]),
+        ("chart-energy", ["energy"]),
+        ("chart-bytes", ["uplink", "downlink"]),
+    ):
         (svg,) = _elements(html, "svg", id=chart_id)
         assert (svg["data-points"], svg["data-series"]) == (str(rounds), str(len(series)))
     lines = _elements(html, "polyline", class_="series")
-    assert [line["data-series"] for line in lines] == [
-        "accuracy", "energy", "uplink", "downlink"]
+    assert [line["data-series"] for line in lines] == ["accuracy", "energy", "uplink", "downlink"]
     for line in lines:
         points = _svg_points(line["points"])
         assert len(points) == rounds == int(line["data-points"])
@@ -379,8 +427,9 @@ def test_read_run_page_renders_round_charts(client: TestClient, db: Session,
     assert not _elements(html, "meta", **{"http-equiv": "refresh"})  # completed: no reload
 
 
-def test_read_run_page_renders_bits_heatmap(client: TestClient, db: Session,
-                                            operator_headers: dict[str, str]) -> None:
+def test_read_run_page_renders_bits_heatmap(
+    client: TestClient, db: Session, operator_headers: dict[str, str]
+) -> None:
     # Prepare
     rounds = 5
     run = _finished_run(db, rounds=rounds)
@@ -391,7 +440,10 @@ def test_read_run_page_renders_bits_heatmap(client: TestClient, db: Session,
     # Assert
     (svg,) = _elements(html, "svg", id="chart-bits")
     assert (svg["data-layers"], svg["data-rounds"], svg["data-cells"]) == (
-        str(len(LAYERS)), str(rounds), str(len(LAYERS) * rounds))
+        str(len(LAYERS)),
+        str(rounds),
+        str(len(LAYERS) * rounds),
+    )
     cells = _elements(html, "rect", class_="cell")
     assert len(cells) == len(LAYERS) * rounds
     assert [c["data-layer"] for c in cells[::rounds]] == list(LAYERS)  # model order
@@ -403,12 +455,18 @@ def test_read_run_page_renders_bits_heatmap(client: TestClient, db: Session,
     assert len({c["fill"] for c in cells}) > 1
 
 
-def test_read_run_page_savings_and_policy_history(client: TestClient, db: Session,
-                                                  operator_headers: dict[str, str]) -> None:
+def test_read_run_page_savings_and_policy_history(
+    client: TestClient, db: Session, operator_headers: dict[str, str]
+) -> None:
     # Prepare
     run = _finished_run(db, rounds=2)
-    crud.create_policy_version(session=db, policy=PrecisionPolicy(bits_max=12), overrides={},
-                               author="alice", note="tighter cap")
+    crud.create_policy_version(
+        session=db,
+        policy=PrecisionPolicy(bits_max=12),
+        overrides={},
+        author="alice",
+        note="tighter cap",
+    )
     db.commit()
 
     # Execute
@@ -418,14 +476,17 @@ def test_read_run_page_savings_and_policy_history(client: TestClient, db: Sessio
     savings = {row["data-key"] for row in _elements(html, "tr", **{"data-key": "energy"})}
     assert savings == {"energy"}
     assert "41.0%" in html
-    versions = [(r["data-version"], "current" in r["class"].split())
-                for r in _elements(html, "tr", class_="policy-row")]
+    versions = [
+        (r["data-version"], "current" in r["class"].split())
+        for r in _elements(html, "tr", class_="policy-row")
+    ]
     assert versions == [("2", False), ("1", True)]  # newest first; rounds used version 1
     assert "tighter cap" in html and "alice" in html
 
 
-def test_read_run_page_no_rounds_empty_state(client: TestClient, db: Session,
-                                             operator_headers: dict[str, str]) -> None:
+def test_read_run_page_no_rounds_empty_state(
+    client: TestClient, db: Session, operator_headers: dict[str, str]
+) -> None:
     # Prepare
     run = create_random_run(db, status="running")
 
@@ -443,7 +504,8 @@ def test_read_run_page_no_rounds_empty_state(client: TestClient, db: Session,
 
 
 def test_read_run_page_rounds_without_precision_heatmap_empty(
-        client: TestClient, db: Session, operator_headers: dict[str, str]) -> None:
+    client: TestClient, db: Session, operator_headers: dict[str, str]
+) -> None:
     # Prepare: an fp32-like run reports no per-layer precision
     run = _finished_run(db, rounds=3, layers=())
 
@@ -459,12 +521,14 @@ def test_read_run_page_escapes_user_fields(client: TestClient, db: Session) -> N
     # Prepare
     headers = token_headers(db, role="operator", name='<img src=x onerror="alert(1)">')
     run = create_random_run(db, status="running", rounds=2)
-    crud.record_round(session=db, run_id=run.id,
-                      record=make_round_record(1, nodes=NODES, layers=(XSS, "fc")))
+    crud.record_round(
+        session=db, run_id=run.id, record=make_round_record(1, nodes=NODES, layers=(XSS, "fc"))
+    )
     crud.set_run_savings(session=db, run_id=run.id, savings={XSS: 0.5, "note": XSS})
     crud.set_run_status(session=db, run_id=run.id, status="failed", error=XSS)
-    crud.create_policy_version(session=db, policy=PrecisionPolicy(), author=XSS, note=XSS,
-                               overrides={XSS: {"bits_max": 8}})
+    crud.create_policy_version(
+        session=db, policy=PrecisionPolicy(), author=XSS, note=XSS, overrides={XSS: {"bits_max": 8}}
+    )
     db.commit()
 
     # Execute
@@ -481,11 +545,14 @@ def test_read_run_page_escapes_user_fields(client: TestClient, db: Session) -> N
     assert cell["data-layer"] == XSS  # the attribute round-trips, unescaped by the parser
 
 
-def test_read_run_page_unknown_run_not_found(client: TestClient,
-                                             operator_headers: dict[str, str]) -> None:
+def test_read_run_page_unknown_run_not_found(
+    client: TestClient, operator_headers: dict[str, str]
+) -> None:
     # Execute
-    responses = [client.get(path, headers=operator_headers, follow_redirects=False)
-                 for path in ("/runs/999999", "/runs/abc", "/runs/99999999999", "/?run=x")]
+    responses = [
+        client.get(path, headers=operator_headers, follow_redirects=False)
+        for path in ("/runs/999999", "/runs/abc", "/runs/99999999999", "/?run=x")
+    ]
 
     # Assert
     for response in responses:
@@ -495,19 +562,22 @@ def test_read_run_page_unknown_run_not_found(client: TestClient,
 
 
 def test_read_overview_run_query_redirects_to_run_page(
-        client: TestClient, operator_headers: dict[str, str]) -> None:
+    client: TestClient, operator_headers: dict[str, str]
+) -> None:
     response = client.get("/?run=12", headers=operator_headers, follow_redirects=False)
     assert (response.status_code, response.headers["location"]) == (303, "/runs/12")
 
 
-def test_dashboard_pages_strict_csp_no_script(client: TestClient, db: Session,
-                                              operator_headers: dict[str, str]) -> None:
+def test_dashboard_pages_strict_csp_no_script(
+    client: TestClient, db: Session, operator_headers: dict[str, str]
+) -> None:
     # Prepare
     run = _finished_run(db, rounds=2)
 
     # Execute
-    responses = [client.get(path, headers=operator_headers)
-                 for path in ("/", f"/runs/{run.id}", "/login")]
+    responses = [
+        client.get(path, headers=operator_headers) for path in ("/", f"/runs/{run.id}", "/login")
+    ]
 
     # Assert
     for response in responses:
@@ -517,8 +587,12 @@ def test_dashboard_pages_strict_csp_no_script(client: TestClient, db: Session,
         # nothing is fetched from or sent to anywhere but this server
         parser = _Elements()
         parser.feed(response.text)
-        urls = [attrs[name] for _, attrs in parser.found for name in ("href", "src", "action")
-                if name in attrs]
+        urls = [
+            attrs[name]
+            for _, attrs in parser.found
+            for name in ("href", "src", "action")
+            if name in attrs
+        ]
         assert urls and all(u.startswith("/") and not u.startswith("//") for u in urls)
 
 

@@ -32,8 +32,11 @@ ROUNDS = 6
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
 if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-    pytest.skip(f"{CHROMIUM} or {CHROMEDRIVER} is missing; install them with "
-                "'apt-get install -y chromium chromium-driver'", allow_module_level=True)
+    pytest.skip(
+        f"{CHROMIUM} or {CHROMEDRIVER} is missing; install them with "
+        "'apt-get install -y chromium chromium-driver'",
+        allow_module_level=True,
+    )
 
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
@@ -60,10 +63,14 @@ def _populate(database_url: str) -> tuple[str, int]:
             token = crud.create_token(session=db, role="operator", name="browser")
             run = create_random_run(db, status="running", rounds=ROUNDS)
             for r in range(1, ROUNDS + 1):
-                crud.record_round(session=db, run_id=run.id,
-                                  record=make_round_record(r, nodes=NODES, layers=LAYERS))
-            crud.set_run_savings(session=db, run_id=run.id,
-                                 savings={"energy": 0.41, "memory": 0.38, "uplink": 0.52})
+                crud.record_round(
+                    session=db,
+                    run_id=run.id,
+                    record=make_round_record(r, nodes=NODES, layers=LAYERS),
+                )
+            crud.set_run_savings(
+                session=db, run_id=run.id, savings={"energy": 0.41, "memory": 0.38, "uplink": 0.52}
+            )
             crud.set_run_status(session=db, run_id=run.id, status="completed")
             db.commit()
             return token, run.id
@@ -100,11 +107,18 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
 def browser(tmp_path: Path) -> Iterator[WebDriver]:
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu",
-                 "--disable-background-networking", "--no-first-run",
-                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
-                 f"--user-data-dir={tmp_path / 'chromium-profile'}",
-                 "--window-size=1400,2600"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--no-first-run",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+        "--window-size=1400,2600",
+    ):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
@@ -132,14 +146,16 @@ def _sign_in(browser: WebDriver, live_server: LiveServer, path: str) -> None:
 
 
 def test_dashboard_run_page_renders_charts_in_chromium(
-        live_server: LiveServer, browser: WebDriver, tmp_path: Path) -> None:
+    live_server: LiveServer, browser: WebDriver, tmp_path: Path
+) -> None:
     # Prepare
     path = f"/runs/{live_server.run_id}"
 
     # Execute
     _sign_in(browser, live_server, path)
     WebDriverWait(browser, 10).until(
-        expected_conditions.visibility_of_element_located((By.ID, "chart-bits")))
+        expected_conditions.visibility_of_element_located((By.ID, "chart-bits"))
+    )
     screenshot = tmp_path / "run.png"
     browser.save_screenshot(str(screenshot))
 
@@ -196,10 +212,12 @@ def attacker_site(live_server: LiveServer) -> Iterator[str]:
 
     The other origin is another port: the same site, so SameSite=Strict cookies are still sent.
     """
-    page = (f'<!DOCTYPE html><html><body><form id="forged" method="post" '
-            f'action="{live_server.url}/logout"><input name="csrf_token" value="guess">'
-            '</form><script>document.getElementById("forged").submit()</script>'
-            '</body></html>').encode()
+    page = (
+        f'<!DOCTYPE html><html><body><form id="forged" method="post" '
+        f'action="{live_server.url}/logout"><input name="csrf_token" value="guess">'
+        '</form><script>document.getElementById("forged").submit()</script>'
+        "</body></html>"
+    ).encode()
 
     class _Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
@@ -221,7 +239,8 @@ def attacker_site(live_server: LiveServer) -> Iterator[str]:
 
 
 def test_dashboard_session_cookie_and_sign_out_in_chromium(
-        live_server: LiveServer, browser: WebDriver) -> None:
+    live_server: LiveServer, browser: WebDriver
+) -> None:
     # Prepare
     _sign_in(browser, live_server, "/")
     cookie = browser.get_cookie(COOKIE_NAME)
@@ -239,7 +258,8 @@ def test_dashboard_session_cookie_and_sign_out_in_chromium(
 
 
 def test_dashboard_forged_cross_site_post_refused_in_chromium(
-        live_server: LiveServer, browser: WebDriver, attacker_site: str) -> None:
+    live_server: LiveServer, browser: WebDriver, attacker_site: str
+) -> None:
     # Prepare
     _sign_in(browser, live_server, "/")
 

@@ -18,8 +18,9 @@ from tests.utils.service import Coordinator, kill_run_jobs, wait_for
 
 pytestmark = pytest.mark.slow
 
-ADMIN_URL = os.environ.get("APTFLEET_TEST_POSTGRES_URL",
-                           "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+ADMIN_URL = os.environ.get(
+    "APTFLEET_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
 
 
 def _cluster() -> list[str]:
@@ -45,18 +46,27 @@ def pg_database() -> Iterator[str]:
 
 
 def test_postgres_restart_mid_run_reconnects_without_partial_round(
-        tmp_path: Path, pg_database: str) -> None:
+    tmp_path: Path, pg_database: str
+) -> None:
     # Prepare
     cluster = _cluster()
     coordinator = Coordinator(tmp_path, database_url=pg_database)
     try:
         coordinator.start()
         api = coordinator.client(coordinator.token("operator"))
-        run_id = api.post("/runs", json={"task": "digits", "method": "apt", "clients": 3,
-                                         "fraction": 1.0, "rounds": 4, "alpha": 0.5,
-                                         "seed": 0}).json()["id"]
-        wait_for(lambda: api.get(f"/runs/{run_id}").json()["current_round"] >= 1, 240,
-                 "round 1")
+        run_id = api.post(
+            "/runs",
+            json={
+                "task": "digits",
+                "method": "apt",
+                "clients": 3,
+                "fraction": 1.0,
+                "rounds": 4,
+                "alpha": 0.5,
+                "seed": 0,
+            },
+        ).json()["id"]
+        wait_for(lambda: api.get(f"/runs/{run_id}").json()["current_round"] >= 1, 240, "round 1")
 
         # Execute: take the database away for a while, watching /readyz
         subprocess.run([*cluster, "stop", "-m", "fast"], check=True, timeout=60)
@@ -67,10 +77,19 @@ def test_postgres_restart_mid_run_reconnects_without_partial_round(
                 time.sleep(1.0)
         finally:
             subprocess.run([*cluster, "start"], check=True, timeout=60)
-        wait_for(lambda: httpx.get(f"{coordinator.base}/readyz", timeout=10).status_code == 200,
-                 60, "/readyz after the restart")
-        done = wait_for(lambda: (r := api.get(f"/runs/{run_id}").json())["status"]
-                        not in ("pending", "running") and r, 400, "the run to finish")
+        wait_for(
+            lambda: httpx.get(f"{coordinator.base}/readyz", timeout=10).status_code == 200,
+            60,
+            "/readyz after the restart",
+        )
+        done = wait_for(
+            lambda: (
+                (r := api.get(f"/runs/{run_id}").json())["status"] not in ("pending", "running")
+                and r
+            ),
+            400,
+            "the run to finish",
+        )
 
         # Assert: the outage was reported, the run finished, every round stored once
         assert 503 in outage, outage

@@ -40,8 +40,10 @@ WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 
 def _row_counts(db: Session) -> dict[str, int]:
     db.commit()  # end the read snapshot: see what the app committed
-    return {table.name: db.scalar(select(func.count()).select_from(table)) or 0
-            for table in Base.metadata.sorted_tables}
+    return {
+        table.name: db.scalar(select(func.count()).select_from(table)) or 0
+        for table in Base.metadata.sorted_tables
+    }
 
 
 def _json_of_size(size: int) -> bytes:
@@ -52,23 +54,35 @@ def _json_of_size(size: int) -> bytes:
 
 def _write_routes(app: FastAPI) -> list[tuple[str, str]]:
     """Every (method, path) that can write, schema or not (dashboard routes included)."""
-    return [(method, route.path.replace("{run_id}", "1").replace("{device_id}", "1"))
-            for route in iter_route_contexts(app.routes) if route.path
-            for method in sorted(set(getattr(route, "methods", None) or ()) & WRITE_METHODS)]
+    return [
+        (method, route.path.replace("{run_id}", "1").replace("{device_id}", "1"))
+        for route in iter_route_contexts(app.routes)
+        if route.path
+        for method in sorted(set(getattr(route, "methods", None) or ()) & WRITE_METHODS)
+    ]
 
 
-@pytest.mark.parametrize(("method", "path"), [("post", "/api/v1/runs"),
-                                              ("put", "/api/v1/policy"),
-                                              ("post", "/login")])
+@pytest.mark.parametrize(
+    ("method", "path"), [("post", "/api/v1/runs"), ("put", "/api/v1/policy"), ("post", "/login")]
+)
 def test_body_over_default_limit_with_admin_token_413_nothing_stored(
-        client: TestClient, db: Session, launcher: RecordingLauncher,
-        admin_headers: dict[str, str], method: str, path: str) -> None:
+    client: TestClient,
+    db: Session,
+    launcher: RecordingLauncher,
+    admin_headers: dict[str, str],
+    method: str,
+    path: str,
+) -> None:
     # Prepare
     before = _row_counts(db)
 
     # Execute
-    response = client.request(method, path, content=_json_of_size(DEFAULT_MAX_BODY_BYTES + 1),
-                              headers={**admin_headers, "Content-Type": "application/json"})
+    response = client.request(
+        method,
+        path,
+        content=_json_of_size(DEFAULT_MAX_BODY_BYTES + 1),
+        headers={**admin_headers, "Content-Type": "application/json"},
+    )
 
     # Assert
     assert DEFAULT_MAX_BODY_BYTES == 1_048_576
@@ -77,36 +91,47 @@ def test_body_over_default_limit_with_admin_token_413_nothing_stored(
     assert launcher.started == []
 
 
-def test_body_at_default_limit_reaches_route(client: TestClient,
-                                             admin_headers: dict[str, str]) -> None:
-    response = client.post("/api/v1/runs", content=_json_of_size(DEFAULT_MAX_BODY_BYTES),
-                           headers={**admin_headers, "Content-Type": "application/json"})
+def test_body_at_default_limit_reaches_route(
+    client: TestClient, admin_headers: dict[str, str]
+) -> None:
+    response = client.post(
+        "/api/v1/runs",
+        content=_json_of_size(DEFAULT_MAX_BODY_BYTES),
+        headers={**admin_headers, "Content-Type": "application/json"},
+    )
     assert response.status_code == 422  # the route's own validation: policy too long
     assert response.json()["detail"][0]["loc"] == ["body", "policy"]
 
 
-def test_cors_simple_request_by_default_no_allow_origin(client: TestClient,
-                                                        admin_headers: dict[str, str]) -> None:
-    response = client.get("/api/v1/runs",
-                          headers={**admin_headers, "Origin": "https://evil.example"})
+def test_cors_simple_request_by_default_no_allow_origin(
+    client: TestClient, admin_headers: dict[str, str]
+) -> None:
+    response = client.get(
+        "/api/v1/runs", headers={**admin_headers, "Origin": "https://evil.example"}
+    )
     assert response.status_code == 200
     assert not {h for h in response.headers if h.startswith("access-control-")}
 
 
 def test_cors_configured_origin_refuses_other_origins(db_url: str, tmp_path: Path) -> None:
     # Prepare
-    app = create_app(Settings(DATABASE_URL=db_url, DATA_DIR=tmp_path,
-                              CORS_ORIGINS=["https://ui.example"]))
-    preflight = {"Access-Control-Request-Method": "PUT",
-                 "Access-Control-Request-Headers": "authorization"}
+    app = create_app(
+        Settings(DATABASE_URL=db_url, DATA_DIR=tmp_path, CORS_ORIGINS=["https://ui.example"])
+    )
+    preflight = {
+        "Access-Control-Request-Method": "PUT",
+        "Access-Control-Request-Headers": "authorization",
+    }
 
     # Execute
     with TestClient(app) as client:
-        other = client.options("/api/v1/policy",
-                               headers={**preflight, "Origin": "https://evil.example"})
+        other = client.options(
+            "/api/v1/policy", headers={**preflight, "Origin": "https://evil.example"}
+        )
         simple = client.get("/healthz", headers={"Origin": "https://evil.example"})
-        allowed = client.options("/api/v1/policy",
-                                 headers={**preflight, "Origin": "https://ui.example"})
+        allowed = client.options(
+            "/api/v1/policy", headers={**preflight, "Origin": "https://ui.example"}
+        )
 
     # Assert
     assert other.status_code == 400
@@ -116,14 +141,17 @@ def test_cors_configured_origin_refuses_other_origins(db_url: str, tmp_path: Pat
     assert "access-control-allow-credentials" not in allowed.headers
 
 
-def test_token_from_cli_never_logged_in_process(db_url: str, client: TestClient,
-                                                caplog: pytest.LogCaptureFixture) -> None:
+def test_token_from_cli_never_logged_in_process(
+    db_url: str, client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
     # Prepare
     caplog.set_level(logging.DEBUG)
 
     # Execute: create it with the CLI, then use it on the API and the dashboard
-    created = CliRunner().invoke(server_cli, ["token", "create", "--role", "admin",
-                                              "--name", "ops", "--database-url", db_url])
+    created = CliRunner().invoke(
+        server_cli,
+        ["token", "create", "--role", "admin", "--name", "ops", "--database-url", db_url],
+    )
     token = created.stdout.strip()
     bearer = {"Authorization": f"Bearer {token}"}
     responses = [
@@ -157,9 +185,11 @@ def test_token_never_in_service_log(coordinator: Coordinator) -> None:
 
     # Execute: header, wrong token, dashboard sign-in and cookie, a policy change
     with coordinator.client(token) as api:
-        statuses = [api.get("/runs").status_code,
-                    api.put("/policy", json={"bits_max": 15}).status_code,
-                    api.get("/runs", headers={"Authorization": f"Bearer {token}0"}).status_code]
+        statuses = [
+            api.get("/runs").status_code,
+            api.put("/policy", json={"bits_max": 15}).status_code,
+            api.get("/runs", headers={"Authorization": f"Bearer {token}0"}).status_code,
+        ]
     with httpx.Client(base_url=coordinator.base, timeout=30) as browser:
         login = sign_in(browser, token)
         page = browser.get("/")  # with the session cookie the sign-in set
@@ -175,21 +205,30 @@ def test_token_never_in_service_log(coordinator: Coordinator) -> None:
 
 
 def test_every_write_route_without_api_token_changes_nothing(
-        app: FastAPI, client: TestClient, db: Session, launcher: RecordingLauncher,
-        admin_headers: dict[str, str]) -> None:
+    app: FastAPI,
+    client: TestClient,
+    db: Session,
+    launcher: RecordingLauncher,
+    admin_headers: dict[str, str],
+) -> None:
     # Prepare: a signed-in dashboard cookie must not be able to write either
     routes = _write_routes(app)
     admin_token = admin_headers["Authorization"].removeprefix("Bearer ")
     before = _row_counts(db)
 
     # Execute
-    anonymous = {(m, p): client.request(m, p, json={"task": "digits", "method": "apt"},
-                                        follow_redirects=False).status_code
-                 for m, p in routes}
+    anonymous = {
+        (m, p): client.request(
+            m, p, json={"task": "digits", "method": "apt"}, follow_redirects=False
+        ).status_code
+        for m, p in routes
+    }
     client.cookies.set(COOKIE_NAME, admin_token)
-    cookie_only = {(m, p): client.request(m, p, json={"bits_max": 12},
-                                          follow_redirects=False).status_code
-                   for m, p in routes if p.startswith("/api/")}
+    cookie_only = {
+        (m, p): client.request(m, p, json={"bits_max": 12}, follow_redirects=False).status_code
+        for m, p in routes
+        if p.startswith("/api/")
+    }
     client.cookies.clear()
 
     # Assert
@@ -204,11 +243,12 @@ def test_every_write_route_without_api_token_changes_nothing(
 
 
 def test_update_policy_operator_forbidden_no_new_version(
-        client: TestClient, operator_headers: dict[str, str],
-        admin_headers: dict[str, str]) -> None:
+    client: TestClient, operator_headers: dict[str, str], admin_headers: dict[str, str]
+) -> None:
     # Execute
-    forbidden = client.put("/api/v1/policy", json={"bits_max": 12, "note": "op"},
-                           headers=operator_headers)
+    forbidden = client.put(
+        "/api/v1/policy", json={"bits_max": 12, "note": "op"}, headers=operator_headers
+    )
     history = client.get("/api/v1/policy/history", headers=admin_headers).json()
 
     # Assert
@@ -234,10 +274,14 @@ def test_concurrent_burst_answered_without_pool_deadlock(tmp_path: Path) -> None
 
     async def burst() -> set[int]:
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://coordinator",
-                                     headers={"Authorization": f"Bearer {token}"}) as api:
+        async with httpx.AsyncClient(
+            transport=transport,
+            base_url="http://coordinator",
+            headers={"Authorization": f"Bearer {token}"},
+        ) as api:
             responses = await asyncio.wait_for(
-                asyncio.gather(*(api.get("/api/v1/runs") for _ in range(BURST))), timeout=5)
+                asyncio.gather(*(api.get("/api/v1/runs") for _ in range(BURST))), timeout=5
+            )
         return {r.status_code for r in responses}
 
     # Execute: each request alone takes milliseconds
@@ -248,12 +292,25 @@ def test_concurrent_burst_answered_without_pool_deadlock(tmp_path: Path) -> None
 
 
 def _scope(method: str, path: str, client: str) -> dict[str, Any]:
-    return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-            "method": method, "scheme": "http", "path": path, "raw_path": path.encode(),
-            "root_path": "", "query_string": b"", "server": ("127.0.0.1", 8080),
-            "client": (client, 40000), "state": {},
-            "headers": [(b"host", b"coordinator"), (b"content-type", b"application/json"),
-                        (b"content-length", b"1000")]}
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "server": ("127.0.0.1", 8080),
+        "client": (client, 40000),
+        "state": {},
+        "headers": [
+            (b"host", b"coordinator"),
+            (b"content-type", b"application/json"),
+            (b"content-length", b"1000"),
+        ],
+    }
 
 
 async def _call(app: FastAPI, scope: dict[str, Any], receive: Any) -> list[dict[str, Any]]:
@@ -285,19 +342,22 @@ async def _no_body() -> dict[str, Any]:
 
 
 @pytest.mark.timeout(30)
-def test_stalled_bodies_hold_no_admission_slot_health_answers(db_url: str,
-                                                              tmp_path: Path) -> None:
+def test_stalled_bodies_hold_no_admission_slot_health_answers(db_url: str, tmp_path: Path) -> None:
     # Prepare: far more stalled bodies than admission slots, each from its own address
     app = create_app(Settings(DATABASE_URL=db_url, DATA_DIR=tmp_path, BODY_TIMEOUT=60))
 
     async def scenario() -> list[dict[str, Any]]:
-        stalled = [asyncio.create_task(_call(app, _scope("POST", "/api/v1/runs", f"10.0.0.{i}"),
-                                             _stalled_body_receiver()))
-                   for i in range(40)]
+        stalled = [
+            asyncio.create_task(
+                _call(app, _scope("POST", "/api/v1/runs", f"10.0.0.{i}"), _stalled_body_receiver())
+            )
+            for i in range(40)
+        ]
         await asyncio.sleep(0.2)
         try:
             return await asyncio.wait_for(
-                _call(app, _scope("GET", "/healthz", "10.0.1.1"), _no_body), timeout=5)
+                _call(app, _scope("GET", "/healthz", "10.0.1.1"), _no_body), timeout=5
+            )
         finally:
             for task in stalled:
                 task.cancel()
@@ -316,8 +376,9 @@ def test_stalled_body_408_names_setting(db_url: str, tmp_path: Path) -> None:
     app = create_app(Settings(DATABASE_URL=db_url, DATA_DIR=tmp_path, BODY_TIMEOUT=0.2))
 
     # Execute
-    sent = asyncio.run(_call(app, _scope("POST", "/api/v1/runs", "10.0.0.1"),
-                             _stalled_body_receiver()))
+    sent = asyncio.run(
+        _call(app, _scope("POST", "/api/v1/runs", "10.0.0.1"), _stalled_body_receiver())
+    )
 
     # Assert
     assert sent[0]["status"] == 408
@@ -326,21 +387,25 @@ def test_stalled_body_408_names_setting(db_url: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(30)
-def test_requests_over_per_client_cap_429_other_clients_served(db_url: str,
-                                                               tmp_path: Path) -> None:
+def test_requests_over_per_client_cap_429_other_clients_served(db_url: str, tmp_path: Path) -> None:
     # Prepare
-    app = create_app(Settings(DATABASE_URL=db_url, DATA_DIR=tmp_path,
-                              MAX_REQUESTS_PER_CLIENT=3))
+    app = create_app(Settings(DATABASE_URL=db_url, DATA_DIR=tmp_path, MAX_REQUESTS_PER_CLIENT=3))
 
     async def scenario() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        stalled = [asyncio.create_task(_call(app, _scope("POST", "/api/v1/runs", "10.0.0.9"),
-                                             _stalled_body_receiver())) for _ in range(3)]
+        stalled = [
+            asyncio.create_task(
+                _call(app, _scope("POST", "/api/v1/runs", "10.0.0.9"), _stalled_body_receiver())
+            )
+            for _ in range(3)
+        ]
         await asyncio.sleep(0.1)
         try:
             over = await asyncio.wait_for(
-                _call(app, _scope("GET", "/healthz", "10.0.0.9"), _no_body), timeout=5)
+                _call(app, _scope("GET", "/healthz", "10.0.0.9"), _no_body), timeout=5
+            )
             other = await asyncio.wait_for(
-                _call(app, _scope("GET", "/healthz", "10.0.0.10"), _no_body), timeout=5)
+                _call(app, _scope("GET", "/healthz", "10.0.0.10"), _no_body), timeout=5
+            )
         finally:
             for task in stalled:
                 task.cancel()

@@ -30,8 +30,7 @@ def test_read_readiness_ok(client: TestClient) -> None:
 
 def test_read_readiness_database_down_503(app: FastAPI, client: TestClient) -> None:
     # Prepare
-    app.state.engine = make_engine(
-        "postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=1")
+    app.state.engine = make_engine("postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=1")
 
     # Execute
     response = client.get("/readyz")
@@ -41,8 +40,9 @@ def test_read_readiness_database_down_503(app: FastAPI, client: TestClient) -> N
     assert response.json() == {"detail": "Database unreachable"}
 
 
-def test_read_metrics_fleet_totals_and_latency(client: TestClient, db: Session,
-                                               operator_headers: dict[str, str]) -> None:
+def test_read_metrics_fleet_totals_and_latency(
+    client: TestClient, db: Session, operator_headers: dict[str, str]
+) -> None:
     # Prepare
     run = create_random_run(db, status="running")
     create_random_run(db, status="completed")
@@ -62,8 +62,10 @@ def test_read_metrics_fleet_totals_and_latency(client: TestClient, db: Session,
     assert "aptfleet_uplink_bytes_total 6000.0" in text
     assert "aptfleet_downlink_bytes_total 12000.0" in text
     assert "aptfleet_energy_joules_total 9.0" in text
-    assert ('aptfleet_http_request_duration_seconds_count{method="GET",'
-            'route="/api/v1/runs/{run_id}",status="200"} 1.0') in text
+    assert (
+        'aptfleet_http_request_duration_seconds_count{method="GET",'
+        'route="/api/v1/runs/{run_id}",status="200"} 1.0'
+    ) in text
 
 
 def test_request_body_too_large_413(db_url: str, tmp_path: Path) -> None:
@@ -72,8 +74,9 @@ def test_request_body_too_large_413(db_url: str, tmp_path: Path) -> None:
 
     # Execute
     with TestClient(app) as client:
-        declared = client.post("/api/v1/runs", content=b"x" * 65,
-                               headers={"Content-Type": "application/json"})
+        declared = client.post(
+            "/api/v1/runs", content=b"x" * 65, headers={"Content-Type": "application/json"}
+        )
         streamed = client.post("/api/v1/runs", content=iter([b"x" * 40, b"x" * 40]))
         small = client.post("/api/v1/runs", content=b"{}")
 
@@ -85,15 +88,16 @@ def test_request_body_too_large_413(db_url: str, tmp_path: Path) -> None:
 
 
 def test_cors_closed_by_default(client: TestClient) -> None:
-    response = client.options("/api/v1/runs", headers={
-        "Origin": "https://evil.example", "Access-Control-Request-Method": "GET"})
+    response = client.options(
+        "/api/v1/runs",
+        headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"},
+    )
     assert "access-control-allow-origin" not in response.headers
 
 
 def test_cors_allows_configured_origin(db_url: str, tmp_path: Path) -> None:
     # Prepare
-    settings = Settings(DATABASE_URL=db_url, DATA_DIR=tmp_path,
-                        CORS_ORIGINS=["https://ui.example"])
+    settings = Settings(DATABASE_URL=db_url, DATA_DIR=tmp_path, CORS_ORIGINS=["https://ui.example"])
 
     # Execute
     with TestClient(create_app(settings)) as client:
@@ -103,8 +107,9 @@ def test_cors_allows_configured_origin(db_url: str, tmp_path: Path) -> None:
     assert response.headers["access-control-allow-origin"] == "https://ui.example"
 
 
-def test_create_app_startup_marks_interrupted_runs(db_url: str, tmp_path: Path,
-                                                   db: Session) -> None:
+def test_create_app_startup_marks_interrupted_runs(
+    db_url: str, tmp_path: Path, db: Session
+) -> None:
     # Prepare
     running = create_random_run(db, status="running")
     done = create_random_run(db, status="completed")
@@ -142,19 +147,30 @@ _NON_FINITE = ["NaN", "Infinity", "-Infinity", "1e309"]
 
 
 @pytest.mark.parametrize("literal", _NON_FINITE)
-@pytest.mark.parametrize(("method", "path", "template"), [
-    ("post", "/api/v1/runs", '{"task": "digits", "method": "apt", "alpha": %s}'),
-    ("put", "/api/v1/policy", '{"t_min": %s}'),
-    ("put", "/api/v1/policy", '{"overrides": {"mcu": {"t_min": %s}}}'),
-    ("put", "/api/v1/policy", '{"note": "x", "unknown": %s}'),
-])
-def test_non_finite_number_in_body_422_names_field(client: TestClient,
-                                                   admin_headers: dict[str, str], method: str,
-                                                   path: str, template: str,
-                                                   literal: str) -> None:
+@pytest.mark.parametrize(
+    ("method", "path", "template"),
+    [
+        ("post", "/api/v1/runs", '{"task": "digits", "method": "apt", "alpha": %s}'),
+        ("put", "/api/v1/policy", '{"t_min": %s}'),
+        ("put", "/api/v1/policy", '{"overrides": {"mcu": {"t_min": %s}}}'),
+        ("put", "/api/v1/policy", '{"note": "x", "unknown": %s}'),
+    ],
+)
+def test_non_finite_number_in_body_422_names_field(
+    client: TestClient,
+    admin_headers: dict[str, str],
+    method: str,
+    path: str,
+    template: str,
+    literal: str,
+) -> None:
     # Execute
-    response = client.request(method, path, content=(template % literal).encode(),
-                              headers={**admin_headers, "Content-Type": "application/json"})
+    response = client.request(
+        method,
+        path,
+        content=(template % literal).encode(),
+        headers={**admin_headers, "Content-Type": "application/json"},
+    )
 
     # Assert
     assert response.status_code == 422
@@ -163,29 +179,38 @@ def test_non_finite_number_in_body_422_names_field(client: TestClient,
     assert error["input"] in {"NaN", "Infinity", "-Infinity"}
 
 
-@pytest.mark.parametrize(("body", "field"), [
-    ({"task": "digits", "method": "apt", "rounds": True}, "rounds"),
-    ({"task": "digits", "method": "apt", "seed": "3"}, "seed"),
-    ({"task": "digits", "method": "apt", "alpha": 1e308}, "alpha"),
-    ({"task": "digits", "method": "apt", "policy": "nonsense"}, "policy"),
-])
-def test_create_run_out_of_range_or_lax_type_422(client: TestClient,
-                                                 admin_headers: dict[str, str],
-                                                 body: dict[str, object], field: str) -> None:
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"task": "digits", "method": "apt", "rounds": True}, "rounds"),
+        ({"task": "digits", "method": "apt", "seed": "3"}, "seed"),
+        ({"task": "digits", "method": "apt", "alpha": 1e308}, "alpha"),
+        ({"task": "digits", "method": "apt", "policy": "nonsense"}, "policy"),
+    ],
+)
+def test_create_run_out_of_range_or_lax_type_422(
+    client: TestClient, admin_headers: dict[str, str], body: dict[str, object], field: str
+) -> None:
     response = client.post("/api/v1/runs", json=body, headers=admin_headers)
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == ["body", field]
 
 
-@pytest.mark.parametrize(("body", "field"), [
-    ({"t_min": 1e-320}, "t_min"), ({"t_min": 1e300}, "t_min"),
-    ({"check_every": 2**31 - 1}, "check_every"), ({"check_every": 0}, "check_every"),
-    ({"bits_max": True}, "bits_max"), ({"t_min": None}, "t_min"),
-    ({"rounding": "up"}, "rounding"),
-])
-def test_update_policy_out_of_range_or_null_422(client: TestClient,
-                                                admin_headers: dict[str, str],
-                                                body: dict[str, object], field: str) -> None:
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"t_min": 1e-320}, "t_min"),
+        ({"t_min": 1e300}, "t_min"),
+        ({"check_every": 2**31 - 1}, "check_every"),
+        ({"check_every": 0}, "check_every"),
+        ({"bits_max": True}, "bits_max"),
+        ({"t_min": None}, "t_min"),
+        ({"rounding": "up"}, "rounding"),
+    ],
+)
+def test_update_policy_out_of_range_or_null_422(
+    client: TestClient, admin_headers: dict[str, str], body: dict[str, object], field: str
+) -> None:
     response = client.put("/api/v1/policy", json=body, headers=admin_headers)
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == ["body", field]
@@ -208,27 +233,36 @@ def test_request_schema_documents_ranges() -> None:
     assert set(run["policy"]["anyOf"][0]["enum"]) == set(NAMED_POLICIES)
 
 
-def test_method_not_allowed_allow_lists_every_route_of_path(client: TestClient,
-                                                            admin_headers: dict[str, str]
-                                                            ) -> None:
+def test_method_not_allowed_allow_lists_every_route_of_path(
+    client: TestClient, admin_headers: dict[str, str]
+) -> None:
     runs = client.delete("/api/v1/runs", headers=admin_headers)
     policy = client.post("/api/v1/policy", headers=admin_headers)
     assert (runs.status_code, runs.headers["allow"]) == (405, "GET, POST")
     assert (policy.status_code, policy.headers["allow"]) == (405, "GET, PUT")
 
 
-_SECURITY_HEADERS = {"x-content-type-options": "nosniff", "x-frame-options": "DENY",
-                     "referrer-policy": "no-referrer"}
+_SECURITY_HEADERS = {
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "referrer-policy": "no-referrer",
+}
 
 
-def test_every_response_carries_security_headers(client: TestClient,
-                                                 admin_headers: dict[str, str]) -> None:
+def test_every_response_carries_security_headers(
+    client: TestClient, admin_headers: dict[str, str]
+) -> None:
     # Execute: answers of a route, the auth check, the router (404, 405), a limit (413)
-    responses = [client.get("/healthz"), client.get("/api/v1/runs", headers=admin_headers),
-                 client.get("/api/v1/runs"), client.get("/nowhere"),
-                 client.delete("/api/v1/runs", headers=admin_headers),
-                 client.post("/api/v1/runs", content=b"x" * 2_000_000),
-                 client.get("/docs"), client.get("/openapi.json")]
+    responses = [
+        client.get("/healthz"),
+        client.get("/api/v1/runs", headers=admin_headers),
+        client.get("/api/v1/runs"),
+        client.get("/nowhere"),
+        client.delete("/api/v1/runs", headers=admin_headers),
+        client.post("/api/v1/runs", content=b"x" * 2_000_000),
+        client.get("/docs"),
+        client.get("/openapi.json"),
+    ]
 
     # Assert
     for response in responses:
@@ -239,8 +273,9 @@ def test_every_response_carries_security_headers(client: TestClient,
 
 
 def test_tls_setting_adds_hsts(db_url: str, tmp_path: Path) -> None:
-    with TestClient(create_app(Settings(DATABASE_URL=db_url, DATA_DIR=tmp_path,
-                                        TLS=True))) as client:
+    with TestClient(
+        create_app(Settings(DATABASE_URL=db_url, DATA_DIR=tmp_path, TLS=True))
+    ) as client:
         response = client.get("/healthz")
     assert response.headers["strict-transport-security"].startswith("max-age=")
 
@@ -261,8 +296,9 @@ def test_docs_page_loads_only_packaged_assets(client: TestClient, page: str) -> 
     assert "<script>" not in response.text  # nothing inline
 
 
-def test_read_metrics_token_required_when_set(db_url: str, tmp_path: Path,
-                                              admin_headers: dict[str, str]) -> None:
+def test_read_metrics_token_required_when_set(
+    db_url: str, tmp_path: Path, admin_headers: dict[str, str]
+) -> None:
     # Prepare
     settings = Settings(DATABASE_URL=db_url, DATA_DIR=tmp_path, METRICS_TOKEN="m-secret-1")
 

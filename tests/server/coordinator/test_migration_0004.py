@@ -33,8 +33,10 @@ def _schema(url: str) -> tuple[set[str], set[str]]:
     engine = make_engine(url)
     try:
         inspector = inspect(engine)
-        return (set(inspector.get_table_names()),
-                {c["name"] for c in inspector.get_columns("api_tokens")})
+        return (
+            set(inspector.get_table_names()),
+            {c["name"] for c in inspector.get_columns("api_tokens")},
+        )
     finally:
         engine.dispose()
 
@@ -44,9 +46,12 @@ def _insert_0003_token(url: str, secret: str) -> None:
     try:
         with engine.begin() as connection:
             connection.execute(
-                text("INSERT INTO api_tokens (name, role, token_hash, created_at, revoked) "
-                     "VALUES ('old', 'admin', :digest, CURRENT_TIMESTAMP, false)"),
-                {"digest": hash_token(secret)})
+                text(
+                    "INSERT INTO api_tokens (name, role, token_hash, created_at, revoked) "
+                    "VALUES ('old', 'admin', :digest, CURRENT_TIMESTAMP, false)"
+                ),
+                {"digest": hash_token(secret)},
+            )
     finally:
         engine.dispose()
 
@@ -90,10 +95,13 @@ def test_migration_0004_revoking_token_cascades_to_sessions(empty_db_url: str) -
             crud.create_token(session=session, role="operator")
             session.commit()
             (token_id,) = session.execute(text("SELECT id FROM api_tokens")).one()
-            session.execute(text(
-                "INSERT INTO dashboard_sessions (session_hash, token_id, created_at, "
-                "expires_at) VALUES ('x', :id, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"),
-                {"id": token_id})
+            session.execute(
+                text(
+                    "INSERT INTO dashboard_sessions (session_hash, token_id, created_at, "
+                    "expires_at) VALUES ('x', :id, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                ),
+                {"id": token_id},
+            )
             session.commit()
             session.execute(text("DELETE FROM api_tokens"))
             session.commit()

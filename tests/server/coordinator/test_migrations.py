@@ -25,8 +25,17 @@ from server.coordinator.services.startup import init_db
 from server.coordinator.tables import Base, Policy
 from tests.utils.db import BACKENDS, empty_database
 
-TABLES = {"api_tokens", "checkpoints", "client_rounds", "dashboard_sessions", "devices",
-          "layer_precision", "policies", "rounds", "runs"}
+TABLES = {
+    "api_tokens",
+    "checkpoints",
+    "client_rounds",
+    "dashboard_sessions",
+    "devices",
+    "layer_precision",
+    "policies",
+    "rounds",
+    "runs",
+}
 
 
 @pytest.fixture(params=BACKENDS)
@@ -101,8 +110,12 @@ def test_models_match_migrations(empty_db_url: str) -> None:
 
 
 def test_revision_files_named_rev_what_changed() -> None:
-    names = sorted(p.name for p in (ALEMBIC_DIR / "versions").glob("*.py")
-                   if p.name != "__init__.py")
-    assert names[:3] == ["0001_create_core_tables.py", "0002_device_status_offline.py",
-                         "0003_run_queue_heartbeat.py"]
+    names = sorted(
+        p.name for p in (ALEMBIC_DIR / "versions").glob("*.py") if p.name != "__init__.py"
+    )
+    assert names[:3] == [
+        "0001_create_core_tables.py",
+        "0002_device_status_offline.py",
+        "0003_run_queue_heartbeat.py",
+    ]
     assert all(re.fullmatch(r"\d{4}_[a-z0-9_]+\.py", n) for n in names)

@@ -30,7 +30,7 @@ from tests.utils.service import wait_for
 
 #: A stand-in for ``server.coordinator.job``: FAKE_JOB_MODE=fail exits 75 before marking
 #: the run running (as when Ray does not start); hang marks it running and sleeps.
-FAKE_JOB = '''
+FAKE_JOB = """
 import os, sys, time
 from server.coordinator import crud
 from server.coordinator.core.db import begin_write, make_engine, make_session_factory
@@ -44,7 +44,7 @@ with factory() as session:
     crud.set_run_status(session=session, run_id=run_id, status="running")
     session.commit()
 time.sleep(120)
-'''
+"""
 
 
 @pytest.fixture(params=BACKENDS)
@@ -61,14 +61,17 @@ def factory(db_url: str) -> Iterator[sessionmaker[Session]]:
     engine.dispose()
 
 
-def _launcher(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str,
-              **settings: float) -> ProcessLauncher:
+def _launcher(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str, **settings: float
+) -> ProcessLauncher:
     script = tmp_path / "fake_job.py"
     script.write_text(FAKE_JOB)
     monkeypatch.setenv("FAKE_JOB_MODE", mode)
     monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))
-    return ProcessLauncher(Settings(DATABASE_URL=db_url, DATA_DIR=tmp_path, **settings),
-                           job_command=[sys.executable, str(script)])
+    return ProcessLauncher(
+        Settings(DATABASE_URL=db_url, DATA_DIR=tmp_path, **settings),
+        job_command=[sys.executable, str(script)],
+    )
 
 
 def _queued(factory: sessionmaker[Session], n: int) -> list[int]:
@@ -83,19 +86,25 @@ def _status(factory: sessionmaker[Session], run_id: int) -> Run:
         return run
 
 
-def _tick_until(launcher: ProcessLauncher, factory: sessionmaker[Session], run_id: int,
-                status: str, timeout: float = 60) -> Run:
+def _tick_until(
+    launcher: ProcessLauncher,
+    factory: sessionmaker[Session],
+    run_id: int,
+    status: str,
+    timeout: float = 60,
+) -> Run:
     def reached() -> Run | None:
         launcher.tick()
         run = _status(factory, run_id)
         return run if run.status == status else None
+
     result: Run = wait_for(reached, timeout, f"run {run_id} to become {status}", every=0.2)
     return result
 
 
 def test_tick_admits_max_active_runs_in_creation_order(
-        db_url: str, factory: sessionmaker[Session], tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    db_url: str, factory: sessionmaker[Session], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Prepare
     launcher = _launcher(db_url, tmp_path, monkeypatch, "hang", MAX_ACTIVE_RUNS=1)
     first, second, third = _queued(factory, 3)
@@ -123,8 +132,9 @@ def test_tick_admits_max_active_runs_in_creation_order(
         launcher.shutdown()
 
 
-def test_stop_queued_run_never_starts(db_url: str, factory: sessionmaker[Session],
-                                      tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_stop_queued_run_never_starts(
+    db_url: str, factory: sessionmaker[Session], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Prepare
     launcher = _launcher(db_url, tmp_path, monkeypatch, "hang", MAX_ACTIVE_RUNS=1)
     (run_id,) = _queued(factory, 1)
@@ -141,11 +151,18 @@ def test_stop_queued_run_never_starts(db_url: str, factory: sessionmaker[Session
 
 
 def test_job_exiting_before_running_is_retried_with_backoff_then_fails_with_reason(
-        db_url: str, factory: sessionmaker[Session], tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    db_url: str, factory: sessionmaker[Session], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Prepare
-    launcher = _launcher(db_url, tmp_path, monkeypatch, "fail", MAX_ACTIVE_RUNS=1,
-                         RUN_START_ATTEMPTS=3, RUN_START_BACKOFF_S=0.3)
+    launcher = _launcher(
+        db_url,
+        tmp_path,
+        monkeypatch,
+        "fail",
+        MAX_ACTIVE_RUNS=1,
+        RUN_START_ATTEMPTS=3,
+        RUN_START_BACKOFF_S=0.3,
+    )
 
     # Execute
     (run_id,) = _queued(factory, 1)
@@ -162,8 +179,8 @@ def test_job_exiting_before_running_is_retried_with_backoff_then_fails_with_reas
 
 
 def test_job_killed_from_outside_marks_run_interrupted_and_resumable(
-        db_url: str, factory: sessionmaker[Session], tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    db_url: str, factory: sessionmaker[Session], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Prepare
     launcher = _launcher(db_url, tmp_path, monkeypatch, "hang", MAX_ACTIVE_RUNS=1)
     (run_id,) = _queued(factory, 1)
@@ -185,8 +202,8 @@ def test_job_killed_from_outside_marks_run_interrupted_and_resumable(
 
 
 def test_coordinator_startup_admits_runs_queued_before_restart(
-        db_url: str, factory: sessionmaker[Session], tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    db_url: str, factory: sessionmaker[Session], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Prepare: a previous process left one run running and one queued
     with factory() as session:
         stale = create_random_run(session, status="running").id
@@ -196,8 +213,12 @@ def test_coordinator_startup_admits_runs_queued_before_restart(
 
     # Execute: the coordinator starts (lifespan) and its launcher's watcher runs
     with TestClient(app):
-        wait_for(lambda: _status(factory, queued).status == "running", 60,
-                 "the queued run to be admitted at startup", every=0.2)
+        wait_for(
+            lambda: _status(factory, queued).status == "running",
+            60,
+            "the queued run to be admitted at startup",
+            every=0.2,
+        )
 
     # Assert
     assert _status(factory, stale).status == "interrupted"

@@ -38,8 +38,9 @@ def _config() -> SchemathesisConfig:
     config = SchemathesisConfig()
     project = config.projects.default
     # Security parameters stay out of generation: every case carries the admin token.
-    project.generation.update(max_examples=MAX_EXAMPLES, deterministic=True,
-                              with_security_parameters=False)
+    project.generation.update(
+        max_examples=MAX_EXAMPLES, deterministic=True, with_security_parameters=False
+    )
     project.phases.update(phases=["examples", "coverage", "fuzzing"])
     project.checks.update(included_check_names=CHECKS)
     return config
@@ -96,11 +97,16 @@ def _call_and_validate(case: schemathesis.Case, headers: dict[str, str]) -> None
 
 
 @schema.parametrize()
-@settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True, database=None,
-          suppress_health_check=list(HealthCheck))
-def test_api_conforms_to_openapi_with_admin_token(case: schemathesis.Case, app: FastAPI,
-                                                  admin_headers: dict[str, str],
-                                                  seeded: dict[str, int]) -> None:
+@settings(
+    max_examples=MAX_EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
+def test_api_conforms_to_openapi_with_admin_token(
+    case: schemathesis.Case, app: FastAPI, admin_headers: dict[str, str], seeded: dict[str, int]
+) -> None:
     # Prepare: a converter, so format=torch answers 200 rather than the documented 501
     app.state.model_converter = lambda packed, _run: b"torch:" + packed
     CURRENT_APP.target = app
@@ -111,8 +117,9 @@ def test_api_conforms_to_openapi_with_admin_token(case: schemathesis.Case, app: 
     # Execute / Assert: the same query and body against stored rows
     if case.path_parameters:
         stored = {name: seeded[name] for name in case.path_parameters}
-        replay = case.operation.Case(path_parameters=stored, query=case.query,
-                                     body=case.body, media_type=case.media_type)
+        replay = case.operation.Case(
+            path_parameters=stored, query=case.query, body=case.body, media_type=case.media_type
+        )
         _call_and_validate(replay, admin_headers)
 
 
@@ -120,20 +127,28 @@ def _documented(method: str, path: str) -> set[str]:
     return set(OPENAPI["paths"][path][method]["responses"])
 
 
-@pytest.mark.parametrize(("method", "path"), [("post", "/api/v1/runs"),
-                                              ("put", "/api/v1/policy")])
-def test_body_not_utf8_status_documented(client: TestClient, admin_headers: dict[str, str],
-                                         method: str, path: str) -> None:
+@pytest.mark.parametrize(("method", "path"), [("post", "/api/v1/runs"), ("put", "/api/v1/policy")])
+def test_body_not_utf8_status_documented(
+    client: TestClient, admin_headers: dict[str, str], method: str, path: str
+) -> None:
     # Execute
-    response = client.request(method, path, content=b'{"task": "\xff"}',
-                              headers={**admin_headers, "Content-Type": "application/json"})
+    response = client.request(
+        method,
+        path,
+        content=b'{"task": "\xff"}',
+        headers={**admin_headers, "Content-Type": "application/json"},
+    )
 
     # Assert
     assert str(response.status_code) in _documented(method, path)
 
 
 def test_openapi_documents_401_on_api_operations() -> None:
-    undocumented = [f"{method.upper()} {path}" for path, ops in OPENAPI["paths"].items()
-                    if path.startswith("/api/v1") for method in ops
-                    if "401" not in _documented(method, path)]
+    undocumented = [
+        f"{method.upper()} {path}"
+        for path, ops in OPENAPI["paths"].items()
+        if path.startswith("/api/v1")
+        for method in ops
+        if "401" not in _documented(method, path)
+    ]
     assert undocumented == []

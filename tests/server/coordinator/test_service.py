@@ -15,8 +15,14 @@ from tests.utils.service import Coordinator, kill_run_jobs, run_job_pids, wait_f
 
 pytestmark = pytest.mark.slow
 
-RUN_BODY = {"task": "digits", "method": "apt", "clients": 3, "fraction": 1.0, "alpha": 0.5,
-            "seed": 0}
+RUN_BODY = {
+    "task": "digits",
+    "method": "apt",
+    "clients": 3,
+    "fraction": 1.0,
+    "alpha": 0.5,
+    "seed": 0,
+}
 
 
 @pytest.fixture()
@@ -42,8 +48,9 @@ def test_policy_push_reaches_every_device_from_next_round(coordinator: Coordinat
     resp = admin.put("/policy", json={"bits_min": 5, "bits_max": 9, "note": "cap"})
     assert resp.status_code == 200, resp.text
     new_version = resp.json()["version"]
-    done = wait_for(lambda: (r := _run(admin, run_id))["status"] != "running" and r, 400,
-                    "the run to finish")
+    done = wait_for(
+        lambda: (r := _run(admin, run_id))["status"] != "running" and r, 400, "the run to finish"
+    )
 
     # Assert: from the first round that trained with it, every device used the new version
     assert done["status"] == "completed", done
@@ -64,7 +71,8 @@ def test_policy_push_reaches_every_device_from_next_round(coordinator: Coordinat
 
 
 def test_restart_mid_run_keeps_history_then_resume_completes_every_round_once(
-        coordinator: Coordinator) -> None:
+    coordinator: Coordinator,
+) -> None:
     # Prepare
     coordinator.start()
     operator = coordinator.client(coordinator.token("operator"))
@@ -87,8 +95,11 @@ def test_restart_mid_run_keeps_history_then_resume_completes_every_round_once(
     # Execute: resume from the latest checkpoint
     resp = operator.post(f"/runs/{run_id}/resume")
     assert resp.status_code == 200, resp.text
-    done = wait_for(lambda: (r := _run(operator, run_id))["status"] not in
-                    ("pending", "running") and r, 400, "the resumed run to finish")
+    done = wait_for(
+        lambda: (r := _run(operator, run_id))["status"] not in ("pending", "running") and r,
+        400,
+        "the resumed run to finish",
+    )
 
     # Assert: every round exactly once, the resumed ones continue the numbering
     assert done["status"] == "completed", done

@@ -69,8 +69,9 @@ def test_update_policy_concurrent_burst_200_or_409_none_5xx(coordinator: Coordin
     admin = coordinator.client(coordinator.token("admin"), timeout=60)
 
     # Execute
-    responses = _burst(lambda i: admin.put("/policy", json={"bits_max": 12 + i % 4,
-                                                            "note": f"writer {i}"}))
+    responses = _burst(
+        lambda i: admin.put("/policy", json={"bits_max": 12 + i % 4, "note": f"writer {i}"})
+    )
 
     # Assert: a version conflict is a 409, never a 500; the winners got distinct versions
     codes = [r.status_code for r in responses]
@@ -89,8 +90,20 @@ def test_begin_write_waits_for_a_held_lock_instead_of_failing(tmp_path: Path) ->
     engine = make_engine(url)
     factory = make_session_factory(engine)
     with factory() as session:
-        session.add(Run(task="digits", method="apt", clients=1, fraction=1.0, rounds=1,
-                        alpha=1.0, seed=0, settings={}, status="queued", current_round=0))
+        session.add(
+            Run(
+                task="digits",
+                method="apt",
+                clients=1,
+                fraction=1.0,
+                rounds=1,
+                alpha=1.0,
+                seed=0,
+                settings={},
+                status="queued",
+                current_round=0,
+            )
+        )
         session.commit()
     holder = factory()
     begin_write(holder)

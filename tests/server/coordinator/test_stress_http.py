@@ -25,13 +25,16 @@ SILENT = 50
 #: Seconds within which /healthz and an authenticated read must answer meanwhile.
 ANSWER_WITHIN_S = 5.0
 
-_POST_HEAD = (b"POST /api/v1/runs HTTP/1.1\r\nHost: coordinator\r\n"
-              b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n")
+_POST_HEAD = (
+    b"POST /api/v1/runs HTTP/1.1\r\nHost: coordinator\r\n"
+    b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+)
 
 
 def _connect(coordinator: Coordinator, source: str, stack: ExitStack) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", coordinator.port), timeout=10,
-                                    source_address=(source, 0))
+    sock = socket.create_connection(
+        ("127.0.0.1", coordinator.port), timeout=10, source_address=(source, 0)
+    )
     stack.callback(sock.close)
     return sock
 
@@ -86,10 +89,11 @@ def test_serve_stalled_clients_health_and_read_answer(coordinator: Coordinator) 
             _stalled_head(coordinator, "127.0.0.2", stack)
         silent = [_connect(coordinator, "127.0.0.3", stack) for _ in range(SILENT)]
         time.sleep(1.0)  # the server has read every head and first body byte
-        with httpx.Client(base_url=coordinator.base, timeout=ANSWER_WITHIN_S) as anonymous, \
-                coordinator.client(token, timeout=ANSWER_WITHIN_S) as api:
-            probes = [(_timed(anonymous, "/healthz"), _timed(api, "/runs"))
-                      for _ in range(5)]
+        with (
+            httpx.Client(base_url=coordinator.base, timeout=ANSWER_WITHIN_S) as anonymous,
+            coordinator.client(token, timeout=ANSWER_WITHIN_S) as api,
+        ):
+            probes = [(_timed(anonymous, "/healthz"), _timed(api, "/runs")) for _ in range(5)]
             post = api.post("/runs", json={"task": "digits", "method": "apt", "rounds": 0})
         silent_open = sum(1 for sock in silent if sock.fileno() != -1)
 
@@ -102,11 +106,11 @@ def test_serve_stalled_clients_health_and_read_answer(coordinator: Coordinator) 
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
-def test_serve_slow_clients_timed_out_and_capped_per_address(
-        coordinator: Coordinator) -> None:
+def test_serve_slow_clients_timed_out_and_capped_per_address(coordinator: Coordinator) -> None:
     # Prepare
-    coordinator.env.update(APTFLEET_HEADER_TIMEOUT="1", APTFLEET_BODY_TIMEOUT="1",
-                           APTFLEET_MAX_REQUESTS_PER_CLIENT="5")
+    coordinator.env.update(
+        APTFLEET_HEADER_TIMEOUT="1", APTFLEET_BODY_TIMEOUT="1", APTFLEET_MAX_REQUESTS_PER_CLIENT="5"
+    )
     coordinator.start()
 
     with ExitStack() as stack:

@@ -32,8 +32,10 @@ def _mode(path: Path) -> int:
 
 def _san(cert: x509.Certificate) -> tuple[list[str], list[str]]:
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    return ([str(a) for a in san.get_values_for_type(x509.IPAddress)],
-            list(san.get_values_for_type(x509.DNSName)))
+    return (
+        [str(a) for a in san.get_values_for_type(x509.IPAddress)],
+        list(san.get_values_for_type(x509.DNSName)),
+    )
 
 
 def test_ensure_certs_server_cert_signed_by_ca_with_sans(tmp_path: Path) -> None:
@@ -63,8 +65,9 @@ def test_ensure_certs_private_keys_0600_and_formats_flower_loads(tmp_path: Path)
     assert _mode(certs.root) == 0o700
     for key in (certs.ca_key, certs.server_key, certs.node(0).private, certs.node(1).private):
         assert _mode(key) == 0o600, key
-    assert isinstance(load_pem_private_key(certs.server_key.read_bytes(), None),
-                      ec.EllipticCurvePrivateKey)
+    assert isinstance(
+        load_pem_private_key(certs.server_key.read_bytes(), None), ec.EllipticCurvePrivateKey
+    )
     for i in (0, 1):
         private = load_ssh_private_key(certs.node(i).private.read_bytes(), None)
         public = load_ssh_public_key(certs.node(i).public.read_bytes())
@@ -78,8 +81,11 @@ def test_ensure_certs_private_keys_0600_and_formats_flower_loads(tmp_path: Path)
 def test_ensure_certs_keeps_existing_and_adds_nodes_and_hosts(tmp_path: Path) -> None:
     # Prepare
     first = ensure_certs(tmp_path / "certs", 1)
-    ca, server, node0 = (first.ca_cert.read_bytes(), first.server_cert.read_bytes(),
-                         first.node(0).private.read_bytes())
+    ca, server, node0 = (
+        first.ca_cert.read_bytes(),
+        first.server_cert.read_bytes(),
+        first.node(0).private.read_bytes(),
+    )
 
     # Execute
     same = ensure_certs(tmp_path / "certs", 2)
@@ -128,8 +134,10 @@ def test_server_cert_verifies_over_tls_with_ca_only(tmp_path: Path) -> None:
 
     def handshake(ca: Path, name: str) -> None:
         ctx = ssl.create_default_context(cafile=str(ca))
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
-                ctx.wrap_socket(raw, server_hostname=name):
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+            ctx.wrap_socket(raw, server_hostname=name),
+        ):
             pass
 
     # Execute / Assert
@@ -154,8 +162,11 @@ def test_write_cli_config_tls_with_root_certificates(tmp_path: Path) -> None:
 
     # Assert
     conn = config["superlink"]["aptfleet"]
-    assert conn == {"address": "127.0.0.1:9", "insecure": False,
-                    "root-certificates": str(certs.ca_cert)}
+    assert conn == {
+        "address": "127.0.0.1:9",
+        "insecure": False,
+        "root-certificates": str(certs.ca_cert),
+    }
 
 
 def test_fleet_certs_cli_writes_directory(tmp_path: Path) -> None:
@@ -163,12 +174,25 @@ def test_fleet_certs_cli_writes_directory(tmp_path: Path) -> None:
     from server.cli.flower import fl_cli
 
     # Execute
-    res = CliRunner().invoke(fl_cli, ["fleet", "certs", "--out", str(tmp_path / "c"),
-                                      "--nodes", "3", "--host", "superlink",
-                                      "--host", "fl.example.org"])
+    res = CliRunner().invoke(
+        fl_cli,
+        [
+            "fleet",
+            "certs",
+            "--out",
+            str(tmp_path / "c"),
+            "--nodes",
+            "3",
+            "--host",
+            "superlink",
+            "--host",
+            "fl.example.org",
+        ],
+    )
 
     # Assert
     assert res.exit_code == 0, res.output
     assert sorted(p.name for p in (tmp_path / "c" / "nodes").iterdir()) == [
-        f"node-{i}.{ext}" for i in range(3) for ext in ("key", "pub")]
+        f"node-{i}.{ext}" for i in range(3) for ext in ("key", "pub")
+    ]
     assert "fl.example.org" in server_hosts(ensure_certs(tmp_path / "c", 0, ["fl.example.org"]))

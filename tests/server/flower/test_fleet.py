@@ -13,14 +13,23 @@ from server.flower import fleet, processes
 from server.flower.server_app import ServerSettings
 
 PYPROJECT = Path(__file__).resolve().parents[3] / "pyproject.toml"
-SETTINGS = ServerSettings(run=fed.RunSettings(task="digits", arch="mlp", batch_size=64),
-                          rounds=2, min_nodes=2, timeout=300.0)
+SETTINGS = ServerSettings(
+    run=fed.RunSettings(task="digits", arch="mlp", batch_size=64),
+    rounds=2,
+    min_nodes=2,
+    timeout=300.0,
+)
 
 
 def _declared_keys() -> set[str]:
     """Keys of pyproject's [tool.flwr.app.config] (the SuperLink rejects any other)."""
-    return set(tomllib.loads(PYPROJECT.read_text()).get("tool", {}).get("flwr", {})
-               .get("app", {}).get("config", {}))
+    return set(
+        tomllib.loads(PYPROJECT.read_text())
+        .get("tool", {})
+        .get("flwr", {})
+        .get("app", {})
+        .get("config", {})
+    )
 
 
 def _submit(state: fleet.FleetState, state_dir: Path) -> fleet.RunOutcome:
@@ -30,11 +39,16 @@ def _submit(state: fleet.FleetState, state_dir: Path) -> fleet.RunOutcome:
     """
     wanted = SETTINGS.to_run_config()
     if set(wanted) <= _declared_keys():
-        return fleet.submit_to_superlink(state.address, SETTINGS, timeout=400,
-                                         ca_file=None if state.certs is None
-                                         else state.certs.ca_cert)
-    return fleet.run_app({k: v for k, v in wanted.items() if k in _declared_keys()},
-                         state_dir, timeout=400)
+        return fleet.submit_to_superlink(
+            state.address,
+            SETTINGS,
+            timeout=400,
+            ca_file=None if state.certs is None else state.certs.ca_cert,
+        )
+    return fleet.run_app(
+        {k: v for k, v in wanted.items() if k in _declared_keys()}, state_dir, timeout=400
+    )
+
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
@@ -60,8 +74,7 @@ def test_fleet_runs_two_rounds_and_stops_everything(tmp_path: Path) -> None:
     assert sorted(stopped) == sorted(pids)
     assert len(members) >= 3
     assert not processes.process_group_members(set(pids)), "processes of the fleet survived 'down'"
-    assert not any(os.path.exists(f"/proc/{pid}/cmdline") and processes.alive(pid)
-                   for pid in pids)
+    assert not any(os.path.exists(f"/proc/{pid}/cmdline") and processes.alive(pid) for pid in pids)
     assert fleet.status(state_dir) == {"up": False, "procs": []}
 
 

@@ -19,8 +19,15 @@ from tests.utils.service import wait_for
 from tests.utils.topology import alive, online_nodes
 
 #: One short round: the run only has to show whose replies were aggregated.
-RUN_CONFIG = {"num-server-rounds": 1, "min-nodes": 1, "local-epochs": 1, "arch": "mlp",
-              "batch-size": 64, "fraction-evaluate": 0.0, "round-timeout": 120.0}
+RUN_CONFIG = {
+    "num-server-rounds": 1,
+    "min-nodes": 1,
+    "local-epochs": 1,
+    "arch": "mlp",
+    "batch-size": 64,
+    "fraction-evaluate": 0.0,
+    "round-timeout": 120.0,
+}
 
 
 def _log(proc: fleet.Proc) -> str:
@@ -44,24 +51,38 @@ def test_fleet_tls_only_authenticated_supernode_reaches_aggregate(tmp_path: Path
         ensure_certs(certs.root, 3)  # node-1 and node-2 keys for the CA intruders
         registered = {i: fleet.register_node(state, certs.node(i).public) for i in (1, 2)}
         # what the compose `register` service runs: known keys are skipped, not an error
-        again = fleet.register_keys(state.address, [certs.node(0).public, certs.node(1).public],
-                                    ca_file=certs.ca_cert)
+        again = fleet.register_keys(
+            state.address, [certs.node(0).public, certs.node(1).public], ca_file=certs.ca_cert
+        )
         intruders = {
             "no-ca": fleet.start_supernode(state, 1, 5, {}, key=certs.node(1)),
-            "wrong-ca": fleet.start_supernode(state, 2, 5, {}, key=certs.node(2),
-                                              root_certificates=other.ca_cert),
-            "unregistered": fleet.start_supernode(state, 3, 5, {}, key=other.node(0),
-                                                  root_certificates=certs.ca_cert),
+            "wrong-ca": fleet.start_supernode(
+                state, 2, 5, {}, key=certs.node(2), root_certificates=other.ca_cert
+            ),
+            "unregistered": fleet.start_supernode(
+                state, 3, 5, {}, key=other.node(0), root_certificates=certs.ca_cert
+            ),
             "plain-text": fleet.start_supernode(state, 4, 5, {}, insecure=True),
         }
         procs = list(state.procs)
         # refused TLS handshakes and activations end a SuperNode (exit code 305); the
         # plain-text one keeps retrying, through the whole run
-        wait_for(lambda: not any(processes.alive(p.pid) for name, p in intruders.items()
-                                 if name != "plain-text"), 120,
-                 "the refused SuperNodes to give up", every=1.0)
-        wait_for(lambda: [n["node-id"] for n in online_nodes(state)] == [str(good.node_id)],
-                 90, "the authenticated SuperNode to be online", every=1.0)
+        wait_for(
+            lambda: (
+                not any(
+                    processes.alive(p.pid) for name, p in intruders.items() if name != "plain-text"
+                )
+            ),
+            120,
+            "the refused SuperNodes to give up",
+            every=1.0,
+        )
+        wait_for(
+            lambda: [n["node-id"] for n in online_nodes(state)] == [str(good.node_id)],
+            90,
+            "the authenticated SuperNode to be online",
+            every=1.0,
+        )
 
         # Execute
         out = tmp_path / "out"
@@ -77,8 +98,10 @@ def test_fleet_tls_only_authenticated_supernode_reaches_aggregate(tmp_path: Path
     assert "CERTIFICATE_VERIFY_FAILED" in logs["wrong-ca"], logs["wrong-ca"][-2000:]
     assert "Failed to activate SuperNode" in logs["unregistered"], logs["unregistered"][-2000:]
     assert "Connection attempt failed" in logs["plain-text"], logs["plain-text"][-2000:]
-    assert known == {str(good.node_id): "online", **{str(registered[i]): "registered"
-                                                   for i in (1, 2)}}, known
+    assert known == {
+        str(good.node_id): "online",
+        **{str(registered[i]): "registered" for i in (1, 2)},
+    }, known
     # the run trained on the authenticated SuperNode alone
     assert outcome.ok, outcome
     (record,) = [json.loads(line) for line in (out / "rounds.jsonl").read_text().splitlines()]
@@ -89,8 +112,9 @@ def test_fleet_tls_only_authenticated_supernode_reaches_aggregate(tmp_path: Path
 
 @pytest.mark.slow
 @pytest.mark.timeout(180)
-def test_fleet_insecure_is_opt_in_and_warns(tmp_path: Path,
-                                            caplog: pytest.LogCaptureFixture) -> None:
+def test_fleet_insecure_is_opt_in_and_warns(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     # Prepare
     state_dir = tmp_path / "fleet"
 
@@ -98,8 +122,7 @@ def test_fleet_insecure_is_opt_in_and_warns(tmp_path: Path,
     with caplog.at_level(logging.WARNING, logger="server.flower.fleet"):
         state = fleet.up(1, state_dir, insecure=True)
     try:
-        wait_for(lambda: len(online_nodes(state)) == 1, 90, "the SuperNode to be online",
-                 every=1.0)
+        wait_for(lambda: len(online_nodes(state)) == 1, 90, "the SuperNode to be online", every=1.0)
         link_args = Path(f"/proc/{state.procs[0].pid}/cmdline").read_bytes().split(b"\0")
         cli = tomllib.loads((state.cli_home / "config.toml").read_text())
     finally:

@@ -17,20 +17,26 @@ from tests.utils.run import make_round_record
 POLICY = PrecisionPolicy(check_every=3)
 NEW_POLICY = PrecisionPolicy(bits_min=10, bits_max=12, bits_init=10, check_every=3)
 MCU = {"mcu": {"bits_max": 11}}
-SETTINGS = ServerSettings(run=fed.RunSettings(task="digits", arch="mlp", batch_size=64),
-                          rounds=2, min_nodes=3, timeout=300.0)
+SETTINGS = ServerSettings(
+    run=fed.RunSettings(task="digits", arch="mlp", batch_size=64),
+    rounds=2,
+    min_nodes=3,
+    timeout=300.0,
+)
 
 
 @pytest.fixture(scope="module")
 def failing_run() -> list[RoundReport]:
     """3 clients, 2 rounds of apt; partition 2 raises in round 2."""
-    return run_federated(SETTINGS, clients=3, provider=lambda: (1, POLICY, {}),
-                         node_config={2: {"fail-at-round": 2}})
+    return run_federated(
+        SETTINGS, clients=3, provider=lambda: (1, POLICY, {}), node_config={2: {"fail-at-round": 2}}
+    )
 
 
 @pytest.mark.slow
 def test_simulation_apt_finishes_and_records_precision_history(
-        failing_run: list[RoundReport]) -> None:
+    failing_run: list[RoundReport],
+) -> None:
     # Assert
     assert [r.round for r in failing_run] == [1, 2]
     first = failing_run[0]
@@ -43,8 +49,7 @@ def test_simulation_apt_finishes_and_records_precision_history(
 
 
 @pytest.mark.slow
-def test_simulation_client_failure_recorded_round_completes(
-        failing_run: list[RoundReport]) -> None:
+def test_simulation_client_failure_recorded_round_completes(failing_run: list[RoundReport]) -> None:
     # Assert
     second = failing_run[1]
     assert second.participants == 2 and second.failures == 1
@@ -65,8 +70,9 @@ def test_simulation_new_policy_version_reaches_every_client() -> None:
         return (1, POLICY, {}) if len(calls) <= 2 else (2, NEW_POLICY, MCU)
 
     # Execute
-    records = run_federated(SETTINGS, clients=3, provider=provider,
-                            node_config={0: {"device-class": "mcu"}})
+    records = run_federated(
+        SETTINGS, clients=3, provider=provider, node_config={0: {"device-class": "mcu"}}
+    )
 
     # Assert
     first, second = records
@@ -100,8 +106,7 @@ def test_results_files_and_comparison(tmp_path: Path) -> None:
 
     # Assert
     assert results["comparison"]["apt"]["energy_saving"] == pytest.approx(0.75)
-    assert {p.name for p in paths} == {"accuracy.png", "energy.png", "bytes.png",
-                                       "bits_apt.png"}
+    assert {p.name for p in paths} == {"accuracy.png", "energy.png", "bytes.png", "bits_apt.png"}
     assert all(p.stat().st_size > 1000 for p in paths)
     md = (tmp_path / "results.md").read_text()
     assert "apt vs fp32" in md and "| 3 |" in md
@@ -115,8 +120,7 @@ def test_simulate_cli_rejects_unknown_method(tmp_path: Path) -> None:
     from server.cli.flower import fl_cli
 
     # Execute
-    res = CliRunner().invoke(fl_cli, ["simulate", "--method", "apt,fixed8", "--out",
-                                      str(tmp_path)])
+    res = CliRunner().invoke(fl_cli, ["simulate", "--method", "apt,fixed8", "--out", str(tmp_path)])
 
     # Assert
     assert res.exit_code != 0 and "fixed8" in res.output
@@ -124,9 +128,13 @@ def test_simulate_cli_rejects_unknown_method(tmp_path: Path) -> None:
 
 def test_server_settings_run_config_roundtrip() -> None:
     # Prepare
-    settings = ServerSettings(run=fed.RunSettings(task="mnist1d", arch="mlp", method="fp32",
-                                                  alpha=None, seed=3, lr=0.1),
-                              rounds=7, fraction_train=0.5, min_nodes=4, timeout=30.0)
+    settings = ServerSettings(
+        run=fed.RunSettings(task="mnist1d", arch="mlp", method="fp32", alpha=None, seed=3, lr=0.1),
+        rounds=7,
+        fraction_train=0.5,
+        min_nodes=4,
+        timeout=30.0,
+    )
 
     # Execute
     back = ServerSettings.from_run_config(settings.to_run_config())
@@ -140,8 +148,9 @@ def test_build_provider_and_recorder_writes_jsonl(tmp_path: Path) -> None:
     # Prepare
     from server.flower.server_app import build_provider_and_recorder
 
-    provider, recorder = build_provider_and_recorder({"policy": "aggressive",
-                                                      "out-dir": str(tmp_path)})
+    provider, recorder = build_provider_and_recorder(
+        {"policy": "aggressive", "out-dir": str(tmp_path)}
+    )
 
     # Execute
     version, policy, overrides = provider()

@@ -27,13 +27,18 @@ from tests.utils.replies import (
 POLICY = PrecisionPolicy(bits_min=4, bits_max=12, check_every=5)
 
 
-def _strategy(method: str = "apt", records: list[RoundReport] | None = None,
-              version: int = 1) -> APTFedAvg:
+def _strategy(
+    method: str = "apt", records: list[RoundReport] | None = None, version: int = 1
+) -> APTFedAvg:
     sink = records if records is not None else []
-    return APTFedAvg(settings=fed.RunSettings(task="digits", arch="mlp", method=method),
-                     policy_provider=lambda: (version, POLICY, {"mcu": {"bits_max": 8}}),
-                     recorder=sink.append, evaluator=lambda m: (0.5, 1.0),
-                     min_available_nodes=1, min_train_nodes=1)
+    return APTFedAvg(
+        settings=fed.RunSettings(task="digits", arch="mlp", method=method),
+        policy_provider=lambda: (version, POLICY, {"mcu": {"bits_max": 8}}),
+        recorder=sink.append,
+        evaluator=lambda m: (0.5, 1.0),
+        min_available_nodes=1,
+        min_train_nodes=1,
+    )
 
 
 def _client_model(seed: int, bits: list[int]) -> torch.nn.Module:
@@ -51,11 +56,16 @@ def test_aggregate_train_mixed_bits_matches_float_reference() -> None:
     # Prepare
     records: list[RoundReport] = []
     strategy = _strategy(records=records)
-    models = [_client_model(1, [5, 9, 12]), _client_model(2, [8, 6, 4]),
-              _client_model(3, [12, 7, 6])]
+    models = [
+        _client_model(1, [5, 9, 12]),
+        _client_model(2, [8, 6, 4]),
+        _client_model(3, [12, 7, 6]),
+    ]
     counts = [10, 30, 60]
-    replies = [create_apt_reply(m, n, node_id=100 + i)
-               for i, (m, n) in enumerate(zip(models, counts, strict=True))]
+    replies = [
+        create_apt_reply(m, n, node_id=100 + i)
+        for i, (m, n) in enumerate(zip(models, counts, strict=True))
+    ]
 
     # Execute
     arrays, metrics = strategy.aggregate_train(1, replies)
@@ -65,17 +75,22 @@ def test_aggregate_train_mixed_bits_matches_float_reference() -> None:
     got = {t.name: t for t in _global_tensors(arrays)}
     total = sum(counts)
     for name in got:
-        ref = sum(dequantize(t.codes, t.exponent, torch.float64) * n / total
-                  for m, n in zip(models, counts, strict=True)
-                  for t in model_tensors(m) if t.name == name)
+        ref = sum(
+            dequantize(t.codes, t.exponent, torch.float64) * n / total
+            for m, n in zip(models, counts, strict=True)
+            for t in model_tensors(m)
+            if t.name == name
+        )
         bits = max(t.bits for m in models for t in model_tensors(m) if t.name == name)
         f = choose_exponent(float(ref.abs().max()), bits)
         assert got[name].bits == bits
         assert got[name].exponent == f
         torch.testing.assert_close(got[name].codes, quantize(ref, bits, f))
-        step = 2.0 ** -f
-        assert float((dequantize(got[name].codes, f, torch.float64) - ref).abs().max()) \
+        step = 2.0**-f
+        assert (
+            float((dequantize(got[name].codes, f, torch.float64) - ref).abs().max())
             <= step / 2 + 1e-12
+        )
     assert [r.global_bits for r in records] == [{"fc1": 12, "fc2": 9, "fc3": 12}]
     assert records[0].participants == 3 and records[0].accuracy == 0.5
 
@@ -86,18 +101,19 @@ def test_aggregate_train_rejects_bad_replies_and_completes_round() -> None:
     strategy = _strategy(records=records)
     good = [create_apt_reply(_client_model(s, [8, 8, 8]), 20, node_id=s) for s in (1, 2)]
     payload = fed.model_arrays(_client_model(3, [8, 8, 8]), "apt")[keys.APT_PAYLOAD]
-    truncated = create_mock_reply({keys.APT_PAYLOAD: payload[:-7]}, 20, node_id=3,
-                                  metrics={keys.LAYER_BITS: [8, 8, 8]})
+    truncated = create_mock_reply(
+        {keys.APT_PAYLOAD: payload[:-7]}, 20, node_id=3, metrics={keys.LAYER_BITS: [8, 8, 8]}
+    )
     low_bits = create_apt_reply(_client_model(4, [3, 8, 8]), 20, node_id=4)
     wrong_shape_model = fed.make_model("mnist1d", "mlp", "apt", POLICY, seed=5)
     wrong_shape = create_apt_reply(wrong_shape_model, 20, node_id=5)
-    mcu_too_wide = create_apt_reply(_client_model(6, [10, 8, 8]), 20, node_id=6,
-                                    device_class="mcu")
+    mcu_too_wide = create_apt_reply(_client_model(6, [10, 8, 8]), 20, node_id=6, device_class="mcu")
     failed = create_error_reply(7, "<class 'RuntimeError'>:<'battery died'>")
 
     # Execute
     arrays, _ = strategy.aggregate_train(
-        1, good + [truncated, low_bits, wrong_shape, mcu_too_wide, failed])
+        1, good + [truncated, low_bits, wrong_shape, mcu_too_wide, failed]
+    )
 
     # Assert
     assert arrays is not None
@@ -123,9 +139,12 @@ def test_aggregate_train_fp32_rejects_nan_and_wrong_shape() -> None:
     nan["fc1.weight"][0, 0] = np.nan
     wrong = {k: v.copy() for k, v in arrays[0].items()}
     wrong["fc2.bias"] = np.zeros(3, dtype=np.float32)
-    replies = [create_mock_reply(arrays[0], 10, node_id=1),
-               create_mock_reply(arrays[1], 30, node_id=2),
-               create_mock_reply(nan, 10, node_id=3), create_mock_reply(wrong, 10, node_id=4)]
+    replies = [
+        create_mock_reply(arrays[0], 10, node_id=1),
+        create_mock_reply(arrays[1], 30, node_id=2),
+        create_mock_reply(nan, 10, node_id=3),
+        create_mock_reply(wrong, 10, node_id=4),
+    ]
 
     # Execute
     out, _ = strategy.aggregate_train(1, replies)
@@ -145,10 +164,12 @@ def test_aggregate_train_rejects_stale_policy_version() -> None:
     # Prepare
     records: list[RoundReport] = []
     strategy = _strategy(records=records, version=3)
-    stale = create_apt_reply(_client_model(1, [8, 8, 8]), 10, node_id=1,
-                             metrics={keys.POLICY_VERSION: 2})
-    fresh = create_apt_reply(_client_model(2, [8, 8, 8]), 10, node_id=2,
-                             metrics={keys.POLICY_VERSION: 3})
+    stale = create_apt_reply(
+        _client_model(1, [8, 8, 8]), 10, node_id=1, metrics={keys.POLICY_VERSION: 2}
+    )
+    fresh = create_apt_reply(
+        _client_model(2, [8, 8, 8]), 10, node_id=2, metrics={keys.POLICY_VERSION: 3}
+    )
 
     # Execute
     strategy.aggregate_train(1, [stale, fresh])
@@ -181,11 +202,13 @@ def test_configure_train_sends_policy_and_counts_downlink() -> None:
 
     # Execute
     with task_identity():
-        messages = list(strategy.configure_train(1, initial, ConfigRecord(),
-                                                 FakeGrid([11, 12])))
-    reply = create_apt_reply(_client_model(1, [8, 8, 8]), 10, node_id=11,
-                             history=[(5, 0, 9, 0.3, 0.2), (5, 1, 8, 0.7, 0.1),
-                                      (10, 0, 10, 0.4, 0.4)])
+        messages = list(strategy.configure_train(1, initial, ConfigRecord(), FakeGrid([11, 12])))
+    reply = create_apt_reply(
+        _client_model(1, [8, 8, 8]),
+        10,
+        node_id=11,
+        history=[(5, 0, 9, 0.3, 0.2), (5, 1, 8, 0.7, 0.1), (10, 0, 10, 0.4, 0.4)],
+    )
     strategy.aggregate_train(1, [reply])
 
     # Assert
@@ -208,8 +231,9 @@ def test_aggregate_train_rejects_history_outside_policy() -> None:
     # Prepare
     records: list[RoundReport] = []
     strategy = _strategy(records=records)
-    reply = create_apt_reply(_client_model(1, [8, 8, 8]), 10, node_id=1,
-                             history=[(5, 0, 14, 0.3, 0.2)])
+    reply = create_apt_reply(
+        _client_model(1, [8, 8, 8]), 10, node_id=1, history=[(5, 0, 14, 0.3, 0.2)]
+    )
 
     # Execute
     strategy.aggregate_train(1, [reply])
@@ -235,8 +259,12 @@ def test_aggregate_train_rejects_non_uint8_payload() -> None:
     records: list[RoundReport] = []
     strategy = _strategy(records=records)
     payload = fed.model_arrays(_client_model(1, [8, 8, 8]), "apt")[keys.APT_PAYLOAD]
-    reply = create_mock_reply({keys.APT_PAYLOAD: payload.astype(np.float32)}, 10, node_id=1,
-                              metrics={keys.LAYER_BITS: [8, 8, 8]})
+    reply = create_mock_reply(
+        {keys.APT_PAYLOAD: payload.astype(np.float32)},
+        10,
+        node_id=1,
+        metrics={keys.LAYER_BITS: [8, 8, 8]},
+    )
 
     # Execute
     strategy.aggregate_train(1, [reply])
@@ -258,14 +286,20 @@ def test_configure_train_keeps_last_policy_when_provider_fails() -> None:
             raise ConnectionError("database is down")
         return provider()
 
-    strategy = APTFedAvg(settings=fed.RunSettings(arch="mlp"), policy_provider=flaky,
-                         min_available_nodes=1, min_train_nodes=1)
+    strategy = APTFedAvg(
+        settings=fed.RunSettings(arch="mlp"),
+        policy_provider=flaky,
+        min_available_nodes=1,
+        min_train_nodes=1,
+    )
     initial = strategy.initial_arrays()
 
     # Execute
     with task_identity():
-        msgs = [list(strategy.configure_train(r, initial, ConfigRecord(), FakeGrid([1])))
-                for r in (1, 2, 3)]
+        msgs = [
+            list(strategy.configure_train(r, initial, ConfigRecord(), FakeGrid([1])))
+            for r in (1, 2, 3)
+        ]
 
     # Assert
     assert [m[0].content[keys.CONFIG][keys.POLICY_VERSION] for m in msgs] == [1, 1, 1]
@@ -297,8 +331,10 @@ def test_aggregate_train_hostile_replies_leave_global_equal_to_honest_aggregate(
         "oversized": _forged(victim, good_payload + bytes(4096)),
         "truncated": _forged(victim, good_payload[:-9]),
     }
-    bad = [create_mock_reply({keys.APT_PAYLOAD: p}, 1000, node_id=10 + i, metrics=bits)
-           for i, p in enumerate(hostile.values())]
+    bad = [
+        create_mock_reply({keys.APT_PAYLOAD: p}, 1000, node_id=10 + i, metrics=bits)
+        for i, p in enumerate(hostile.values())
+    ]
     bad.append(create_apt_reply(_client_model(20, [15, 8, 8]), 1000, node_id=20))  # bits
     records: list[RoundReport] = []
     attacked, clean = _strategy(records=records), _strategy()
@@ -326,14 +362,19 @@ def test_aggregate_train_fp32_rejects_inf_and_huge_values() -> None:
     records: list[RoundReport] = []
     strategy = _strategy("fp32", records)
     strategy.initial_arrays()
-    state = {k: v.numpy() for k, v in
-             fed.float_state(fed.make_model("digits", "mlp", "fp32", seed=1)).items()}
+    state = {
+        k: v.numpy()
+        for k, v in fed.float_state(fed.make_model("digits", "mlp", "fp32", seed=1)).items()
+    }
     inf = {k: v.copy() for k, v in state.items()}
     inf["fc2.weight"][1, 1] = np.inf
     huge = {k: v.copy() for k, v in state.items()}
     huge["fc3.bias"][0] = 1e30
-    replies = [create_mock_reply(state, 10, node_id=1), create_mock_reply(inf, 10, node_id=2),
-               create_mock_reply(huge, 10, node_id=3)]
+    replies = [
+        create_mock_reply(state, 10, node_id=1),
+        create_mock_reply(inf, 10, node_id=2),
+        create_mock_reply(huge, 10, node_id=3),
+    ]
 
     # Execute
     out, _ = strategy.aggregate_train(1, replies)
@@ -350,8 +391,10 @@ def test_aggregate_train_device_identity_is_the_sender_node_id() -> None:
     # Prepare: node 2 claims node 1's partition and would like to write its history
     records: list[RoundReport] = []
     strategy = _strategy(records=records)
-    replies = [create_apt_reply(_client_model(1, [8, 8, 8]), 20, node_id=1, partition_id=0),
-               create_apt_reply(_client_model(2, [9, 9, 9]), 20, node_id=2, partition_id=0)]
+    replies = [
+        create_apt_reply(_client_model(1, [8, 8, 8]), 20, node_id=1, partition_id=0),
+        create_apt_reply(_client_model(2, [9, 9, 9]), 20, node_id=2, partition_id=0),
+    ]
     replies[1].content.config_records[keys.DEVICE]["node-id"] = 1
 
     # Execute
@@ -367,8 +410,7 @@ def test_aggregate_train_device_identity_is_the_sender_node_id() -> None:
 def test_round_lr_cosine_over_rounds_to_a_tenth() -> None:
     # Prepare
     settings = fed.RunSettings(task="digits", arch="mlp", method="apt", lr=0.1)
-    decaying = APTFedAvg(settings=settings, policy_provider=lambda: (1, POLICY, {}),
-                         lr_rounds=11)
+    decaying = APTFedAvg(settings=settings, policy_provider=lambda: (1, POLICY, {}), lr_rounds=11)
     constant = APTFedAvg(settings=settings, policy_provider=lambda: (1, POLICY, {}))
 
     # Execute

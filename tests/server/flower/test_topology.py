@@ -29,8 +29,15 @@ from tests.utils.service import wait_for
 from tests.utils.topology import Topology, alive, local_superlink_pids, topology
 
 CLASSES = ["mcu", "phone", "gateway"]
-RUN_BODY = {"task": "digits", "method": "apt", "clients": 3, "fraction": 1.0, "rounds": 2,
-            "alpha": 0.5, "seed": 0}
+RUN_BODY = {
+    "task": "digits",
+    "method": "apt",
+    "clients": 3,
+    "fraction": 1.0,
+    "rounds": 2,
+    "alpha": 0.5,
+    "seed": 0,
+}
 
 
 def _run(api: httpx.Client, run_id: int) -> dict:
@@ -40,8 +47,12 @@ def _run(api: httpx.Client, run_id: int) -> dict:
 
 
 def _wait_finished(api: httpx.Client, run_id: int, timeout: float) -> dict:
-    return wait_for(lambda: (r := _run(api, run_id))["status"] not in ("pending", "running")
-                    and r, timeout, f"run {run_id} to finish", every=1.0)
+    return wait_for(
+        lambda: (r := _run(api, run_id))["status"] not in ("pending", "running") and r,
+        timeout,
+        f"run {run_id} to finish",
+        every=1.0,
+    )
 
 
 def _job_log(topo: Topology, run_id: int) -> str:
@@ -56,7 +67,8 @@ def _assert_all_stopped(topo: Topology, tmp_path: Path, local_link_before: bool)
     assert not local_superlink_pids(str(tmp_path)), "a SuperLink with our FLWR_HOME is left"
     if not local_link_before:
         assert not processes.port_open(fleet.LOCAL_SUPERLINK_PORT), (
-            f"a SuperLink on :{fleet.LOCAL_SUPERLINK_PORT} appeared during the test")
+            f"a SuperLink on :{fleet.LOCAL_SUPERLINK_PORT} appeared during the test"
+        )
 
 
 @pytest.mark.slow
@@ -69,8 +81,10 @@ def test_topology_postgres_coordinator_superlink_three_supernodes(tmp_path: Path
         admin = topo.coordinator.client(topo.coordinator.token("admin"))
         # the mcu class is capped at 8 bits; everyone else starts at 12, so a device whose
         # override were ignored would show bits > 8
-        resp = admin.put("/policy", json={"bits_init": 12, "overrides": {"mcu": {"bits_max": 8}},
-                                          "note": "cap mcu"})
+        resp = admin.put(
+            "/policy",
+            json={"bits_init": 12, "overrides": {"mcu": {"bits_max": 8}}, "note": "cap mcu"},
+        )
         assert resp.status_code == 200, resp.text
         version = resp.json()["version"]
 
@@ -93,8 +107,9 @@ def test_topology_postgres_coordinator_superlink_three_supernodes(tmp_path: Path
     assert done["status"] == "completed", (done, job_log)
     assert done["current_round"] == 2 and done["savings"] is not None
     assert [r["round"] for r in rounds] == [1, 2]
-    assert all(r["participants"] == 3 and r["failures"] == 0 and r["rejections"] == 0
-               for r in rounds), rounds
+    assert all(
+        r["participants"] == 3 and r["failures"] == 0 and r["rejections"] == 0 for r in rounds
+    ), rounds
     assert all(r["policy_version"] == version for r in rounds)
     assert len(clients) == 6 and all(c["policy_version"] == version for c in clients)
     # every device in GET /devices with its class, active, and per-layer precision
@@ -136,8 +151,12 @@ def test_supernode_killed_mid_round_round_completes_and_device_offline(tmp_path:
         resp = operator.post("/runs", json=RUN_BODY)
         assert resp.status_code == 201, resp.text
         run_id = resp.json()["id"]
-        wait_for(lambda: _run(operator, run_id)["current_round"] >= 1, 300,
-                 "round 1 to be stored", every=0.5)
+        wait_for(
+            lambda: _run(operator, run_id)["current_round"] >= 1,
+            300,
+            "round 1 to be stored",
+            every=0.5,
+        )
         topo.note_pids()
 
         # Execute: kill the phone's SuperNode (whole process group) while round 2 runs
@@ -170,8 +189,10 @@ def test_supernode_killed_mid_round_round_completes_and_device_offline(tmp_path:
     assert by_class["phone"]["status"] == "offline", devices
     assert by_class["mcu"]["status"] == by_class["gateway"]["status"] == "active", devices
     _assert_all_stopped(topo, tmp_path, local_link_before)
-    print(f"kill run: {elapsed:.0f} s, round 2 after the kill {round2_s:.0f} s, "
-          f"failure: {failed['failure'][:90]!r}")
+    print(
+        f"kill run: {elapsed:.0f} s, round 2 after the kill {round2_s:.0f} s, "
+        f"failure: {failed['failure'][:90]!r}"
+    )
 
 
 @pytest.mark.timeout(60)
@@ -183,10 +204,14 @@ def test_dead_supernode_is_recorded_as_failure_under_its_node_and_class(how: str
     # (no reply at all). The Grid gives each pushed message its id.
     policy = PrecisionPolicy(bits_min=4, bits_max=12, check_every=5)
     records: list[RoundReport] = []
-    strategy = APTFedAvg(settings=fed.RunSettings(task="digits", arch="mlp"),
-                         policy_provider=lambda: (1, policy, {}), recorder=records.append,
-                         evaluator=lambda m: (0.5, 1.0), min_available_nodes=1,
-                         min_train_nodes=1)
+    strategy = APTFedAvg(
+        settings=fed.RunSettings(task="digits", arch="mlp"),
+        policy_provider=lambda: (1, policy, {}),
+        recorder=records.append,
+        evaluator=lambda m: (0.5, 1.0),
+        min_available_nodes=1,
+        min_train_nodes=1,
+    )
 
     def reply(node: int, device_class: str) -> Message:
         model = fed.make_model("digits", "mlp", "apt", policy, seed=node)
@@ -194,8 +219,9 @@ def test_dead_supernode_is_recorded_as_failure_under_its_node_and_class(how: str
 
     def send(server_round: int, arrays: ArrayRecord) -> dict[int, Message]:
         with task_identity():
-            messages = list(strategy.configure_train(server_round, arrays, ConfigRecord(),
-                                                     FakeGrid([11, 12])))
+            messages = list(
+                strategy.configure_train(server_round, arrays, ConfigRecord(), FakeGrid([11, 12]))
+            )
         for m in messages:
             m.metadata.__dict__["_message_id"] = f"r{server_round}-{m.metadata.dst_node_id}"
         return {m.metadata.dst_node_id: m for m in messages}
@@ -204,8 +230,7 @@ def test_dead_supernode_is_recorded_as_failure_under_its_node_and_class(how: str
     arrays, _ = strategy.aggregate_train(1, [reply(11, "mcu"), reply(12, "phone")])
     sent = send(2, arrays)
     # exactly what the SuperLink returns once node 12 missed its heartbeats
-    unavailable = create_message_error_unavailable_res_message(sent[12].metadata,
-                                                               "node_unavail")
+    unavailable = create_message_error_unavailable_res_message(sent[12].metadata, "node_unavail")
     assert unavailable.metadata.src_node_id not in (11, 12)
     replies = [reply(11, "mcu")] + ([unavailable] if how == "node-unavailable" else [])
 

@@ -22,8 +22,11 @@ _TS = sa.DateTime(timezone=True)
 
 def _round_fk(table: str) -> sa.ForeignKeyConstraint:
     return sa.ForeignKeyConstraint(
-        ["run_id", "round"], ["rounds.run_id", "rounds.round"], ondelete="CASCADE",
-        name=f"fk_{table}_run_id_round_rounds")
+        ["run_id", "round"],
+        ["rounds.run_id", "rounds.round"],
+        ondelete="CASCADE",
+        name=f"fk_{table}_run_id_round_rounds",
+    )
 
 
 def upgrade() -> None:
@@ -47,8 +50,7 @@ def upgrade() -> None:
         sa.Column("first_seen", _TS, nullable=False),
         sa.Column("last_seen", _TS, nullable=False),
         sa.Column("status", sa.String(16), nullable=False),
-        sa.CheckConstraint("status IN ('active', 'rejected', 'failed')",
-                           name="ck_devices_status"),
+        sa.CheckConstraint("status IN ('active', 'rejected', 'failed')", name="ck_devices_status"),
         sa.PrimaryKeyConstraint("id", name="pk_devices"),
         sa.UniqueConstraint("node_id", name="uq_devices_node_id"),
     )
@@ -96,7 +98,8 @@ def upgrade() -> None:
         sa.Column("finished_at", _TS, nullable=True),
         sa.CheckConstraint(
             "status IN ('pending', 'running', 'completed', 'failed', 'stopped', 'interrupted')",
-            name="ck_runs_status"),
+            name="ck_runs_status",
+        ),
         sa.PrimaryKeyConstraint("id", name="pk_runs"),
     )
     op.create_index("ix_runs_status", "runs", ["status"])
@@ -117,8 +120,9 @@ def upgrade() -> None:
         sa.Column("policy_version", sa.Integer(), nullable=True),
         sa.Column("global_bits", sa.JSON(), nullable=False),
         sa.Column("created_at", _TS, nullable=False),
-        sa.ForeignKeyConstraint(["run_id"], ["runs.id"], ondelete="CASCADE",
-                                name="fk_rounds_run_id_runs"),
+        sa.ForeignKeyConstraint(
+            ["run_id"], ["runs.id"], ondelete="CASCADE", name="fk_rounds_run_id_runs"
+        ),
         sa.PrimaryKeyConstraint("id", name="pk_rounds"),
         sa.UniqueConstraint("run_id", "round", name="uq_rounds_run_id_round"),
     )
@@ -151,11 +155,16 @@ def upgrade() -> None:
         sa.Column("rejected", sa.Text(), nullable=True),
         sa.Column("failure", sa.Text(), nullable=True),
         _round_fk("client_rounds"),
-        sa.ForeignKeyConstraint(["device_id"], ["devices.id"], ondelete="CASCADE",
-                                name="fk_client_rounds_device_id_devices"),
+        sa.ForeignKeyConstraint(
+            ["device_id"],
+            ["devices.id"],
+            ondelete="CASCADE",
+            name="fk_client_rounds_device_id_devices",
+        ),
         sa.PrimaryKeyConstraint("id", name="pk_client_rounds"),
-        sa.UniqueConstraint("run_id", "round", "device_id",
-                            name="uq_client_rounds_run_id_round_device_id"),
+        sa.UniqueConstraint(
+            "run_id", "round", "device_id", name="uq_client_rounds_run_id_round_device_id"
+        ),
     )
     op.create_index("ix_client_rounds_device_id", "client_rounds", ["device_id"])
     op.create_table(
@@ -171,11 +180,20 @@ def upgrade() -> None:
         sa.Column("underflow", sa.Float(), nullable=False),
         sa.Column("checks", sa.Integer(), nullable=False),
         _round_fk("layer_precision"),
-        sa.ForeignKeyConstraint(["device_id"], ["devices.id"], ondelete="CASCADE",
-                                name="fk_layer_precision_device_id_devices"),
+        sa.ForeignKeyConstraint(
+            ["device_id"],
+            ["devices.id"],
+            ondelete="CASCADE",
+            name="fk_layer_precision_device_id_devices",
+        ),
         sa.PrimaryKeyConstraint("id", name="pk_layer_precision"),
-        sa.UniqueConstraint("run_id", "round", "device_id", "layer",
-                            name="uq_layer_precision_run_id_round_device_id_layer"),
+        sa.UniqueConstraint(
+            "run_id",
+            "round",
+            "device_id",
+            "layer",
+            name="uq_layer_precision_run_id_round_device_id_layer",
+        ),
     )
     op.create_index("ix_layer_precision_device_id", "layer_precision", ["device_id"])
 

@@ -18,8 +18,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 _OLD = "status IN ('pending', 'running', 'completed', 'failed', 'stopped', 'interrupted')"
-_NEW = ("status IN ('queued', 'pending', 'running', 'completed', 'failed', 'stopped', "
-        "'interrupted')")
+_NEW = "status IN ('queued', 'pending', 'running', 'completed', 'failed', 'stopped', 'interrupted')"
 
 #: 0001 named its check through the naming convention twice; 0003 fixes the name too
 _NAME_0001 = "ck_runs_ck_runs_status"
@@ -32,8 +31,9 @@ def upgrade() -> None:
         batch.drop_constraint(op.f(_NAME_0001), type_="check")
         batch.create_check_constraint(op.f(_NAME), _NEW)
         batch.add_column(sa.Column("heartbeat_at", sa.DateTime(timezone=True), nullable=True))
-        batch.add_column(sa.Column("start_attempts", sa.Integer(), nullable=False,
-                                   server_default="0"))
+        batch.add_column(
+            sa.Column("start_attempts", sa.Integer(), nullable=False, server_default="0")
+        )
 
 
 def downgrade() -> None:

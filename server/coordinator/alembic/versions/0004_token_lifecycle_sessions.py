@@ -33,8 +33,12 @@ def upgrade() -> None:
         sa.Column("token_id", sa.Integer(), nullable=False),
         sa.Column("created_at", _TS, nullable=False),
         sa.Column("expires_at", _TS, nullable=False),
-        sa.ForeignKeyConstraint(["token_id"], ["api_tokens.id"], ondelete="CASCADE",
-                                name="fk_dashboard_sessions_token_id_api_tokens"),
+        sa.ForeignKeyConstraint(
+            ["token_id"],
+            ["api_tokens.id"],
+            ondelete="CASCADE",
+            name="fk_dashboard_sessions_token_id_api_tokens",
+        ),
         sa.PrimaryKeyConstraint("id", name="pk_dashboard_sessions"),
         sa.UniqueConstraint("session_hash", name="uq_dashboard_sessions_session_hash"),
     )

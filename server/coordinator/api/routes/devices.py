@@ -19,8 +19,7 @@ def read_devices(session: SessionDep, skip: Skip = 0, limit: Limit = 100) -> Dev
     return DevicesPublic(data=[DevicePublic.model_validate(d) for d in devices], count=count)
 
 
-@router.get("/{device_id}", response_model=DeviceDetailPublic,
-            responses={404: {"model": Message}})
+@router.get("/{device_id}", response_model=DeviceDetailPublic, responses={404: {"model": Message}})
 def read_device(session: SessionDep, device_id: DeviceId) -> DeviceDetailPublic:
     """One device with its per-run history."""
     device = crud.get_device(session=session, device_id=device_id)
@@ -28,4 +27,5 @@ def read_device(session: SessionDep, device_id: DeviceId) -> DeviceDetailPublic:
         raise NotFoundError(f"Device {device_id} not found")
     history = crud.device_history(session=session, device_id=device_id)
     return DeviceDetailPublic.model_validate(
-        {**DevicePublic.model_validate(device).model_dump(), "history": history})
+        {**DevicePublic.model_validate(device).model_dump(), "history": history}
+    )

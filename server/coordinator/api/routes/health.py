@@ -28,15 +28,23 @@ def read_readiness(request: Request) -> Response:
     """The database answers ``SELECT 1`` (503 otherwise)."""
     if check_db(request.app.state.engine):
         return JSONResponse({"detail": "ok"})
-    return JSONResponse({"detail": "Database unreachable"},
-                        status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
+    return JSONResponse(
+        {"detail": "Database unreachable"}, status_code=status.HTTP_503_SERVICE_UNAVAILABLE
+    )
 
 
-@router.get("/metrics", response_class=Response,
-            responses={200: {"content": {CONTENT_TYPE_LATEST: {}}},
-                       401: {"model": Message,
-                             "description": "APTFLEET_METRICS_TOKEN is set and the request "
-                                            "does not carry it as a bearer token."}})
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {"content": {CONTENT_TYPE_LATEST: {}}},
+        401: {
+            "model": Message,
+            "description": "APTFLEET_METRICS_TOKEN is set and the request "
+            "does not carry it as a bearer token.",
+        },
+    },
+)
 def read_metrics(request: Request) -> Response:
     """Prometheus text exposition of the app's registry.
 
@@ -46,10 +54,15 @@ def read_metrics(request: Request) -> Response:
     expected = request.app.state.settings.METRICS_TOKEN
     if expected:
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if not (scheme.lower() == "bearer"
-                and hmac.compare_digest(given.strip().encode(), expected.encode())):
-            return JSONResponse({"detail": "GET /metrics needs the bearer token set in "
-                                           "APTFLEET_METRICS_TOKEN."}, status_code=401,
-                                headers={"WWW-Authenticate": "Bearer"})
-    return Response(generate_latest(request.app.state.metrics.registry),
-                    media_type=CONTENT_TYPE_LATEST)
+        if not (
+            scheme.lower() == "bearer"
+            and hmac.compare_digest(given.strip().encode(), expected.encode())
+        ):
+            return JSONResponse(
+                {"detail": "GET /metrics needs the bearer token set in APTFLEET_METRICS_TOKEN."},
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+    return Response(
+        generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST
+    )

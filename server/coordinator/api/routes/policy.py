@@ -19,23 +19,29 @@ def read_policy(session: SessionDep) -> PolicyPublic:
 
 
 @router.get("/history", response_model=PoliciesPublic)
-def read_policy_history(session: SessionDep, skip: Skip = 0,
-                        limit: Limit = 100) -> PoliciesPublic:
+def read_policy_history(session: SessionDep, skip: Skip = 0, limit: Limit = 100) -> PoliciesPublic:
     """Every policy version, newest first."""
     rows, count = crud.list_policies(session=session, skip=skip, limit=limit)
     return PoliciesPublic(data=[PolicyPublic.model_validate(r) for r in rows], count=count)
 
 
-@router.put("", response_model=PolicyPublic,
-            responses={400: {"model": Message, "description": "The body is not valid JSON."},
-                       403: {"model": Message}, 409: {"model": Message}})
-def update_policy(session: SessionDep, token: AdminToken,
-                  policy_in: PolicyUpdate) -> PolicyPublic:
+@router.put(
+    "",
+    response_model=PolicyPublic,
+    responses={
+        400: {"model": Message, "description": "The body is not valid JSON."},
+        403: {"model": Message},
+        409: {"model": Message},
+    },
+)
+def update_policy(session: SessionDep, token: AdminToken, policy_in: PolicyUpdate) -> PolicyPublic:
     """Create the next policy version from a full or partial body (admin only)."""
     current = crud.get_current_policy_row(session=session)
-    policy, overrides = apply_policy_update(crud.policy_of(current), current.overrides or {},
-                                            policy_in)
-    row = crud.create_policy_version(session=session, policy=policy, overrides=overrides,
-                                     author=token.name, note=policy_in.note)
+    policy, overrides = apply_policy_update(
+        crud.policy_of(current), current.overrides or {}, policy_in
+    )
+    row = crud.create_policy_version(
+        session=session, policy=policy, overrides=overrides, author=token.name, note=policy_in.note
+    )
     session.commit()
     return PolicyPublic.model_validate(row)

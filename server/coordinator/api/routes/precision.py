@@ -19,14 +19,16 @@ from server.coordinator.schemas import (
 router = APIRouter(prefix="/runs", tags=["precision"])
 
 
-@router.get("/{run_id}/precision", response_model=LayerPrecisionsPublic,
-            responses={404: {"model": Message}})
+@router.get(
+    "/{run_id}/precision", response_model=LayerPrecisionsPublic, responses={404: {"model": Message}}
+)
 def read_precision(
     session: SessionDep,
     run: RunDep,
     layer: Annotated[str | None, Query(max_length=200)] = None,
-    device: Annotated[int | None, Query(ge=1, le=INT32_MAX,
-                                        description="Device id (not node id).")] = None,
+    device: Annotated[
+        int | None, Query(ge=1, le=INT32_MAX, description="Device id (not node id).")
+    ] = None,
     from_round: Annotated[int | None, Query(ge=1, le=INT32_MAX)] = None,
     to_round: Annotated[int | None, Query(ge=1, le=INT32_MAX)] = None,
     skip: Skip = 0,
@@ -34,19 +36,32 @@ def read_precision(
 ) -> LayerPrecisionsPublic:
     """Bits, exponent and Gavg per layer, device and round (bounds inclusive)."""
     rows, count = crud.list_layer_precision(
-        session=session, run_id=run.id, layer=layer, device_id=device, from_round=from_round,
-        to_round=to_round, skip=skip, limit=limit)
-    return LayerPrecisionsPublic(data=[LayerPrecisionPublic.model_validate(r) for r in rows],
-                                 count=count)
+        session=session,
+        run_id=run.id,
+        layer=layer,
+        device_id=device,
+        from_round=from_round,
+        to_round=to_round,
+        skip=skip,
+        limit=limit,
+    )
+    return LayerPrecisionsPublic(
+        data=[LayerPrecisionPublic.model_validate(r) for r in rows], count=count
+    )
 
 
-@router.get("/{run_id}/precision/summary", response_model=PrecisionSummariesPublic,
-            responses={404: {"model": Message}})
+@router.get(
+    "/{run_id}/precision/summary",
+    response_model=PrecisionSummariesPublic,
+    responses={404: {"model": Message}},
+)
 def read_precision_summary(
-    session: SessionDep, run: RunDep,
+    session: SessionDep,
+    run: RunDep,
     layer: Annotated[str | None, Query(max_length=200)] = None,
 ) -> PrecisionSummariesPublic:
     """Min / mean / max bits and mean Gavg over devices, per layer and round."""
     rows = crud.precision_summary(session=session, run_id=run.id, layer=layer)
     return PrecisionSummariesPublic(
-        data=[PrecisionSummaryPublic.model_validate(r) for r in rows], count=len(rows))
+        data=[PrecisionSummaryPublic.model_validate(r) for r in rows], count=len(rows)
+    )

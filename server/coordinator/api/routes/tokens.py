@@ -10,9 +10,11 @@ from server.coordinator import crud
 from server.coordinator.api.deps import INT32_MAX, AdminToken, SessionDep
 from server.coordinator.schemas import Message, TokenPublic, TokensPublic
 
-router = APIRouter(prefix="/tokens", tags=["tokens"],
-                   responses={403: {"model": Message, "description": "The token is not an "
-                                                                     "admin token."}})
+router = APIRouter(
+    prefix="/tokens",
+    tags=["tokens"],
+    responses={403: {"model": Message, "description": "The token is not an admin token."}},
+)
 
 TokenId = Annotated[int, Path(ge=1, le=INT32_MAX)]
 
@@ -28,8 +30,7 @@ def read_tokens(session: SessionDep, _admin: AdminToken) -> TokensPublic:
     return TokensPublic(data=[TokenPublic.model_validate(t) for t in tokens], count=count)
 
 
-@router.post("/{token_id}/revoke", response_model=TokenPublic,
-             responses={404: {"model": Message}})
+@router.post("/{token_id}/revoke", response_model=TokenPublic, responses={404: {"model": Message}})
 def revoke_token(session: SessionDep, _admin: AdminToken, token_id: TokenId) -> TokenPublic:
     """Revoke a token: from now on it gets 401 and its dashboard sessions are ended.
 

@@ -25,8 +25,9 @@ def test_settings_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.ENVIRONMENT == "development"
 
 
-def test_settings_read_prefixed_environment(monkeypatch: pytest.MonkeyPatch,
-                                            tmp_path: Path) -> None:
+def test_settings_read_prefixed_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     # Prepare
     monkeypatch.setenv("APTFLEET_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("APTFLEET_PORT", "9000")
@@ -50,8 +51,9 @@ def test_settings_cors_origins_json_list(monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_settings_placeholder_password_refused_in_production() -> None:
     with pytest.raises(ValidationError, match="placeholder 'changethis'"):
-        Settings(ENVIRONMENT="production",
-                 DATABASE_URL="postgresql+psycopg://app:changethis@db/aptfleet")
+        Settings(
+            ENVIRONMENT="production", DATABASE_URL="postgresql+psycopg://app:changethis@db/aptfleet"
+        )
 
 
 def test_settings_placeholder_password_allowed_in_development() -> None:

@@ -26,8 +26,7 @@ def test_null_launcher_marks_run_failed(db: Session, engine: Engine) -> None:
     launcher = NullLauncher(make_session_factory(engine))
 
     # Execute
-    run = launch_run(session=db, launcher=launcher,
-                     run_in=RunCreate(task="digits", method="apt"))
+    run = launch_run(session=db, launcher=launcher, run_in=RunCreate(task="digits", method="apt"))
 
     # Assert
     assert isinstance(launcher, RunLauncher)

@@ -43,8 +43,9 @@ def test_apply_policy_update_partial_keeps_other_fields() -> None:
     current = PrecisionPolicy(bits_max=12, rounding="stochastic")
 
     # Execute
-    policy, overrides = apply_policy_update(current, {"mcu": {"bits_max": 8}},
-                                            PolicyUpdate(t_min=1.0))
+    policy, overrides = apply_policy_update(
+        current, {"mcu": {"bits_max": 8}}, PolicyUpdate(t_min=1.0)
+    )
 
     # Assert
     assert policy == current.with_(t_min=1.0)
@@ -75,8 +76,7 @@ def test_apply_policy_update_bad_override_names_class_and_field() -> None:
 def test_apply_policy_update_revalidates_kept_overrides() -> None:
     # An override valid for the old policy can become invalid for the new one.
     with pytest.raises(PolicyUpdateError) as info:
-        apply_policy_update(PrecisionPolicy(), {"mcu": {"bits_max": 8}},
-                            PolicyUpdate(bits_min=10))
+        apply_policy_update(PrecisionPolicy(), {"mcu": {"bits_max": 8}}, PolicyUpdate(bits_min=10))
     assert info.value.loc == ("overrides", "mcu", "bits_max")
 
 

@@ -27,13 +27,15 @@ WRITE_ENDPOINTS = [
 
 def _api_operations(app: FastAPI) -> list[tuple[str, str]]:
     paths = app.openapi()["paths"]
-    return [(method, path.replace("{run_id}", "1").replace("{device_id}", "1"))
-            for path, ops in paths.items() if path.startswith("/api/v1")
-            for method in ops]
+    return [
+        (method, path.replace("{run_id}", "1").replace("{device_id}", "1"))
+        for path, ops in paths.items()
+        if path.startswith("/api/v1")
+        for method in ops
+    ]
 
 
-def test_every_api_endpoint_without_token_unauthorized(app: FastAPI,
-                                                       client: TestClient) -> None:
+def test_every_api_endpoint_without_token_unauthorized(app: FastAPI, client: TestClient) -> None:
     # Prepare
     operations = _api_operations(app)
 
@@ -49,49 +51,53 @@ def test_every_api_endpoint_without_token_unauthorized(app: FastAPI,
 
 @pytest.mark.parametrize(("method", "path"), WRITE_ENDPOINTS)
 @pytest.mark.parametrize("authorization", ["Bearer aptf_wrong", "Basic dXNlcjpwdw==", "Bearer"])
-def test_write_endpoint_bad_token_unauthorized(client: TestClient, method: str, path: str,
-                                               authorization: str) -> None:
+def test_write_endpoint_bad_token_unauthorized(
+    client: TestClient, method: str, path: str, authorization: str
+) -> None:
     response = client.request(method, path, json={}, headers={"Authorization": authorization})
     assert response.status_code == 401
     assert response.headers["www-authenticate"] == "Bearer"
 
 
 @pytest.mark.parametrize(("method", "path"), WRITE_ENDPOINTS)
-def test_write_endpoint_revoked_token_unauthorized(client: TestClient, db: Session,
-                                                   method: str, path: str) -> None:
+def test_write_endpoint_revoked_token_unauthorized(
+    client: TestClient, db: Session, method: str, path: str
+) -> None:
     # Prepare
     token = crud.create_token(session=db, role="admin")
     crud.revoke_token(session=db, token_id=db.scalar(select(ApiToken.id)))
     db.commit()
 
     # Execute
-    response = client.request(method, path, json={},
-                              headers={"Authorization": f"Bearer {token}"})
+    response = client.request(method, path, json={}, headers={"Authorization": f"Bearer {token}"})
 
     # Assert
     assert response.status_code == 401
 
 
-def test_update_policy_operator_forbidden(client: TestClient,
-                                          operator_headers: dict[str, str]) -> None:
+def test_update_policy_operator_forbidden(
+    client: TestClient, operator_headers: dict[str, str]
+) -> None:
     response = client.put("/api/v1/policy", json={"bits_max": 12}, headers=operator_headers)
     assert response.status_code == 403
 
 
-def test_operator_can_start_and_stop_runs(client: TestClient,
-                                          operator_headers: dict[str, str]) -> None:
+def test_operator_can_start_and_stop_runs(
+    client: TestClient, operator_headers: dict[str, str]
+) -> None:
     # Execute
-    created = client.post("/api/v1/runs", json={"task": "mnist1d", "method": "fp32"},
-                          headers=operator_headers)
-    stopped = client.post(f"/api/v1/runs/{created.json()['id']}/stop",
-                          headers=operator_headers)
+    created = client.post(
+        "/api/v1/runs", json={"task": "mnist1d", "method": "fp32"}, headers=operator_headers
+    )
+    stopped = client.post(f"/api/v1/runs/{created.json()['id']}/stop", headers=operator_headers)
 
     # Assert
     assert (created.status_code, stopped.status_code) == (201, 200)
 
 
-def test_token_never_logged(client: TestClient, db: Session,
-                            caplog: pytest.LogCaptureFixture) -> None:
+def test_token_never_logged(
+    client: TestClient, db: Session, caplog: pytest.LogCaptureFixture
+) -> None:
     # Prepare
     caplog.set_level(logging.DEBUG)
     token = crud.create_token(session=db, role="admin")
@@ -106,7 +112,8 @@ def test_token_never_logged(client: TestClient, db: Session,
 
 
 def test_repeated_bad_tokens_too_many_requests_per_address(
-        app: FastAPI, client: TestClient, admin_headers: dict[str, str]) -> None:
+    app: FastAPI, client: TestClient, admin_headers: dict[str, str]
+) -> None:
     # Prepare
     limit = app.state.settings.AUTH_FAILURE_LIMIT
     bad = {"Authorization": "Bearer aptf_guess"}
@@ -128,8 +135,9 @@ def test_repeated_bad_tokens_too_many_requests_per_address(
     assert (elsewhere.status_code, elsewhere_bad.status_code) == (200, 401)
 
 
-def test_missing_token_not_counted_as_failure(app: FastAPI, client: TestClient,
-                                              admin_headers: dict[str, str]) -> None:
+def test_missing_token_not_counted_as_failure(
+    app: FastAPI, client: TestClient, admin_headers: dict[str, str]
+) -> None:
     # Execute
     for _ in range(app.state.settings.AUTH_FAILURE_LIMIT + 5):
         client.get("/api/v1/runs")
@@ -139,8 +147,7 @@ def test_missing_token_not_counted_as_failure(app: FastAPI, client: TestClient,
     assert response.status_code == 200
 
 
-def test_unauthorized_messages_name_existing_command(app: FastAPI,
-                                                     client: TestClient) -> None:
+def test_unauthorized_messages_name_existing_command(app: FastAPI, client: TestClient) -> None:
     # Execute
     missing = client.get("/api/v1/runs").json()["detail"]
     openapi = json.dumps(app.openapi())

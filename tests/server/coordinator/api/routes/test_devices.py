@@ -9,12 +9,14 @@ from server.coordinator import crud
 from tests.utils.run import create_random_run, make_round_record
 
 
-def test_read_devices_lists_seen_nodes(client: TestClient, db: Session,
-                                       operator_headers: dict[str, str]) -> None:
+def test_read_devices_lists_seen_nodes(
+    client: TestClient, db: Session, operator_headers: dict[str, str]
+) -> None:
     # Prepare
     run = create_random_run(db, status="running")
-    crud.record_round(session=db, run_id=run.id,
-                      record=make_round_record(1, nodes=(11, 12), device_class="mcu"))
+    crud.record_round(
+        session=db, run_id=run.id, record=make_round_record(1, nodes=(11, 12), device_class="mcu")
+    )
     db.commit()
 
     # Execute
@@ -26,8 +28,9 @@ def test_read_devices_lists_seen_nodes(client: TestClient, db: Session,
     assert {d["device_class"] for d in body["data"]} == {"mcu"}
 
 
-def test_read_device_with_history(client: TestClient, db: Session,
-                                  operator_headers: dict[str, str]) -> None:
+def test_read_device_with_history(
+    client: TestClient, db: Session, operator_headers: dict[str, str]
+) -> None:
     # Prepare
     run = create_random_run(db, status="running")
     for r in (1, 2):

@@ -19,7 +19,8 @@ def _token_id(db: Session, token: str) -> int:
 
 
 def test_read_tokens_lists_every_token_without_secrets(
-        client: TestClient, db: Session, admin_headers: dict[str, str]) -> None:
+    client: TestClient, db: Session, admin_headers: dict[str, str]
+) -> None:
     # Prepare
     expires_at = utcnow() + timedelta(days=30)
     operator = crud.create_token(session=db, role="operator", name="ci", expires_at=expires_at)
@@ -36,25 +37,40 @@ def test_read_tokens_lists_every_token_without_secrets(
     assert (alice["name"], alice["role"], alice["status"]) == ("alice", "admin", "active")
     assert alice["expires_at"] is None and alice["last_used_at"] is not None
     assert (ci["name"], ci["role"], ci["revoked"], ci["last_used_at"]) == (
-        "ci", "operator", False, None)
+        "ci",
+        "operator",
+        False,
+        None,
+    )
     assert ci["expires_at"].startswith(expires_at.date().isoformat())
-    assert set(ci) == {"id", "name", "role", "created_at", "expires_at", "last_used_at",
-                       "revoked", "revoked_at", "status"}
+    assert set(ci) == {
+        "id",
+        "name",
+        "role",
+        "created_at",
+        "expires_at",
+        "last_used_at",
+        "revoked",
+        "revoked_at",
+        "status",
+    }
     admin_secret = admin_headers["Authorization"].removeprefix("Bearer ")
     for secret in (operator, admin_secret):
         assert secret not in response.text
         assert secret.removeprefix("aptf_") not in response.text
 
 
-def test_read_tokens_operator_forbidden(client: TestClient,
-                                        operator_headers: dict[str, str]) -> None:
+def test_read_tokens_operator_forbidden(
+    client: TestClient, operator_headers: dict[str, str]
+) -> None:
     response = client.get("/api/v1/tokens", headers=operator_headers)
     assert response.status_code == 403
     assert "admin" in response.json()["detail"]
 
 
-def test_revoke_token_then_token_unauthorized(client: TestClient, db: Session,
-                                              admin_headers: dict[str, str]) -> None:
+def test_revoke_token_then_token_unauthorized(
+    client: TestClient, db: Session, admin_headers: dict[str, str]
+) -> None:
     # Prepare
     token = crud.create_token(session=db, role="operator", name="leaked")
     db.commit()
@@ -77,9 +93,9 @@ def test_revoke_token_then_token_unauthorized(client: TestClient, db: Session,
     assert "revoked" in detail and "aptfleet token create --role admin" in detail
 
 
-def test_revoke_token_operator_forbidden(client: TestClient, db: Session,
-                                         operator_headers: dict[str, str],
-                                         admin_headers: dict[str, str]) -> None:
+def test_revoke_token_operator_forbidden(
+    client: TestClient, db: Session, operator_headers: dict[str, str], admin_headers: dict[str, str]
+) -> None:
     # Prepare
     admin_id = db.scalar(select(ApiToken.id).where(ApiToken.role == "admin"))
 
@@ -91,8 +107,7 @@ def test_revoke_token_operator_forbidden(client: TestClient, db: Session,
     assert client.get("/api/v1/runs", headers=admin_headers).status_code == 200
 
 
-def test_revoke_token_unknown_not_found(client: TestClient,
-                                        admin_headers: dict[str, str]) -> None:
+def test_revoke_token_unknown_not_found(client: TestClient, admin_headers: dict[str, str]) -> None:
     response = client.post("/api/v1/tokens/999999/revoke", headers=admin_headers)
     assert response.status_code == 404
     assert "aptfleet token list" in response.json()["detail"]
@@ -100,8 +115,9 @@ def test_revoke_token_unknown_not_found(client: TestClient,
 
 def test_expired_token_unauthorized(client: TestClient, db: Session) -> None:
     # Prepare: a token created with an expiry that has passed since
-    token = crud.create_token(session=db, role="admin", name="temp",
-                              expires_at=utcnow() + timedelta(hours=1))
+    token = crud.create_token(
+        session=db, role="admin", name="temp", expires_at=utcnow() + timedelta(hours=1)
+    )
     db.commit()
     live = client.get("/api/v1/runs", headers={"Authorization": f"Bearer {token}"})
     db.execute(update(ApiToken).values(expires_at=utcnow() - timedelta(seconds=1)))
@@ -117,8 +133,7 @@ def test_expired_token_unauthorized(client: TestClient, db: Session) -> None:
     assert "aptfleet token create --role admin" in response.json()["detail"]
 
 
-def test_token_last_used_recorded_at_most_once_a_minute(
-        client: TestClient, db: Session) -> None:
+def test_token_last_used_recorded_at_most_once_a_minute(client: TestClient, db: Session) -> None:
     # Prepare
     token = crud.create_token(session=db, role="operator")
     db.commit()
