@@ -22,16 +22,16 @@ import logging
 import os
 import signal
 import ssl
-import tempfile
 import time
 import urllib.request
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from apt_core.federated.device_class import DEFAULT_DEVICE_CLASS
-from server.flower.certs import DEFAULT_HOSTS, FleetCerts, NodeKey, ensure_certs
+from server.flower.certs import DEFAULT_HOSTS, NodeKey, ensure_certs
+from server.flower.fleet_state import FleetState, Proc
 from server.flower.processes import (
     REPO_ROOT,
     FleetError,
@@ -42,6 +42,7 @@ from server.flower.processes import (
     stop_group,
     superlink_pids,
 )
+from server.flower.registration import register_keys, register_node
 from server.flower.submission import (
     CONNECTION,
     RunOutcome,
@@ -80,67 +81,6 @@ log = logging.getLogger(__name__)
 DEFAULT_STATE_DIR = Path(os.environ.get("APTFLEET_FLEET_DIR", "/tmp/aptfleet-fleet"))
 #: Port of the SuperLink that ``flwr`` spawns for the ``:local:`` connection.
 LOCAL_SUPERLINK_PORT = 39091
-
-
-@dataclass
-class Proc:
-    """One process the fleet started (its own session: pid == process group id)."""
-
-    role: str
-    pid: int
-    port: int
-    flwr_home: str
-    log_file: str
-    node_config: str = ""
-    #: node id the SuperLink gave the SuperNode's registered key (0: not registered)
-    node_id: int = 0
-
-
-@dataclass
-class FleetState:
-    """What ``up`` started; saved as JSON in ``<state_dir>/fleet.json``."""
-
-    state_dir: str
-    superlink_port: int
-    procs: list[Proc] = field(default_factory=list)
-    #: plain text and no SuperNode authentication (local development only)
-    insecure: bool = False
-    #: the certificates directory (``server.flower.certs`` layout); empty when insecure
-    certs_dir: str = ""
-
-    @property
-    def certs(self) -> FleetCerts | None:
-        """The fleet's certificates and node keys, or None for an insecure fleet."""
-        return FleetCerts(Path(self.certs_dir)) if self.certs_dir else None
-
-    @property
-    def address(self) -> str:
-        """host:port of the SuperLink."""
-        return f"127.0.0.1:{self.superlink_port}"
-
-    @property
-    def cli_home(self) -> Path:
-        """FLWR_HOME of the ``flwr`` CLI (holds the connection config)."""
-        return Path(self.state_dir) / "cli"
-
-    def save(self) -> None:
-        """Write the state file."""
-        (Path(self.state_dir) / "fleet.json").write_text(json.dumps(asdict(self), indent=2))
-
-    @classmethod
-    def load(cls, state_dir: Path) -> FleetState | None:
-        """Read the state file, if any."""
-        path = state_dir / "fleet.json"
-        if not path.exists():
-            return None
-        d = json.loads(path.read_text())
-        return cls(
-            d["state_dir"],
-            d["superlink_port"],
-            [Proc(**p) for p in d["procs"]],
-            bool(d.get("insecure", False)),
-            str(d.get("certs_dir", "")),
-        )
 
 
 def _start(role: str, args: list[str], home: Path, port: int, node_config: str = "") -> Proc:
@@ -285,62 +225,6 @@ def _start_superlink(state: FleetState, timeout: float) -> None:
     )
     state.save()
     _wait_health(port, timeout, None if certs is None else certs.ca_cert)
-
-
-def register_node(state: FleetState, public_key: Path) -> int:
-    """Register a SuperNode's public key (OpenSSH format) with the fleet's SuperLink.
-
-    Returns the node id it was given.
-
-    Raises
-    ------
-    FleetError
-        If ``flwr supernode register`` fails (e.g. the key is already registered).
-    """
-    node_id = register_key(state.cli_home, public_key)
-    assert node_id is not None
-    return node_id
-
-
-def register_keys(
-    address: str, public_keys: Sequence[Path], *, ca_file: Path | None = None
-) -> dict[Path, int | None]:
-    """Register SuperNode public keys with the SuperLink at ``address``; known keys are skipped.
-
-    The connection uses TLS, verified with ``ca_file`` or the system's trust store.
-
-    Returns each key with its new node id, or None when it was registered before.
-    """
-    with tempfile.TemporaryDirectory(prefix="aptfleet-cli-") as home:
-        write_cli_config(Path(home), address, ca_file=ca_file)
-        return {key: register_key(Path(home), key, exist_ok=True) for key in public_keys}
-
-
-def register_key(cli_home: Path, public_key: Path, *, exist_ok: bool = False) -> int | None:
-    """Run ``flwr supernode register`` with the CLI config of ``cli_home``.
-
-    Returns the new node id, or None when the key is already registered and ``exist_ok``.
-
-    Raises
-    ------
-    FleetError
-        If the registration fails (or the key is already registered and not ``exist_ok``).
-    """
-    res = flwr(
-        cli_home, ["supernode", "register", str(public_key), CONNECTION, "--format", "json"], 60
-    )
-    try:
-        out = json_out(res.stdout)
-    except (FleetError, ValueError):
-        out = {}
-    if out.get("success") and out.get("node-id"):
-        return int(out["node-id"])
-    text = (res.stdout + res.stderr).strip()
-    if exist_ok and "already in use" in text:
-        return None
-    raise FleetError(
-        f"flwr supernode register {public_key} failed (exit {res.returncode}): {text[-800:]}"
-    )
 
 
 def supernodes(state: FleetState) -> list[dict[str, Any]]:

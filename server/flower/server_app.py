@@ -27,9 +27,10 @@ from torch.utils.data import TensorDataset
 from apt_core import federated as fed
 from apt_core.config import resolve_policy
 from apt_core.tasks.data import load_task
+from server.flower.global_model import Evaluator, Recorder
 from server.flower.records import RoundReport
 from server.flower.settings import RUN_CONFIG_DEFAULTS, ServerSettings
-from server.flower.strategy import APTFedAvg, Evaluator, PolicyProvider, Recorder
+from server.flower.strategy import APTFedAvg, PolicyProvider
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,8 @@ from apt_core import federated as fed
 from apt_core.config import PrecisionPolicy
 from server.flower.records import RoundReport
 from server.flower.server_app import ServerSettings
-from server.flower.simulation import comparison, plot_all, run_federated, write_markdown
+from server.flower.simulation import comparison, run_federated
+from server.flower.simulation_report import plot_all, write_markdown
 from tests.utils.run import make_round_record
 
 POLICY = PrecisionPolicy(check_every=3)

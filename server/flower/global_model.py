@@ -1,0 +1,126 @@
+"""The global model of a federated run: its stored forms, central evaluation and round record.
+
+:class:`GlobalModel` is the part of :class:`server.flower.strategy.APTFedAvg` that holds the
+current global model: it restores it from a checkpoint, packs it for the store, gives its
+per-tensor max |w|, evaluates it centrally and builds each round's :class:`RoundReport`.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, MetricRecord
+from torch import nn
+
+from apt_core import federated as fed
+from apt_core.federated import record_keys as keys
+from apt_core.packing import unpack_tensors
+from apt_core.wire import unpack
+from client.array_records import array_record, numpy_arrays
+from server.flower.records import ClientReport, RoundReport
+
+Recorder = Callable[[RoundReport], None]
+Evaluator = Callable[[nn.Module], tuple[float, float]]
+
+_FLOAT_METHOD_BITS = 32.0
+
+
+class GlobalModel:
+    """The global model's state and helpers, mixed into the strategy."""
+
+    settings: fed.RunSettings
+    template: nn.Module
+    recorder: Recorder | None
+    evaluator: Evaluator | None
+    _global: ArrayRecord | None
+    _evaluated: dict[int, tuple[float, float]]
+
+    def arrays_from_checkpoint(self, checkpoint: bytes) -> ArrayRecord:
+        """The global model stored by :meth:`aggregate_train`, as the arrays to continue from.
+
+        Packed codes for apt, a ``torch.save`` float state_dict otherwise.
+        """
+        s = self.settings
+        model = fed.make_model(s.task, s.arch, s.method)
+        if s.method == "apt":
+            unpack(model, checkpoint)
+        else:
+            model.load_state_dict(torch.load(io.BytesIO(checkpoint), weights_only=True))
+        self._global = array_record(fed.model_arrays(model, s.method))
+        return self._global
+
+    def _global_max_abs(self) -> dict[str, float]:
+        """Per-tensor max |w| of the global model this round started from."""
+        if self._global is None:
+            return {}
+        arrays = numpy_arrays(self._global)
+        if self.settings.method == "apt":
+            model: fed.ReplyModel = unpack_tensors(arrays[keys.APT_PAYLOAD].tobytes())
+        else:
+            model = {k: torch.from_numpy(np.array(v)) for k, v in arrays.items()}
+        return fed.tensors_max_abs(model)
+
+    def _encode_global(self, new: fed.ReplyModel) -> tuple[ArrayRecord, bytes]:
+        if isinstance(new, list):
+            arrays = fed.packed_arrays(new)
+            return array_record(arrays), arrays[keys.APT_PAYLOAD].tobytes()
+        buf = io.BytesIO()
+        torch.save(new, buf)
+        return array_record({k: v.numpy() for k, v in new.items()}), buf.getvalue()
+
+    # --- evaluation and records ---------------------------------------------------------
+    def evaluate_global(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        """Central evaluation of a global model (the ``evaluate_fn`` of ``start``)."""
+        if self.evaluator is None:
+            return None
+        if server_round not in self._evaluated or server_round == 0:
+            model = fed.make_model(self.settings.task, self.settings.arch, self.settings.method)
+            fed.load_arrays(model, numpy_arrays(arrays), self.settings.method)
+            self._evaluated[server_round] = self.evaluator(model)
+        acc, loss = self._evaluated[server_round]
+        return MetricRecord({keys.ACCURACY: float(acc), keys.LOSS: float(loss)})
+
+    def _record(
+        self,
+        server_round: int,
+        version: int,
+        clients: list[ClientReport],
+        arrays: ArrayRecord | None,
+        packed: bytes | None,
+        gbits: dict[str, int],
+    ) -> None:
+        acc = loss = None
+        current = arrays if arrays is not None else self._global
+        if current is not None and self.evaluator is not None:
+            self._evaluated.pop(server_round, None)
+            res = self.evaluate_global(server_round, current)
+            if res is not None:
+                acc, loss = float(res[keys.ACCURACY]), float(res[keys.LOSS])  # type: ignore
+        ok = [c for c in clients if c.rejected is None and c.failure is None]
+        if self.settings.method == "apt":
+            means = [fed.mean_bits(self.template, {x.layer: x.bits for x in c.layers}) for c in ok]
+            mean = sum(x for x in means if x is not None) / len(means) if means else None
+        else:
+            mean = _FLOAT_METHOD_BITS
+        record = RoundReport(
+            round=server_round,
+            accuracy=acc,
+            loss=loss if loss is None or math.isfinite(loss) else None,
+            energy_j=sum(c.energy_j for c in clients),
+            uplink_bytes=sum(c.uplink_bytes for c in clients),
+            downlink_bytes=sum(c.downlink_bytes for c in clients),
+            participants=len(ok),
+            failures=sum(c.failure is not None for c in clients),
+            rejections=sum(c.rejected is not None for c in clients),
+            mean_bits=mean,
+            policy_version=version,
+            clients=clients,
+            global_bits=gbits,
+            packed_model=packed,
+        )
+        if self.recorder is not None:
+            self.recorder(record)
