@@ -2,38 +2,30 @@
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 from collections.abc import Callable, Iterable
 from typing import Any, cast
 
-import numpy as np
-import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 from flwr.serverapp.strategy.strategy_utils import validate_message_reply_consistency
-from torch import nn
 
 from apt_core import federated as fed
 from apt_core.config import PrecisionPolicy
+from apt_core.conversion import apt_layers
 from apt_core.federated import record_keys as keys
 from apt_core.federated.device_class import DEFAULT_DEVICE_CLASS
-from apt_core.layers import apt_layers
-from apt_core.packing import unpack_tensors
-from apt_core.wire import unpack
 from client.array_records import array_record, numpy_arrays
-from server.flower.records import ClientReport, RoundReport
+from server.flower.global_model import Evaluator, GlobalModel, Recorder
+from server.flower.records import ClientReport
 from server.flower.validation import RoundTerms, check_reply, failure_reason
 
 log = logging.getLogger(__name__)
 
 PolicyProvider = Callable[[], tuple[int, PrecisionPolicy, dict[str, dict[str, Any]]]]
-Recorder = Callable[[RoundReport], None]
-Evaluator = Callable[[nn.Module], tuple[float, float]]
 
-_FLOAT_METHOD_BITS = 32.0
 _Accepted = tuple[Message, fed.ReplyModel, ClientReport]
 
 
@@ -60,7 +52,7 @@ def _reply_node(msg: Message, sent: dict[int, int], sent_to: dict[str, int]) -> 
     return node
 
 
-class APTFedAvg(FedAvg):
+class APTFedAvg(GlobalModel, FedAvg):
     """FedAvg for APT devices: bit-packed models both ways, validated replies, round records.
 
     Parameters
@@ -125,20 +117,6 @@ class APTFedAvg(FedAvg):
         _, policy, _ = self._current_policy()
         s = self.settings
         model = fed.make_model(s.task, s.arch, s.method, policy, seed=s.seed)
-        self._global = array_record(fed.model_arrays(model, s.method))
-        return self._global
-
-    def arrays_from_checkpoint(self, checkpoint: bytes) -> ArrayRecord:
-        """The global model stored by :meth:`aggregate_train`, as the arrays to continue from.
-
-        Packed codes for apt, a ``torch.save`` float state_dict otherwise.
-        """
-        s = self.settings
-        model = fed.make_model(s.task, s.arch, s.method)
-        if s.method == "apt":
-            unpack(model, checkpoint)
-        else:
-            model.load_state_dict(torch.load(io.BytesIO(checkpoint), weights_only=True))
         self._global = array_record(fed.model_arrays(model, s.method))
         return self._global
 
@@ -369,75 +347,3 @@ class APTFedAvg(FedAvg):
             failure=reason,
             device_class=self._device_classes.get(node, DEFAULT_DEVICE_CLASS),
         )
-
-    def _global_max_abs(self) -> dict[str, float]:
-        """Per-tensor max |w| of the global model this round started from."""
-        if self._global is None:
-            return {}
-        arrays = numpy_arrays(self._global)
-        if self.settings.method == "apt":
-            model: fed.ReplyModel = unpack_tensors(arrays[keys.APT_PAYLOAD].tobytes())
-        else:
-            model = {k: torch.from_numpy(np.array(v)) for k, v in arrays.items()}
-        return fed.tensors_max_abs(model)
-
-    def _encode_global(self, new: fed.ReplyModel) -> tuple[ArrayRecord, bytes]:
-        if isinstance(new, list):
-            arrays = fed.packed_arrays(new)
-            return array_record(arrays), arrays[keys.APT_PAYLOAD].tobytes()
-        buf = io.BytesIO()
-        torch.save(new, buf)
-        return array_record({k: v.numpy() for k, v in new.items()}), buf.getvalue()
-
-    # --- evaluation and records ---------------------------------------------------------
-    def evaluate_global(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
-        """Central evaluation of a global model (the ``evaluate_fn`` of ``start``)."""
-        if self.evaluator is None:
-            return None
-        if server_round not in self._evaluated or server_round == 0:
-            model = fed.make_model(self.settings.task, self.settings.arch, self.settings.method)
-            fed.load_arrays(model, numpy_arrays(arrays), self.settings.method)
-            self._evaluated[server_round] = self.evaluator(model)
-        acc, loss = self._evaluated[server_round]
-        return MetricRecord({keys.ACCURACY: float(acc), keys.LOSS: float(loss)})
-
-    def _record(
-        self,
-        server_round: int,
-        version: int,
-        clients: list[ClientReport],
-        arrays: ArrayRecord | None,
-        packed: bytes | None,
-        gbits: dict[str, int],
-    ) -> None:
-        acc = loss = None
-        current = arrays if arrays is not None else self._global
-        if current is not None and self.evaluator is not None:
-            self._evaluated.pop(server_round, None)
-            res = self.evaluate_global(server_round, current)
-            if res is not None:
-                acc, loss = float(res[keys.ACCURACY]), float(res[keys.LOSS])  # type: ignore
-        ok = [c for c in clients if c.rejected is None and c.failure is None]
-        if self.settings.method == "apt":
-            means = [fed.mean_bits(self.template, {x.layer: x.bits for x in c.layers}) for c in ok]
-            mean = sum(x for x in means if x is not None) / len(means) if means else None
-        else:
-            mean = _FLOAT_METHOD_BITS
-        record = RoundReport(
-            round=server_round,
-            accuracy=acc,
-            loss=loss if loss is None or math.isfinite(loss) else None,
-            energy_j=sum(c.energy_j for c in clients),
-            uplink_bytes=sum(c.uplink_bytes for c in clients),
-            downlink_bytes=sum(c.downlink_bytes for c in clients),
-            participants=len(ok),
-            failures=sum(c.failure is not None for c in clients),
-            rejections=sum(c.rejected is not None for c in clients),
-            mean_bits=mean,
-            policy_version=version,
-            clients=clients,
-            global_bits=gbits,
-            packed_model=packed,
-        )
-        if self.recorder is not None:
-            self.recorder(record)
