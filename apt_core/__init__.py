@@ -11,6 +11,7 @@ only; the federated protocol (:mod:`apt_core.federated`), the tasks
 
 from apt_core.config import NAMED_POLICIES, PrecisionPolicy, fixed_policy, resolve_policy
 from apt_core.controller import PrecisionCheck, PrecisionController
+from apt_core.conversion import apt_layers, layer_bits, to_apt, to_float
 from apt_core.cost import CostMeter, EnergyConstants, profile_layers, step_energy
 from apt_core.errors import (
     APTError,
@@ -21,16 +22,7 @@ from apt_core.errors import (
     ReplyError,
     SettingsError,
 )
-from apt_core.layers import (
-    APTConv1d,
-    APTConv2d,
-    APTLayer,
-    APTLinear,
-    apt_layers,
-    layer_bits,
-    to_apt,
-    to_float,
-)
+from apt_core.layers import APTConv1d, APTConv2d, APTLayer, APTLinear
 from apt_core.optimizer import APTSGD, LayerStepStats
 from apt_core.packing import PackedTensor, pack_bits, pack_tensors, unpack_bits, unpack_tensors
 from apt_core.quant import dequantize, quantize, stochastic_round

@@ -9,8 +9,8 @@ from torch import nn
 
 from apt_core.config import PrecisionPolicy, fixed_policy
 from apt_core.controller import PrecisionController
+from apt_core.conversion import to_apt
 from apt_core.cost import CostMeter, LayerProfile
-from apt_core.layers import to_apt
 from apt_core.optimizer import APTSGD
 from apt_core.qat import to_qat
 

@@ -9,10 +9,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from apt_core.conversion import apt_layers
 from apt_core.kernels.backend import get_backend, log_once
 from apt_core.kernels.fused_sgd import Slot, fused_step
 from apt_core.kernels.noise import hash_uniform, round_stochastic, stream_keys
-from apt_core.layers import APTLayer, apt_layers
+from apt_core.layers import APTLayer
 from apt_core.quant import MAX_EXPONENT, choose_exponent, code_range
 
 log = logging.getLogger(__name__)

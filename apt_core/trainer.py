@@ -14,8 +14,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from apt_core.controller import PrecisionController
+from apt_core.conversion import apt_layers, layer_bits
 from apt_core.cost import CostMeter, mean_bits
-from apt_core.layers import apt_layers, layer_bits
 from apt_core.optimizer import APTSGD, LayerStepStats
 
 Optimizer = APTSGD | torch.optim.Optimizer

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from apt_core.layers import apt_layers
+from apt_core.conversion import apt_layers
 from apt_core.packing import PackedTensor, PackError, pack_tensors, unpack_tensors
 
 

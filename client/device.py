@@ -11,6 +11,7 @@ from flwr.app import ConfigRecord, Context
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from apt_core.conversion import apt_layers
 from apt_core.federated import RunSettings
 from apt_core.federated import record_keys as keys
 from apt_core.federated.device_class import (
@@ -18,7 +19,6 @@ from apt_core.federated.device_class import (
     DEVICE_CLASS_PATTERN,
     DEVICE_CLASS_RULE,
 )
-from apt_core.layers import apt_layers
 from apt_core.tasks.data import TaskData, client_split, load_task
 
 

@@ -19,17 +19,14 @@ fallback counter; both are looked up at run time (:func:`available_backends`,
 from __future__ import annotations
 
 import gc
-import importlib
 import json
 import os
 import platform
 import statistics
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -37,60 +34,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from apt_core import APTSGD, PrecisionPolicy, apt_layers, to_apt
+from apt_core import APTSGD, PrecisionPolicy, to_apt
+from apt_core.bench.backends import (
+    _backend,
+    _fallback_reader,
+    _layer_fallbacks,
+    available_backends,
+)
 from apt_core.bench.memory import peak_train_bytes
+from apt_core.bench.runtime_config import DEFAULT_BITS, DEFAULT_CASES, RuntimeConfig
 from apt_core.tasks.data import load_task
 from apt_core.tasks.networks import build_model
-
-#: The issue-9 targets grid: (task, model, batch).
-DEFAULT_CASES: tuple[tuple[str, str, int], ...] = (
-    ("digits", "mlp-wide", 64),
-    ("digits", "mlp-wide", 256),
-    ("digits", "cnn", 64),
-    ("mnist1d", "cnn", 64),
-)
-DEFAULT_BITS: tuple[int, ...] = (8, 12, 16)
-
-# names the kernels may use for a process-wide or per-layer fallback counter
-_FALLBACK_FUNCS = ("fallback_count", "fallback_counts", "fallbacks")
-_FALLBACK_ATTRS = ("fallbacks", "fallback_count", "n_fallbacks")
-
-
-@dataclass(frozen=True)
-class RuntimeConfig:
-    """Settings shared by every model of the runtime benchmark.
-
-    Parameters
-    ----------
-    steps : int (default: 25)
-        Timed steps per model (the median is reported; use >= 20 for published figures).
-    warmup : int (default: 5)
-        Untimed rounds first (allocator, caches, compiled kernels).
-    lr : float (default: 0.05)
-    momentum : float (default: 0.9)
-    weight_decay : float (default: 5e-4)
-        As in the centralized benchmark, for fp32 and APT alike.
-    threads : int (default: 1)
-        torch intra-op threads during the measurement.
-    seed : int (default: 0)
-        Seed of the initial weights (the same for every model of a case).
-    """
-
-    steps: int = 25
-    warmup: int = 5
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    threads: int = 1
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for name, low in (("steps", 1), ("warmup", 0), ("threads", 1)):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < low:
-                raise ValueError(
-                    f"RuntimeConfig field '{name}' = {v!r} must be an integer >= {low}."
-                )
 
 
 @dataclass
@@ -123,71 +77,6 @@ class _Trainee:
         self.optimizer.step()
         t3 = time.perf_counter()
         return t1 - t0, t2 - t1, t3 - t2
-
-
-def _kernels() -> ModuleType | None:
-    try:
-        return importlib.import_module("apt_core.kernels")
-    except ImportError:
-        return None
-
-
-def available_backends() -> tuple[str, ...]:
-    """APT execution backends this apt_core can switch between (empty: no switch)."""
-    k = _kernels()
-    if k is None or not callable(getattr(k, "set_backend", None)):
-        return ()
-    return tuple(getattr(k, "BACKENDS", ("int", "reference")))
-
-
-@contextmanager
-def _backend(name: str | None) -> Iterator[None]:
-    """Run the block on backend ``name`` (None: leave the switch alone), then restore."""
-    k = _kernels()
-    if name is None or k is None:
-        yield
-        return
-    before = k.get_backend() if callable(getattr(k, "get_backend", None)) else None
-    k.set_backend(name)
-    try:
-        yield
-    finally:
-        if before is not None:
-            k.set_backend(before)
-
-
-def _fallback_reader() -> tuple[str, Callable[[], int]] | None:
-    """A process-wide fallback counter of the kernels, if they expose one."""
-    k = _kernels()
-    for name in _FALLBACK_FUNCS:
-        obj = getattr(k, name, None) if k is not None else None
-        if obj is None:
-            continue
-
-        def read(obj: Any = obj) -> int:
-            v = obj() if callable(obj) else obj
-            return int(sum(v.values())) if isinstance(v, dict) else int(v)
-
-        try:
-            read()
-        except (TypeError, ValueError):
-            continue
-        return f"apt_core.kernels.{name}", read
-    return None
-
-
-def _layer_fallbacks(model: nn.Module) -> int | None:
-    """Sum of per-layer fallback counters, if the layers keep any."""
-    total, found = 0, False
-    for layer in apt_layers(model).values():
-        for name in _FALLBACK_ATTRS:
-            v = getattr(layer, name, None)
-            if v is None or callable(v):
-                continue
-            found = True
-            total += int(sum(v.values())) if isinstance(v, dict) else int(v)
-            break
-    return total if found else None
 
 
 def _optimizer_state(opt: APTSGD | torch.optim.Optimizer) -> list[Tensor]:

@@ -7,8 +7,8 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
+from apt_core.conversion import apt_layers
 from apt_core.federated.codec import ReplyModel, float_state
-from apt_core.layers import apt_layers
 from apt_core.packing import PackedTensor
 from apt_core.quant import choose_exponent, dequantize, quantize
 from apt_core.wire import model_tensors

@@ -9,10 +9,10 @@ import torch
 from torch import Tensor, nn
 
 from apt_core.config import PrecisionPolicy
+from apt_core.conversion import to_apt
 from apt_core.errors import ReplyError
 from apt_core.federated import record_keys as keys
 from apt_core.federated.settings import FED_METHODS
-from apt_core.layers import to_apt
 from apt_core.packing import PackedTensor, pack_tensors
 from apt_core.tasks.networks import build_model
 from apt_core.wire import pack, unpack

@@ -14,10 +14,10 @@ from torch.utils.data import Dataset
 
 from apt_core.config import PrecisionPolicy
 from apt_core.controller import PrecisionController
+from apt_core.conversion import apt_layers, layer_bits
 from apt_core.cost import activation_bits, model_nbytes, profile_layers, tensors_nbytes
 from apt_core.federated.codec import float_state
 from apt_core.federated.settings import FED_METHODS
-from apt_core.layers import apt_layers, layer_bits
 from apt_core.methods import setup_method
 from apt_core.optimizer import APTSGD
 from apt_core.qat import to_qat

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn import grad as nn_grad
 
-from apt_core.kernels import im2col
+from apt_core.kernels import conv_weight_grad, im2col
 from apt_core.kernels.gemm import combine
 
 
@@ -84,7 +84,7 @@ class ConvProducts:
     def weight_grad(self, gq: Tensor, xq: Tensor) -> Tensor:
         """Exact int32 weight gradient, in the stored ``(O, kh*kw*C)`` matrix order."""
         k, s, p, d = self._g()
-        return im2col.conv2d_weight_grad_int(self._4d(gq), self._4d(xq), k, s, p, d)
+        return conv_weight_grad.conv2d_weight_grad_int(self._4d(gq), self._4d(xq), k, s, p, d)
 
     def bias_grad(self, gq: Tensor) -> Tensor:
         """Exact int32 bias gradient: error codes summed over batch and positions."""

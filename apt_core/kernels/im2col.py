@@ -23,7 +23,7 @@ buffers: the padded int8 NHWC input and the int32 result. Nothing is copied to f
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -106,11 +106,6 @@ def weight_from_matrix(mat: Tensor, channels: int, kh: int, kw: int) -> Tensor:
             f"columns, got shape {tuple(mat.shape)}."
         )
     return mat.reshape(mat.shape[0], kh, kw, channels).permute(0, 3, 1, 2).contiguous()
-
-
-def weight_from_matrix1d(mat: Tensor, channels: int, k: int) -> Tensor:
-    """Inverse of ``weight_matrix`` for 1-d weights: ``(O, k*C)`` back to ``(O, C, k)``."""
-    return weight_from_matrix(mat, channels, 1, k).squeeze(2)
 
 
 def _nhwc_placed(x: Tensor, step: tuple[int, int], pads: tuple[int, int, int, int]) -> Tensor:
@@ -334,165 +329,3 @@ def conv2d_input_grad_int(
     right = w + dw * (kw - 1) - (wo - 1) * sw - 1 - left
     ep = _nhwc_placed(e, (sh, sw), (top, bottom, left, right))
     return _conv_nhwc(ep, wt, (kh, kw), (1, 1), (dh, dw), chunk_rows).permute(0, 3, 1, 2)
-
-
-def _reduce_rows(e_rows: Tensor, chunks: Iterable[Chunk]) -> Tensor:
-    """Exact ``e_rows @ im2col`` accumulated over row chunks (int64 past the int32 bound)."""
-    wide, acc = e_rows.shape[1] > INT32_EXACT_REDUCTION, None
-    for r0, r1, cols in chunks:
-        part = _matmul_exact(e_rows[:, r0:r1], cols)
-        acc = (part.to(torch.int64) if wide else part) if acc is None else acc.add_(part)
-    assert acc is not None
-    return acc
-
-
-def iter_conv2d_weight_grad_int(
-    e: Tensor,
-    x: Tensor,
-    kernel: IntPair,
-    stride: IntPair = 1,
-    padding: IntPair = 0,
-    dilation: IntPair = 1,
-    *,
-    groups: int = 1,
-    chunk_rows: int | None = None,
-    out_chunk: int | None = None,
-) -> Iterator[tuple[int, int, Tensor]]:
-    """Yield the exact weight gradient in slices ``(o0, o1, grad[o0:o1])`` along O.
-
-    Each slice is ``(o1 - o0, kh*kw*C)`` in ``weight_matrix`` column order, int32 while
-    ``N*Ho*Wo <= INT32_EXACT_REDUCTION`` and int64 beyond. Consume a slice before asking
-    for the next to keep only one accumulator alive. When the im2col of the batch needs
-    more than one chunk it is rebuilt for every slice (time traded for memory).
-
-    Parameters
-    ----------
-    e : Tensor
-        int8 error codes ``(N, O, Ho, Wo)``.
-    x : Tensor
-        int8 input codes ``(N, C, H, W)`` of the forward pass.
-    kernel, stride, padding, dilation, groups, chunk_rows
-        As in ``conv2d_forward_int``.
-    out_chunk : int | None (default: None)
-        Output channels per slice; None yields all of them at once.
-    """
-    _check(e, "e", groups)
-    _check(x, "x", groups)
-    kern, st, pad, dil = _geometry(kernel, stride, padding, dilation)
-    patches = _patches(_nhwc_placed(x, (1, 1), (pad[0], pad[0], pad[1], pad[1])), kern, st, dil)
-    n, ho, wo = patches.shape[:3]
-    if e.shape[0] != n or e.shape[2:] != (ho, wo):
-        raise ConvArgumentError(
-            f"Error codes of shape {tuple(e.shape)} do not match the "
-            f"output ({n}, O, {ho}, {wo}) of this input and geometry."
-        )
-    o = e.shape[1]
-    e_nhwc = e.permute(0, 2, 3, 1)
-    # channels_last errors: a transposed operand beats an int8 transpose copy
-    e_mat = e_nhwc.view(-1, o).t() if e_nhwc.is_contiguous() else e.transpose(0, 1).reshape(o, -1)
-    step = o if out_chunk is None else max(1, out_chunk)
-    # one chunk holds the whole batch: build it once for every slice
-    single = _rows_per_chunk(patches[0, 0, 0].numel(), chunk_rows) >= n * ho * wo
-    cached = list(_im2col_chunks(patches, chunk_rows)) if single else None
-    for o0 in range(0, o, step):
-        o1 = min(o0 + step, o)
-        source = cached if cached is not None else _im2col_chunks(patches, chunk_rows)
-        yield o0, o1, _reduce_rows(e_mat[o0:o1], source)
-
-
-def conv2d_weight_grad_int(
-    e: Tensor,
-    x: Tensor,
-    kernel: IntPair,
-    stride: IntPair = 1,
-    padding: IntPair = 0,
-    dilation: IntPair = 1,
-    *,
-    groups: int = 1,
-    chunk_rows: int | None = None,
-) -> Tensor:
-    """Exact weight gradient ``(O, kh*kw*C)`` in ``weight_matrix`` column order.
-
-    int32 while the reduction ``N*Ho*Wo <= INT32_EXACT_REDUCTION``, int64 beyond (the
-    reduction is split and summed in int64). Arguments as in
-    ``iter_conv2d_weight_grad_int``; ``weight_from_matrix`` turns it into ``(O, C, kh, kw)``.
-    """
-    ((_, _, grad),) = iter_conv2d_weight_grad_int(
-        e, x, kernel, stride, padding, dilation, groups=groups, chunk_rows=chunk_rows
-    )
-    return grad
-
-
-def conv1d_forward_int(
-    x: Tensor,
-    w_mat: Tensor,
-    kernel: int,
-    stride: int = 1,
-    padding: int = 0,
-    dilation: int = 1,
-    *,
-    groups: int = 1,
-    chunk_rows: int | None = None,
-) -> Tensor:
-    """``conv2d_forward_int`` for ``(N, C, L)`` codes; returns ``(N, O, Lo)``."""
-    _check(x, "x", groups, dim=3)
-    return conv2d_forward_int(
-        x.unsqueeze(2),
-        w_mat,
-        (1, kernel),
-        (1, stride),
-        (0, padding),
-        (1, dilation),
-        chunk_rows=chunk_rows,
-    ).squeeze(2)
-
-
-def conv1d_input_grad_int(
-    e: Tensor,
-    w_mat: Tensor,
-    input_len: int,
-    kernel: int,
-    stride: int = 1,
-    padding: int = 0,
-    dilation: int = 1,
-    *,
-    groups: int = 1,
-    chunk_rows: int | None = None,
-) -> Tensor:
-    """``conv2d_input_grad_int`` for ``(N, O, Lo)`` error codes; returns ``(N, C, L)``."""
-    _check(e, "e", groups, dim=3)
-    return conv2d_input_grad_int(
-        e.unsqueeze(2),
-        w_mat,
-        (1, input_len),
-        (1, kernel),
-        (1, stride),
-        (0, padding),
-        (1, dilation),
-        chunk_rows=chunk_rows,
-    ).squeeze(2)
-
-
-def conv1d_weight_grad_int(
-    e: Tensor,
-    x: Tensor,
-    kernel: int,
-    stride: int = 1,
-    padding: int = 0,
-    dilation: int = 1,
-    *,
-    groups: int = 1,
-    chunk_rows: int | None = None,
-) -> Tensor:
-    """``conv2d_weight_grad_int`` for 1-d codes; returns ``(O, k*C)``."""
-    _check(e, "e", groups, dim=3)
-    _check(x, "x", groups, dim=3)
-    return conv2d_weight_grad_int(
-        e.unsqueeze(2),
-        x.unsqueeze(2),
-        (1, kernel),
-        (1, stride),
-        (0, padding),
-        (1, dilation),
-        chunk_rows=chunk_rows,
-    )

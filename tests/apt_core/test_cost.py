@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from apt_core.config import PrecisionPolicy
+from apt_core.conversion import apt_layers, to_apt
 from apt_core.cost import (
     HOROWITZ_45NM,
     PJ,
@@ -24,7 +25,6 @@ from apt_core.cost import (
     step_energy,
     tensors_nbytes,
 )
-from apt_core.layers import apt_layers, to_apt
 from tests.utils.torch_threads import single_thread
 
 BATCH = 5

@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from apt_core.layers import APTLayer, apt_layers, to_apt
+from apt_core.conversion import apt_layers, to_apt
+from apt_core.layers import APTLayer
 from apt_core.optimizer import APTSGD, LayerStepStats
 from tests.utils.torch_threads import single_thread
 

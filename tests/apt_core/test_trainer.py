@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from apt_core.config import PrecisionPolicy
+from apt_core.conversion import apt_layers
 from apt_core.cost import profile_layers
-from apt_core.layers import apt_layers
 from apt_core.methods import setup_method
 from apt_core.trainer import TrainMetrics, cosine_lr, evaluate, train
 from tests.utils.digits import Digits, load_digits_task

@@ -10,10 +10,11 @@ import torch
 from torch import Tensor, nn
 
 from apt_core.config import PrecisionPolicy
+from apt_core.conversion import apt_layers, to_apt
 from apt_core.kernels import get_backend, set_backend
 from apt_core.kernels.compiled import _enabled as compiled_state
 from apt_core.kernels.compiled import set_compiled
-from apt_core.layers import APTLayer, apt_layers, to_apt
+from apt_core.layers import APTLayer
 from apt_core.optimizer import APTSGD, LayerStepStats
 
 #: float32 unit roundoff: one rounding moves a value by at most this fraction of it.

@@ -23,8 +23,8 @@ from flwr.supercore.task_identity import TaskIdentity
 from torch import nn
 
 from apt_core import federated as fed
+from apt_core.conversion import apt_layers
 from apt_core.federated import record_keys as keys
-from apt_core.layers import apt_layers
 
 
 class FakeGrid:

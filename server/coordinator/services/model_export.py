@@ -7,7 +7,7 @@ import io
 import torch
 
 from apt_core import federated as fed
-from apt_core.layers import to_float
+from apt_core.conversion import to_float
 from apt_core.wire import unpack
 from server.coordinator.services.run_settings import run_settings_of
 from server.coordinator.tables import Run

@@ -7,7 +7,7 @@ import torch
 
 from apt_core import federated as fed
 from apt_core.config import PolicyError, PrecisionPolicy
-from apt_core.layers import apt_layers
+from apt_core.conversion import apt_layers
 from apt_core.packing import PackedTensor, pack_tensors
 from apt_core.quant import choose_exponent, dequantize, quantize
 from apt_core.tasks.data import client_split, load_task

@@ -21,17 +21,10 @@ from torch import Tensor, nn
 from torch.nn import grad as nn_grad
 
 from apt_core.config import PrecisionPolicy
+from apt_core.conversion import apt_layers, to_apt, to_float
 from apt_core.kernels import backend as backend_state
 from apt_core.kernels.activations import APTMaxPool2d, APTReLU
-from apt_core.layers import (
-    APTConv1d,
-    APTConv2d,
-    APTLayer,
-    APTLinear,
-    apt_layers,
-    to_apt,
-    to_float,
-)
+from apt_core.layers import APTConv1d, APTConv2d, APTLayer, APTLinear
 from tests.utils.backends import (
     assert_within,
     backend,

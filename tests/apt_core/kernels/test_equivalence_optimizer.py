@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from apt_core.layers import apt_layers
+from apt_core.conversion import apt_layers
 from apt_core.wire import pack, unpack
 from tests.utils.backends import (
     assert_same_layers,

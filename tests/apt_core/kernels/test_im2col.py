@@ -8,20 +8,21 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.grad import conv1d_input, conv1d_weight, conv2d_input, conv2d_weight
 
+from apt_core.kernels.conv1d import (
+    conv1d_forward_int,
+    conv1d_input_grad_int,
+    conv1d_weight_grad_int,
+    weight_from_matrix1d,
+)
+from apt_core.kernels.conv_weight_grad import conv2d_weight_grad_int, iter_conv2d_weight_grad_int
 from apt_core.kernels.im2col import (
     INT32_EXACT_REDUCTION,
     TRANSPOSED_MAX_CHANNELS,
     ConvArgumentError,
     ConvGroupsError,
-    conv1d_forward_int,
-    conv1d_input_grad_int,
-    conv1d_weight_grad_int,
     conv2d_forward_int,
     conv2d_input_grad_int,
-    conv2d_weight_grad_int,
-    iter_conv2d_weight_grad_int,
     weight_from_matrix,
-    weight_from_matrix1d,
     weight_matrix,
 )
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from apt_core import federated as fed
-from apt_core.layers import to_float
+from apt_core.conversion import to_float
 from apt_core.wire import pack
 from server.coordinator.services.model_export import packed_to_torch
 from server.coordinator.tables import Run
