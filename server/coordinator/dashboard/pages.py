@@ -7,7 +7,7 @@ from typing import Any
 
 from server.coordinator.crud.tokens import CREATE_COMMAND
 from server.coordinator.dashboard.auth import Viewer
-from server.coordinator.dashboard.charts import HeatCell, Series, heatmap, line_chart
+from server.coordinator.dashboard.heatmap import HeatCell, heatmap
 from server.coordinator.dashboard.layout import (
     REFRESH_S,
     empty,
@@ -17,6 +17,7 @@ from server.coordinator.dashboard.layout import (
     section,
     status_badge,
 )
+from server.coordinator.dashboard.line_chart import Series, line_chart
 from server.coordinator.dashboard.markup import Markup, fmt, join
 from server.coordinator.dashboard.tables import (
     policy_table,
