@@ -226,6 +226,24 @@ def test_coordinator_errors_live_in_one_module() -> None:
     assert not found, "\n".join(found)
 
 
+MODULE_MAX_LINES = 400
+
+
+@pytest.mark.parametrize("package", ["apt_core", "client", "server", "tests"])
+def test_modules_stay_under_max_lines(package: str) -> None:
+    # Prepare: STYLE keeps one concept per module; past ~400 lines a module holds several
+    found = []
+
+    # Execute
+    for path in _modules(package):
+        lines = len(path.read_text().splitlines())
+        if lines > MODULE_MAX_LINES:
+            found.append(f"{path.relative_to(ROOT)}: {lines} lines")
+
+    # Assert
+    assert not found, "\n".join(found)
+
+
 # --- one source of truth for run settings ------------------------------------------------
 def test_pyproject_app_config_equals_dataclass_defaults() -> None:
     # Prepare
