@@ -123,8 +123,8 @@ def demo(
         _wait_ready(base, server)
         _run_demo(base, token, clients, rounds, fraction, policy_change_after)
         console.print(
-            f"\nDashboard: [bold]{base}/?token={token}[/] (admin token; "
-            f"coordinator log: {data_dir / 'coordinator.log'})"
+            f"\nDashboard: [bold]{base}/[/] (sign in with the admin token {token}; it never "
+            f"goes into a URL; coordinator log: {data_dir / 'coordinator.log'})"
         )
         if keep_serving if keep_serving is not None else sys.stdin.isatty():
             console.print("Serving the dashboard; press Ctrl-C to stop.")
