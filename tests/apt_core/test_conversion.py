@@ -13,7 +13,13 @@ from apt_core.conversion import apt_layers, layer_bits, to_apt, to_float
 from apt_core.layers import APTConv1d, APTConv2d, APTLinear
 from apt_core.quant import code_range
 from tests.utils.fixed_point import ref_quantize
-from tests.utils.networks import MixedNet, make_mixed_input, make_mixed_net
+from tests.utils.networks import (
+    MixedNet,
+    converted_mixed_net,
+    disable_act_err_quantization,
+    make_mixed_input,
+    make_mixed_net,
+)
 from tests.utils.torch_threads import single_thread
 
 EXPECTED_TYPES = {"conv": APTConv2d, "body.0": APTConv1d, "head": APTLinear}
@@ -23,19 +29,6 @@ EXPECTED_TYPES = {"conv": APTConv2d, "body.0": APTConv1d, "head": APTLinear}
 def _one_thread() -> Iterator[None]:
     with single_thread():
         yield
-
-
-def _converted(
-    seed: int = 0, policy: PrecisionPolicy | None = None, bias: bool = True
-) -> nn.Module:
-    return to_apt(make_mixed_net(seed, bias=bias), policy or PrecisionPolicy())
-
-
-def _disable_act_err_quantization(model: nn.Module) -> None:
-    # The policy only allows 2..16 bits; 0 switches the STE off (quantize_* return x).
-    for layer in apt_layers(model).values():
-        layer.act_bits = 0
-        layer.err_bits = 0
 
 
 def test_to_apt_converts_nested_linear_and_conv_layers() -> None:
@@ -60,7 +53,7 @@ def test_to_apt_converts_nested_linear_and_conv_layers() -> None:
 def test_to_apt_output_close_to_float_model(bits: int, act_bits: int, atol: float) -> None:
     # Prepare: outputs are ~0.5 in magnitude; 8-bit weights and activations cost ~1%
     float_model = make_mixed_net(0)
-    model = _converted(0, PrecisionPolicy(bits_init=bits, act_bits=act_bits))
+    model = converted_mixed_net(0, PrecisionPolicy(bits_init=bits, act_bits=act_bits))
     x = make_mixed_input(8)
 
     # Execute
@@ -75,7 +68,7 @@ def test_to_apt_output_close_to_float_model(bits: int, act_bits: int, atol: floa
 def test_to_apt_weights_are_float_weights_rounded_to_nearest() -> None:
     # Prepare
     float_model = make_mixed_net(0)
-    model = _converted(0)
+    model = converted_mixed_net(0)
 
     # Execute
     layers = apt_layers(model)
@@ -92,7 +85,7 @@ def test_to_apt_weights_are_float_weights_rounded_to_nearest() -> None:
 
 def test_to_apt_state_dict_holds_only_integer_tensors() -> None:
     # Prepare
-    model = _converted()
+    model = converted_mixed_net()
 
     # Execute
     state = model.state_dict()
@@ -106,7 +99,7 @@ def test_to_apt_state_dict_holds_only_integer_tensors() -> None:
 
 def test_to_apt_leaves_no_parameters() -> None:
     # Prepare
-    model = _converted()
+    model = converted_mixed_net()
 
     # Execute
     params = list(model.named_parameters())
@@ -119,7 +112,7 @@ def test_to_apt_leaves_no_parameters() -> None:
 
 def test_to_float_gives_plain_torch_layers_with_dequantized_weights() -> None:
     # Prepare
-    model = _converted(policy=PrecisionPolicy(bits_init=7))
+    model = converted_mixed_net(policy=PrecisionPolicy(bits_init=7))
 
     # Execute
     plain = to_float(model)
@@ -145,8 +138,8 @@ def test_to_float_gives_plain_torch_layers_with_dequantized_weights() -> None:
 
 def test_to_float_outputs_equal_apt_eval_outputs_without_act_quantization() -> None:
     # Prepare
-    model = _converted(policy=PrecisionPolicy(bits_init=6))
-    _disable_act_err_quantization(model)
+    model = converted_mixed_net(policy=PrecisionPolicy(bits_init=6))
+    disable_act_err_quantization(model)
     plain = to_float(model)
     x = make_mixed_input(8)
 
@@ -161,7 +154,7 @@ def test_to_float_outputs_equal_apt_eval_outputs_without_act_quantization() -> N
 
 def test_to_float_outputs_close_to_apt_outputs_with_8_bit_activations() -> None:
     # Prepare
-    model = _converted()
+    model = converted_mixed_net()
     plain = to_float(model)
     x = make_mixed_input(8)
 

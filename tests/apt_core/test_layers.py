@@ -12,7 +12,11 @@ from apt_core.config import PrecisionPolicy
 from apt_core.conversion import apt_layers, layer_bits, to_apt, to_float
 from apt_core.layers import APTLayer
 from tests.utils.fixed_point import ref_quantize
-from tests.utils.networks import make_mixed_input, make_mixed_net
+from tests.utils.networks import (
+    converted_mixed_net,
+    disable_act_err_quantization,
+    make_mixed_input,
+)
 from tests.utils.torch_threads import single_thread
 
 
@@ -22,23 +26,10 @@ def _one_thread() -> Iterator[None]:
         yield
 
 
-def _converted(
-    seed: int = 0, policy: PrecisionPolicy | None = None, bias: bool = True
-) -> nn.Module:
-    return to_apt(make_mixed_net(seed, bias=bias), policy or PrecisionPolicy())
-
-
-def _disable_act_err_quantization(model: nn.Module) -> None:
-    # The policy only allows 2..16 bits; 0 switches the STE off (quantize_* return x).
-    for layer in apt_layers(model).values():
-        layer.act_bits = 0
-        layer.err_bits = 0
-
-
 @pytest.mark.parametrize("bias", [True, False])
 def test_apt_layer_registers_code_exponent_and_bits_buffers(bias: bool) -> None:
     # Prepare
-    model = _converted(bias=bias)
+    model = converted_mixed_net(bias=bias)
 
     # Execute
     buffers = {n: b for n, b in apt_layers(model)["head"].named_buffers()}
@@ -58,7 +49,7 @@ def test_apt_layer_registers_code_exponent_and_bits_buffers(bias: bool) -> None:
 @pytest.mark.parametrize("step", [1, 3])
 def test_set_bits_increase_is_lossless(step: int) -> None:
     # Prepare
-    model = _converted(policy=PrecisionPolicy(bits_init=6))
+    model = converted_mixed_net(policy=PrecisionPolicy(bits_init=6))
     before = {n: (m.dequantized(), m.exponent()) for n, m in apt_layers(model).items()}
 
     # Execute
@@ -77,7 +68,7 @@ def test_set_bits_increase_is_lossless(step: int) -> None:
 
 def test_set_bits_increase_past_8_bits_switches_to_two_int8_limbs() -> None:
     # Prepare
-    layer = apt_layers(_converted(policy=PrecisionPolicy(bits_init=6)))["head"]
+    layer = apt_layers(converted_mixed_net(policy=PrecisionPolicy(bits_init=6)))["head"]
     before = layer.codes()
 
     # Execute
@@ -94,7 +85,7 @@ def test_set_bits_increase_past_8_bits_switches_to_two_int8_limbs() -> None:
 
 def test_set_bits_decrease_moves_values_by_at_most_one_new_step() -> None:
     # Prepare
-    model = _converted(policy=PrecisionPolicy(bits_init=8))
+    model = converted_mixed_net(policy=PrecisionPolicy(bits_init=8))
     before = {n: (m.codes(), m.exponent()) for n, m in apt_layers(model).items()}
 
     # Execute
@@ -118,7 +109,7 @@ def test_set_bits_decrease_moves_values_by_at_most_one_new_step() -> None:
 
 def test_set_bits_same_width_is_a_no_op() -> None:
     # Prepare
-    layer = apt_layers(_converted())["conv"]
+    layer = apt_layers(converted_mixed_net())["conv"]
     codes = layer.weight_codes.clone()
 
     # Execute
@@ -130,11 +121,11 @@ def test_set_bits_same_width_is_a_no_op() -> None:
 
 def test_load_state_dict_round_trip_with_different_bits() -> None:
     # Prepare: source layers at 5, 8 and 11 bits; target built at 6 bits from other weights
-    source = _converted(0)
+    source = converted_mixed_net(0)
     widths = {"conv": 5, "body.0": 8, "head": 11}
     for name, layer in apt_layers(source).items():
         layer.set_bits(widths[name])
-    target = _converted(1, PrecisionPolicy(bits_init=6))
+    target = converted_mixed_net(1, PrecisionPolicy(bits_init=6))
     x = make_mixed_input(4)
 
     # Execute
@@ -158,9 +149,9 @@ def test_load_state_dict_round_trip_with_different_bits() -> None:
 
 def test_load_state_dict_codes_inconsistent_with_bits_raises() -> None:
     # Prepare: claim 12 bits while the packed weight still holds 8-bit codes
-    state = _converted(0).state_dict()
+    state = converted_mixed_net(0).state_dict()
     state["head.bits"] = torch.tensor(12, dtype=torch.int32)
-    target = _converted(1)
+    target = converted_mixed_net(1)
 
     # Execute / Assert
     with pytest.raises(RuntimeError, match="head.weight_codes: .* at 12 bits"):
@@ -169,7 +160,7 @@ def test_load_state_dict_codes_inconsistent_with_bits_raises() -> None:
 
 def test_apt_layer_gradient_flows_through_ste_to_decoded_weight() -> None:
     # Prepare
-    model = _converted().train()
+    model = converted_mixed_net().train()
     x = make_mixed_input(4)
 
     # Execute
@@ -186,8 +177,8 @@ def test_apt_layer_gradient_flows_through_ste_to_decoded_weight() -> None:
 
 def test_apt_layer_gradient_matches_float_layer_without_quantization() -> None:
     # Prepare
-    model = _converted().train()
-    _disable_act_err_quantization(model)
+    model = converted_mixed_net().train()
+    disable_act_err_quantization(model)
     plain = to_float(model).train()
     x = make_mixed_input(4)
 
@@ -204,7 +195,7 @@ def test_apt_layer_gradient_matches_float_layer_without_quantization() -> None:
 
 def test_apt_layer_keeps_float_weight_only_inside_a_training_step() -> None:
     # Prepare
-    model = _converted()
+    model = converted_mixed_net()
     layers = apt_layers(model).values()
     x = make_mixed_input(2)
 
@@ -229,7 +220,7 @@ def test_apt_layer_keeps_float_weight_only_inside_a_training_step() -> None:
 
 def test_extra_repr_shows_bits_and_exponent() -> None:
     # Prepare
-    layer = apt_layers(_converted())["head"]
+    layer = apt_layers(converted_mixed_net())["head"]
     f = layer.exponent()
 
     # Execute
@@ -253,7 +244,7 @@ def test_apt_conv_rejects_non_zero_padding_mode() -> None:
 
 def test_apt_layer_numel_params_counts_weight_and_bias() -> None:
     # Prepare
-    layers = apt_layers(_converted())
+    layers = apt_layers(converted_mixed_net())
 
     # Execute
     counts = {n: m.numel_params() for n, m in layers.items()}

@@ -5,6 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from apt_core import PrecisionPolicy
+from apt_core.conversion import apt_layers, to_apt
+
 
 class MixedNet(nn.Module):
     """Conv2d -> (Conv1d, ReLU inside a Sequential) -> Linear, on 1x6x6 inputs.
@@ -42,3 +45,18 @@ def make_mixed_input(batch: int = 4, seed: int = 1) -> Tensor:
     """A fixed random batch for :class:`MixedNet`."""
     gen = torch.Generator().manual_seed(seed)
     return torch.randn((batch, *MixedNet.input_shape), generator=gen)
+
+
+def converted_mixed_net(
+    seed: int = 0, policy: PrecisionPolicy | None = None, bias: bool = True
+) -> nn.Module:
+    """A :class:`MixedNet` converted with ``to_apt`` (default policy unless given)."""
+    return to_apt(make_mixed_net(seed, bias=bias), policy or PrecisionPolicy())
+
+
+def disable_act_err_quantization(model: nn.Module) -> None:
+    """Switch off the activation and error quantization of every APT layer of ``model``."""
+    # The policy only allows 2..16 bits; 0 switches the STE off (quantize_* return x).
+    for layer in apt_layers(model).values():
+        layer.act_bits = 0
+        layer.err_bits = 0
