@@ -15,6 +15,7 @@ from apt_core.conversion import apt_layers, layer_bits, to_apt, to_float
 from apt_core.cost import CostMeter, EnergyConstants, profile_layers, step_energy
 from apt_core.errors import (
     APTError,
+    BudgetError,
     DataError,
     ModelError,
     PackError,
@@ -36,6 +37,7 @@ __all__ = [
     "APTError",
     "APTLayer",
     "APTLinear",
+    "BudgetError",
     "CostMeter",
     "DataError",
     "EnergyConstants",

@@ -33,3 +33,7 @@ class ReplyError(APTError):
 
 class SettingsError(APTError):
     """A federated run setting is out of its allowed range."""
+
+
+class BudgetError(APTError):
+    """A device-class resource budget is invalid, or no bit width fits it."""

@@ -7,7 +7,8 @@ Flower records; the record keys both sides share live in :mod:`.record_keys`.
 - :mod:`.codec`: models on the wire (packed codes for apt, float states otherwise);
 - :mod:`.validate`: a reply is checked whole before it is aggregated;
 - :mod:`.aggregate`: the aggregation rule for mixed-precision replies;
-- :mod:`.local`: one device's local round and model evaluation.
+- :mod:`.local`: one device's local round and model evaluation;
+- :mod:`.budget`: the bit cap a device class's memory or energy budget allows (modelled).
 """
 
 from apt_core.errors import ReplyError, SettingsError
