@@ -115,3 +115,23 @@ class BodyTooLargeError(AptfleetError):
 
     Answered by the body-reading middleware before the app sees the request.
     """
+
+
+class InvalidQueryError(AptfleetError, ValueError):
+    """A query parameter the schema cannot check is invalid, e.g. a cursor (HTTP 422).
+
+    Parameters
+    ----------
+    loc : tuple[str, ...]
+        The parameter, e.g. ``("cursor",)``.
+    message : str
+        Full-sentence reason naming the parameter and value.
+    value : Any (default: None)
+        The offending value.
+    """
+
+    def __init__(self, loc: tuple[str, ...], message: str, value: Any = None) -> None:
+        super().__init__(message)
+        self.loc = loc
+        self.message = message
+        self.value = value

@@ -36,6 +36,7 @@ from server.coordinator.core.throttle import AuthFailureThrottle
 from server.coordinator.exceptions import (
     AuthenticationError,
     ConflictError,
+    InvalidQueryError,
     LaunchError,
     NotConfiguredError,
     NotFoundError,
@@ -100,6 +101,17 @@ async def _policy_update_error(_request: Request, exc: Exception) -> JSONRespons
     return JSONResponse({"detail": [detail]}, status_code=422)
 
 
+async def _invalid_query_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, InvalidQueryError)
+    detail = {
+        "type": "value_error",
+        "loc": ["query", *exc.loc],
+        "msg": exc.message,
+        "input": _json_safe(exc.value),
+    }
+    return JSONResponse({"detail": [detail]}, status_code=422)
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     """Starlette's HTTP errors, with a 405's ``Allow`` listing the methods of every route.
 
@@ -130,6 +142,7 @@ def _add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(NotConfiguredError, _error(501))
     app.add_exception_handler(LaunchError, _error(503))
     app.add_exception_handler(PolicyUpdateError, _policy_update_error)
+    app.add_exception_handler(InvalidQueryError, _invalid_query_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
 

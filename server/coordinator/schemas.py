@@ -37,8 +37,24 @@ _RUN_DEFAULTS = RunSettings()
 _SERVER_DEFAULTS = ServerSettings()
 
 
+#: Most devices one run may have (``clients``): what one coordinator stores and serves per
+#: round within its targets (docs/results/store-scale.md); the deployment engine carries it.
+CLIENTS_MAX = 1000
+
+
 class _Public(BaseModel):
     model_config = ConfigDict(from_attributes=True)
+
+
+class _Page(BaseModel):
+    """The paging fields every list response carries beside ``data``."""
+
+    count: int = Field(description="Rows matching the filters, over every page.")
+    next_cursor: str | None = Field(
+        default=None,
+        description="Pass as 'cursor' to get the next page; null on the last page. Opaque: "
+        "pass it back unchanged.",
+    )
 
 
 class Message(BaseModel):
@@ -62,7 +78,10 @@ class RunCreate(BaseModel):
     task: Task
     method: Method
     clients: int = Field(
-        default=10, ge=1, le=100, description="Devices the coordinator simulates for the run."
+        default=10,
+        ge=1,
+        le=CLIENTS_MAX,
+        description="Devices the coordinator simulates for the run.",
     )
     fraction: float = Field(default=_SERVER_DEFAULTS.fraction_train, gt=0, le=1)
     rounds: int = Field(default=_SERVER_DEFAULTS.rounds, ge=1, le=500)
@@ -131,11 +150,10 @@ class RunPublic(_Public):
         return min(1.0, self.current_round / self.rounds) if self.rounds else 0.0
 
 
-class RunsPublic(BaseModel):
+class RunsPublic(_Page):
     """One page of runs."""
 
     data: list[RunPublic]
-    count: int
 
 
 class RoundPublic(_Public):
@@ -176,18 +194,16 @@ class ClientRoundPublic(_Public):
     failure: str | None
 
 
-class ClientRoundsPublic(BaseModel):
-    """Per-device rows of a run, by round."""
+class ClientRoundsPublic(_Page):
+    """One page of a run's per-device rows, by round and device id."""
 
     data: list[ClientRoundPublic]
-    count: int
 
 
-class RoundsPublic(BaseModel):
-    """Every recorded round of a run, in round order."""
+class RoundsPublic(_Page):
+    """One page of a run's recorded rounds, in round order."""
 
     data: list[RoundPublic]
-    count: int
 
 
 class LayerPrecisionPublic(_Public):
@@ -204,11 +220,10 @@ class LayerPrecisionPublic(_Public):
     checks: int
 
 
-class LayerPrecisionsPublic(BaseModel):
+class LayerPrecisionsPublic(_Page):
     """One page of per-layer precision rows."""
 
     data: list[LayerPrecisionPublic]
-    count: int
 
 
 class PrecisionSummaryPublic(_Public):
@@ -223,11 +238,35 @@ class PrecisionSummaryPublic(_Public):
     mean_gavg: float
 
 
-class PrecisionSummariesPublic(BaseModel):
-    """Per-layer, per-round summary of a run."""
+class PrecisionSummariesPublic(_Page):
+    """One page of a run's per-round, per-layer summary, by round and layer."""
 
     data: list[PrecisionSummaryPublic]
-    count: int
+
+
+class RunSummaryPublic(BaseModel):
+    """What a live view polls: a run's state, totals and latest round, cheap at any size.
+
+    Totals are sums over the run's rounds (modelled energy, bytes on the wire, device
+    replies), read from one row per round.
+    """
+
+    id: int
+    status: RunStatus
+    rounds: int
+    current_round: int
+    progress: float
+    latest_accuracy: float | None
+    queue_position: int | None
+    finished_at: datetime | None
+    rounds_recorded: int
+    energy_j: float
+    uplink_bytes: int
+    downlink_bytes: int
+    participants: int
+    failures: int
+    rejections: int
+    latest_round: RoundPublic | None
 
 
 class DevicePublic(_Public):
@@ -241,11 +280,10 @@ class DevicePublic(_Public):
     last_seen: datetime
 
 
-class DevicesPublic(BaseModel):
+class DevicesPublic(_Page):
     """One page of devices."""
 
     data: list[DevicePublic]
-    count: int
 
 
 class DeviceRunPublic(_Public):
@@ -290,11 +328,10 @@ class PolicyPublic(_Public):
     created_at: datetime
 
 
-class PoliciesPublic(BaseModel):
-    """Policy versions, newest first."""
+class PoliciesPublic(_Page):
+    """One page of policy versions, newest first."""
 
     data: list[PolicyPublic]
-    count: int
 
 
 class PolicyUpdate(BaseModel):
@@ -354,8 +391,7 @@ class TokenPublic(_Public):
         return "active"
 
 
-class TokensPublic(BaseModel):
-    """Every API token, oldest first."""
+class TokensPublic(_Page):
+    """One page of API tokens, oldest first."""
 
     data: list[TokenPublic]
-    count: int

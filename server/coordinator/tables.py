@@ -14,6 +14,7 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     ForeignKeyConstraint,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -194,6 +195,8 @@ class ClientRound(Base):
         UniqueConstraint(
             "run_id", "round", "device_id", name="uq_client_rounds_run_id_round_device_id"
         ),
+        # one device's rows of a run (?device=); (run_id, round) is the unique key's prefix
+        Index("ix_client_rounds_run_id_device_id_round", "run_id", "device_id", "round"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -226,6 +229,13 @@ class LayerPrecision(Base):
             "layer",
             name="uq_layer_precision_run_id_round_device_id_layer",
         ),
+        Index(
+            "ix_layer_precision_run_id_device_id_round_layer",
+            "run_id",
+            "device_id",
+            "round",
+            "layer",
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -238,6 +248,32 @@ class LayerPrecision(Base):
     gavg: Mapped[float] = mapped_column(Float)
     underflow: Mapped[float] = mapped_column(Float)
     checks: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class PrecisionSummary(Base):
+    """One layer in one round of a run, aggregated over the devices that reported it.
+
+    Written in the round's transaction from its ``layer_precision`` rows, so reading the
+    summary costs the same at round 5 and at round 500.
+    """
+
+    __tablename__ = "precision_summaries"
+    __table_args__ = (
+        _round_fk("precision_summaries"),
+        UniqueConstraint(
+            "run_id", "round", "layer", name="uq_precision_summaries_run_id_round_layer"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(Integer)
+    round: Mapped[int] = mapped_column(Integer)
+    layer: Mapped[str] = mapped_column(String(200))
+    devices: Mapped[int] = mapped_column(Integer)
+    min_bits: Mapped[int] = mapped_column(Integer)
+    mean_bits: Mapped[float] = mapped_column(Float)
+    max_bits: Mapped[int] = mapped_column(Integer)
+    mean_gavg: Mapped[float] = mapped_column(Float)
 
 
 class Policy(Base):

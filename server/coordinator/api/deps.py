@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from server.coordinator import crud
 from server.coordinator.core.db import begin_write
+from server.coordinator.core.pagination import MAX_CURSOR_CHARS, MAX_PAGE_SIZE
 from server.coordinator.core.throttle import AuthFailureThrottle
 from server.coordinator.crud.tokens import CREATE_COMMAND
 from server.coordinator.exceptions import (
@@ -28,8 +29,19 @@ INT32_MAX = 2**31 - 1
 
 RunId = Annotated[int, Path(ge=1, le=INT32_MAX)]
 DeviceId = Annotated[int, Path(ge=1, le=INT32_MAX)]
-Skip = Annotated[int, Query(ge=0, le=INT32_MAX)]
-Limit = Annotated[int, Query(ge=1, le=1000)]
+Skip = Annotated[
+    int, Query(ge=0, le=INT32_MAX, description="Rows to drop first (prefer 'cursor').")
+]
+Limit = Annotated[
+    int, Query(ge=1, le=MAX_PAGE_SIZE, description=f"Page size, at most {MAX_PAGE_SIZE}.")
+]
+Cursor = Annotated[
+    str | None,
+    Query(
+        max_length=MAX_CURSOR_CHARS,
+        description="The 'next_cursor' of the previous page; leave out for the first page.",
+    ),
+]
 
 _bearer = HTTPBearer(
     auto_error=False,

@@ -2,52 +2,80 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Float, cast, func, select
+from sqlalchemy import Float, and_, case, cast, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from server.coordinator.core.pagination import DEFAULT_PAGE_SIZE, Page, keyset_page
 from server.coordinator.tables import ClientRound, Device, LayerPrecision
 
+#: Statuses of a device that did not reply: its row carries only the default class.
+_SILENT_STATUSES = ("failed", "offline")
 
-def upsert_device(
-    *, session: Session, node_id: int, device_class: str, status: str, seen_at: datetime
-) -> int:
-    """Insert or refresh the device of Flower node ``node_id``; return its id.
 
-    A single ``INSERT ... ON CONFLICT DO UPDATE``, so two runs seeing a new node at the
-    same time cannot both insert it.
-    """
+def _insert(session: Session) -> Any:
+    """The dialect's ``INSERT`` that knows ``ON CONFLICT`` (PostgreSQL or SQLite)."""
     dialect = session.get_bind().dialect.name
-    values: dict[str, Any] = {
-        "node_id": node_id,
-        "device_class": device_class,
-        "status": status,
-        "first_seen": seen_at,
-        "last_seen": seen_at,
-    }
-    refresh: dict[str, Any] = {"status": status, "last_seen": seen_at}
-    if status not in ("failed", "offline") or device_class != "standard":
-        # a failure row of a device that never replied carries only the default class:
-        # keep the class the device reported before
-        refresh["device_class"] = device_class
-    if dialect in ("postgresql", "sqlite"):
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        stmt = insert(Device).values(**values)
-        stmt = stmt.on_conflict_do_update(index_elements=[Device.node_id], set_=refresh)
-        return int(session.execute(stmt.returning(Device.id)).scalar_one())
-    device = session.scalar(select(Device).where(Device.node_id == node_id))
-    if device is None:
-        device = Device(**values)
-        session.add(device)
-    else:
-        for key, value in refresh.items():
-            setattr(device, key, value)
-    session.flush()
-    return device.id
+    if dialect == "postgresql":
+        return postgresql.insert
+    if dialect == "sqlite":
+        return sqlite.insert
+    raise NotImplementedError(f"Database dialect {dialect!r}: use SQLite or PostgreSQL.")
+
+
+def upsert_devices(
+    *, session: Session, devices: Sequence[tuple[int, str, str]], seen_at: datetime
+) -> dict[int, int]:
+    """Insert or refresh the devices of one round; return their ids by Flower node id.
+
+    One ``INSERT ... ON CONFLICT DO UPDATE`` for every device (so two runs seeing a new
+    node at the same time cannot both insert it), then one ``SELECT`` of the ids.
+
+    Parameters
+    ----------
+    session : Session
+        Open session (SQLite or PostgreSQL).
+    devices : Sequence[tuple[int, str, str]]
+        ``(node_id, device_class, status)`` of each device, node ids distinct.
+    seen_at : datetime
+        Stamped as ``last_seen`` (and ``first_seen`` of new devices).
+    """
+    if not devices:
+        return {}
+    insert = _insert(session)
+    stmt = insert(Device)
+    new = stmt.excluded
+    # a failure row of a device that never replied carries only the default class:
+    # keep the class the device reported before
+    # (OR, not IN: an expanding IN cannot be part of an executemany statement)
+    silent = or_(*(new.status == status for status in _SILENT_STATUSES))
+    keep_class = and_(silent, new.device_class == "standard")
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[Device.node_id],
+        set_={
+            "status": new.status,
+            "last_seen": new.last_seen,
+            "device_class": case((keep_class, Device.device_class), else_=new.device_class),
+        },
+    )
+    rows = [
+        {
+            "node_id": node_id,
+            "device_class": device_class,
+            "status": status,
+            "first_seen": seen_at,
+            "last_seen": seen_at,
+        }
+        for node_id, device_class, status in devices
+    ]
+    session.execute(stmt, rows)
+    nodes = [node_id for node_id, _, _ in devices]
+    found = session.execute(select(Device.node_id, Device.id).where(Device.node_id.in_(nodes)))
+    return {int(node_id): int(device_id) for node_id, device_id in found}
 
 
 def list_devices(*, session: Session, skip: int = 0, limit: int = 100) -> tuple[list[Device], int]:
@@ -55,6 +83,27 @@ def list_devices(*, session: Session, skip: int = 0, limit: int = 100) -> tuple[
     count = session.scalar(select(func.count()).select_from(Device)) or 0
     stmt = select(Device).order_by(Device.last_seen.desc(), Device.id).offset(skip).limit(limit)
     return list(session.scalars(stmt).all()), count
+
+
+def page_devices(
+    *, session: Session, cursor: str | None = None, skip: int = 0, limit: int = DEFAULT_PAGE_SIZE
+) -> Page[Device]:
+    """One page of devices, most recently seen first (cursor key: ``(last_seen, id)``).
+
+    A device seen again while a client walks the pages moves to the front; a walk then
+    misses it once (it is not listed twice).
+    """
+    count = session.scalar(select(func.count()).select_from(Device)) or 0
+    return keyset_page(
+        session,
+        select(Device),
+        order=[Device.last_seen, Device.id],
+        cursor=cursor,
+        limit=limit,
+        count=count,
+        skip=skip,
+        descending=True,
+    )
 
 
 def get_device(*, session: Session, device_id: int) -> Device | None:

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from apt_core.config import PrecisionPolicy
 from apt_core.federated import Overrides
+from server.coordinator.core.pagination import DEFAULT_PAGE_SIZE, Page, keyset_page
 from server.coordinator.exceptions import ConflictError, PolicyNotSeededError
 from server.coordinator.tables import Policy
 
@@ -58,6 +59,23 @@ def list_policies(*, session: Session, skip: int = 0, limit: int = 100) -> tuple
     count = session.scalar(select(func.count()).select_from(Policy)) or 0
     stmt = select(Policy).order_by(Policy.version.desc()).offset(skip).limit(limit)
     return list(session.scalars(stmt).all()), count
+
+
+def page_policies(
+    *, session: Session, cursor: str | None = None, skip: int = 0, limit: int = DEFAULT_PAGE_SIZE
+) -> Page[Policy]:
+    """One page of policy versions, newest first (cursor key: ``(version,)``)."""
+    count = session.scalar(select(func.count()).select_from(Policy)) or 0
+    return keyset_page(
+        session,
+        select(Policy),
+        order=[Policy.version],
+        cursor=cursor,
+        limit=limit,
+        count=count,
+        skip=skip,
+        descending=True,
+    )
 
 
 def create_policy_version(

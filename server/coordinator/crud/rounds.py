@@ -1,4 +1,4 @@
-"""Data access for rounds, their per-device and per-layer rows, and checkpoints."""
+"""Recording a round: its per-device and per-layer rows, summary and checkpoint, in bulk."""
 
 from __future__ import annotations
 
@@ -6,23 +6,22 @@ from collections import Counter
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Float, cast, func, select
+from sqlalchemy import Float, cast, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from server.coordinator.crud.devices import upsert_device
-from server.coordinator.crud.runs import count_active_runs
+from server.coordinator.crud.devices import upsert_devices
 from server.coordinator.exceptions import DuplicateRoundError, NotFoundError, RoundRecordError
 from server.coordinator.tables import (
     Checkpoint,
     ClientRound,
-    Device,
     LayerPrecision,
+    PrecisionSummary,
     Round,
     Run,
     utcnow,
 )
-from server.flower.records import ClientReport, RoundReport
+from server.flower.records import ClientReport, LayerReport, RoundReport
 
 
 def _check_record(run_id: int, record: RoundReport) -> None:
@@ -66,10 +65,13 @@ def _device_status(client: ClientReport) -> str:
 def record_round(*, session: Session, run_id: int, record: RoundReport) -> Round:
     """Store everything one finished round produced, all or nothing.
 
-    Writes the round, one row per device, one row per device and layer, upserts the
-    devices (class, status, last_seen), stores the packed model as a checkpoint and
-    advances the run's ``current_round`` / ``latest_accuracy``. The writes happen inside a
-    SAVEPOINT: if any fails, none of them remains in the session. The caller commits once.
+    Writes the round, one row per device, one row per device and layer, the round's
+    per-layer summary (``precision_summaries``), upserts the devices (class, status,
+    last_seen), stores the packed model as a checkpoint and advances the run's
+    ``current_round`` / ``latest_accuracy``. Each table gets one statement for the whole
+    round (multi-row, batched by the driver), so 1,000 devices cost a handful of
+    statements, not thousands. The writes happen inside a SAVEPOINT: if any fails, none
+    of them remains in the session. The caller commits once.
 
     Parameters
     ----------
@@ -104,26 +106,10 @@ def record_round(*, session: Session, run_id: int, record: RoundReport) -> Round
     now = utcnow()
     try:
         with session.begin_nested():
-            row = Round(
-                run_id=run_id,
-                round=record.round,
-                accuracy=record.accuracy,
-                loss=record.loss,
-                energy_j=record.energy_j,
-                uplink_bytes=record.uplink_bytes,
-                downlink_bytes=record.downlink_bytes,
-                participants=record.participants,
-                failures=record.failures,
-                rejections=record.rejections,
-                mean_bits=record.mean_bits,
-                policy_version=record.policy_version,
-                global_bits=dict(record.global_bits),
-                created_at=now,
-            )
+            row = _round_row(run_id, record, now)
             session.add(row)
             session.flush()
-            for client in record.clients:
-                _add_client_round(session, run_id, record.round, client, now)
+            _insert_clients(session, run_id, record, now)
             if record.packed_model is not None:
                 session.add(
                     Checkpoint(
@@ -133,10 +119,7 @@ def record_round(*, session: Session, run_id: int, record: RoundReport) -> Round
                         created_at=now,
                     )
                 )
-            if record.round >= run.current_round:
-                run.current_round = record.round
-                if record.accuracy is not None:
-                    run.latest_accuracy = record.accuracy
+            _advance(run, record)
             session.flush()
     except IntegrityError as exc:
         # Another writer stored the same round between our check and our insert.
@@ -146,176 +129,100 @@ def record_round(*, session: Session, run_id: int, record: RoundReport) -> Round
     return row
 
 
-def _add_client_round(
-    session: Session, run_id: int, round_: int, client: ClientReport, now: datetime
-) -> None:
-    device_id = upsert_device(
+def _advance(run: Run, record: RoundReport) -> None:
+    """Move the run's progress to this round unless a later one is already stored."""
+    if record.round >= run.current_round:
+        run.current_round = record.round
+        if record.accuracy is not None:
+            run.latest_accuracy = record.accuracy
+
+
+def _round_row(run_id: int, record: RoundReport, now: datetime) -> Round:
+    return Round(
+        run_id=run_id,
+        round=record.round,
+        accuracy=record.accuracy,
+        loss=record.loss,
+        energy_j=record.energy_j,
+        uplink_bytes=record.uplink_bytes,
+        downlink_bytes=record.downlink_bytes,
+        participants=record.participants,
+        failures=record.failures,
+        rejections=record.rejections,
+        mean_bits=record.mean_bits,
+        policy_version=record.policy_version,
+        global_bits=dict(record.global_bits),
+        created_at=now,
+    )
+
+
+def _insert_clients(session: Session, run_id: int, record: RoundReport, now: datetime) -> None:
+    """The round's devices, device rows, layer rows and layer summary: a statement each."""
+    if not record.clients:
+        return
+    ids = upsert_devices(
         session=session,
-        node_id=client.node_id,
-        device_class=client.device_class,
-        status=_device_status(client),
+        devices=[(c.node_id, c.device_class, _device_status(c)) for c in record.clients],
         seen_at=now,
     )
-    session.add(
-        ClientRound(
-            run_id=run_id,
-            round=round_,
-            device_id=device_id,
-            partition_id=client.partition_id,
-            policy_version=client.policy_version,
-            energy_j=client.energy_j,
-            uplink_bytes=client.uplink_bytes,
-            downlink_bytes=client.downlink_bytes,
-            num_examples=client.num_examples,
-            train_loss=client.train_loss,
-            param_bytes=client.param_bytes,
-            peak_memory_bytes=client.peak_memory_bytes,
-            rejected=client.rejected,
-            failure=client.failure,
-        )
+    key = {"run_id": run_id, "round": record.round}
+    session.execute(
+        insert(ClientRound),
+        [{**key, "device_id": ids[c.node_id], **_client_values(c)} for c in record.clients],
     )
-    session.add_all(
-        LayerPrecision(
-            run_id=run_id,
-            round=round_,
-            device_id=device_id,
-            layer=layer.layer,
-            bits=layer.bits,
-            exponent=layer.exponent,
-            gavg=layer.gavg,
-            underflow=layer.underflow,
-            checks=layer.checks,
-        )
-        for layer in client.layers
-    )
+    layers = [
+        {**key, "device_id": ids[c.node_id], **_layer_values(layer)}
+        for c in record.clients
+        for layer in c.layers
+    ]
+    if layers:
+        session.execute(insert(LayerPrecision), layers)
+        session.execute(_summary_insert(run_id, record.round))
 
 
-def list_rounds(*, session: Session, run_id: int) -> list[Round]:
-    """Every recorded round of a run, in round order."""
-    stmt = select(Round).where(Round.run_id == run_id).order_by(Round.round)
-    return list(session.scalars(stmt).all())
-
-
-def list_client_rounds(*, session: Session, run_id: int) -> list[ClientRound]:
-    """Every per-device row of a run, by round."""
-    return list(
-        session.scalars(
-            select(ClientRound)
-            .where(ClientRound.run_id == run_id)
-            .order_by(ClientRound.round, ClientRound.id)
-        )
-    )
-
-
-def get_latest_checkpoint(*, session: Session, run_id: int) -> Checkpoint | None:
-    """The checkpoint of the run's highest recorded round, if any."""
-    stmt = (
-        select(Checkpoint)
-        .where(Checkpoint.run_id == run_id)
-        .order_by(Checkpoint.round.desc())
-        .limit(1)
-    )
-    return session.scalar(stmt)
-
-
-def list_layer_precision(
-    *,
-    session: Session,
-    run_id: int,
-    layer: str | None = None,
-    device_id: int | None = None,
-    from_round: int | None = None,
-    to_round: int | None = None,
-    skip: int = 0,
-    limit: int = 1000,
-) -> tuple[list[dict[str, Any]], int]:
-    """Per-layer precision rows of a run, filtered, with the device's node id.
-
-    Rows are ordered by round, device and layer; ``from_round`` / ``to_round`` are
-    inclusive. Returns one page (dicts with the keys of ``LayerPrecisionPublic``) and the
-    total count of matching rows.
-    """
-    lp = LayerPrecision
-    conditions = [lp.run_id == run_id]
-    if layer is not None:
-        conditions.append(lp.layer == layer)
-    if device_id is not None:
-        conditions.append(lp.device_id == device_id)
-    if from_round is not None:
-        conditions.append(lp.round >= from_round)
-    if to_round is not None:
-        conditions.append(lp.round <= to_round)
-    count = session.scalar(select(func.count()).select_from(lp).where(*conditions)) or 0
-    stmt = (
-        select(
-            lp.round,
-            lp.device_id,
-            Device.node_id,
-            lp.layer,
-            lp.bits,
-            lp.exponent,
-            lp.gavg,
-            lp.underflow,
-            lp.checks,
-        )
-        .join(Device, Device.id == lp.device_id)
-        .where(*conditions)
-        .order_by(lp.round, lp.device_id, lp.layer)
-        .offset(skip)
-        .limit(limit)
-    )
-    return [dict(row._mapping) for row in session.execute(stmt)], count
-
-
-def precision_summary(
-    *, session: Session, run_id: int, layer: str | None = None
-) -> list[dict[str, Any]]:
-    """Min / mean / max bits and mean Gavg over devices, per layer and round (SQL aggregates).
-
-    Returns dicts with the keys of ``PrecisionSummaryPublic``, ordered by round and layer.
-    """
-    lp = LayerPrecision
-    stmt = (
-        select(
-            lp.round,
-            lp.layer,
-            func.count(func.distinct(lp.device_id)).label("devices"),
-            func.min(lp.bits).label("min_bits"),
-            func.avg(cast(lp.bits, Float)).label("mean_bits"),
-            func.max(lp.bits).label("max_bits"),
-            func.avg(lp.gavg).label("mean_gavg"),
-        )
-        .where(lp.run_id == run_id)
-        .group_by(lp.round, lp.layer)
-        .order_by(lp.round, lp.layer)
-    )
-    if layer is not None:
-        stmt = stmt.where(lp.layer == layer)
-    return [dict(row._mapping) for row in session.execute(stmt)]
-
-
-def fleet_totals(*, session: Session) -> dict[str, float]:
-    """Fleet-wide totals for the metrics endpoint.
-
-    Returns
-    -------
-    dict[str, float]
-        ``active_runs``, ``rounds_completed``, ``uplink_bytes``, ``downlink_bytes`` and
-        ``energy_j`` (modelled), summed over every stored round.
-    """
-    active = count_active_runs(session=session)
-    totals = session.execute(
-        select(
-            func.count(Round.id),
-            func.coalesce(func.sum(Round.uplink_bytes), 0),
-            func.coalesce(func.sum(Round.downlink_bytes), 0),
-            func.coalesce(func.sum(Round.energy_j), 0.0),
-        )
-    ).one()
+def _client_values(client: ClientReport) -> dict[str, Any]:
     return {
-        "active_runs": float(active),
-        "rounds_completed": float(totals[0]),
-        "uplink_bytes": float(totals[1]),
-        "downlink_bytes": float(totals[2]),
-        "energy_j": float(totals[3]),
+        "partition_id": client.partition_id,
+        "policy_version": client.policy_version,
+        "energy_j": client.energy_j,
+        "uplink_bytes": client.uplink_bytes,
+        "downlink_bytes": client.downlink_bytes,
+        "num_examples": client.num_examples,
+        "train_loss": client.train_loss,
+        "param_bytes": client.param_bytes,
+        "peak_memory_bytes": client.peak_memory_bytes,
+        "rejected": client.rejected,
+        "failure": client.failure,
     }
+
+
+def _layer_values(layer: LayerReport) -> dict[str, Any]:
+    return {
+        "layer": layer.layer,
+        "bits": layer.bits,
+        "exponent": layer.exponent,
+        "gavg": layer.gavg,
+        "underflow": layer.underflow,
+        "checks": layer.checks,
+    }
+
+
+def _summary_insert(run_id: int, round_: int) -> Any:
+    """``INSERT ... SELECT``: the round's per-layer aggregates over its devices' rows."""
+    lp = LayerPrecision
+    aggregates = (
+        select(
+            lp.run_id,
+            lp.round,
+            lp.layer,
+            func.count(func.distinct(lp.device_id)),
+            func.min(lp.bits),
+            func.avg(cast(lp.bits, Float)),
+            func.max(lp.bits),
+            func.avg(lp.gavg),
+        )
+        .where(lp.run_id == run_id, lp.round == round_)
+        .group_by(lp.run_id, lp.round, lp.layer)
+    )
+    columns = ["run_id", "round", "layer", "devices", "min_bits", "mean_bits", "max_bits"]
+    return insert(PrecisionSummary).from_select([*columns, "mean_gavg"], aggregates)

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from server.coordinator.core.pagination import DEFAULT_PAGE_SIZE, Page, keyset_page
 from server.coordinator.exceptions import NotFoundError, RunStateError
 from server.coordinator.tables import (
     QUEUED_RUN_STATUS,
@@ -84,6 +85,23 @@ def list_runs(*, session: Session, skip: int = 0, limit: int = 100) -> tuple[lis
     count = session.scalar(select(func.count()).select_from(Run)) or 0
     runs = session.scalars(select(Run).order_by(Run.id.desc()).offset(skip).limit(limit)).all()
     return list(runs), count
+
+
+def page_runs(
+    *, session: Session, cursor: str | None = None, skip: int = 0, limit: int = DEFAULT_PAGE_SIZE
+) -> Page[Run]:
+    """One page of runs, newest first (cursor key: ``(id,)``), and the total count."""
+    count = session.scalar(select(func.count()).select_from(Run)) or 0
+    return keyset_page(
+        session,
+        select(Run),
+        order=[Run.id],
+        cursor=cursor,
+        limit=limit,
+        count=count,
+        skip=skip,
+        descending=True,
+    )
 
 
 def _locked_run(session: Session, run_id: int) -> Run:

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from server.coordinator.core.pagination import DEFAULT_PAGE_SIZE, Page, keyset_page
 from server.coordinator.core.security import generate_token, hash_token, token_matches
 from server.coordinator.exceptions import NotFoundError
 from server.coordinator.tables import TOKEN_ROLES, ApiToken, DashboardSession, utcnow
@@ -116,6 +117,16 @@ def list_tokens(*, session: Session) -> tuple[Sequence[ApiToken], int]:
     rows = session.scalars(select(ApiToken).order_by(ApiToken.id)).all()
     count = session.scalar(select(func.count()).select_from(ApiToken)) or 0
     return rows, count
+
+
+def page_tokens(
+    *, session: Session, cursor: str | None = None, limit: int = DEFAULT_PAGE_SIZE
+) -> Page[ApiToken]:
+    """One page of tokens, oldest first (cursor key: ``(id,)``)."""
+    count = session.scalar(select(func.count()).select_from(ApiToken)) or 0
+    return keyset_page(
+        session, select(ApiToken), order=[ApiToken.id], cursor=cursor, limit=limit, count=count
+    )
 
 
 def revoke_token(*, session: Session, token_id: int) -> ApiToken:

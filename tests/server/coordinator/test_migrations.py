@@ -33,6 +33,7 @@ TABLES = {
     "devices",
     "layer_precision",
     "policies",
+    "precision_summaries",
     "rounds",
     "runs",
 }

@@ -62,7 +62,7 @@ def test_policy_push_reaches_every_device_from_next_round(coordinator: Coordinat
     engine = make_engine(coordinator.env["APTFLEET_DATABASE_URL"])
     with make_session_factory(engine)() as session:
         rows = crud.list_client_rounds(session=session, run_id=run_id)
-        layers, _ = crud.list_layer_precision(session=session, run_id=run_id)
+        layers = crud.page_layer_precision(session=session, run_id=run_id, limit=1000).data
     engine.dispose()
     late = [r for r in rows if r.round >= rounds[first_new]["round"]]
     assert late and all(r.policy_version == new_version for r in late)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from server.coordinator import crud
-from server.coordinator.api.deps import DeviceId, Limit, SessionDep, Skip
+from server.coordinator.api.deps import Cursor, DeviceId, Limit, SessionDep, Skip
 from server.coordinator.exceptions import NotFoundError
 from server.coordinator.schemas import DeviceDetailPublic, DevicePublic, DevicesPublic, Message
 
@@ -13,10 +13,16 @@ router = APIRouter(prefix="/devices", tags=["devices"])
 
 
 @router.get("", response_model=DevicesPublic)
-def read_devices(session: SessionDep, skip: Skip = 0, limit: Limit = 100) -> DevicesPublic:
-    """One page of devices, most recently seen first."""
-    devices, count = crud.list_devices(session=session, skip=skip, limit=limit)
-    return DevicesPublic(data=[DevicePublic.model_validate(d) for d in devices], count=count)
+def read_devices(
+    session: SessionDep, cursor: Cursor = None, skip: Skip = 0, limit: Limit = 100
+) -> DevicesPublic:
+    """One page of devices, most recently seen first; follow ``next_cursor``."""
+    page = crud.page_devices(session=session, cursor=cursor, skip=skip, limit=limit)
+    return DevicesPublic(
+        data=[DevicePublic.model_validate(d) for d in page.data],
+        count=page.count,
+        next_cursor=page.next_cursor,
+    )
 
 
 @router.get("/{device_id}", response_model=DeviceDetailPublic, responses={404: {"model": Message}})

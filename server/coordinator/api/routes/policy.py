@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from server.coordinator import crud
-from server.coordinator.api.deps import AdminToken, Limit, SessionDep, Skip
+from server.coordinator.api.deps import AdminToken, Cursor, Limit, SessionDep, Skip
 from server.coordinator.schemas import Message, PoliciesPublic, PolicyPublic, PolicyUpdate
 from server.coordinator.services.policy import apply_policy_update
 
@@ -19,10 +19,16 @@ def read_policy(session: SessionDep) -> PolicyPublic:
 
 
 @router.get("/history", response_model=PoliciesPublic)
-def read_policy_history(session: SessionDep, skip: Skip = 0, limit: Limit = 100) -> PoliciesPublic:
-    """Every policy version, newest first."""
-    rows, count = crud.list_policies(session=session, skip=skip, limit=limit)
-    return PoliciesPublic(data=[PolicyPublic.model_validate(r) for r in rows], count=count)
+def read_policy_history(
+    session: SessionDep, cursor: Cursor = None, skip: Skip = 0, limit: Limit = 100
+) -> PoliciesPublic:
+    """One page of policy versions, newest first; follow ``next_cursor``."""
+    page = crud.page_policies(session=session, cursor=cursor, skip=skip, limit=limit)
+    return PoliciesPublic(
+        data=[PolicyPublic.model_validate(r) for r in page.data],
+        count=page.count,
+        next_cursor=page.next_cursor,
+    )
 
 
 @router.put(

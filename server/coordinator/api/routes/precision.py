@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from server.coordinator import crud
-from server.coordinator.api.deps import INT32_MAX, RunDep, SessionDep, Skip
+from server.coordinator.api.deps import INT32_MAX, Cursor, Limit, RunDep, SessionDep, Skip
 from server.coordinator.schemas import (
     LayerPrecisionPublic,
     LayerPrecisionsPublic,
@@ -31,22 +31,29 @@ def read_precision(
     ] = None,
     from_round: Annotated[int | None, Query(ge=1, le=INT32_MAX)] = None,
     to_round: Annotated[int | None, Query(ge=1, le=INT32_MAX)] = None,
+    cursor: Cursor = None,
     skip: Skip = 0,
-    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    limit: Limit = 1000,
 ) -> LayerPrecisionsPublic:
-    """Bits, exponent and Gavg per layer, device and round (bounds inclusive)."""
-    rows, count = crud.list_layer_precision(
+    """Bits, exponent and Gavg per layer, device and round (bounds inclusive).
+
+    One page ordered by round, device id and layer; follow ``next_cursor``.
+    """
+    page = crud.page_layer_precision(
         session=session,
         run_id=run.id,
         layer=layer,
         device_id=device,
         from_round=from_round,
         to_round=to_round,
+        cursor=cursor,
         skip=skip,
         limit=limit,
     )
     return LayerPrecisionsPublic(
-        data=[LayerPrecisionPublic.model_validate(r) for r in rows], count=count
+        data=[LayerPrecisionPublic.model_validate(r) for r in page.data],
+        count=page.count,
+        next_cursor=page.next_cursor,
     )
 
 
@@ -59,9 +66,27 @@ def read_precision_summary(
     session: SessionDep,
     run: RunDep,
     layer: Annotated[str | None, Query(max_length=200)] = None,
+    from_round: Annotated[int | None, Query(ge=1, le=INT32_MAX)] = None,
+    to_round: Annotated[int | None, Query(ge=1, le=INT32_MAX)] = None,
+    cursor: Cursor = None,
+    limit: Limit = 1000,
 ) -> PrecisionSummariesPublic:
-    """Min / mean / max bits and mean Gavg over devices, per layer and round."""
-    rows = crud.precision_summary(session=session, run_id=run.id, layer=layer)
+    """Min / mean / max bits and mean Gavg over devices, per layer and round.
+
+    Summarised when each round is stored, so a page costs the same at round 5 and at round
+    500. One page ordered by round and layer; follow ``next_cursor``.
+    """
+    page = crud.page_precision_summary(
+        session=session,
+        run_id=run.id,
+        layer=layer,
+        from_round=from_round,
+        to_round=to_round,
+        cursor=cursor,
+        limit=limit,
+    )
     return PrecisionSummariesPublic(
-        data=[PrecisionSummaryPublic.model_validate(r) for r in rows], count=len(rows)
+        data=[PrecisionSummaryPublic.model_validate(r) for r in page.data],
+        count=page.count,
+        next_cursor=page.next_cursor,
     )

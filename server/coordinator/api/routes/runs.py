@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Request, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 from sqlalchemy.orm import Session
 
 from server.coordinator import crud
-from server.coordinator.api.deps import LauncherDep, Limit, RunDep, SessionDep, Skip
+from server.coordinator.api.deps import (
+    INT32_MAX,
+    Cursor,
+    LauncherDep,
+    Limit,
+    RunDep,
+    SessionDep,
+    Skip,
+)
 from server.coordinator.exceptions import NotConfiguredError, NotFoundError
 from server.coordinator.schemas import (
     ClientRoundPublic,
@@ -19,6 +27,7 @@ from server.coordinator.schemas import (
     RunCreate,
     RunPublic,
     RunsPublic,
+    RunSummaryPublic,
 )
 from server.coordinator.services import launcher as run_launcher
 from server.coordinator.tables import Run
@@ -58,10 +67,14 @@ def create_run(session: SessionDep, launcher: LauncherDep, run_in: RunCreate) ->
 
 
 @router.get("", response_model=RunsPublic)
-def read_runs(session: SessionDep, skip: Skip = 0, limit: Limit = 100) -> RunsPublic:
-    """One page of runs, newest first."""
-    runs, count = crud.list_runs(session=session, skip=skip, limit=limit)
-    return RunsPublic(data=_public(session, runs), count=count)
+def read_runs(
+    session: SessionDep, cursor: Cursor = None, skip: Skip = 0, limit: Limit = 100
+) -> RunsPublic:
+    """One page of runs, newest first; follow ``next_cursor`` for the next page."""
+    page = crud.page_runs(session=session, cursor=cursor, skip=skip, limit=limit)
+    return RunsPublic(
+        data=_public(session, page.data), count=page.count, next_cursor=page.next_cursor
+    )
 
 
 @router.get("/{run_id}", response_model=RunPublic, responses={404: {"model": Message}})
@@ -95,21 +108,61 @@ def resume_run(session: SessionDep, launcher: LauncherDep, run: RunDep) -> RunPu
     return _public(session, [run])[0]
 
 
+@router.get(
+    "/{run_id}/summary", response_model=RunSummaryPublic, responses={404: {"model": Message}}
+)
+def read_run_summary(session: SessionDep, run: RunDep) -> RunSummaryPublic:
+    """State, totals and latest round of the run: cheap to poll at any fleet size."""
+    totals = crud.run_totals(session=session, run_id=run.id)
+    latest = totals.pop("latest_round")
+    public = _public(session, [run])[0]
+    return RunSummaryPublic(
+        **public.model_dump(
+            include={"id", "status", "rounds", "current_round", "progress", "latest_accuracy"}
+        ),
+        queue_position=public.queue_position,
+        finished_at=run.finished_at,
+        latest_round=None if latest is None else RoundPublic.model_validate(latest),
+        **totals,
+    )
+
+
 @router.get("/{run_id}/rounds", response_model=RoundsPublic, responses={404: {"model": Message}})
-def read_rounds(session: SessionDep, run: RunDep) -> RoundsPublic:
-    """Every recorded round of the run."""
-    rounds = crud.list_rounds(session=session, run_id=run.id)
-    return RoundsPublic(data=[RoundPublic.model_validate(r) for r in rounds], count=len(rounds))
+def read_rounds(
+    session: SessionDep, run: RunDep, cursor: Cursor = None, limit: Limit = 100
+) -> RoundsPublic:
+    """One page of the run's recorded rounds, in round order."""
+    page = crud.page_rounds(session=session, run_id=run.id, cursor=cursor, limit=limit)
+    return RoundsPublic(
+        data=[RoundPublic.model_validate(r) for r in page.data],
+        count=page.count,
+        next_cursor=page.next_cursor,
+    )
 
 
 @router.get(
     "/{run_id}/clients", response_model=ClientRoundsPublic, responses={404: {"model": Message}}
 )
-def read_run_clients(session: SessionDep, run: RunDep) -> ClientRoundsPublic:
-    """Every device's part in every round, with rejection and failure reasons."""
-    rows = crud.list_client_rounds(session=session, run_id=run.id)
+def read_run_clients(
+    session: SessionDep,
+    run: RunDep,
+    device: Annotated[
+        int | None, Query(ge=1, le=INT32_MAX, description="Device id (not node id).")
+    ] = None,
+    cursor: Cursor = None,
+    limit: Limit = 100,
+) -> ClientRoundsPublic:
+    """One page of the devices' parts in the run's rounds, with rejection and failure reasons.
+
+    Ordered by round and device id.
+    """
+    page = crud.page_client_rounds(
+        session=session, run_id=run.id, device_id=device, cursor=cursor, limit=limit
+    )
     return ClientRoundsPublic(
-        data=[ClientRoundPublic.model_validate(r) for r in rows], count=len(rows)
+        data=[ClientRoundPublic.model_validate(r) for r in page.data],
+        count=page.count,
+        next_cursor=page.next_cursor,
     )
 
 

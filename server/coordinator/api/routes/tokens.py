@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 
 from server.coordinator import crud
-from server.coordinator.api.deps import INT32_MAX, AdminToken, SessionDep
+from server.coordinator.api.deps import INT32_MAX, AdminToken, Cursor, Limit, SessionDep
 from server.coordinator.schemas import Message, TokenPublic, TokensPublic
 
 router = APIRouter(
@@ -20,14 +20,20 @@ TokenId = Annotated[int, Path(ge=1, le=INT32_MAX)]
 
 
 @router.get("", response_model=TokensPublic)
-def read_tokens(session: SessionDep, _admin: AdminToken) -> TokensPublic:
-    """Every token with its role, label, creation, expiry, last use and revocation.
+def read_tokens(
+    session: SessionDep, _admin: AdminToken, cursor: Cursor = None, limit: Limit = 100
+) -> TokensPublic:
+    """One page of tokens with role, label, creation, expiry, last use and revocation.
 
     Secrets are shown once, by 'aptfleet token create --role admin|operator', and never
     again: neither they nor their digests are listed.
     """
-    tokens, count = crud.list_tokens(session=session)
-    return TokensPublic(data=[TokenPublic.model_validate(t) for t in tokens], count=count)
+    page = crud.page_tokens(session=session, cursor=cursor, limit=limit)
+    return TokensPublic(
+        data=[TokenPublic.model_validate(t) for t in page.data],
+        count=page.count,
+        next_cursor=page.next_cursor,
+    )
 
 
 @router.post("/{token_id}/revoke", response_model=TokenPublic, responses={404: {"model": Message}})

@@ -1,0 +1,73 @@
+"""Store at fleet scale: per-device indexes and the per-round per-layer precision summary.
+
+``(run_id, device_id, round)`` indexes serve one device's rows of a run (``?device=``);
+``(run_id, round)`` lookups already use the prefix of the unique keys. The summary table
+is filled from the existing ``layer_precision`` rows, so old runs keep their summary.
+
+Revision ID: 0005
+Revises: 0004
+Create Date: 2026-11-30
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0005"
+down_revision: str | None = "0004"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+_BACKFILL = """
+INSERT INTO precision_summaries
+    (run_id, round, layer, devices, min_bits, mean_bits, max_bits, mean_gavg)
+SELECT run_id, round, layer, COUNT(DISTINCT device_id), MIN(bits),
+       AVG(CAST(bits AS FLOAT)), MAX(bits), AVG(gavg)
+FROM layer_precision
+GROUP BY run_id, round, layer
+"""
+
+
+def upgrade() -> None:
+    op.create_index(
+        "ix_client_rounds_run_id_device_id_round",
+        "client_rounds",
+        ["run_id", "device_id", "round"],
+    )
+    op.create_index(
+        "ix_layer_precision_run_id_device_id_round_layer",
+        "layer_precision",
+        ["run_id", "device_id", "round", "layer"],
+    )
+    op.create_table(
+        "precision_summaries",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("run_id", sa.Integer(), nullable=False),
+        sa.Column("round", sa.Integer(), nullable=False),
+        sa.Column("layer", sa.String(200), nullable=False),
+        sa.Column("devices", sa.Integer(), nullable=False),
+        sa.Column("min_bits", sa.Integer(), nullable=False),
+        sa.Column("mean_bits", sa.Float(), nullable=False),
+        sa.Column("max_bits", sa.Integer(), nullable=False),
+        sa.Column("mean_gavg", sa.Float(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["run_id", "round"],
+            ["rounds.run_id", "rounds.round"],
+            ondelete="CASCADE",
+            name="fk_precision_summaries_run_id_round_rounds",
+        ),
+        sa.PrimaryKeyConstraint("id", name="pk_precision_summaries"),
+        sa.UniqueConstraint(
+            "run_id", "round", "layer", name="uq_precision_summaries_run_id_round_layer"
+        ),
+    )
+    op.execute(_BACKFILL)
+
+
+def downgrade() -> None:
+    op.drop_table("precision_summaries")
+    op.drop_index("ix_layer_precision_run_id_device_id_round_layer", table_name="layer_precision")
+    op.drop_index("ix_client_rounds_run_id_device_id_round", table_name="client_rounds")
