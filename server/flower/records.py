@@ -42,6 +42,9 @@ class ClientReport:
     train_loss: float | None = None
     param_bytes: int = 0
     peak_memory_bytes: int = 0
+    #: highest weight width the device's class was allowed this round (its effective
+    #: ``bits_max``, a budget's cap included); None for float methods
+    bits_cap: int | None = None
     rejected: str | None = None  # reason the reply was excluded from aggregation
     failure: str | None = None  # reason the device returned an error / no reply
     layers: list[LayerReport] = field(default_factory=list)

@@ -228,6 +228,8 @@ class APTFedAvg(GlobalModel, FedAvg):
         terms = self._round_terms(server_round)
         clients, accepted = self._judge_replies(server_round, list(replies), terms)
         clients += self._silent(server_round, clients)
+        for c in clients:
+            c.bits_cap = terms.bits_cap(c.device_class)
         arrays, metrics, packed, gbits = self._aggregate_accepted(accepted)
         log.info(
             "Round %s: %s aggregated, %s rejected, %s failed.",

@@ -18,7 +18,7 @@ from flwr.common.constant import ErrorCode
 from torch import nn
 
 from apt_core import federated as fed
-from apt_core.config import PrecisionPolicy
+from apt_core.config import PolicyError, PrecisionPolicy
 from apt_core.federated import record_keys as keys
 from apt_core.federated.device_class import (
     DEFAULT_DEVICE_CLASS,
@@ -74,6 +74,15 @@ class RoundTerms:
     version: int
     policy: PrecisionPolicy
     overrides: dict[str, dict[str, Any]]
+
+    def bits_cap(self, device_class: str) -> int | None:
+        """The highest weight width devices of ``device_class`` were sent (None: float method)."""
+        if self.method != "apt":
+            return None
+        try:
+            return fed.effective_policy(self.policy, self.overrides, device_class).bits_max
+        except PolicyError:
+            return None
 
 
 def failure_reason(msg: Message) -> str:

@@ -1,0 +1,109 @@
+"""Device-class budgets in a run: each class's bit cap, folded into the round's policy.
+
+A budget (:class:`apt_core.federated.budget.Budget`) says what a class of devices can
+spend; the cap it allows depends on the run's model and local workload, so it is derived
+per run (:class:`BudgetCapper`) and reaches the devices as the class's ``bits_max`` in the
+round config, like any per-class override. All costs are modelled (``apt_core.cost``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from apt_core import federated as fed
+from apt_core.config import PrecisionPolicy
+from apt_core.cost import LayerProfile, profile_layers
+from apt_core.errors import BudgetError
+from apt_core.federated.budget import Budget, Workload, capped_overrides, class_caps
+from apt_core.tasks.data import load_task
+
+log = logging.getLogger(__name__)
+
+#: Share of a device's partition it trains on (``client_split`` holds out the rest).
+TRAIN_SHARE = 0.8
+
+PolicyAnswer = tuple[int, PrecisionPolicy, dict[str, dict[str, Any]]]
+
+
+@lru_cache(maxsize=8)
+def model_profiles(task: str, arch: str) -> dict[str, LayerProfile]:
+    """The layer profile of the run's APT model (parameters, MACs, activations)."""
+    model = fed.make_model(task, arch, "apt")
+    return profile_layers(model, load_task(task).x_train[:2])
+
+
+def run_workload(settings: fed.RunSettings, clients: int) -> Workload:
+    """A mean device's local round: its share of the train set, the run's epochs and batch."""
+    n_train = len(load_task(settings.task).x_train)
+    samples = max(1, int(n_train / max(clients, 1) * TRAIN_SHARE))
+    return Workload(batch_size=settings.batch_size, samples=samples, epochs=settings.local_epochs)
+
+
+def parse_budgets(raw: Mapping[str, Mapping[str, Any]]) -> dict[str, Budget]:
+    """Stored budgets (class -> fields) as :class:`Budget` objects.
+
+    Raises
+    ------
+    BudgetError
+        Naming the class and the field of the first invalid budget.
+    """
+    out: dict[str, Budget] = {}
+    for device_class, values in raw.items():
+        try:
+            out[device_class] = Budget.from_dict(values)
+        except BudgetError as exc:
+            raise BudgetError(f"Device class '{device_class}': {exc}") from None
+    return out
+
+
+@dataclass
+class BudgetCapper:
+    """Derives the class caps of one run (its model and workload) and folds them in."""
+
+    task: str
+    arch: str
+    workload: Workload
+    last_caps: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def for_run(cls, settings: fed.RunSettings, clients: int) -> BudgetCapper:
+        """The capper of a run with ``settings`` over ``clients`` devices."""
+        return cls(settings.task, settings.arch, run_workload(settings, clients))
+
+    def caps(
+        self,
+        policy: PrecisionPolicy,
+        overrides: Mapping[str, Mapping[str, Any]],
+        budgets: Mapping[str, Budget],
+    ) -> dict[str, int]:
+        """Each budgeted class's cap; raises ``BudgetError`` naming an infeasible class."""
+        profiles = model_profiles(self.task, self.arch)
+        return class_caps(profiles, policy, overrides, budgets, self.workload)
+
+    def answer(self, answer: PolicyAnswer, budgets: Mapping[str, Budget]) -> PolicyAnswer:
+        """A provider's answer with the budgets' caps as the classes' ``bits_max``."""
+        version, policy, overrides = answer
+        if not budgets:
+            return answer
+        caps = self.caps(policy, overrides, budgets)
+        if caps != self.last_caps:
+            log.info("Budget caps (policy version %s): %s", version, caps)
+            self.last_caps = caps
+        return version, policy, capped_overrides(overrides, caps)
+
+
+def budgeted_provider(
+    provider: Callable[[], PolicyAnswer], budgets: Mapping[str, Budget], capper: BudgetCapper
+) -> Callable[[], PolicyAnswer]:
+    """``provider`` whose answers carry the caps of fixed ``budgets`` (the simulation's)."""
+    _, policy, overrides = provider()
+    capper.caps(policy, overrides, budgets)  # an infeasible budget fails here, not in round 1
+
+    def answer() -> PolicyAnswer:
+        return capper.answer(provider(), budgets)
+
+    return answer
