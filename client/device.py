@@ -7,11 +7,13 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, cast
 
+import numpy as np
 from flwr.app import ConfigRecord, Context
 from torch import nn
 from torch.utils.data import TensorDataset
 
 from apt_core.conversion import apt_layers
+from apt_core.errors import DataError
 from apt_core.federated import RunSettings
 from apt_core.federated import record_keys as keys
 from apt_core.federated.device_class import (
@@ -19,7 +21,11 @@ from apt_core.federated.device_class import (
     DEVICE_CLASS_PATTERN,
     DEVICE_CLASS_RULE,
 )
-from apt_core.tasks.data import TaskData, client_split, load_task
+from apt_core.tasks.data import TaskData, load_task
+from apt_core.tasks.partition import device_split, partitions
+
+#: Device splits kept per process: a simulation process serves many devices (a few KB each).
+_SPLIT_CACHE_SIZE = 16384
 
 
 class SimulatedFailure(RuntimeError):
@@ -84,16 +90,44 @@ def _task(task: str) -> TaskData:
     return load_task(task)
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=8)
+def _partitions(
+    task: str, num_partitions: int, alpha: float | None, seed: int
+) -> list[np.ndarray] | DataError:
+    """The whole fleet's partitions, computed once per process (or the reason they fail)."""
+    try:
+        return partitions(_task(task).y_train, num_partitions, alpha, seed)
+    except DataError as err:
+        return err
+
+
+@lru_cache(maxsize=_SPLIT_CACHE_SIZE)
 def _split(
     task: str, partition_id: int, num_partitions: int, alpha: float | None, seed: int
-) -> tuple[TensorDataset, TensorDataset]:
-    return client_split(_task(task), partition_id, num_partitions, alpha, seed)
+) -> tuple[TensorDataset, TensorDataset] | DataError:
+    """One device's split, or the reason it fails: a failure is cached like a success."""
+    parts = _partitions(task, num_partitions, alpha, seed)
+    if isinstance(parts, DataError):
+        return parts
+    try:
+        return device_split(_task(task), parts, partition_id, seed)
+    except DataError as err:
+        return err
 
 
 def local_data(run: RunSettings, device: DeviceConfig) -> tuple[TensorDataset, TensorDataset]:
-    """The device's (train, held-out) partition; cached per process."""
-    return _split(run.task, device.partition_id, device.num_partitions, run.alpha, run.seed)
+    """The device's (train, held-out) partition; cached per process, failures included.
+
+    Raises
+    ------
+    DataError
+        The partition's failure, raised again from the cache on every later round.
+    """
+    split = _split(run.task, device.partition_id, device.num_partitions, run.alpha, run.seed)
+    if isinstance(split, DataError):
+        # a fresh error each round: raising the cached one would grow its traceback
+        raise DataError(str(split))
+    return split
 
 
 def remembered_bits(context: Context, model: nn.Module) -> dict[str, int] | None:

@@ -1,4 +1,4 @@
-"""Offline benchmark datasets and their federated partitioning."""
+"""Offline benchmark datasets and their loaders (partitions: :mod:`apt_core.tasks.partition`)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset
 
 from apt_core.errors import DataError
 
@@ -43,8 +43,6 @@ _MNIST1D_ARGS: dict[str, Any] = {
     "final_seq_length": 40,
     "seed": 42,
 }
-#: How many times ``partition_dirichlet`` redraws before giving up on ``min_size``.
-_DIRICHLET_MAX_RETRIES = 1000
 
 
 @dataclass(frozen=True, eq=False)
@@ -85,7 +83,8 @@ def load_task(task: str, seed: int = 0) -> TaskData:
     seed : int (default: 0)
         The run seed. It does not change the data: the train/test split and the generated
         signals are fixed so that test accuracies are comparable across seeds. Per-seed
-        randomness lives in the partitioning (``client_split``) and the loaders.
+        randomness lives in the partitioning (:func:`apt_core.tasks.partition.client_split`)
+        and the loaders.
 
     Returns
     -------
@@ -184,185 +183,6 @@ def _save_npz_atomic(
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int | np.integer) and not isinstance(value, bool)
-
-
-def _as_label_array(labels: np.ndarray | Tensor) -> np.ndarray:
-    array = labels.detach().cpu().numpy() if isinstance(labels, Tensor) else np.asarray(labels)
-    if array.ndim != 1 or len(array) == 0:
-        raise DataError(
-            f"Invalid labels: field 'labels' has shape {array.shape}; expected a non-empty 1-D "
-            "array."
-        )
-    return array
-
-
-def _check_num_partitions(num_partitions: int, num_samples: int) -> None:
-    if not _is_int(num_partitions) or num_partitions < 1:
-        raise DataError(
-            f"Invalid partitioning: num_partitions={num_partitions!r} must be an int >= 1."
-        )
-    if num_partitions > num_samples:
-        raise DataError(
-            f"Invalid partitioning: num_partitions={num_partitions} exceeds the "
-            f"{num_samples} samples to split."
-        )
-
-
-def partition_iid(labels: np.ndarray | Tensor, num_partitions: int, seed: int) -> list[np.ndarray]:
-    """Split sample indices uniformly at random into near-equal partitions.
-
-    Parameters
-    ----------
-    labels : np.ndarray | Tensor
-        1-D labels; only their count matters here.
-    num_partitions : int
-        Number of partitions (devices), at least 1.
-    seed : int
-        Seed of the shuffle.
-
-    Returns
-    -------
-    list[np.ndarray]
-        Sorted int64 index arrays; every index appears in exactly one of them.
-    """
-    num_samples = len(_as_label_array(labels))
-    _check_num_partitions(num_partitions, num_samples)
-    order = np.random.default_rng(seed).permutation(num_samples)
-    return [np.sort(part).astype(np.int64) for part in np.array_split(order, num_partitions)]
-
-
-def partition_dirichlet(
-    labels: np.ndarray | Tensor,
-    num_partitions: int,
-    alpha: float,
-    seed: int,
-    min_size: int = 10,
-) -> list[np.ndarray]:
-    """Split sample indices with per-class Dirichlet(alpha) proportions (label skew).
-
-    Each class is dealt out to the partitions with proportions drawn from
-    ``Dirichlet([alpha] * num_partitions)``; partitions that already hold their fair share
-    receive nothing more. The draw is repeated until every partition holds at least
-    ``min_size`` samples.
-
-    Parameters
-    ----------
-    labels : np.ndarray | Tensor
-        1-D class labels.
-    num_partitions : int
-        Number of partitions (devices), at least 1.
-    alpha : float
-        Dirichlet concentration, > 0. Small values (0.1) give strongly skewed label
-        distributions, large values (100) approach IID.
-    seed : int
-        Seed of the draw.
-    min_size : int (default: 10)
-        Smallest partition size accepted.
-
-    Returns
-    -------
-    list[np.ndarray]
-        Sorted int64 index arrays; every index appears in exactly one of them.
-
-    Raises
-    ------
-    DataError
-        If an argument is out of range, or no draw meets ``min_size`` within the retry bound.
-    """
-    label_array = _as_label_array(labels)
-    num_samples = len(label_array)
-    _check_num_partitions(num_partitions, num_samples)
-    if not isinstance(alpha, int | float | np.floating) or not np.isfinite(alpha) or alpha <= 0:
-        raise DataError(f"Invalid partitioning: alpha={alpha!r} must be a finite number > 0.")
-    if not _is_int(min_size) or min_size < 0:
-        raise DataError(f"Invalid partitioning: min_size={min_size!r} must be an int >= 0.")
-    if min_size * num_partitions > num_samples:
-        raise DataError(
-            f"Invalid partitioning: min_size={min_size} times num_partitions={num_partitions} "
-            f"exceeds the {num_samples} samples to split."
-        )
-    rng = np.random.default_rng(seed)
-    class_indices = [np.flatnonzero(label_array == c) for c in np.unique(label_array)]
-    fair_share = num_samples / num_partitions
-    for _ in range(_DIRICHLET_MAX_RETRIES):
-        parts: list[list[np.ndarray]] = [[] for _ in range(num_partitions)]
-        sizes = np.zeros(num_partitions, dtype=np.int64)
-        for indices in class_indices:
-            indices = rng.permutation(indices)
-            proportions = rng.dirichlet([alpha] * num_partitions)
-            # Starving partitions that are already full keeps sizes balanced enough for
-            # min_size to be reachable even at alpha = 0.1.
-            proportions = proportions * (sizes < fair_share)
-            if proportions.sum() == 0:
-                proportions = np.full(num_partitions, 1.0 / num_partitions)
-            proportions = proportions / proportions.sum()
-            cuts = (np.cumsum(proportions) * len(indices)).astype(np.int64)[:-1]
-            for pid, chunk in enumerate(np.split(indices, cuts)):
-                parts[pid].append(chunk)
-                sizes[pid] += len(chunk)
-        if sizes.min() >= min_size:
-            return [np.sort(np.concatenate(chunks)).astype(np.int64) for chunks in parts]
-    raise DataError(
-        f"Invalid partitioning: no Dirichlet draw with alpha={alpha} gave every one of the "
-        f"{num_partitions} partitions min_size={min_size} samples in "
-        f"{_DIRICHLET_MAX_RETRIES} attempts; raise alpha or lower min_size."
-    )
-
-
-def client_split(
-    task: TaskData,
-    partition_id: int,
-    num_partitions: int,
-    alpha: float | None,
-    seed: int,
-    test_fraction: float = 0.2,
-) -> tuple[TensorDataset, TensorDataset]:
-    """Return one device's local train and held-out sets, cut from the task's train set.
-
-    Parameters
-    ----------
-    task : TaskData
-        The task whose train set is partitioned; its test set is never touched.
-    partition_id : int
-        This device's partition, in ``[0, num_partitions)``.
-    num_partitions : int
-        Number of devices.
-    alpha : float | None
-        Dirichlet concentration of the label skew; ``None`` gives an IID split.
-    seed : int
-        Seed of the partitioning and of the local split. Every device of a run must use the
-        same seed so that the partitions are disjoint.
-    test_fraction : float (default: 0.2)
-        Share of the partition held out for local evaluation, in ``[0, 1)``.
-
-    Returns
-    -------
-    tuple[TensorDataset, TensorDataset]
-        The local train set and the local held-out set.
-    """
-    if not _is_int(num_partitions) or num_partitions < 1:
-        raise DataError(
-            f"Invalid partitioning: num_partitions={num_partitions!r} must be an int >= 1."
-        )
-    if not _is_int(partition_id) or not 0 <= partition_id < num_partitions:
-        raise DataError(
-            f"Invalid partitioning: partition_id={partition_id!r} must be in [0, {num_partitions})."
-        )
-    if not 0 <= test_fraction < 1:
-        raise DataError(f"Invalid partitioning: test_fraction={test_fraction!r} must be in [0, 1).")
-    if alpha is None:
-        parts = partition_iid(task.y_train, num_partitions, seed)
-    else:
-        parts = partition_dirichlet(task.y_train, num_partitions, alpha, seed)
-    indices = np.random.default_rng([seed, partition_id]).permutation(parts[partition_id])
-    # Keep at least one training sample, however small the partition.
-    num_held_out = min(int(round(len(indices) * test_fraction)), len(indices) - 1)
-    held_out = torch.from_numpy(np.sort(indices[:num_held_out]))
-    train = torch.from_numpy(np.sort(indices[num_held_out:]))
-    return (
-        TensorDataset(task.x_train[train], task.y_train[train]),
-        TensorDataset(task.x_train[held_out], task.y_train[held_out]),
-    )
 
 
 def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int) -> DataLoader:

@@ -10,7 +10,8 @@ from apt_core.config import PolicyError, PrecisionPolicy
 from apt_core.conversion import apt_layers
 from apt_core.packing import PackedTensor, pack_tensors
 from apt_core.quant import choose_exponent, dequantize, quantize
-from apt_core.tasks.data import client_split, load_task
+from apt_core.tasks.data import load_task
+from apt_core.tasks.partition import client_split
 from apt_core.wire import model_tensors, pack
 
 POLICY = PrecisionPolicy(bits_min=4, bits_max=12, check_every=3)
