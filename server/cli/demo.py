@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import IO, Annotated, Any
 
 import httpx
 import typer
@@ -85,7 +85,30 @@ def demo(
     port = free_port(port)
     base = f"http://127.0.0.1:{port}"
     console.print(f"[bold]aptfleet demo[/]: coordinator on {base}, state in {data_dir}")
-    token = subprocess.run(
+    token = _create_admin_token(env)
+    log = (data_dir / "coordinator.log").open("ab")
+    server = _start_coordinator(env, port, log)
+    try:
+        _wait_ready(base, server)
+        _run_demo(base, token, clients, rounds, fraction, policy_change_after)
+        console.print(
+            f"\nDashboard: [bold]{base}/[/] (sign in with the admin token {token}; it never "
+            f"goes into a URL; coordinator log: {data_dir / 'coordinator.log'})"
+        )
+        if keep_serving if keep_serving is not None else sys.stdin.isatty():
+            console.print("Serving the dashboard; press Ctrl-C to stop.")
+            try:
+                server.wait()
+            except KeyboardInterrupt:
+                pass
+    finally:
+        _stop_coordinator(server)
+        log.close()
+
+
+def _create_admin_token(env: dict[str, str]) -> str:
+    """A fresh admin token, created by ``aptfleet token create`` in ``env``."""
+    return subprocess.run(
         [
             sys.executable,
             "-m",
@@ -102,8 +125,11 @@ def demo(
         capture_output=True,
         text=True,
     ).stdout.strip()
-    log = (data_dir / "coordinator.log").open("ab")
-    server = subprocess.Popen(
+
+
+def _start_coordinator(env: dict[str, str], port: int, log: IO[bytes]) -> subprocess.Popen[bytes]:
+    """``aptfleet serve`` on 127.0.0.1:``port`` in its own session, output into ``log``."""
+    return subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -119,27 +145,16 @@ def demo(
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    try:
-        _wait_ready(base, server)
-        _run_demo(base, token, clients, rounds, fraction, policy_change_after)
-        console.print(
-            f"\nDashboard: [bold]{base}/[/] (sign in with the admin token {token}; it never "
-            f"goes into a URL; coordinator log: {data_dir / 'coordinator.log'})"
-        )
-        if keep_serving if keep_serving is not None else sys.stdin.isatty():
-            console.print("Serving the dashboard; press Ctrl-C to stop.")
-            try:
-                server.wait()
-            except KeyboardInterrupt:
-                pass
-    finally:
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGTERM)
-            try:
-                server.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
-        log.close()
+
+
+def _stop_coordinator(server: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the coordinator's session, SIGKILL it if it is not gone within 30 s."""
+    if server.poll() is None:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
 
 
 def _run_demo(

@@ -205,7 +205,13 @@ def create_app(settings: Settings | None = None, launcher: RunLauncher | None = 
     )
 
     _add_error_handlers(app)
+    _add_middleware(app, settings)
+    _include_routers(app)
+    return app
 
+
+def _add_middleware(app: FastAPI, settings: Settings) -> None:
+    """Admission limits, security headers, CORS and request metrics, in their order."""
     # Added innermost first. Admission (fewer requests in flight than pooled connections:
     # no thread/connection deadlock) comes after the whole body is read, so slow or
     # stalled bodies never hold a slot; the per-address limit bounds what one client
@@ -226,11 +232,13 @@ def create_app(settings: Settings | None = None, launcher: RunLauncher | None = 
     app.add_middleware(SecurityHeadersMiddleware, tls=settings.TLS)
     app.add_middleware(RequestMetricsMiddleware, metrics=app.state.metrics)
 
+
+def _include_routers(app: FastAPI) -> None:
+    """Health probes, the docs pages, the dashboard and the versioned API."""
     app.include_router(health.router)
     app.include_router(docs.router)
     app.include_router(dashboard.router)
     app.include_router(api_router, prefix=API_PREFIX)
-    return app
 
 
 def create_service_app() -> FastAPI:
