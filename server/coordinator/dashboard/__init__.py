@@ -1,5 +1,12 @@
-"""Read-only operator dashboard: server-rendered HTML pages with inline SVG charts."""
+"""The operators' and admins' console: server-rendered HTML pages with inline SVG charts."""
 
-from server.coordinator.dashboard.routes import router
+from fastapi import APIRouter
+
+from server.coordinator.dashboard import routes, run_routes
+
+router = APIRouter()
+# run_routes first: its /runs/new must match before the run page's /runs/{run_id}
+router.include_router(run_routes.router)
+router.include_router(routes.router)
 
 __all__ = ["router"]

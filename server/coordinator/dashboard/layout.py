@@ -10,8 +10,29 @@ from server.coordinator.tables import ACTIVE_RUN_STATUSES, Run
 REFRESH_S = 10
 
 
+#: The console's sections, in the top bar.
+NAV = (
+    ("/", "Runs"),
+    ("/runs/new", "New run"),
+    ("/compare", "Compare"),
+    ("/devices", "Fleet"),
+    ("/policy", "Policy"),
+    ("/cost-model", "Cost model"),
+)
+
+
+def _nav() -> Markup:
+    links = join(fmt('<a href="{href}">{label}</a>', href=href, label=label) for href, label in NAV)
+    return fmt('<nav aria-label="Console">{links}</nav>', links=links)
+
+
 def page(
-    *, title: str, body: Markup, viewer: Viewer | None = None, refresh_s: int | None = None
+    *,
+    title: str,
+    body: Markup,
+    viewer: Viewer | None = None,
+    refresh_s: int | None = None,
+    script: bool = False,
 ) -> Markup:
     """A complete HTML document.
 
@@ -27,6 +48,9 @@ def page(
     refresh_s : int | None (default: None)
         Reload the page every ``refresh_s`` seconds (``<meta http-equiv="refresh">``, so
         no script is needed).
+    script : bool (default: False)
+        Load ``/dashboard.js`` (same origin), which polls the live summary of the
+        elements carrying ``data-live-url``.
     """
     refresh = Markup("")
     if refresh_s is not None:
@@ -46,17 +70,21 @@ def page(
             account=account,
             csrf=viewer.csrf_token,
         )
+    if script:
+        refresh = fmt('{refresh}<script src="/dashboard.js" defer></script>', refresh=refresh)
     return fmt(
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         '<meta name="referrer" content="same-origin">{refresh}'
         "<title>aptfleet — {title}</title>"
         '<link rel="stylesheet" href="/dashboard.css"></head>'
-        '<body><header class="top"><a href="/">aptfleet coordinator</a>'
-        '<a href="/">Runs</a><span class="spacer"></span>{account}</header>'
-        "<main>{body}</main></body></html>\n",
+        '<body><a class="skip" href="#main">Skip to content</a>'
+        '<header class="top"><a class="brand" href="/">aptfleet console</a>{nav}'
+        '<span class="spacer"></span>{account}</header>'
+        '<main id="main" tabindex="-1">{body}</main></body></html>\n',
         refresh=refresh,
         title=title,
+        nav=_nav() if viewer is not None else Markup(""),
         account=account,
         body=body,
     )

@@ -1,4 +1,4 @@
-"""Routes of the read-only operator dashboard: ``/``, ``/runs/{id}``, sign-in and its CSS."""
+"""Routes of the console's shell: the runs overview, sign-in and out, CSS, script, cost model."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from server.coordinator import crud
-from server.coordinator.api.deps import INT32_MAX, AuthThrottleDep, SessionDep
+from server.coordinator.api.deps import AuthThrottleDep, SessionDep
 from server.coordinator.core.security import generate_csrf_token
 from server.coordinator.dashboard import pages
 from server.coordinator.dashboard.auth import (
@@ -25,36 +25,16 @@ from server.coordinator.dashboard.auth import (
     sign_in,
     sign_out,
 )
-from server.coordinator.dashboard.markup import Markup
+from server.coordinator.dashboard.cost_model import cost_model_page
+from server.coordinator.dashboard.responses import html, not_found, parse_id, refused
+from server.coordinator.dashboard.script import SCRIPT
 from server.coordinator.dashboard.stylesheet import STYLESHEET
 from server.coordinator.exceptions import AuthenticationError, CsrfError, TooManyAttemptsError
 
 router = APIRouter(prefix="", tags=["dashboard"], include_in_schema=False)
 
-#: Pages load nothing but the same-origin stylesheet: no script, frame or remote resource.
-_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self'; "
-    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-    "X-Content-Type-Options": "nosniff",
-    # same-origin, not no-referrer: browsers then send the real Origin on the forms' POSTs
-    # (no-referrer makes it "null"), which the CSRF check compares with this site
-    "Referrer-Policy": "same-origin",
-    "Cache-Control": "no-store",
-}
 _RUNS_SHOWN = 100
 _POLICIES_SHOWN = 20
-
-
-def _html(document: Markup, status_code: int = status.HTTP_200_OK) -> HTMLResponse:
-    return HTMLResponse(document, status_code=status_code, headers=_HEADERS)
-
-
-def _run_id(value: str | None) -> int | None:
-    """A run id from a URL, or None when it cannot name a run (so the page answers 404)."""
-    if value is None or not value.isdigit() or len(value) > 10:
-        return None
-    run_id = int(value)
-    return run_id if 1 <= run_id <= INT32_MAX else None
 
 
 @router.get("/dashboard.css")
@@ -78,7 +58,7 @@ def _login_page(
 ) -> HTMLResponse:
     """The sign-in form with a fresh CSRF token, also set in its cookie."""
     csrf_token = generate_csrf_token()
-    response = _html(
+    response = html(
         pages.login_page(next_path=next_path, csrf_token=csrf_token, error=error, notice=notice),
         status_code,
     )
@@ -87,11 +67,20 @@ def _login_page(
     return response
 
 
-def _refused(message: str) -> HTMLResponse:
-    """403 page for a form POST that failed its CSRF checks."""
-    return _html(
-        pages.error_page(title="Request refused", message=message), status.HTTP_403_FORBIDDEN
+@router.get("/dashboard.js")
+def read_script() -> Response:
+    """The live-update script (public: it holds no fleet data)."""
+    return Response(
+        SCRIPT,
+        media_type="text/javascript",
+        headers={"Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"},
     )
+
+
+@router.get("/cost-model", response_class=HTMLResponse)
+def read_cost_model(viewer: ViewerDep) -> HTMLResponse:
+    """Which figures are measured and which modelled; the energy model and its citation."""
+    return html(cost_model_page(viewer=viewer))
 
 
 @router.get("/login", response_class=HTMLResponse)
@@ -117,7 +106,7 @@ def create_login_session(
     try:
         check_login_csrf(request, form)
     except CsrfError as exc:
-        return _refused(str(exc))
+        return refused(str(exc))
     try:
         session_id = sign_in(request, session, throttle, form)
     except TooManyAttemptsError as exc:
@@ -145,7 +134,7 @@ def delete_login_session(request: Request, session: SessionDep, form: FormDep) -
     try:
         check_session_csrf(request, form)
     except CsrfError as exc:
-        return _refused(str(exc))
+        return refused(str(exc))
     sign_out(request, session)
     response = RedirectResponse("/login", status_code=status.HTTP_303_SEE_OTHER)
     clear_session_cookie(response)
@@ -163,52 +152,18 @@ def read_overview(
     if viewer is None:
         return login_redirect(request)
     if run is not None:
-        run_id = _run_id(run)
+        run_id = parse_id(run)
         if run_id is None:
-            return _html(
-                pages.error_page(
-                    title="Run not found", message=f"There is no run {run!r}.", viewer=viewer
-                ),
-                status.HTTP_404_NOT_FOUND,
-            )
+            return not_found("run", run, viewer)
         return RedirectResponse(f"/runs/{run_id}", status_code=status.HTTP_303_SEE_OTHER)
     runs, count = crud.list_runs(session=session, limit=_RUNS_SHOWN)
     policies, policy_count = crud.list_policies(session=session, limit=_POLICIES_SHOWN)
-    return _html(
+    return html(
         pages.overview_page(
             viewer=viewer,
             runs=runs,
             count=count,
             totals=crud.fleet_totals(session=session),
-            policies=policies,
-            policy_count=policy_count,
-        )
-    )
-
-
-@router.get("/runs/{run_id}", response_class=HTMLResponse)
-def read_run_page(
-    request: Request, session: SessionDep, viewer: ViewerDep, run_id: str
-) -> Response:
-    """One run: progress, savings, per-round curves, per-layer bits heatmap, policies."""
-    if viewer is None:
-        return login_redirect(request)
-    parsed = _run_id(run_id)
-    run = crud.get_run(session=session, run_id=parsed) if parsed is not None else None
-    if run is None:
-        return _html(
-            pages.error_page(
-                title="Run not found", message=f"There is no run {run_id!r}.", viewer=viewer
-            ),
-            status.HTTP_404_NOT_FOUND,
-        )
-    policies, policy_count = crud.list_policies(session=session, limit=_POLICIES_SHOWN)
-    return _html(
-        pages.run_page(
-            viewer=viewer,
-            run=run,
-            rounds=crud.list_rounds(session=session, run_id=run.id),
-            summary=crud.precision_summary(session=session, run_id=run.id),
             policies=policies,
             policy_count=policy_count,
         )

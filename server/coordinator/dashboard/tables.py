@@ -8,6 +8,7 @@ from typing import Any
 
 from server.coordinator.dashboard.layout import empty, run_progress, status_badge, table
 from server.coordinator.dashboard.markup import Markup, fmt
+from server.coordinator.dashboard.quantities import Basis, basis_tag, quantity_label
 from server.coordinator.dashboard.units import (
     format_bytes,
     format_energy,
@@ -15,7 +16,7 @@ from server.coordinator.dashboard.units import (
     format_percent,
     format_time,
 )
-from server.coordinator.tables import Policy, Round, Run
+from server.coordinator.tables import ConsoleAction, Policy, Round, Run
 
 _NUM = "num"
 
@@ -23,7 +24,9 @@ _NUM = "num"
 def runs_table(runs: Sequence[Run]) -> Markup:
     """One row per run: id, task, method, status, progress, accuracy, timestamps."""
     if not runs:
-        return empty("No runs yet. Start one with POST /api/v1/runs.", element_id="runs-empty")
+        return empty(
+            "No runs yet. Start one from New run (or POST /api/v1/runs).", element_id="runs-empty"
+        )
     rows = [
         fmt(
             '<tr class="run-row" data-run="{id}"><td><a href="/runs/{id}">#{id}</a></td>'
@@ -83,15 +86,15 @@ def rounds_table(rounds: Sequence[Round]) -> Markup:
         (label, _NUM)
         for label in (
             "Round",
-            "Accuracy",
+            "Accuracy (%)",
             "Loss",
-            "Energy",
-            "Uplink",
-            "Downlink",
+            "Energy (J, modelled)",
+            "Uplink (B)",
+            "Downlink (B)",
             "Devices",
             "Failures",
             "Rejections",
-            "Mean bits",
+            "Mean bits per weight",
             "Policy",
         )
     ]
@@ -111,8 +114,21 @@ def _saving_value(value: Any) -> Markup:
     return fmt("{v}", v=format_number(value))
 
 
+#: How the fp32 side of each saving is obtained (the run's side: ``QUANTITIES[key].basis``).
+_BASELINES: dict[str, tuple[Basis, str]] = {
+    "energy": ("modelled", "fp32 FedAvg priced on the same client-rounds"),
+    "parameter_memory": ("computed", "4 bytes per parameter"),
+    "uplink_bytes": ("computed", "4 bytes per parameter per trained reply"),
+    "downlink_bytes": ("computed", "4 bytes per parameter per device sent a model"),
+}
+
+
 def savings_table(savings: Mapping[str, Any] | None) -> Markup:
-    """The run's savings versus fp32 (shares in [0, 1] shown as percentages)."""
+    """The run's savings versus fp32 (shares shown as percentages), each labelled.
+
+    Every row names the quantity and unit and says how both sides were obtained: the run's
+    figure (measured bytes, modelled energy) and the fp32 baseline (computed or modelled).
+    """
     if not savings:
         return empty(
             "No savings estimate yet: the launcher stores it when the run ends.",
@@ -120,13 +136,21 @@ def savings_table(savings: Mapping[str, Any] | None) -> Markup:
         )
     rows = [
         fmt(
-            '<tr data-key="{key}"><td>{key}</td><td>{value}</td></tr>',
+            '<tr data-key="{key}"><td>{label}</td><td>{value}</td><td>{baseline}</td></tr>',
             key=key,
+            label=quantity_label(key),
             value=_saving_value(value),
+            baseline=_baseline(key),
         )
         for key, value in savings.items()
     ]
-    return table([("Quantity", ""), ("Saving vs fp32", "")], rows, table_id="savings")
+    headers = [("Quantity (this run)", ""), ("Saving vs fp32", ""), ("fp32 baseline", "")]
+    return table(headers, rows, table_id="savings")
+
+
+def _baseline(key: str) -> Markup:
+    basis, how = _BASELINES.get(key, ("computed", "cost model"))
+    return fmt('{tag} <span class="muted">{how}</span>', tag=basis_tag(basis), how=how)
 
 
 def _overrides(overrides: Mapping[str, Any] | None) -> Markup:
@@ -192,3 +216,25 @@ def policy_table(policies: Sequence[Policy], *, count: int, used: Collection[int
             count=count,
         )
     return shown
+
+
+def actions_table(actions: Sequence[ConsoleAction]) -> Markup:
+    """Console actions, newest first: when, who (and their role), what, on what."""
+    if not actions:
+        return empty("No console actions recorded yet.", element_id="actions-empty")
+    rows = [
+        fmt(
+            '<tr class="action-row" data-action="{action}"><td>{when}</td><td>{actor}</td>'
+            "<td>{role}</td><td>{action}</td><td>{target}</td>"
+            '<td class="wrap">{detail}</td></tr>',
+            when=format_time(a.created_at),
+            actor=a.actor,
+            role=a.role,
+            action=a.action,
+            target=a.target,
+            detail=a.detail or "",
+        )
+        for a in actions
+    ]
+    headers = [("When", ""), ("Who", ""), ("Role", ""), ("Action", ""), ("On", ""), ("Detail", "")]
+    return table(headers, rows, table_id="actions")

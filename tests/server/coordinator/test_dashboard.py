@@ -104,6 +104,7 @@ def test_read_run_page_renders_round_charts(
     assert accuracy_y == sorted(accuracy_y, reverse=True)
     assert len(elements(html, "text", class_="tick")) > 10
     assert not elements(html, "meta", **{"http-equiv": "refresh"})  # completed: no reload
+    assert not elements(html, "script")  # nor polling
 
 
 def test_read_run_page_renders_bits_heatmap(
@@ -179,7 +180,10 @@ def test_read_run_page_no_rounds_empty_state(
     assert elements(html, "p", id="chart-bits-empty")
     assert elements(html, "p", id="savings-empty")
     assert not elements(html, "svg")
-    assert elements(html, "meta", **{"http-equiv": "refresh"})  # running: reload
+    # running: no whole-page reload; the script polls the small live summary instead
+    assert not elements(html, "meta", **{"http-equiv": "refresh"})
+    assert elements(html, "script", src="/dashboard.js")
+    assert elements(html, "div", id="run-live")[0]["data-live-url"] == f"/runs/{run.id}/live"
 
 
 def test_read_run_page_rounds_without_precision_heatmap_empty(
@@ -247,22 +251,26 @@ def test_read_overview_run_query_redirects_to_run_page(
     assert (response.status_code, response.headers["location"]) == (303, "/runs/12")
 
 
-def test_dashboard_pages_strict_csp_no_script(
+def test_dashboard_pages_strict_csp_same_origin_only(
     client: TestClient, db: Session, operator_headers: dict[str, str]
 ) -> None:
     # Prepare
     run = _finished_run(db, rounds=2)
+    active = create_random_run(db, status="running")
+    paths = ("/", f"/runs/{run.id}", f"/runs/{active.id}", "/login", "/cost-model", "/runs/new")
 
     # Execute
-    responses = [
-        client.get(path, headers=operator_headers) for path in ("/", f"/runs/{run.id}", "/login")
-    ]
+    responses = [client.get(path, headers=operator_headers) for path in paths]
 
     # Assert
     for response in responses:
-        assert "default-src 'none'" in response.headers["content-security-policy"]
+        csp = response.headers["content-security-policy"]
+        assert "default-src 'none'" in csp and "script-src 'self'" in csp
+        assert "'unsafe-inline'" not in csp
         assert response.headers["cache-control"] == "no-store"
-        assert "<script" not in response.text
+        # at most the same-origin polling script, never an inline one
+        scripts = elements(response.text, "script")
+        assert all(s.get("src") == "/dashboard.js" for s in scripts), scripts
         # nothing is fetched from or sent to anywhere but this server
         parser = Elements()
         parser.feed(response.text)
@@ -272,7 +280,7 @@ def test_dashboard_pages_strict_csp_no_script(
             for name in ("href", "src", "action")
             if name in attrs
         ]
-        assert urls and all(u.startswith("/") and not u.startswith("//") for u in urls)
+        assert urls and all(u.startswith(("/", "#")) and not u.startswith("//") for u in urls)
 
 
 def test_read_stylesheet_public(client: TestClient) -> None:

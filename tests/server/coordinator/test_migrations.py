@@ -29,6 +29,7 @@ TABLES = {
     "api_tokens",
     "checkpoints",
     "client_rounds",
+    "console_actions",
     "dashboard_sessions",
     "devices",
     "layer_precision",

@@ -1,0 +1,30 @@
+"""The console's action log: who started, stopped or resumed a run, who changed the policy."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from server.coordinator.tables import ConsoleAction
+
+
+def record_action(
+    *, session: Session, actor: str, role: str, action: str, target: str, detail: str | None = None
+) -> ConsoleAction:
+    """Add one action row (flushed, not committed: it belongs to the action's transaction)."""
+    row = ConsoleAction(
+        actor=actor, role=role, action=action, target=target, detail=(detail or None)
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def list_actions(
+    *, session: Session, target: str | None = None, limit: int = 50
+) -> list[ConsoleAction]:
+    """The newest actions first, optionally only those on ``target`` (e.g. ``run:12``)."""
+    stmt = select(ConsoleAction).order_by(ConsoleAction.id.desc()).limit(limit)
+    if target is not None:
+        stmt = stmt.where(ConsoleAction.target == target)
+    return list(session.scalars(stmt).all())
