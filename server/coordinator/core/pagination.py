@@ -180,7 +180,10 @@ def keyset_page(
 
 
 def _key_type(column: InstrumentedAttribute[Any]) -> KeyType:
-    python_type = column.type.python_type
+    column_type = column.type
+    # a TypeDecorator (UTCDateTime, UInt64) reports ``object``: ask what it decorates
+    impl = getattr(column_type, "impl_instance", column_type)
+    python_type = impl.python_type
     if issubclass(python_type, datetime):
         return datetime
     return str if issubclass(python_type, str) else int
