@@ -221,8 +221,11 @@ def _run_demo(
 
 def _summary(api: httpx.Client, run: dict[str, Any]) -> None:
     run_id = run["id"]
-    rounds = _check(api.get(f"/runs/{run_id}/rounds"))["data"]
-    summary = _check(api.get(f"/runs/{run_id}/precision/summary"))["data"]
+    # a run has at most 500 rounds: one page of 1000 holds them all
+    rounds = _check(api.get(f"/runs/{run_id}/rounds", params={"limit": 1000}))["data"]
+    summary = _check(
+        api.get(f"/runs/{run_id}/precision/summary", params={"from_round": run["current_round"]})
+    )["data"]
     savings = run.get("savings") or {}
     t = Table(title=f"Run {run_id}: digits, {run['clients']} clients, {run['rounds']} rounds")
     t.add_column("measure")

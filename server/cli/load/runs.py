@@ -74,7 +74,8 @@ def _run_status(api: httpx.Client, run_id: int) -> str:
 def timing(api: httpx.Client, run_id: int, label: str) -> RunTiming:
     """The run's round wall times from its rounds' ``created_at``."""
     run = api.get(f"/runs/{run_id}").json()
-    rounds = api.get(f"/runs/{run_id}/rounds").json()["data"]
+    # a run has at most 500 rounds: one page of 1000 holds them all
+    rounds = api.get(f"/runs/{run_id}/rounds", params={"limit": 1000}).json()["data"]
     ends = [parse_ts(r["created_at"]) for r in rounds]
     starts = [parse_ts(run["started_at"]), *ends[:-1]]
     return RunTiming(
