@@ -174,13 +174,9 @@ class APTSGD:
 
     def _step_reference(self) -> dict[str, LayerStepStats]:
         lives = [self.layers[n].live(w) for n, w in self._slots]
-        if any(t is None or t.grad is None for t in lives):
-            # a layer outside this step's graph: fall back to updating only those with grads
-            active = [i for i, t in enumerate(lives) if t is not None and t.grad is not None]
-            if not active:
-                return {}
-        else:
-            active = list(range(len(lives)))
+        active = _active_slots(lives)
+        if active is None:
+            return {}
         slots = [self._slots[i] for i in active]
         sizes = [self._sizes[i] for i in active]
         n_slot = len(slots)
@@ -193,71 +189,19 @@ class APTSGD:
         # momentum lives in one flat buffer over every slot; select the active ones
         full = len(active) == len(self._slots)
         mom_all = self._read_momentum() if self.momentum else None
-        idx = (
-            None
-            if full
-            else torch.cat(
-                [torch.arange(o, o + n) for o, n in zip(self._offsets(active), sizes, strict=True)]
-            )
-        )
+        idx = None if full else self._flat_index(active, sizes)
         prev = None if mom_all is None else (mom_all if idx is None else mom_all[idx])
         if prev is not None:
             d = prev.mul(self.momentum).add_(d)
         u = d * self.lr
         abs_u = u.abs()
         abs_sum = torch.zeros(n_slot, dtype=torch.float64).index_add_(0, seg, abs_u.double())
-        bad_layers = {
-            slots[i][0] for i in torch.nonzero(~torch.isfinite(abs_sum)).flatten().tolist()
-        }
-        if bad_layers:
-            for name in sorted(bad_layers):
-                self.nonfinite_skips[name] += 1
-                log.warning(
-                    "layer %s: non-finite update, step skipped (%s so far)",
-                    name,
-                    self.nonfinite_skips[name],
-                )
-            bad = torch.tensor([n in bad_layers for n, _ in slots])[seg]
-            u.masked_fill_(bad, 0.0)
-            abs_u.masked_fill_(bad, 0.0)
-            # a skipped layer keeps its momentum as it was
-            d = d.masked_fill(bad, 0.0) if prev is None else torch.where(bad, prev, d)
+        bad_layers, d = self._skip_nonfinite(slots, seg, abs_sum, u, abs_u, d, prev)
         if self.momentum:
-            if idx is None:
-                new_mom = d
-            else:
-                new_mom = torch.zeros(sum(self._sizes)) if mom_all is None else mom_all
-                new_mom[idx] = d
-            self._write_momentum(new_mom)
+            self._store_momentum(d, idx, mom_all)
         w_new = w.sub_(u)
-        # overflow: lower an exponent until its tensor fits (recorded, never clipped)
-        amax = torch.zeros(n_slot).scatter_reduce_(0, seg, w_new.abs(), "amax").tolist()
-        f_old, f_new, bits, shifts = [], [], [], []
-        for i, (name, which) in enumerate(slots):
-            layer = self.layers[name]
-            b, f = layer.n_bits, layer.exponent(which)
-            f2, sh = _fit_exponent(amax[i], b, f)
-            f_old.append(f)
-            f_new.append(f2)
-            bits.append(b)
-            shifts.append(sh)
-        scale = torch.tensor([2.0**f for f in f_new])[seg]
-        hi = torch.tensor([float((1 << (b - 1)) - 1) for b in bits])[seg]
-        x = w_new.mul_(scale)
-        if self.rounding == "stochastic":
-            flat_idx = torch.arange(len(x)) if idx is None else idx
-            codes = round_stochastic(x, hash_uniform(flat_idx, *stream_keys(self.seed, self._t, 0)))
-        else:
-            codes = torch.round(x)
-        codes = torch.maximum(torch.minimum(codes, hi), -hi - 1).to(torch.int32)
-        old = torch.cat(
-            [
-                self._flat(i, self.layers[self._slots[i][0]].live_codes(self._slots[i][1]))
-                for i in active
-            ]
-        )
-        moved = torch.zeros(n_slot).index_add_(0, seg, (u != 0).float()).tolist()
-        changed = torch.zeros(n_slot).index_add_(0, seg, (codes != old).float()).tolist()
+        codes, f_old, f_new, shifts = self._round_onto_grid(w_new, slots, seg, idx)
+        moved, changed = self._moved_and_changed(active, seg, u, codes)
         sums = abs_sum.tolist()
         out: dict[str, LayerStepStats] = {}
         for i, (name, which), part in zip(
@@ -283,6 +227,92 @@ class APTSGD:
         for layer in self.layers.values():
             layer.release()
         return out
+
+    def _flat_index(self, active: list[int], sizes: list[int]) -> Tensor:
+        """Positions of the ``active`` slots in the flat momentum buffer over every slot."""
+        return torch.cat(
+            [torch.arange(o, o + n) for o, n in zip(self._offsets(active), sizes, strict=True)]
+        )
+
+    def _skip_nonfinite(
+        self,
+        slots: list[tuple[str, str]],
+        seg: Tensor,
+        abs_sum: Tensor,
+        u: Tensor,
+        abs_u: Tensor,
+        d: Tensor,
+        prev: Tensor | None,
+    ) -> tuple[set[str], Tensor]:
+        """Zero the update of every layer whose update is not finite; (those layers, new d)."""
+        bad_layers = {
+            slots[i][0] for i in torch.nonzero(~torch.isfinite(abs_sum)).flatten().tolist()
+        }
+        if bad_layers:
+            for name in sorted(bad_layers):
+                self.nonfinite_skips[name] += 1
+                log.warning(
+                    "layer %s: non-finite update, step skipped (%s so far)",
+                    name,
+                    self.nonfinite_skips[name],
+                )
+            bad = torch.tensor([n in bad_layers for n, _ in slots])[seg]
+            u.masked_fill_(bad, 0.0)
+            abs_u.masked_fill_(bad, 0.0)
+            # a skipped layer keeps its momentum as it was
+            d = d.masked_fill(bad, 0.0) if prev is None else torch.where(bad, prev, d)
+        return bad_layers, d
+
+    def _store_momentum(self, d: Tensor, idx: Tensor | None, mom_all: Tensor | None) -> None:
+        """Write the active slots' new momentum ``d`` into the flat buffer over every slot."""
+        if idx is None:
+            new_mom = d
+        else:
+            new_mom = torch.zeros(sum(self._sizes)) if mom_all is None else mom_all
+            new_mom[idx] = d
+        self._write_momentum(new_mom)
+
+    def _round_onto_grid(
+        self, w_new: Tensor, slots: list[tuple[str, str]], seg: Tensor, idx: Tensor | None
+    ) -> tuple[Tensor, list[int], list[int], list[int]]:
+        """(codes, old exponents, new exponents, shifts) of the updated weights ``w_new``."""
+        n_slot = len(slots)
+        # overflow: lower an exponent until its tensor fits (recorded, never clipped)
+        amax = torch.zeros(n_slot).scatter_reduce_(0, seg, w_new.abs(), "amax").tolist()
+        f_old, f_new, bits, shifts = [], [], [], []
+        for i, (name, which) in enumerate(slots):
+            layer = self.layers[name]
+            b, f = layer.n_bits, layer.exponent(which)
+            f2, sh = _fit_exponent(amax[i], b, f)
+            f_old.append(f)
+            f_new.append(f2)
+            bits.append(b)
+            shifts.append(sh)
+        scale = torch.tensor([2.0**f for f in f_new])[seg]
+        hi = torch.tensor([float((1 << (b - 1)) - 1) for b in bits])[seg]
+        x = w_new.mul_(scale)
+        if self.rounding == "stochastic":
+            flat_idx = torch.arange(len(x)) if idx is None else idx
+            codes = round_stochastic(x, hash_uniform(flat_idx, *stream_keys(self.seed, self._t, 0)))
+        else:
+            codes = torch.round(x)
+        codes = torch.maximum(torch.minimum(codes, hi), -hi - 1).to(torch.int32)
+        return codes, f_old, f_new, shifts
+
+    def _moved_and_changed(
+        self, active: list[int], seg: Tensor, u: Tensor, codes: Tensor
+    ) -> tuple[list[float], list[float]]:
+        """Per active slot: how many weights got a non-zero update, how many codes changed."""
+        n_slot = len(active)
+        old = torch.cat(
+            [
+                self._flat(i, self.layers[self._slots[i][0]].live_codes(self._slots[i][1]))
+                for i in active
+            ]
+        )
+        moved = torch.zeros(n_slot).index_add_(0, seg, (u != 0).float()).tolist()
+        changed = torch.zeros(n_slot).index_add_(0, seg, (codes != old).float()).tolist()
+        return moved, changed
 
     def _flat(self, i: int, t: Tensor) -> Tensor:
         name, which = self._slots[i]
@@ -346,6 +376,15 @@ def _numel(layer: APTLayer, which: str) -> int:
     for dim in shape or ():
         n *= dim
     return n
+
+
+def _active_slots(lives: list[Tensor | None]) -> list[int] | None:
+    """Indices of the slots to update (all of them, or those with a grad); None: none."""
+    if all(t is not None and t.grad is not None for t in lives):
+        return list(range(len(lives)))
+    # a layer outside this step's graph: fall back to updating only those with grads
+    active = [i for i, t in enumerate(lives) if t is not None and t.grad is not None]
+    return active or None
 
 
 def _fit_exponent(amax: float, bits: int, f: int) -> tuple[int, int]:

@@ -13,6 +13,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 FIXED = ("fixed8", "fixed12", "fixed16")
 
+#: (target, met? (None: not applicable), measured figures)
+_Check = tuple[str, bool | None, str]
+
 
 def _label(row: dict[str, Any]) -> str:
     return row["method"] if row["policy"] is None else f"apt[{row['policy']}]"
@@ -36,9 +39,21 @@ def target_checks(results: dict[str, Any]) -> list[tuple[str, bool | None, str]]
     s = results["summary"]
     fp32, qat8 = _row(s, "fp32"), _row(s, "qat8")
     apt = _row(s, "apt", "default") or _row(s, "apt")
-    checks: list[tuple[str, bool | None, str]] = []
     if not (fp32 and apt):
         return [("fp32 and apt rows present", False, "missing")]
+    checks = _default_policy_checks(fp32, qat8, apt)
+    checks.append(_adaptivity_check(s, fp32, apt))
+    checks += _below_default_checks(s, apt)
+    checks += _stored_bytes_checks(results["runs"])
+    checks.append(_wall_time_check(fp32, apt))
+    return checks
+
+
+def _default_policy_checks(
+    fp32: dict[str, Any], qat8: dict[str, Any] | None, apt: dict[str, Any]
+) -> list[_Check]:
+    """Accuracy, energy and state memory of the default apt policy against fp32 (and qat8)."""
+    checks: list[_Check] = []
     gap = 100 * (fp32["accuracy_mean"] - apt["accuracy_mean"])
     checks.append(
         (
@@ -68,6 +83,11 @@ def target_checks(results: dict[str, Any]) -> list[tuple[str, bool | None, str]]
             f"{_pct(apt['state_memory_saving_vs_qat8'])}",
         )
     )
+    return checks
+
+
+def _adaptivity_check(s: list[dict[str, Any]], fp32: dict[str, Any], apt: dict[str, Any]) -> _Check:
+    """Default apt against the smallest fixed width within 1 pt of fp32 (n/a when none is)."""
     good = [
         r
         for r in (_row(s, f) for f in FIXED)
@@ -77,24 +97,24 @@ def target_checks(results: dict[str, Any]) -> list[tuple[str, bool | None, str]]
         ref = min(good, key=lambda r: int(r["method"][5:]))
         width = int(ref["method"][5:])
         dacc = 100 * (ref["accuracy_mean"] - apt["accuracy_mean"])
-        checks.append(
-            (
-                f"adaptivity: apt avg bits below {ref['method']} (smallest fixed width "
-                "within 1 pt of fp32), accuracy within 0.5 pt of it",
-                apt["avg_bits_mean"] < width and dacc <= 0.5,
-                f"apt {apt['avg_bits_mean']:.2f} bits vs {width}; accuracy "
-                f"{ref['method']} {100 * ref['accuracy_mean']:.2f}% vs apt "
-                f"{100 * apt['accuracy_mean']:.2f}% ({dacc:+.2f} pt)",
-            )
+        return (
+            f"adaptivity: apt avg bits below {ref['method']} (smallest fixed width "
+            "within 1 pt of fp32), accuracy within 0.5 pt of it",
+            apt["avg_bits_mean"] < width and dacc <= 0.5,
+            f"apt {apt['avg_bits_mean']:.2f} bits vs {width}; accuracy "
+            f"{ref['method']} {100 * ref['accuracy_mean']:.2f}% vs apt "
+            f"{100 * apt['accuracy_mean']:.2f}% ({dacc:+.2f} pt)",
         )
-    else:
-        checks.append(
-            (
-                "adaptivity: a fixed width within 1 pt of fp32 exists",
-                None,
-                "no fixed width reached fp32 - 1 pt",
-            )
-        )
+    return (
+        "adaptivity: a fixed width within 1 pt of fp32 exists",
+        None,
+        "no fixed width reached fp32 - 1 pt",
+    )
+
+
+def _below_default_checks(s: list[dict[str, Any]], apt: dict[str, Any]) -> list[_Check]:
+    """The aggressive policy and fixed8 against the default apt policy, when they ran."""
+    checks: list[_Check] = []
     aggr = _row(s, "apt", "aggressive")
     if aggr:
         fewer = 1 - aggr["avg_bits_mean"] / apt["avg_bits_mean"]
@@ -119,7 +139,13 @@ def target_checks(results: dict[str, Any]) -> list[tuple[str, bool | None, str]]
                 f"{100 * apt['accuracy_mean']:.2f}% ({below:+.2f} pt)",
             )
         )
-    apt_runs = [r for r in results["runs"] if r["method"] == "apt"]
+    return checks
+
+
+def _stored_bytes_checks(runs: list[dict[str, Any]]) -> list[_Check]:
+    """Measured and packed bytes of the apt runs against the analytic bit count."""
+    checks: list[_Check] = []
+    apt_runs = [r for r in runs if r["method"] == "apt"]
     if apt_runs:
         ratio = max(r["param_bytes_measured"] / (r["param_bits"] / 8) for r in apt_runs)
         checks.append(
@@ -137,17 +163,19 @@ def target_checks(results: dict[str, Any]) -> list[tuple[str, bool | None, str]]
                 f"worst overhead {100 * over:.3f}%",
             )
         )
-    checks.append(
-        (
-            "apt wall time per epoch <= 1.5x fp32",
-            apt["wall_ratio_vs_fp32"] <= 1.5,
-            f"wall {apt['wall_ratio_vs_fp32']:.2f}x ({apt['wall_s_per_epoch_mean']:.3f} s "
-            f"vs {fp32['wall_s_per_epoch_mean']:.3f} s per epoch); process CPU time "
-            f"{apt['cpu_ratio_vs_fp32']:.2f}x ({apt['cpu_s_per_epoch_mean']:.3f} s vs "
-            f"{fp32['cpu_s_per_epoch_mean']:.3f} s), one torch thread",
-        )
-    )
     return checks
+
+
+def _wall_time_check(fp32: dict[str, Any], apt: dict[str, Any]) -> _Check:
+    """The wall time per epoch of apt against fp32, with process CPU time beside it."""
+    return (
+        "apt wall time per epoch <= 1.5x fp32",
+        apt["wall_ratio_vs_fp32"] <= 1.5,
+        f"wall {apt['wall_ratio_vs_fp32']:.2f}x ({apt['wall_s_per_epoch_mean']:.3f} s "
+        f"vs {fp32['wall_s_per_epoch_mean']:.3f} s per epoch); process CPU time "
+        f"{apt['cpu_ratio_vs_fp32']:.2f}x ({apt['cpu_s_per_epoch_mean']:.3f} s vs "
+        f"{fp32['cpu_s_per_epoch_mean']:.3f} s), one torch thread",
+    )
 
 
 def write_markdown(results: dict[str, Any], out: Path, command: str, notes: str = "") -> Path:
@@ -166,40 +194,13 @@ def write_markdown(results: dict[str, Any], out: Path, command: str, notes: str 
         "",
         "## Summary (mean over seeds)",
         "",
-        "| method | accuracy | avg bits | final bits | energy J (GEMM + move) | "
-        "energy saving | state bytes | state saving vs fp32 / qat8 | packed bytes | "
-        "wall / CPU ratio |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        *_summary_table(s),
     ]
-    for r in s:
-        lines.append(
-            f"| {_label(r)} | {100 * r['accuracy_mean']:.2f} ± {100 * r['accuracy_std']:.2f} | "
-            f"{r['avg_bits_mean']:.2f} | {r['final_mean_bits_mean']:.2f} | "
-            f"{r['energy_j_mean']:.4f} ({r['energy_gemm_j_mean']:.4f} + "
-            f"{r['energy_move_j_mean']:.4f}) | {_pct(r['energy_saving_vs_fp32'])} | "
-            f"{r['state_bytes_measured_mean']:.0f} | "
-            f"{_pct(r['state_memory_saving_vs_fp32'])} / "
-            f"{_pct(r['state_memory_saving_vs_qat8'])} | {r['packed_bytes_mean']:.0f} | "
-            f"{r['wall_ratio_vs_fp32']:.2f} / {r['cpu_ratio_vs_fp32']:.2f} |"
-        )
     lines += ["", "## Targets", "", "| target | met | measured |", "|---|---|---|"]
     for name, ok, fig in target_checks(results):
         mark = "n/a" if ok is None else ("yes" if ok else "**no**")
         lines.append(f"| {name} | {mark} | {fig} |")
-    prof = results.get("step_profile") or {}
-    if prof:
-        lines += [
-            "",
-            "## Where the time goes (process CPU ms per training step, one thread)",
-            "",
-            "| method | forward | backward | optimizer | total |",
-            "|---|---|---|---|---|",
-        ]
-        for m, p in prof.items():
-            lines.append(
-                f"| {m} | {p['forward_ms']:.2f} | {p['backward_ms']:.2f} | "
-                f"{p['optimizer_ms']:.2f} | {p['total_ms']:.2f} |"
-            )
+    lines += _step_profile_section(results.get("step_profile") or {})
     lines += [
         "",
         "## Plots",
@@ -216,6 +217,47 @@ def write_markdown(results: dict[str, Any], out: Path, command: str, notes: str 
     path = out / "results.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def _summary_table(s: list[dict[str, Any]]) -> list[str]:
+    """The Markdown table of the summary rows (mean over seeds)."""
+    lines = [
+        "| method | accuracy | avg bits | final bits | energy J (GEMM + move) | "
+        "energy saving | state bytes | state saving vs fp32 / qat8 | packed bytes | "
+        "wall / CPU ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in s:
+        lines.append(
+            f"| {_label(r)} | {100 * r['accuracy_mean']:.2f} ± {100 * r['accuracy_std']:.2f} | "
+            f"{r['avg_bits_mean']:.2f} | {r['final_mean_bits_mean']:.2f} | "
+            f"{r['energy_j_mean']:.4f} ({r['energy_gemm_j_mean']:.4f} + "
+            f"{r['energy_move_j_mean']:.4f}) | {_pct(r['energy_saving_vs_fp32'])} | "
+            f"{r['state_bytes_measured_mean']:.0f} | "
+            f"{_pct(r['state_memory_saving_vs_fp32'])} / "
+            f"{_pct(r['state_memory_saving_vs_qat8'])} | {r['packed_bytes_mean']:.0f} | "
+            f"{r['wall_ratio_vs_fp32']:.2f} / {r['cpu_ratio_vs_fp32']:.2f} |"
+        )
+    return lines
+
+
+def _step_profile_section(prof: dict[str, dict[str, float]]) -> list[str]:
+    """Where the time of one training step goes, per method (nothing without a profile)."""
+    if not prof:
+        return []
+    lines = [
+        "",
+        "## Where the time goes (process CPU ms per training step, one thread)",
+        "",
+        "| method | forward | backward | optimizer | total |",
+        "|---|---|---|---|---|",
+    ]
+    for m, p in prof.items():
+        lines.append(
+            f"| {m} | {p['forward_ms']:.2f} | {p['backward_ms']:.2f} | "
+            f"{p['optimizer_ms']:.2f} | {p['total_ms']:.2f} |"
+        )
+    return lines
 
 
 def plot_all(results: dict[str, Any], out: Path) -> list[Path]:

@@ -16,12 +16,18 @@ import torch
 from torch.utils.data import TensorDataset
 
 from apt_core.config import PrecisionPolicy, resolve_policy
-from apt_core.cost import model_nbytes, param_bits, profile_layers, tensors_nbytes
-from apt_core.methods import METHODS, setup_method
+from apt_core.cost import (
+    LayerProfile,
+    model_nbytes,
+    param_bits,
+    profile_layers,
+    tensors_nbytes,
+)
+from apt_core.methods import METHODS, MethodSetup, setup_method
 from apt_core.optimizer import APTSGD
 from apt_core.tasks.data import load_task, make_loader
 from apt_core.tasks.networks import build_model
-from apt_core.trainer import EpochLog, cosine_lr, train
+from apt_core.trainer import EpochLog, TrainMetrics, cosine_lr, train
 from apt_core.wire import pack
 
 log = logging.getLogger(__name__)
@@ -75,6 +81,49 @@ def run_one(
     ``policy_label`` names the policy in the results (default: its repr).
     """
     torch.set_num_threads(cfg.threads)
+    s, profiles, m = _train_method(task, arch, method, policy, seed, cfg, on_epoch)
+    n_params = sum(p.params for p in profiles.values())
+    opt_state = _optimizer_state(s.optimizer)
+    param_bytes = model_nbytes(s.model)
+    analytic_bits, packed_bytes, final_mean = _stored_sizes(s, profiles, m.final_bits, n_params)
+    return {
+        "method": method,
+        "policy": None if policy is None else (policy_label or repr(policy)),
+        "policy_spec": None if policy is None else policy.to_dict(),
+        "seed": seed,
+        "accuracy": m.accuracy,
+        "test_loss": m.loss,
+        "energy_j": m.energy_j,
+        "energy_gemm_j": m.energy_gemm_j,
+        "energy_move_j": m.energy_move_j,
+        "param_bits": analytic_bits,
+        "params": n_params,
+        "param_bytes_measured": param_bytes,
+        "state_bytes_measured": param_bytes + tensors_nbytes(opt_state),
+        "packed_bytes": packed_bytes,
+        "final_mean_bits": final_mean,
+        "avg_bits": m.avg_bits if m.avg_bits is not None else 32.0,
+        "final_bits": m.final_bits,
+        "wall_s_per_epoch": m.wall_s / cfg.epochs,
+        "cpu_s_per_epoch": m.cpu_s / cfg.epochs,
+        "steps": m.steps,
+        "nonfinite_skips": m.nonfinite_skips,
+        "overflow_shifts": m.overflow_shifts,
+        "epoch_log": [e.__dict__ for e in m.epoch_log],
+        "history": m.history,
+    }
+
+
+def _train_method(
+    task: str,
+    arch: str,
+    method: str,
+    policy: PrecisionPolicy | None,
+    seed: int,
+    cfg: BenchConfig,
+    on_epoch: Callable[[EpochLog], None] | None,
+) -> tuple[MethodSetup, dict[str, LayerProfile], TrainMetrics]:
+    """Build ``arch`` for ``task``, convert it for ``method`` and train it as ``cfg`` says."""
     data = load_task(task)
     torch.manual_seed(seed)
     model = build_model(task, arch)
@@ -110,52 +159,30 @@ def run_one(
         on_epoch=on_epoch,
         eval_every_epoch=True,
     )
-    n_params = sum(p.params for p in profiles.values())
-    opt_state = (
-        list(s.optimizer.state_tensors())
-        if isinstance(s.optimizer, APTSGD)
+    return s, profiles, m
+
+
+def _optimizer_state(optimizer: APTSGD | torch.optim.Optimizer) -> list[torch.Tensor]:
+    """The tensors the optimizer keeps between steps (codes and scales for APTSGD)."""
+    return (
+        list(optimizer.state_tensors())
+        if isinstance(optimizer, APTSGD)
         else [
-            v
-            for st in s.optimizer.state.values()
-            for v in st.values()
-            if isinstance(v, torch.Tensor)
+            v for st in optimizer.state.values() for v in st.values() if isinstance(v, torch.Tensor)
         ]
     )
-    param_bytes = model_nbytes(s.model)
-    if method == "fp32":
-        analytic_bits, packed_bytes, final_mean = 32 * n_params, 4 * n_params, 32.0
-    elif method == "qat8":
-        analytic_bits, packed_bytes, final_mean = 40 * n_params, 4 * n_params, 32.0
-    else:
-        analytic_bits = param_bits(profiles, m.final_bits)
-        packed_bytes = len(pack(s.model))
-        final_mean = analytic_bits / n_params
-    return {
-        "method": method,
-        "policy": None if policy is None else (policy_label or repr(policy)),
-        "policy_spec": None if policy is None else policy.to_dict(),
-        "seed": seed,
-        "accuracy": m.accuracy,
-        "test_loss": m.loss,
-        "energy_j": m.energy_j,
-        "energy_gemm_j": m.energy_gemm_j,
-        "energy_move_j": m.energy_move_j,
-        "param_bits": analytic_bits,
-        "params": n_params,
-        "param_bytes_measured": param_bytes,
-        "state_bytes_measured": param_bytes + tensors_nbytes(opt_state),
-        "packed_bytes": packed_bytes,
-        "final_mean_bits": final_mean,
-        "avg_bits": m.avg_bits if m.avg_bits is not None else 32.0,
-        "final_bits": m.final_bits,
-        "wall_s_per_epoch": m.wall_s / cfg.epochs,
-        "cpu_s_per_epoch": m.cpu_s / cfg.epochs,
-        "steps": m.steps,
-        "nonfinite_skips": m.nonfinite_skips,
-        "overflow_shifts": m.overflow_shifts,
-        "epoch_log": [e.__dict__ for e in m.epoch_log],
-        "history": m.history,
-    }
+
+
+def _stored_sizes(
+    s: MethodSetup, profiles: dict[str, LayerProfile], final_bits: dict[str, int], n_params: int
+) -> tuple[int, int, float]:
+    """(analytic bits, packed bytes, final mean bits) of the trained model as stored."""
+    if s.method == "fp32":
+        return 32 * n_params, 4 * n_params, 32.0
+    if s.method == "qat8":
+        return 40 * n_params, 4 * n_params, 32.0
+    analytic_bits = param_bits(profiles, final_bits)
+    return analytic_bits, len(pack(s.model)), analytic_bits / n_params
 
 
 def run_bench(

@@ -111,7 +111,20 @@ def _fallbacks(row: dict[str, Any]) -> str:
 
 def write_markdown(results: dict[str, Any], out: Path) -> Path:
     """Write ``results.md``: the measured table, the target checks, where time/bytes go."""
-    rows, cfg, m = results["rows"], results["config"], results["machine"]
+    rows = results["rows"]
+    lines = _preamble(results)
+    lines += _measured_section(rows)
+    lines += _targets_section(results)
+    lines += _time_section(rows)
+    lines += _bytes_section(rows)
+    path = out / "results.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _preamble(results: dict[str, Any]) -> list[str]:
+    """Title, command, machine, how every figure was measured, and the backends measured."""
+    cfg, m = results["config"], results["machine"]
     lines = [
         "# Runtime: APT step time and peak training memory vs fp32 (MEASURED)",
         "",
@@ -151,6 +164,13 @@ def write_markdown(results: dict[str, Any], out: Path) -> Path:
         "path. Fallback counter: "
         f"{results['fallback_counter']} (n/a: the layers expose no count).",
         "",
+    ]
+    return lines
+
+
+def _measured_section(rows: list[dict[str, Any]]) -> list[str]:
+    """The measured table: step time and peak memory of every row, with their ratios."""
+    lines = [
         "## Measured",
         "",
         "| task | model | batch | method | step ms (q1-q3) | step / fp32 | peak MB "
@@ -165,7 +185,12 @@ def write_markdown(results: dict[str, Any], out: Path) -> Path:
             f"| {r['peak_ratio_vs_fp32']:.2f}x | {r['numpy_peak_bytes'] / MB:.1f} "
             f"| {_fallbacks(r)} | {_row_targets(r)} |"
         )
-    lines += [
+    return lines
+
+
+def _targets_section(results: dict[str, Any]) -> list[str]:
+    """The issue-9 target checks."""
+    lines = [
         "",
         "## Issue 9 targets",
         "",
@@ -178,7 +203,12 @@ def write_markdown(results: dict[str, Any], out: Path) -> Path:
     for c in target_checks(results):
         value = "not measured" if c["value"] is None else f"{c['value']:.2f}x"
         lines.append(f"| {c['target']} | {c['backend']} | {value} | {_mark(c['met'])} |")
-    lines += [
+    return lines
+
+
+def _time_section(rows: list[dict[str, Any]]) -> list[str]:
+    """Median ms per phase (forward, backward, optimizer) of every row."""
+    lines = [
         "",
         "## Where the time goes (median ms per phase)",
         "",
@@ -198,7 +228,12 @@ def write_markdown(results: dict[str, Any], out: Path) -> Path:
             f"| {phases['forward']:.1f} | {phases['backward']:.1f} "
             f"| {phases['optimizer']:.1f} | {share} |"
         )
-    lines += [
+    return lines
+
+
+def _bytes_section(rows: list[dict[str, Any]]) -> list[str]:
+    """State, step peak, retained bytes and unmatched frees of every row."""
+    lines = [
         "",
         "## Where the bytes go (MB)",
         "",
@@ -216,9 +251,7 @@ def write_markdown(results: dict[str, Any], out: Path) -> Path:
             f"| {r['baseline_bytes'] / MB:.2f} | {r['step_peak_bytes'] / MB:.2f} "
             f"| {r['retained_bytes'] / MB:.2f} | {r['unmatched_frees']} |"
         )
-    path = out / "results.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return lines
 
 
 def plot_ratios(results: dict[str, Any], out: Path) -> Path:
