@@ -8,6 +8,13 @@ from typing import Any, Literal, cast
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from apt_core.federated import RunSettings
+from server.coordinator.policy_schemas import (  # noqa: F401 - the policy's models, re-exported
+    BudgetIn,
+    PoliciesPublic,
+    PolicyPublic,
+    PolicyUpdate,
+)
+from server.coordinator.schema_base import _Page, _Public
 from server.flower.settings import ServerSettings
 
 #: The values of ``apt_core.tasks.data.TASK_NAMES`` and ``apt_core.federated.FED_METHODS``
@@ -20,17 +27,9 @@ RunStatus = Literal["queued", "pending", "running", "completed", "failed", "stop
 
 _INT32_MAX = 2**31 - 1
 
-#: Documented ranges of the numeric request fields. Gavg thresholds far outside
-#: [T_MIN_LOW, T_MAX_HIGH] mean a layer never or always changes bits; a check every
-#: CHECK_EVERY_MAX steps is already longer than any run; a Dirichlet alpha of ALPHA_MAX is
-#: as good as IID (run settings accept no IID switch over REST).
-T_MIN_LOW, T_MIN_HIGH = 1e-3, 1e2
-T_MAX_LOW, T_MAX_HIGH = 2 * T_MIN_LOW, 4 * T_MIN_HIGH
-CHECK_EVERY_MAX = 10_000
+#: A Dirichlet alpha of ALPHA_MAX is as good as IID (run settings accept no IID switch over
+#: REST). The policy fields' ranges live with the policy's models (policy_schemas.py).
 ALPHA_MAX = 1e3
-BITS_LOW, BITS_HIGH = 2, 16
-#: Default of optional, non-nullable update fields: marks "left out" (exclude_unset).
-_LEFT_OUT: Any = None
 
 #: The one definition of a run's defaults: every default below is read from these.
 _RUN_DEFAULTS = RunSettings()
@@ -40,21 +39,6 @@ _SERVER_DEFAULTS = ServerSettings()
 #: Most devices one run may have (``clients``): what one coordinator stores and serves per
 #: round within its targets (docs/results/store-scale.md); the deployment engine carries it.
 CLIENTS_MAX = 1000
-
-
-class _Public(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
-
-class _Page(BaseModel):
-    """The paging fields every list response carries beside ``data``."""
-
-    count: int = Field(description="Rows matching the filters, over every page.")
-    next_cursor: str | None = Field(
-        default=None,
-        description="Pass as 'cursor' to get the next page; null on the last page. Opaque: "
-        "pass it back unchanged.",
-    )
 
 
 class Message(BaseModel):
@@ -190,6 +174,11 @@ class ClientRoundPublic(_Public):
     train_loss: float | None
     param_bytes: int
     peak_memory_bytes: int
+    bits_cap: int | None = Field(
+        default=None,
+        description="Highest weight width the device's class was sent this round (its "
+        "override's or a budget's cap, else the fleet bits_max); null for float methods.",
+    )
     rejected: str | None
     failure: str | None
 
@@ -306,61 +295,6 @@ class DeviceDetailPublic(DevicePublic):
     """A device with its per-run history."""
 
     history: list[DeviceRunPublic]
-
-
-class PolicyPublic(_Public):
-    """One version of the fleet precision policy."""
-
-    version: int
-    t_min: float
-    t_max: float
-    bits_min: int
-    bits_max: int
-    bits_init: int
-    check_every: int
-    rounding: str
-    act_bits: int
-    err_bits: int
-    adaptive: bool
-    overrides: dict[str, dict[str, Any]]
-    author: str
-    note: str | None
-    created_at: datetime
-
-
-class PoliciesPublic(_Page):
-    """One page of policy versions, newest first."""
-
-    data: list[PolicyPublic]
-
-
-class PolicyUpdate(BaseModel):
-    """Body of ``PUT /api/v1/policy``: a full or partial policy.
-
-    Fields left out keep their current value; ``t_max: null`` (or a new ``t_min`` without
-    ``t_max``) means ``4 * t_min``; no other policy field may be null. ``overrides``, when
-    given, replaces every class override. Strict: ``true`` is not an integer; NaN and
-    infinities are refused. Rules across fields (``t_max >= 2 * t_min``,
-    ``bits_min <= bits_max``, also against the current values) are checked after the
-    schema, with a 422 naming the field.
-    """
-
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
-
-    t_min: float = Field(default=_LEFT_OUT, ge=T_MIN_LOW, le=T_MIN_HIGH)
-    t_max: float | None = Field(default=None, ge=T_MAX_LOW, le=T_MAX_HIGH)
-    bits_min: int = Field(default=_LEFT_OUT, ge=BITS_LOW, le=BITS_HIGH)
-    bits_max: int = Field(default=_LEFT_OUT, ge=BITS_LOW, le=BITS_HIGH)
-    bits_init: int = Field(default=_LEFT_OUT, ge=BITS_LOW, le=BITS_HIGH)
-    check_every: int = Field(default=_LEFT_OUT, ge=1, le=CHECK_EVERY_MAX)
-    rounding: Literal["nearest", "stochastic"] = Field(default=_LEFT_OUT)
-    act_bits: int = Field(default=_LEFT_OUT, ge=BITS_LOW, le=BITS_HIGH)
-    err_bits: int = Field(default=_LEFT_OUT, ge=BITS_LOW, le=BITS_HIGH)
-    adaptive: bool = Field(default=_LEFT_OUT)
-    overrides: dict[str, dict[str, Any]] | None = Field(
-        default=None, examples=[{"mcu": {"bits_max": 8}}]
-    )
-    note: str | None = Field(default=None, max_length=2000)
 
 
 TokenStatus = Literal["active", "revoked", "expired"]

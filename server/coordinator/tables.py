@@ -212,6 +212,9 @@ class ClientRound(Base):
     train_loss: Mapped[float | None] = mapped_column(Float)
     param_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     peak_memory_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: Highest weight width the device's class was sent this round (a budget's cap
+    #: included); None for float methods and rows stored before budgets existed.
+    bits_cap: Mapped[int | None] = mapped_column(Integer)
     rejected: Mapped[str | None] = mapped_column(Text)
     failure: Mapped[str | None] = mapped_column(Text)
 
@@ -294,6 +297,8 @@ class Policy(Base):
     err_bits: Mapped[int] = mapped_column(Integer)
     adaptive: Mapped[bool] = mapped_column(Boolean)
     overrides: Mapped[dict[str, dict[str, Any]]] = mapped_column(JSON, default=dict)
+    #: Per-device-class resource budgets: ``{"mcu": {"memory_bytes": 150000, "energy_j": 0.004}}``.
+    budgets: Mapped[dict[str, dict[str, Any]]] = mapped_column(JSON, default=dict)
     author: Mapped[str] = mapped_column(String(64))
     note: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -85,8 +85,11 @@ def create_policy_version(
     overrides: dict[str, dict[str, Any]],
     author: str,
     note: str | None = None,
+    budgets: dict[str, dict[str, Any]] | None = None,
 ) -> Policy:
     """Store ``policy`` as the next version (current + 1); the caller commits.
+
+    ``budgets`` (per-class resource budgets, already validated) default to none.
 
     Raises
     ------
@@ -95,7 +98,12 @@ def create_policy_version(
     """
     latest = session.scalar(select(func.max(Policy.version))) or 0
     row = Policy(
-        version=latest + 1, **policy.to_dict(), overrides=overrides, author=author, note=note
+        version=latest + 1,
+        **policy.to_dict(),
+        overrides=overrides,
+        budgets=budgets or {},
+        author=author,
+        note=note,
     )
     try:
         with session.begin_nested():
@@ -125,6 +133,7 @@ def seed_default_policy(*, session: Session) -> Policy | None:
         version=1,
         **PrecisionPolicy().to_dict(),
         overrides={},
+        budgets={},
         author="system",
         note="Seeded from the apt_core PrecisionPolicy() defaults.",
     )

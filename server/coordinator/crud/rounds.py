@@ -10,6 +10,7 @@ from sqlalchemy import Float, cast, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from server.coordinator.crud.bulk import bulk_insert
 from server.coordinator.crud.devices import upsert_devices
 from server.coordinator.exceptions import DuplicateRoundError, NotFoundError, RoundRecordError
 from server.coordinator.tables import (
@@ -166,17 +167,15 @@ def _insert_clients(session: Session, run_id: int, record: RoundReport, now: dat
         seen_at=now,
     )
     key = {"run_id": run_id, "round": record.round}
-    session.execute(
-        insert(ClientRound),
-        [{**key, "device_id": ids[c.node_id], **_client_values(c)} for c in record.clients],
-    )
+    clients = [{"device_id": ids[c.node_id], **_client_values(c)} for c in record.clients]
+    bulk_insert(session, ClientRound, clients, key)
     layers = [
-        {**key, "device_id": ids[c.node_id], **_layer_values(layer)}
+        {"device_id": ids[c.node_id], **_layer_values(layer)}
         for c in record.clients
         for layer in c.layers
     ]
     if layers:
-        session.execute(insert(LayerPrecision), layers)
+        bulk_insert(session, LayerPrecision, layers, key)
         session.execute(_summary_insert(run_id, record.round))
 
 
@@ -191,6 +190,7 @@ def _client_values(client: ClientReport) -> dict[str, Any]:
         "train_loss": client.train_loss,
         "param_bytes": client.param_bytes,
         "peak_memory_bytes": client.peak_memory_bytes,
+        "bits_cap": client.bits_cap,
         "rejected": client.rejected,
         "failure": client.failure,
     }

@@ -88,7 +88,7 @@ def apply_policy_update(
     PolicyUpdateError
         Naming the first invalid field, e.g. ``loc=("t_max",)`` when ``t_max < 2 * t_min``.
     """
-    changes = update.model_dump(exclude_unset=True, exclude={"overrides", "note"})
+    changes = update.model_dump(exclude_unset=True, exclude={"overrides", "budgets", "note"})
     try:
         policy = current.with_(**changes)
     except PolicyError as exc:

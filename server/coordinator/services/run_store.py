@@ -21,9 +21,11 @@ from server.coordinator.exceptions import (
     DuplicateRoundError,
     NotFoundError,
     ResumeError,
+    RunStateError,
     RunStopped,
 )
 from server.coordinator.services.run_settings import run_settings_of
+from server.flower.budgets import BudgetCapper, parse_budgets
 from server.flower.records import RoundReport
 
 log = logging.getLogger(__name__)
@@ -58,19 +60,32 @@ def with_db_retry(what: str, fn: Callable[[], T], tolerance_s: float = DB_OUTAGE
 
 
 class DbPolicyProvider:
-    """Reads the current policy version at each round start (one short transaction)."""
+    """Reads the current policy version at each round start (one short transaction).
 
-    def __init__(self, session_factory: sessionmaker[Session]) -> None:
+    With a ``capper`` (the run's model and workload) the version's device-class budgets
+    become caps: each budgeted class's ``bits_max`` in the answer's overrides. A budget
+    the run's model cannot meet raises ``BudgetError``; the strategy then keeps the
+    previous version (or fails the run if there is none).
+    """
+
+    def __init__(
+        self, session_factory: sessionmaker[Session], capper: BudgetCapper | None = None
+    ) -> None:
         self._session_factory = session_factory
+        self._capper = capper
 
     def __call__(self) -> PolicyAnswer:
         """The current fleet policy (version, policy, per-class overrides), retried on outage."""
 
-        def read() -> PolicyAnswer:
+        def read() -> tuple[PolicyAnswer, dict[str, dict[str, Any]]]:
             with self._session_factory() as session:
-                return crud.current_policy(session)
+                row = crud.get_current_policy_row(session=session)
+                return crud.current_policy(session), dict(row.budgets or {})
 
-        return with_db_retry("policy read", read)
+        answer, budgets = with_db_retry("policy read", read)
+        if self._capper is None or not budgets:
+            return answer
+        return self._capper.answer(answer, parse_budgets(budgets))
 
 
 #: Policy version of the rounds of a run with its own policy (fleet versions start at 1).
@@ -84,7 +99,8 @@ def run_policy_provider(
 
     A run created with a ``policy`` trains every device with exactly that policy in every
     round, as version :data:`OWN_POLICY_VERSION` without class overrides; fleet updates do
-    not reach it. A run without one follows the fleet (:class:`DbPolicyProvider`).
+    not reach it. A run without one follows the fleet (:class:`DbPolicyProvider`), its
+    device-class budgets capped for the run's model and workload.
 
     Raises
     ------
@@ -94,16 +110,16 @@ def run_policy_provider(
         If the stored policy no longer resolves (the API validated it at creation).
     """
 
-    def read() -> str | None:
+    def read() -> tuple[str | None, BudgetCapper]:
         with session_factory() as session:
             run = crud.get_run(session=session, run_id=run_id)
             if run is None:
                 raise NotFoundError(f"Run {run_id} not found")
-            return run.policy
+            return run.policy, BudgetCapper.for_run(run_settings_of(run), run.clients)
 
-    own = with_db_retry(f"run {run_id} policy", read)
+    own, capper = with_db_retry(f"run {run_id} policy", read)
     if own is None:
-        return DbPolicyProvider(session_factory)
+        return DbPolicyProvider(session_factory, capper)
     answer: PolicyAnswer = (OWN_POLICY_VERSION, resolve_policy(own), {})
     log.info("run %s trains with its own policy %r (version %s)", run_id, own, OWN_POLICY_VERSION)
     return lambda: answer
@@ -161,6 +177,27 @@ class DbRecorder:
 
         with_db_retry(f"run {self.run_id} round {record.round}", store)
         log.info("run %s round %s stored (accuracy %s)", self.run_id, record.round, record.accuracy)
+
+    def fail(self, reason: str) -> None:
+        """End the run ``failed`` with ``reason`` (a run already finished or stopped stays so).
+
+        The ServerApp calls it when the run fails as a whole (``RunFailed``): on a SuperLink
+        the job then sees only that the Flower run failed, so the reason is stored here.
+        """
+
+        def write() -> None:
+            with self._session_factory() as session:
+                begin_write(session)
+                try:
+                    crud.set_run_status(
+                        session=session, run_id=self.run_id, status="failed", error=reason
+                    )
+                    session.commit()
+                except RunStateError:
+                    session.rollback()
+
+        with_db_retry(f"run {self.run_id} status", write)
+        log.error("run %s failed: %s", self.run_id, reason)
 
 
 def resume_point(session: Session, run_id: int) -> tuple[int, bytes | None]:

@@ -7,6 +7,7 @@ from fastapi import APIRouter
 from server.coordinator import crud
 from server.coordinator.api.deps import AdminToken, Cursor, Limit, SessionDep, Skip
 from server.coordinator.schemas import Message, PoliciesPublic, PolicyPublic, PolicyUpdate
+from server.coordinator.services.budgets import apply_budget_update
 from server.coordinator.services.policy import apply_policy_update
 
 router = APIRouter(prefix="/policy", tags=["policy"])
@@ -46,8 +47,14 @@ def update_policy(session: SessionDep, token: AdminToken, policy_in: PolicyUpdat
     policy, overrides = apply_policy_update(
         crud.policy_of(current), current.overrides or {}, policy_in
     )
+    budgets = apply_budget_update(policy, overrides, current.budgets or {}, policy_in)
     row = crud.create_policy_version(
-        session=session, policy=policy, overrides=overrides, author=token.name, note=policy_in.note
+        session=session,
+        policy=policy,
+        overrides=overrides,
+        budgets=budgets,
+        author=token.name,
+        note=policy_in.note,
     )
     session.commit()
     return PolicyPublic.model_validate(row)
