@@ -28,8 +28,9 @@ from apt_core.kernels.step_state import StepState
 from apt_core.kernels.storage import decode, encode, stored_rows
 from apt_core.packing import PackedTensor
 from apt_core.quant import (
-    choose_exponent,
+    cap_exponent,
     dequantize,
+    grid_exponent,
     quantize,
     quantize_activation,
     quantize_error,
@@ -113,7 +114,12 @@ class APTLayer(StepState, nn.Module):
         return int(getattr(self, f"{which}_exp"))
 
     def store_codes(self, which: str, codes: Tensor, exponent: int) -> None:
-        """Write integer codes at the current bit-width (the optimizer's only write path)."""
+        """Write integer codes at the current bit-width (the optimizer's only write path).
+
+        An exponent above :data:`~apt_core.quant.MAX_EXPONENT` (from a payload or a
+        bit-width increase) is capped, the codes rounded onto that grid.
+        """
+        codes, exponent = cap_exponent(codes, self.n_bits, exponent)
         self.set_stored(which, encode(self.to_matrix(which, codes), self.n_bits), exponent)
 
     def set_stored(self, which: str, stored: Tensor, exponent: int) -> None:
@@ -133,7 +139,7 @@ class APTLayer(StepState, nn.Module):
         for which, value in (("weight", weight), ("bias", bias)):
             if value is None:
                 continue
-            f = choose_exponent(float(value.abs().max()) if value.numel() else 0.0, b)
+            f = grid_exponent(float(value.abs().max()) if value.numel() else 0.0, b)
             self.store_codes(which, quantize(value, b, f), f)
 
     def set_bits(self, new_bits: int) -> None:

@@ -51,6 +51,26 @@ def choose_exponent(max_abs: float, bits: int) -> int:
 MAX_EXPONENT = 120
 
 
+def grid_exponent(max_abs: float, bits: int) -> int:
+    """:func:`choose_exponent`, capped at :data:`MAX_EXPONENT` (the exponent of a new grid).
+
+    Without the cap, tiny weights (max |w| below ``2**-113`` at 8 bits) would get a grid
+    whose scale ``2**f`` is infinite in float32, and every code would saturate.
+    """
+    return min(choose_exponent(max_abs, bits), MAX_EXPONENT)
+
+
+def cap_exponent(codes: Tensor, bits: int, exponent: int) -> tuple[Tensor, int]:
+    """The same values on a grid of exponent at most :data:`MAX_EXPONENT`.
+
+    Codes above the cap are rounded to nearest onto the coarser grid (values below
+    ``2**-(MAX_EXPONENT + 1)`` become zero); codes at or below it are returned as they are.
+    """
+    if exponent <= MAX_EXPONENT:
+        return codes, exponent
+    return quantize(codes.double(), bits, MAX_EXPONENT - exponent), MAX_EXPONENT
+
+
 def stochastic_round(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """Round to an adjacent integer with probability given by the distance (unbiased)."""
     noise = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device)
@@ -68,7 +88,8 @@ def quantize(
 ) -> Tensor:
     """Integer codes (int32) of ``x`` on the ``bits``/``exponent`` grid, saturated.
 
-    ``exponent`` is used as given; callers keep it at most :data:`MAX_EXPONENT` for float32.
+    ``exponent`` is used as given; callers keep it at most :data:`MAX_EXPONENT` for float32
+    (:func:`grid_exponent`).
 
     Parameters
     ----------
@@ -108,7 +129,7 @@ def fake_quantize_dynamic(x: Tensor, bits: int) -> Tensor:
     amax = float(x.detach().abs().amax()) if x.numel() else 0.0
     if not math.isfinite(amax) or amax <= 0:
         return x
-    f = min(choose_exponent(amax, bits), MAX_EXPONENT)
+    f = grid_exponent(amax, bits)
     lo, hi = code_range(bits)
     return torch.round(x * 2.0**f).clamp_(lo, hi).mul_(2.0**-f)
 

@@ -10,7 +10,7 @@ from torch import nn
 from apt_core.conversion import apt_layers
 from apt_core.federated.codec import ReplyModel, float_state
 from apt_core.packing import PackedTensor
-from apt_core.quant import choose_exponent, dequantize, quantize
+from apt_core.quant import dequantize, grid_exponent, quantize
 from apt_core.wire import model_tensors
 
 
@@ -23,8 +23,9 @@ def aggregate(template: nn.Module, replies: Sequence[tuple[ReplyModel, int]]) ->
 
     * bits of a layer = the **max** over this round's replies of that layer's bits (no
       device's resolution is lost; a device with a narrower policy clamps on arrival);
-    * exponent of each tensor = ``choose_exponent(max|w_avg|, bits)``: the finest grid
-      whose range still holds the averaged tensor without saturating.
+    * exponent of each tensor = ``grid_exponent(max|w_avg|, bits)``: the finest grid
+      whose range still holds the averaged tensor without saturating, at most
+      ``MAX_EXPONENT``.
 
     fp32/qat8 (replies are state dicts): the plain weighted average, in the template's
     dtypes.
@@ -68,7 +69,7 @@ def aggregate(template: nn.Module, replies: Sequence[tuple[ReplyModel, int]]) ->
     for name in names:
         b = bits[name.rpartition(".")[0]]
         value = avg[name]
-        f = choose_exponent(float(value.abs().max()) if value.numel() else 0.0, b)
+        f = grid_exponent(float(value.abs().max()) if value.numel() else 0.0, b)
         out.append(PackedTensor(name, quantize(value, b, f), b, f))
     return out
 

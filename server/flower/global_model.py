@@ -102,15 +102,16 @@ class GlobalModel:
                 acc, loss = float(res[keys.ACCURACY]), float(res[keys.LOSS])  # type: ignore
         ok = [c for c in clients if c.rejected is None and c.failure is None]
         if self.settings.method == "apt":
-            means = [fed.mean_bits(self.template, {x.layer: x.bits for x in c.layers}) for c in ok]
-            mean = sum(x for x in means if x is not None) / len(means) if means else None
+            mean = round_mean_bits(self.template, ok)
         else:
             mean = _FLOAT_METHOD_BITS
         record = RoundReport(
             round=server_round,
             accuracy=acc,
             loss=loss if loss is None or math.isfinite(loss) else None,
-            energy_j=sum(c.energy_j for c in clients),
+            # modelled energy of the aggregated replies only: a rejected reply's claim is
+            # not trusted, and the fp32 estimate it is compared with counts only these
+            energy_j=sum(c.energy_j for c in ok),
             uplink_bytes=sum(c.uplink_bytes for c in clients),
             downlink_bytes=sum(c.downlink_bytes for c in clients),
             participants=len(ok),
@@ -124,3 +125,14 @@ class GlobalModel:
         )
         if self.recorder is not None:
             self.recorder(record)
+
+
+def round_mean_bits(template: nn.Module, accepted: list[ClientReport]) -> float | None:
+    """Mean over the accepted devices of their parameter-weighted mean bits.
+
+    A device without per-layer rows has no mean and is left out of the count (it is
+    not a device at 0 bits); None when no device has one.
+    """
+    means = [fed.mean_bits(template, {x.layer: x.bits for x in c.layers}) for c in accepted]
+    present = [m for m in means if m is not None]
+    return sum(present) / len(present) if present else None

@@ -29,7 +29,11 @@ class LayerReport:
 
 @dataclass
 class ClientReport:
-    """One device's part in one round: a trained reply, a rejected reply or a failure."""
+    """One device's part in one round: a trained reply, a rejected reply or a failure.
+
+    ``energy_j`` is the device's modelled energy when its reply was accepted; a rejected
+    reply's claim is not trusted and reads 0.
+    """
 
     node_id: int
     device_class: str = "standard"

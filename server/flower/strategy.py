@@ -310,6 +310,7 @@ class APTFedAvg(GlobalModel, FedAvg):
             fed.check_growth(reference, model)
         except fed.ReplyError as exc:
             client.rejected = str(exc)
+            client.energy_j = 0.0  # a rejected reply's self-reported energy is not counted
             log.warning("Round %s: reply of node %s rejected: %s", server_round, node, exc)
             return client, None
         return client, model

@@ -11,7 +11,8 @@ from torch import nn
 from apt_core.config import PrecisionPolicy
 from apt_core.conversion import apt_layers, layer_bits, to_apt, to_float
 from apt_core.layers import APTConv1d, APTConv2d, APTLinear
-from apt_core.quant import code_range
+from apt_core.packing import PackedTensor
+from apt_core.quant import MAX_EXPONENT, code_range
 from tests.utils.fixed_point import ref_quantize
 from tests.utils.networks import (
     MixedNet,
@@ -165,3 +166,57 @@ def test_to_float_outputs_close_to_apt_outputs_with_8_bit_activations() -> None:
 
     # Assert: only the 8-bit activation rounding separates them (~1% of the ~0.5 scale)
     torch.testing.assert_close(out, ref, rtol=0, atol=2e-2)
+
+
+def _tiny_linear(scale: float) -> nn.Sequential:
+    """A Linear layer whose weights are ``k * scale`` for k in -5..6 (bias 1e-3)."""
+    model = nn.Sequential(nn.Linear(4, 3))
+    with torch.no_grad():
+        model[0].weight.copy_((torch.arange(12, dtype=torch.float64) - 5).view(3, 4) * scale)
+        model[0].bias.fill_(1e-3)
+    return model
+
+
+@pytest.mark.parametrize("scale", [2.0**-118, 1e-38])
+def test_to_apt_tiny_weights_exponent_capped_codes_nearest(scale: float) -> None:
+    # Prepare: max |w| wants exponent 122 (finite grid) or 130 (2**f overflows float32)
+    float_model = _tiny_linear(scale)
+    ref = float_model[0].weight.detach()
+
+    # Execute
+    layer = apt_layers(to_apt(float_model, PrecisionPolicy()))["0"]
+
+    # Assert: the cap holds and the codes are the nearest ones on the capped grid
+    assert layer.exponent("weight") == MAX_EXPONENT
+    codes = layer.codes("weight").long()
+    torch.testing.assert_close(codes, ref_quantize(ref, 8, MAX_EXPONENT), rtol=0, atol=0)
+    assert codes.abs().max() < code_range(8)[1]  # none saturated
+    err = (layer.weight_float().double() - ref.double()).abs().max()
+    assert float(err) <= 2.0 ** -(MAX_EXPONENT + 1)
+
+
+def test_set_bits_at_exponent_cap_keeps_cap_and_values() -> None:
+    # Prepare: weights 4k on the capped grid
+    layer = apt_layers(to_apt(_tiny_linear(2.0**-118), PrecisionPolicy()))["0"]
+    before = layer.weight_float().clone()
+
+    # Execute
+    layer.set_bits(12)
+
+    # Assert
+    assert layer.exponent("weight") == MAX_EXPONENT and layer.n_bits == 12
+    torch.testing.assert_close(layer.weight_float(), before, rtol=0, atol=0)
+
+
+def test_load_packed_exponent_above_cap_rounds_onto_capped_grid() -> None:
+    # Prepare: a payload tensor at exponent MAX + 3 (codes 8k: exactly k on the capped grid)
+    layer = apt_layers(to_apt(_tiny_linear(1e-3), PrecisionPolicy()))["0"]
+    k = torch.arange(-6, 6, dtype=torch.int32).view(3, 4)
+    packed = PackedTensor("0.weight", k * 8, 8, MAX_EXPONENT + 3)
+
+    # Execute
+    layer.load_packed("weight", packed)
+
+    # Assert
+    assert layer.exponent("weight") == MAX_EXPONENT
+    torch.testing.assert_close(layer.codes("weight"), k, rtol=0, atol=0)

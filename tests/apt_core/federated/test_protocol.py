@@ -9,7 +9,7 @@ from apt_core import federated as fed
 from apt_core.config import PolicyError, PrecisionPolicy
 from apt_core.conversion import apt_layers
 from apt_core.packing import PackedTensor, pack_tensors
-from apt_core.quant import choose_exponent, dequantize, quantize
+from apt_core.quant import MAX_EXPONENT, choose_exponent, dequantize, quantize
 from apt_core.tasks.data import load_task
 from apt_core.tasks.partition import client_split
 from apt_core.wire import model_tensors, pack
@@ -47,6 +47,23 @@ def test_aggregate_uses_max_bits_and_exponent_of_average() -> None:
         f = choose_exponent(float(ref.abs().max()), 11)
         assert (got.name, got.bits, got.exponent) == (ta.name, 11, f)
         torch.testing.assert_close(got.codes, quantize(ref, 11, f))
+
+
+def test_aggregate_tiny_average_exponent_capped() -> None:
+    # Prepare: replies whose exponents (124, 125) lie above the cap
+    tensors = [
+        PackedTensor(t.name, t.codes, t.bits, t.exponent + 115) for t in model_tensors(_model(1, 8))
+    ]
+
+    # Execute
+    out = fed.aggregate(_model(0), [(tensors, 1), (tensors, 1)])
+
+    # Assert: the global grid stays at the cap, codes nearest on it
+    for t, got in zip(tensors, out, strict=True):
+        ref = dequantize(t.codes, t.exponent, torch.float64)
+        f = min(choose_exponent(float(ref.abs().max()), 8), MAX_EXPONENT)
+        assert got.exponent == f == MAX_EXPONENT
+        torch.testing.assert_close(got.codes, quantize(ref, 8, f))
 
 
 def test_aggregate_fp32_is_weighted_average() -> None:
