@@ -7,24 +7,14 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Float, and_, case, cast, func, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from server.coordinator.core.pagination import DEFAULT_PAGE_SIZE, Page, keyset_page
+from server.coordinator.crud.bulk import upsert_statement
 from server.coordinator.tables import ClientRound, Device, LayerPrecision
 
 #: Statuses of a device that did not reply: its row carries only the default class.
 _SILENT_STATUSES = ("failed", "offline")
-
-
-def _insert(session: Session) -> Any:
-    """The dialect's ``INSERT`` that knows ``ON CONFLICT`` (PostgreSQL or SQLite)."""
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        return postgresql.insert
-    if dialect == "sqlite":
-        return sqlite.insert
-    raise NotImplementedError(f"Database dialect {dialect!r}: use SQLite or PostgreSQL.")
 
 
 def upsert_devices(
@@ -33,7 +23,8 @@ def upsert_devices(
     """Insert or refresh the devices of one round; return their ids by Flower node id.
 
     One ``INSERT ... ON CONFLICT DO UPDATE`` for every device (so two runs seeing a new
-    node at the same time cannot both insert it), then one ``SELECT`` of the ids.
+    node at the same time cannot both insert it); on SQLite one ``SELECT`` of the ids
+    follows (its driver returns no rows from ``executemany``).
 
     Parameters
     ----------
@@ -46,8 +37,17 @@ def upsert_devices(
     """
     if not devices:
         return {}
-    insert = _insert(session)
-    stmt = insert(Device)
+    rows = [
+        {
+            "node_id": node_id,
+            "device_class": device_class,
+            "status": status,
+            "first_seen": seen_at,
+            "last_seen": seen_at,
+        }
+        for node_id, device_class, status in devices
+    ]
+    stmt, params = upsert_statement(session, Device, rows)
     new = stmt.excluded
     # a failure row of a device that never replied carries only the default class:
     # keep the class the device reported before
@@ -62,19 +62,12 @@ def upsert_devices(
             "device_class": case((keep_class, Device.device_class), else_=new.device_class),
         },
     )
-    rows = [
-        {
-            "node_id": node_id,
-            "device_class": device_class,
-            "status": status,
-            "first_seen": seen_at,
-            "last_seen": seen_at,
-        }
-        for node_id, device_class, status in devices
-    ]
-    session.execute(stmt, rows)
-    nodes = [node_id for node_id, _, _ in devices]
-    found = session.execute(select(Device.node_id, Device.id).where(Device.node_id.in_(nodes)))
+    if params is None:  # PostgreSQL: the rows are in the statement
+        found = session.execute(stmt.returning(Device.node_id, Device.id))
+    else:
+        session.execute(stmt, params)
+        nodes = [node_id for node_id, _, _ in devices]
+        found = session.execute(select(Device.node_id, Device.id).where(Device.node_id.in_(nodes)))
     return {int(node_id): int(device_id) for node_id, device_id in found}
 
 
