@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -29,6 +29,7 @@ from apt_core.config import resolve_policy
 from apt_core.tasks.data import load_task
 from server.flower.global_model import Evaluator, Recorder
 from server.flower.records import RoundReport
+from server.flower.run_health import RunFailed, RunHealth
 from server.flower.settings import RUN_CONFIG_DEFAULTS, ServerSettings
 from server.flower.strategy import APTFedAvg, PolicyProvider
 
@@ -68,12 +69,13 @@ def _log_recorder(record: RoundReport) -> None:
 
 @dataclass(frozen=True)
 class DbComposition:
-    """The coordinator's seams for one of its runs: policy, recorder and resume point."""
+    """The coordinator's seams for one of its runs: policy, recorder, resume point, failure."""
 
     provider: PolicyProvider
     recorder: Recorder
     start_round: int
     checkpoint: bytes | None
+    fail: Callable[[str], None]
 
 
 def db_composition(db_url: str, run_id: int) -> DbComposition:
@@ -105,8 +107,9 @@ def db_composition(db_url: str, run_id: int) -> DbComposition:
     factory = make_session_factory(make_engine(db_url))
     with factory() as session:
         start, checkpoint = resume_point(session, run_id)
+    recorder = DbRecorder(factory, run_id)
     return DbComposition(
-        run_policy_provider(factory, run_id), DbRecorder(factory, run_id), start, checkpoint
+        run_policy_provider(factory, run_id), recorder, start, checkpoint, recorder.fail
     )
 
 
@@ -150,7 +153,14 @@ def make_evaluator(task: str, method: str) -> Evaluator:
 def run_strategy(
     grid: Grid, settings: ServerSettings, provider: PolicyProvider, recorder: Recorder | None
 ) -> Result:
-    """Build :class:`APTFedAvg` and run it for ``settings.rounds`` rounds."""
+    """Build :class:`APTFedAvg` and run it for ``settings.rounds`` rounds.
+
+    Raises
+    ------
+    RunFailed
+        If a round aggregated no reply, or the run's devices mostly failed
+        (:mod:`server.flower.run_health`); the rounds before are recorded.
+    """
     offset = settings.start_round
     if offset and recorder is not None:
         inner = recorder
@@ -158,10 +168,11 @@ def run_strategy(
         def recorder(record: RoundReport) -> None:  # noqa: F811 - renumbered rounds
             inner(dataclasses.replace(record, round=record.round + offset))
 
+    health = RunHealth(settings.max_failure_share)
     strategy = APTFedAvg(
         settings=settings.run,
         policy_provider=provider,
-        recorder=recorder,
+        recorder=health.recorder(recorder),
         lr_rounds=settings.rounds,
         round_offset=offset,
         evaluator=make_evaluator(settings.run.task, settings.run.method),
@@ -176,7 +187,7 @@ def run_strategy(
         if settings.checkpoint is None
         else strategy.arrays_from_checkpoint(settings.checkpoint)
     )
-    return strategy.start(
+    result = strategy.start(
         grid=grid,
         initial_arrays=initial,
         num_rounds=settings.rounds - offset,
@@ -185,6 +196,8 @@ def run_strategy(
         evaluate_config=ConfigRecord(),
         evaluate_fn=strategy.evaluate_global,
     )
+    health.check_run()
+    return result
 
 
 def create_server_app(
@@ -230,4 +243,8 @@ def main(grid: Grid, context: Context) -> None:
     # a coordinator run: continue after the rounds it already stored
     db = db_composition(db_url, int(context.run_config.get("coordinator-run-id", 0)))
     settings = dataclasses.replace(settings, start_round=db.start_round, checkpoint=db.checkpoint)
-    run_strategy(grid, settings, db.provider, db.recorder)
+    try:
+        run_strategy(grid, settings, db.provider, db.recorder)
+    except RunFailed as exc:
+        db.fail(str(exc))  # the coordinator's job sees only that the Flower run failed
+        raise

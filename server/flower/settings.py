@@ -50,6 +50,10 @@ class ServerSettings:
         ``start_round + 1`` and records carry the continued numbering.
     checkpoint : bytes | None (default: None)
         Global model to start from (the stored checkpoint of round ``start_round``).
+    max_failure_share : float (default: 0.5)
+        The run fails when more than this share of its sampled replies failed or were
+        rejected (``max-failure-share``); a round with no aggregated reply fails it at
+        once. See :mod:`server.flower.run_health`.
     """
 
     run: RunSettings = field(default_factory=RunSettings)
@@ -60,6 +64,7 @@ class ServerSettings:
     timeout: float = 600.0
     start_round: int = 0
     checkpoint: bytes | None = None
+    max_failure_share: float = 0.5
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> ServerSettings:
@@ -72,6 +77,7 @@ class ServerSettings:
             fraction_evaluate=float(c["fraction-evaluate"]),
             min_nodes=int(c["min-nodes"]),
             timeout=float(c["round-timeout"]),
+            max_failure_share=float(c["max-failure-share"]),
         )
 
     def to_run_config(self) -> dict[str, Any]:
@@ -83,6 +89,7 @@ class ServerSettings:
             "fraction-evaluate": float(self.fraction_evaluate),
             "min-nodes": self.min_nodes,
             "round-timeout": float(self.timeout),
+            "max-failure-share": float(self.max_failure_share),
         }
 
 
