@@ -9,7 +9,7 @@ round config, like any per-class override. All costs are modelled (``apt_core.co
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -19,7 +19,9 @@ from apt_core.config import PrecisionPolicy
 from apt_core.cost import LayerProfile, profile_layers
 from apt_core.errors import BudgetError
 from apt_core.federated.budget import Budget, Workload, capped_overrides, class_caps
+from apt_core.federated.device_class import DEVICE_CLASS_PATTERN, DEVICE_CLASS_RULE
 from apt_core.tasks.data import load_task
+from server.flower.records import RoundReport
 
 log = logging.getLogger(__name__)
 
@@ -107,3 +109,59 @@ def budgeted_provider(
         return capper.answer(provider(), budgets)
 
     return answer
+
+
+def parse_budget_option(spec: str) -> tuple[str, Budget]:
+    """``CLASS=BYTES[:JOULES]`` (the CLI's ``--budget``) as (class, budget).
+
+    Raises
+    ------
+    BudgetError
+        Naming the option's value and what is wrong with it.
+    """
+    device_class, sep, rest = spec.partition("=")
+    memory, _, energy = rest.partition(":")
+    if not sep or not DEVICE_CLASS_PATTERN.match(device_class):
+        raise BudgetError(
+            f"--budget {spec!r}: expected CLASS=BYTES[:JOULES] with CLASS {DEVICE_CLASS_RULE}."
+        )
+    try:
+        budget = Budget(int(memory), float(energy) if energy else None)
+    except ValueError as exc:
+        raise BudgetError(f"--budget {spec!r}: {exc}") from None
+    return device_class, budget
+
+
+def class_report(records: Iterable[RoundReport]) -> dict[str, dict[str, Any]]:
+    """Per device class over a run: client-rounds, caps sent, energy, uplink, final bits.
+
+    ``mean_bits`` is the parameter-unweighted mean over layers and trained client-rounds of
+    the bits a device ended its round with (what it trained and uploaded at).
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for record in records:
+        for c in record.clients:
+            row = out.setdefault(
+                c.device_class,
+                {
+                    "client_rounds": 0,
+                    "trained": 0,
+                    "caps": set(),
+                    "energy_j": 0.0,
+                    "uplink_bytes": 0,
+                    "bits": [],
+                },
+            )
+            row["client_rounds"] += 1
+            if c.bits_cap is not None:
+                row["caps"].add(c.bits_cap)
+            if c.failure is None and c.rejected is None:
+                row["trained"] += 1
+                row["energy_j"] += c.energy_j
+                row["uplink_bytes"] += c.uplink_bytes
+                row["bits"].extend(layer.bits for layer in c.layers)
+    for row in out.values():
+        bits = row.pop("bits")
+        row["caps"] = sorted(row["caps"])
+        row["mean_bits"] = sum(bits) / len(bits) if bits else None
+    return out

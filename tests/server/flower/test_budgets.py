@@ -7,7 +7,14 @@ import pytest
 from apt_core import federated as fed
 from apt_core.errors import BudgetError
 from apt_core.federated.budget import Budget, training_memory_bytes
-from server.flower.budgets import BudgetCapper, budgeted_provider, model_profiles, parse_budgets
+from server.flower.budgets import (
+    BudgetCapper,
+    budgeted_provider,
+    class_report,
+    model_profiles,
+    parse_budget_option,
+    parse_budgets,
+)
 from server.flower.records import RoundReport
 from tests.server.flower.strategy_helpers import POLICY, _client_model, _strategy
 from tests.utils.replies import create_apt_reply, create_error_reply
@@ -98,3 +105,42 @@ def test_aggregate_train_float_method_records_no_cap() -> None:
 
     # Assert
     assert [c.bits_cap for c in records[0].clients] == [None]
+
+
+def test_parse_budget_option_reads_bytes_and_joules() -> None:
+    # Execute / Assert
+    assert parse_budget_option("mcu=150000") == ("mcu", Budget(150_000))
+    assert parse_budget_option("phone=165000:0.5") == ("phone", Budget(165_000, 0.5))
+
+
+@pytest.mark.parametrize("spec", ["mcu", "m c u=10", "mcu=lots", "mcu=0", "mcu=10:-1"])
+def test_parse_budget_option_bad_value_named(spec: str) -> None:
+    # Execute / Assert
+    with pytest.raises(BudgetError, match=f"--budget '{spec}'"):
+        parse_budget_option(spec)
+
+
+def test_class_report_sums_trained_client_rounds_per_class() -> None:
+    # Prepare: one round, an mcu device capped at 8 that trained, a failed standard one
+    records: list[RoundReport] = []
+    strategy = _strategy(records=records)
+    replies = [
+        create_apt_reply(_client_model(1, [6, 7, 8]), 20, node_id=1, device_class="mcu"),
+        create_error_reply(3, "offline"),
+    ]
+    strategy.aggregate_train(1, replies)
+
+    # Execute
+    report = class_report(records)
+
+    # Assert
+    assert report["mcu"]["caps"] == [8] and report["mcu"]["trained"] == 1
+    assert report["mcu"]["mean_bits"] == pytest.approx(7.0)
+    assert report["standard"] == {
+        "client_rounds": 1,
+        "trained": 0,
+        "caps": [12],
+        "energy_j": 0.0,
+        "uplink_bytes": 0,
+        "mean_bits": None,
+    }
