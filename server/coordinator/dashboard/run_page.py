@@ -51,6 +51,8 @@ class RunView:
         A packed global model is stored (the downloads are offered once the run ended).
     actions : Sequence[ConsoleAction] (default: ())
         Console actions on this run, newest first.
+    totals : Mapping[str, Any] (default: {})
+        ``crud.run_totals`` (energy_j, uplink_bytes, downlink_bytes summed over rounds).
     """
 
     run: Run
@@ -61,6 +63,7 @@ class RunView:
     queue_position: int | None = None
     has_checkpoint: bool = False
     actions: Sequence[ConsoleAction] = field(default_factory=tuple)
+    totals: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _live(name: str, value: object) -> Markup:
@@ -85,6 +88,15 @@ def _facts(view: RunView) -> Markup:
         ("Created", format_time(run.created_at)),
         ("Started", format_time(run.started_at)),
         ("Finished", _live("finished", format_time(run.finished_at))),
+        (quantity_label("energy"), _live("energy", format_energy(view.totals.get("energy_j", 0)))),
+        (
+            quantity_label("uplink_bytes"),
+            _live("uplink", format_bytes(view.totals.get("uplink_bytes", 0))),
+        ),
+        (
+            quantity_label("downlink_bytes"),
+            _live("downlink", format_bytes(view.totals.get("downlink_bytes", 0))),
+        ),
         ("Flower run", "—" if run.flower_run_id is None else run.flower_run_id),
     ]
     items = join(

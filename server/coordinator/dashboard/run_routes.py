@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from server.coordinator import crud
 from server.coordinator.api.deps import LauncherDep, SessionDep
+from server.coordinator.api.routes.runs import read_run_summary
 from server.coordinator.crud.actions import list_actions, record_action
 from server.coordinator.dashboard.auth import Viewer, ViewerDep, login_redirect
 from server.coordinator.dashboard.forms import FieldsDep, check_action
@@ -60,6 +61,7 @@ def _run_view(session: Session, run: Run) -> RunView:
         queue_position=_queue_position(session, run),
         has_checkpoint=crud.get_latest_checkpoint(session=session, run_id=run.id) is not None,
         actions=list_actions(session=session, target=f"run:{run.id}"),
+        totals=crud.run_totals(session=session, run_id=run.id),
     )
 
 
@@ -189,23 +191,17 @@ def resume_run_from_form(
 
 @router.get("/runs/{run_id}/live")
 def read_run_live(session: SessionDep, viewer: ViewerDep, run_id: str) -> Response:
-    """A run's small live summary (JSON; its size does not grow with the rounds)."""
+    """The API's run summary (``GET /api/v1/runs/{id}/summary``) for a signed-in browser.
+
+    Its size does not grow with the rounds: the run page polls it instead of reloading.
+    """
     if viewer is None:
         return JSONResponse({"detail": "Sign in first."}, status_code=401)
     run = _find_run(session, run_id)
     if run is None:
         return JSONResponse({"detail": f"Run {run_id!r} not found"}, status_code=404)
-    finished = run.finished_at.strftime("%Y-%m-%d %H:%M:%S UTC") if run.finished_at else None
-    summary = {
-        "id": run.id,
-        "status": run.status,
-        "current_round": run.current_round,
-        "rounds": run.rounds,
-        "latest_accuracy": run.latest_accuracy,
-        "queue_position": _queue_position(session, run),
-        "finished_at": finished,
-    }
-    return JSONResponse(summary, headers={"Cache-Control": "no-store"})
+    summary = read_run_summary(session=session, run=run)
+    return JSONResponse(summary.model_dump(mode="json"), headers={"Cache-Control": "no-store"})
 
 
 @router.get("/runs/{run_id}/model")

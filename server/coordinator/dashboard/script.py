@@ -26,13 +26,26 @@ SCRIPT = """'use strict';
     var t = document.getElementById('live-notice-text');
     if (p && t) { t.textContent = text; p.hidden = false; }
   }
+  function si(value, unit) {
+    var prefixes = [[1e12, 'T'], [1e9, 'G'], [1e6, 'M'], [1e3, 'k']];
+    for (var i = 0; i < prefixes.length; i++) {
+      if (Math.abs(value) >= prefixes[i][0]) {
+        return Number((value / prefixes[i][0]).toPrecision(3)) + ' ' + prefixes[i][1] + unit;
+      }
+    }
+    return Number(value.toPrecision(3)) + ' ' + unit;
+  }
   function show(s) {
     set('status', s.status);
     set('progress', s.current_round + ' / ' + s.rounds + ' rounds');
     set('queue', s.queue_position === null ? '\\u2014' : '#' + s.queue_position + ' in the queue');
     set('accuracy', s.latest_accuracy === null ? '\\u2014' :
         (100 * s.latest_accuracy).toFixed(1) + '%');
-    set('finished', s.finished_at === null ? '\\u2014' : s.finished_at);
+    set('finished', s.finished_at === null ? '\\u2014' :
+        s.finished_at.replace('T', ' ').slice(0, 19) + ' UTC');
+    set('energy', si(s.energy_j, 'J'));
+    set('uplink', si(s.uplink_bytes, 'B'));
+    set('downlink', si(s.downlink_bytes, 'B'));
     box.setAttribute('data-status', s.status);
     box.setAttribute('data-polled', String(Number(box.getAttribute('data-polled') || 0) + 1));
     if (s.current_round !== shownRound) {
