@@ -1,0 +1,118 @@
+"""Ends a local fleet's ClientApps once no run is active any more (after ``flwr stop``).
+
+Flower 1.42's SuperNode hands a message to a fresh ``flwr-clientapp`` process and waits for
+its reply; it never looks at the run again until the reply is ready, so a run stopped with
+``flwr stop`` keeps its ClientApps training to the end of their local round (a reply the
+SuperLink then drops). The watcher is one more process of the fleet (``fleet up`` starts it,
+``fleet down`` stops it): every few seconds it asks the SuperLink's Control API for the runs
+(``ListRuns``, the call behind ``flwr list``) and, when none is pending, starting or
+running, sends SIGTERM to every ``flwr-clientapp`` process of the fleet's SuperNodes. The
+ClientApp's own signal handler then reports its task stopped to its SuperNode, which goes
+back to waiting for messages. While some run is active nothing is ended: a ClientApp
+process does not say which run it serves.
+
+Run it as ``python -m server.flower.run_watcher --state-dir DIR`` with ``FLWR_HOME`` set to
+the fleet's CLI home (``<state>/cli``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from server.flower.fleet_state import FleetState
+from server.flower.processes import process_group_members
+
+log = logging.getLogger(__name__)
+
+#: Seconds between two looks at the SuperLink's runs.
+POLL_S = 2.0
+_CLIENTAPP = "flwr-clientapp"
+
+
+def clientapp_pids(pgids: Iterable[int]) -> list[int]:
+    """``flwr-clientapp`` processes in the process groups ``pgids`` (the SuperNodes')."""
+    out = []
+    for pid in sorted(process_group_members(set(pgids))):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(Path(arg.decode(errors="replace")).name == _CLIENTAPP for arg in cmdline[:2]):
+            out.append(pid)
+    return out
+
+
+def active_runs() -> list[int]:
+    """Ids of the runs the SuperLink of ``$FLWR_HOME``'s default connection has not finished."""
+    from flwr.cli.flower_config import read_superlink_connection
+    from flwr.cli.utils import init_http_client_from_connection
+    from flwr.common.serde import run_from_proto
+    from flwr.proto.control_pb2 import ListRunsRequest  # type: ignore[attr-defined]
+
+    with contextlib.redirect_stdout(io.StringIO()):  # "Using SuperLink ..." on every poll
+        client = init_http_client_from_connection(read_superlink_connection(None))
+    try:
+        res = client.ListRuns(ListRunsRequest())
+    finally:
+        client.close()
+    runs = [run_from_proto(proto) for proto in res.run_dict.values()]
+    return [r.run_id for r in runs if r.status.status != "finished"]
+
+
+def end_idle_clientapps(
+    pgids: Iterable[int], runs: Callable[[], list[int]], signalled: set[int] | None = None
+) -> list[int]:
+    """SIGTERM the fleet's ClientApps when ``runs()`` lists no active run; returns their PIDs.
+
+    PIDs in ``signalled`` are left alone (a second signal would interrupt the exit handler
+    that reports the task stopped); the PIDs signalled now are added to it.
+    """
+    done = signalled if signalled is not None else set()
+    pids = [p for p in clientapp_pids(pgids) if p not in done]
+    if not pids or runs():
+        return []
+    ended = []
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+            ended.append(pid)
+            done.add(pid)
+        except ProcessLookupError:
+            continue
+    log.info("No active run: ended ClientApp processes %s.", ended)
+    return ended
+
+
+def watch(state_dir: Path, poll_s: float = POLL_S) -> None:
+    """Watch the fleet of ``state_dir`` until its state file is gone (``fleet down``)."""
+    signalled: set[int] = set()
+    while (state := FleetState.load(state_dir)) is not None:
+        nodes = [p.pid for p in state.procs if p.role.startswith("supernode")]
+        try:
+            end_idle_clientapps(nodes, active_runs, signalled)
+        except Exception as exc:  # noqa: BLE001 - a SuperLink still starting; next poll
+            log.debug("Run watcher: %s: %s", type(exc).__name__, exc)
+        time.sleep(poll_s)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m server.flower.run_watcher --state-dir DIR``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--state-dir", type=Path, required=True)
+    parser.add_argument("--poll", type=float, default=POLL_S)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one request per poll
+    watch(args.state_dir.resolve(), args.poll)
+
+
+if __name__ == "__main__":
+    main()
