@@ -1,8 +1,10 @@
 """Exact int8 GEMM products of the fixed-point layers, with limb recombination.
 
-Every product runs ``torch._int_mm`` on int8 codes with int32 accumulation (the reduction
-is split past ``K * 2**14 >= 2**31``). Results leave as float32 holding the exact integer
-(one rounding when it exceeds 2**24), to be rescaled by a power of two by the caller.
+Every product is an exact int8 x int8 -> int32 GEMM on the codes
+(:func:`apt_core.kernels.matmul.int8_mm`: ``torch._int_mm`` or float32-carried, whichever
+is faster on the CPU; the reduction is split past ``K * 2**14 >= 2**31``). Results leave
+as float32 holding the exact integer (one rounding when it exceeds 2**24), to be rescaled
+by a power of two by the caller.
 """
 
 from __future__ import annotations
@@ -13,11 +15,9 @@ import torch
 from torch import Tensor
 
 from apt_core.kernels.compiled import quantize_int8
+from apt_core.kernels.matmul import int8_mm, int8_mm_float
 from apt_core.kernels.storage import LIMB_OFFSET
 from apt_core.quant import MAX_EXPONENT, choose_exponent, code_range
-
-#: Longest reduction whose int32 sum of 8-bit products cannot wrap.
-MAX_REDUCTION = (1 << 17) - 1
 
 
 def quantize_codes(x: Tensor, bits: int) -> tuple[Tensor, int] | None:
@@ -39,16 +39,7 @@ def quantize_codes(x: Tensor, bits: int) -> tuple[Tensor, int] | None:
 
 def int_mm(a: Tensor, b: Tensor) -> Tensor:
     """Exact ``a @ b`` of int8 matrices (int32; int64 past the int32 bound)."""
-    if a.shape[0] == 1 or not (a.is_contiguous() or a.t().is_contiguous()):
-        a = a.contiguous()  # _int_mm is wrong for a transposed single-row ``a``
-    k = a.shape[1]
-    if k <= MAX_REDUCTION:
-        return torch._int_mm(a, b)
-    acc = torch.zeros((a.shape[0], b.shape[1]), dtype=torch.int64)
-    for k0 in range(0, k, MAX_REDUCTION):
-        k1 = min(k0 + MAX_REDUCTION, k)
-        acc += torch._int_mm(a[:, k0:k1].contiguous(), b[k0:k1])
-    return acc
+    return int8_mm(a, b)
 
 
 def combine(hi: Tensor, lo: Tensor, offset_sum: Tensor) -> Tensor:
@@ -69,9 +60,9 @@ def row_sums(a: Tensor) -> Tensor:
 
 def linear_forward(xq: Tensor, w: Tensor, limbs: bool) -> Tensor:
     """float32 integer values of ``xq @ W.T`` for stored weight ``w`` (int8 or limbs)."""
-    acc = int_mm(xq, w.t())
     if not limbs:
-        return acc.to(torch.float32)
+        return int8_mm_float(xq, w.t())
+    acc = int_mm(xq, w.t())
     n = w.shape[0] // 2
     return combine(acc[:, :n], acc[:, n:], row_sums(xq).unsqueeze(1))
 
@@ -79,6 +70,6 @@ def linear_forward(xq: Tensor, w: Tensor, limbs: bool) -> Tensor:
 def linear_input_grad(gq: Tensor, w: Tensor, limbs: bool) -> Tensor:
     """float32 integer values of ``gq @ W`` for stored weight ``w`` (int8 or limbs)."""
     if not limbs:
-        return int_mm(gq, w).to(torch.float32)
+        return int8_mm_float(gq, w)
     hi, lo = w.chunk(2)
     return combine(int_mm(gq, hi), int_mm(gq, lo), row_sums(gq).unsqueeze(1))

@@ -1,4 +1,4 @@
-"""Exact integer convolution on int8 codes: chunked NHWC im2col feeding ``torch._int_mm``.
+"""Exact integer convolution on int8 codes: chunked NHWC im2col feeding an int8 GEMM.
 
 Layout. Products run on an NHWC copy of the NCHW codes (channels_last codes skip an
 int8 transpose), so an im2col row is one output pixel and its columns run over
@@ -10,11 +10,12 @@ to build for a 1-channel input. 1-d is the 2-d case with ``H = 1``.
 
 Exactness. With 8-bit operands every product is at most ``2**14`` in magnitude, so a
 reduction of length ``K`` sums to at most ``K * 2**14``. int32 accumulation
-(``torch._int_mm``) is exact for ``K <= INT32_EXACT_REDUCTION = 2**17 - 1``; longer
-reductions (``C*kh*kw``, ``kh*kw*O`` or ``N*Ho*Wo``) are split into pieces of at most
-that length whose int32 results are summed in int64, and the result is then int64. A
-float32 GEMM on the codes would be exact only for ``K <= 2**10`` (partial sums within
-``2**24``) and measured slower than ``_int_mm`` even at ``K = 5``, so it is not used.
+(:func:`apt_core.kernels.matmul.int8_mm`) is exact for ``K <= INT32_EXACT_REDUCTION = 2**17 - 1``;
+longer reductions (``C*kh*kw``, ``kh*kw*O`` or ``N*Ho*Wo``) are split into pieces of at
+most that length whose int32 results are summed in int64, and the result is then int64.
+Where ``torch._int_mm`` has no fast kernel (CPUs without int8 dot-product instructions),
+``int8_mm`` carries the codes through float32 GEMMs in reductions of at most ``2**10``,
+where every partial sum is exact.
 
 Memory. im2col is built in chunks of whole output rows (whole images when they fit) in
 one reused buffer, by default ``DEFAULT_CHUNK_BYTES // K`` rows (2 MiB of int8); other
@@ -29,11 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from apt_core.kernels.matmul import INT32_EXACT_REDUCTION, int8_mm
+
 IntPair = int | tuple[int, int]
 Chunk = tuple[int, int, Tensor]
 
-#: Longest reduction whose int32 sum of 8-bit products cannot wrap: K * 2**14 < 2**31.
-INT32_EXACT_REDUCTION = (1 << 17) - 1
 #: Input channel counts up to this build the im2col transposed (measured faster).
 TRANSPOSED_MAX_CHANNELS = 2
 #: Default budget of one int8 im2col chunk.
@@ -186,28 +187,9 @@ def _im2col_chunks(patches: Tensor, chunk_rows: int | None) -> Iterator[Chunk]:
         yield row0, row0 + count, cols
 
 
-def _operand(t: Tensor) -> Tensor:
-    """``t`` with row-major strides when a dimension is 1.
-
-    ``_int_mm`` on CPU returned wrong sums for operands carrying the ambiguous strides of a
-    transposed view.
-    """
-    if t.shape[0] == 1 or t.shape[1] == 1:
-        return t.contiguous().as_strided(t.shape, (t.shape[1], 1))
-    return t
-
-
 def _matmul_exact(a: Tensor, b: Tensor, out: Tensor | None = None) -> Tensor:
     """Exact ``a @ b`` of int8 matrices: int32, or int64 when the reduction is too long."""
-    k = a.shape[1]
-    if k <= INT32_EXACT_REDUCTION:
-        a, b = _operand(a), _operand(b)
-        return torch._int_mm(a, b) if out is None else torch._int_mm(a, b, out=out)
-    acc = torch.zeros((a.shape[0], b.shape[1]), dtype=torch.int64) if out is None else out.zero_()
-    for k0 in range(0, k, INT32_EXACT_REDUCTION):
-        k1 = min(k0 + INT32_EXACT_REDUCTION, k)
-        acc += _matmul_exact(a[:, k0:k1], b[k0:k1])
-    return acc
+    return int8_mm(a, b, out)
 
 
 def _conv_nhwc(
