@@ -135,6 +135,7 @@ def _preamble(results: dict[str, Any]) -> list[str]:
         f"Load average before / after: {m['loadavg_before'][0]:.2f} / "
         f"{m['loadavg_after'][0]:.2f}.",
         "",
+        *_gemm_lines(m.get("int8_gemm")),
         f"Every figure is **measured** on this machine, not modelled: torch threads = "
         f"{cfg['threads']}; per (task, model, batch) the fp32 model and every APT model train on "
         f"the same batch interleaved step by step in one process (order rotated every "
@@ -166,6 +167,25 @@ def _preamble(results: dict[str, Any]) -> list[str]:
         "",
     ]
     return lines
+
+
+def _gemm_lines(g: dict[str, Any] | None) -> list[str]:
+    """Which int8 GEMM engine the integer path used, and why (apt_core/kernels/matmul.py)."""
+    if not g:
+        return []
+    t = g["ms_256x1024x1024"]
+    why = (
+        "torch._int_mm has no fast kernel on this CPU, so the integer path carried its int8 "
+        "codes through exact float32 GEMMs"
+        if g["engine"] == "fp32"
+        else "torch._int_mm was the faster engine"
+    )
+    return [
+        f"int8 GEMM engine: **{g['engine']}** (CPU capability {g['cpu_capability']}; one "
+        f"thread, 256x1024x1024: torch._int_mm {t['int8']:.1f} ms, float32-carried "
+        f"{t['fp32']:.1f} ms): {why}.",
+        "",
+    ]
 
 
 def _measured_section(rows: list[dict[str, Any]]) -> list[str]:
