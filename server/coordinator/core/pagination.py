@@ -54,6 +54,10 @@ class Page(Generic[T]):
     count: int
     next_cursor: str | None
 
+    def fields(self) -> dict[str, Any]:
+        """``data``, ``count`` and ``next_cursor`` as a dict (shallow, unlike ``asdict``)."""
+        return {"data": self.data, "count": self.count, "next_cursor": self.next_cursor}
+
 
 def encode_cursor(key: Sequence[Any]) -> str:
     """The opaque cursor of a row's sort key (datetimes as ISO text)."""

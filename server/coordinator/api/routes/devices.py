@@ -18,11 +18,7 @@ def read_devices(
 ) -> DevicesPublic:
     """One page of devices, most recently seen first; follow ``next_cursor``."""
     page = crud.page_devices(session=session, cursor=cursor, skip=skip, limit=limit)
-    return DevicesPublic(
-        data=[DevicePublic.model_validate(d) for d in page.data],
-        count=page.count,
-        next_cursor=page.next_cursor,
-    )
+    return DevicesPublic.model_validate(page.fields(), from_attributes=True)
 
 
 @router.get("/{device_id}", response_model=DeviceDetailPublic, responses={404: {"model": Message}})

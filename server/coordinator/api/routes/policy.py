@@ -25,11 +25,7 @@ def read_policy_history(
 ) -> PoliciesPublic:
     """One page of policy versions, newest first; follow ``next_cursor``."""
     page = crud.page_policies(session=session, cursor=cursor, skip=skip, limit=limit)
-    return PoliciesPublic(
-        data=[PolicyPublic.model_validate(r) for r in page.data],
-        count=page.count,
-        next_cursor=page.next_cursor,
-    )
+    return PoliciesPublic.model_validate(page.fields(), from_attributes=True)
 
 
 @router.put(

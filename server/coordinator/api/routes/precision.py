@@ -9,11 +9,9 @@ from fastapi import APIRouter, Query
 from server.coordinator import crud
 from server.coordinator.api.deps import INT32_MAX, Cursor, Limit, RunDep, SessionDep, Skip
 from server.coordinator.schemas import (
-    LayerPrecisionPublic,
     LayerPrecisionsPublic,
     Message,
     PrecisionSummariesPublic,
-    PrecisionSummaryPublic,
 )
 
 router = APIRouter(prefix="/runs", tags=["precision"])
@@ -50,11 +48,7 @@ def read_precision(
         skip=skip,
         limit=limit,
     )
-    return LayerPrecisionsPublic(
-        data=[LayerPrecisionPublic.model_validate(r) for r in page.data],
-        count=page.count,
-        next_cursor=page.next_cursor,
-    )
+    return LayerPrecisionsPublic.model_validate(page.fields())
 
 
 @router.get(
@@ -85,8 +79,4 @@ def read_precision_summary(
         cursor=cursor,
         limit=limit,
     )
-    return PrecisionSummariesPublic(
-        data=[PrecisionSummaryPublic.model_validate(r) for r in page.data],
-        count=page.count,
-        next_cursor=page.next_cursor,
-    )
+    return PrecisionSummariesPublic.model_validate(page.fields())

@@ -19,7 +19,6 @@ from server.coordinator.api.deps import (
 )
 from server.coordinator.exceptions import NotConfiguredError, NotFoundError
 from server.coordinator.schemas import (
-    ClientRoundPublic,
     ClientRoundsPublic,
     Message,
     RoundPublic,
@@ -133,11 +132,7 @@ def read_rounds(
 ) -> RoundsPublic:
     """One page of the run's recorded rounds, in round order."""
     page = crud.page_rounds(session=session, run_id=run.id, cursor=cursor, limit=limit)
-    return RoundsPublic(
-        data=[RoundPublic.model_validate(r) for r in page.data],
-        count=page.count,
-        next_cursor=page.next_cursor,
-    )
+    return RoundsPublic.model_validate(page.fields(), from_attributes=True)
 
 
 @router.get(
@@ -159,11 +154,7 @@ def read_run_clients(
     page = crud.page_client_rounds(
         session=session, run_id=run.id, device_id=device, cursor=cursor, limit=limit
     )
-    return ClientRoundsPublic(
-        data=[ClientRoundPublic.model_validate(r) for r in page.data],
-        count=page.count,
-        next_cursor=page.next_cursor,
-    )
+    return ClientRoundsPublic.model_validate(page.fields())
 
 
 @router.get(

@@ -29,11 +29,7 @@ def read_tokens(
     again: neither they nor their digests are listed.
     """
     page = crud.page_tokens(session=session, cursor=cursor, limit=limit)
-    return TokensPublic(
-        data=[TokenPublic.model_validate(t) for t in page.data],
-        count=page.count,
-        next_cursor=page.next_cursor,
-    )
+    return TokensPublic.model_validate(page.fields(), from_attributes=True)
 
 
 @router.post("/{token_id}/revoke", response_model=TokenPublic, responses={404: {"model": Message}})
