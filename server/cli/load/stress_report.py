@@ -81,36 +81,11 @@ def result_of(
     log_text: str,
 ) -> dict[str, Any]:
     """One database's entry of stress.json."""
-    samples, burst, writes = tl["samples"], tl["burst"], tl["writes"]
+    samples, writes = tl["samples"], tl["writes"]
     stalled = tl["stalled"]
-    burst_at = tl["burst_at_s"]
-    windows = {
-        **tl["phases"],
-        "stress, burst +10 s": [
-            burst_at,
-            min(burst_at + BURST_WINDOW_S, tl["phases"]["stress"][1]),
-        ],
-        "stress, rest": [burst_at + BURST_WINDOW_S, tl["phases"]["stress"][1]],
-    }
+    windows = _windows(tl)
     reads = _phase_reads(samples, windows)
-    no_5xx = not any(500 <= s.status for s in samples) and not any(
-        i["status"] >= 500 or i["status"] == 0 for i in [*burst, *writes]
-    )
-    snapshots = tl["snapshots"]
-    verdict = {
-        "no_5xx_or_unanswered_writes": no_5xx,
-        "every_run_start_201": all(b["status"] == 201 for b in burst),
-        "no_run_lost": not checks["runs"]["lost"]
-        and not checks["runs"]["abnormal"]
-        and checks["runs"]["created"] == options.run_burst,
-        "queue_positions_consistent": checks["runs"]["queue"]["consistent"]
-        and all(s["consistent"] for s in snapshots),
-        "policy_writes_200_or_409": all(w["status"] in (200, 409) for w in writes),
-        "policy_history_without_gaps": checks["policy"]["contiguous"]
-        and checks["policy"]["one_version_per_200"]
-        and not checks["policy"]["duplicates"],
-        "reads_all_answered": all(p["errors"] == 0 for p in reads.values()),
-    }
+    verdict = _verdict(options, tl, checks, reads)
     return {
         "database": database,
         "database_described": described,
@@ -140,21 +115,7 @@ def result_of(
             "started_at_s": tl["phases"]["stress"][0],
             "open_per_s": stalled.open_per_s,
         },
-        "run_burst": {
-            "requests": options.run_burst,
-            "answers": _statuses(burst),
-            **_timed(burst),
-            "returned_status": dict(Counter(str(b.get("run_status")) for b in burst)),
-            "check": checks["runs"],
-            "queue_snapshots": {
-                "count": len(snapshots),
-                "consistent": sum(s["consistent"] for s in snapshots),
-                "in_id_order": sum(bool(s.get("id_order")) for s in snapshots),
-                "queued": [s.get("queued") for s in snapshots],
-            },
-            "stop_answers": checks["stop_answers"],
-            "jobs_exited_after_stop": checks["jobs_exited_after_stop"],
-        },
+        "run_burst": _run_burst(options, tl, checks),
         "policy_writes": {
             "writers": options.writers,
             "writes_each": options.writes,
@@ -169,6 +130,66 @@ def result_of(
             "pool_timeouts": log_text.count("QueuePool limit"),
         },
         "verdict": verdict,
+    }
+
+
+def _windows(tl: dict[str, Any]) -> dict[str, list[float]]:
+    """The phases, plus the stress phase cut into the burst's first 10 s and the rest."""
+    burst_at = tl["burst_at_s"]
+    return {
+        **tl["phases"],
+        "stress, burst +10 s": [
+            burst_at,
+            min(burst_at + BURST_WINDOW_S, tl["phases"]["stress"][1]),
+        ],
+        "stress, rest": [burst_at + BURST_WINDOW_S, tl["phases"]["stress"][1]],
+    }
+
+
+def _verdict(
+    options: StressOptions, tl: dict[str, Any], checks: dict[str, Any], reads: dict[str, Any]
+) -> dict[str, bool]:
+    """Whether each claim of the stress scenarios held."""
+    samples, burst, writes = tl["samples"], tl["burst"], tl["writes"]
+    no_5xx = not any(500 <= s.status for s in samples) and not any(
+        i["status"] >= 500 or i["status"] == 0 for i in [*burst, *writes]
+    )
+    snapshots = tl["snapshots"]
+    return {
+        "no_5xx_or_unanswered_writes": no_5xx,
+        "every_run_start_201": all(b["status"] == 201 for b in burst),
+        "no_run_lost": not checks["runs"]["lost"]
+        and not checks["runs"]["abnormal"]
+        and checks["runs"]["created"] == options.run_burst,
+        "queue_positions_consistent": checks["runs"]["queue"]["consistent"]
+        and all(s["consistent"] for s in snapshots),
+        "policy_writes_200_or_409": all(w["status"] in (200, 409) for w in writes),
+        "policy_history_without_gaps": checks["policy"]["contiguous"]
+        and checks["policy"]["one_version_per_200"]
+        and not checks["policy"]["duplicates"],
+        "reads_all_answered": all(p["errors"] == 0 for p in reads.values()),
+    }
+
+
+def _run_burst(
+    options: StressOptions, tl: dict[str, Any], checks: dict[str, Any]
+) -> dict[str, Any]:
+    """The run-start burst: answers, latency, the runs check and the queue snapshots."""
+    burst, snapshots = tl["burst"], tl["snapshots"]
+    return {
+        "requests": options.run_burst,
+        "answers": _statuses(burst),
+        **_timed(burst),
+        "returned_status": dict(Counter(str(b.get("run_status")) for b in burst)),
+        "check": checks["runs"],
+        "queue_snapshots": {
+            "count": len(snapshots),
+            "consistent": sum(s["consistent"] for s in snapshots),
+            "in_id_order": sum(bool(s.get("id_order")) for s in snapshots),
+            "queued": [s.get("queued") for s in snapshots],
+        },
+        "stop_answers": checks["stop_answers"],
+        "jobs_exited_after_stop": checks["jobs_exited_after_stop"],
     }
 
 
@@ -251,15 +272,7 @@ def _table(name: str, r: dict[str, Any]) -> list[str]:
         for kind, outs in st["closed_by_server"].items()
     )
     chk, pc = rb["check"], pw["check"]
-    rows.append(
-        "| reads during stress, per endpoint | "
-        + "; ".join(
-            f"`{n}` p50 / p99 / max {_fmt(e['p50_ms'])} / {_fmt(e['p99_ms'])} / "
-            f"{_fmt(e['max_ms'])} ms, {e['errors']} errors"
-            for n, e in r["reads"]["stress_endpoints"].items()
-        )
-        + " |"
-    )
+    rows.append(_endpoints_row(r["reads"]["stress_endpoints"]))
     rows += [
         f"| stalled sockets (slots {st['slots']}) | open during stress: min "
         f"{st['open_min_during']}, max {st['open_max_during']}; {st['connects']} connects |",
@@ -295,6 +308,19 @@ def _table(name: str, r: dict[str, Any]) -> list[str]:
         *([f"Note: {r['note']}", ""] if r.get("note") else []),
         *_earlier(r.get("earlier", [])),
     ]
+
+
+def _endpoints_row(endpoints: dict[str, Any]) -> str:
+    """The table row of read latencies and errors per endpoint during the stress phase."""
+    return (
+        "| reads during stress, per endpoint | "
+        + "; ".join(
+            f"`{n}` p50 / p99 / max {_fmt(e['p50_ms'])} / {_fmt(e['p99_ms'])} / "
+            f"{_fmt(e['max_ms'])} ms, {e['errors']} errors"
+            for n, e in endpoints.items()
+        )
+        + " |"
+    )
 
 
 def _earlier(runs: list[dict[str, Any]]) -> list[str]:

@@ -35,6 +35,17 @@ class Sample:
     error: str = ""
 
 
+def _read_paths(run_id: int) -> list[tuple[str, str]]:
+    """(endpoint name, path) of the reads the load cycles through, about run ``run_id``."""
+    return [
+        ("GET /runs", "/runs"),
+        ("GET /runs/{id}", f"/runs/{run_id}"),
+        ("GET /runs/{id}/rounds", f"/runs/{run_id}/rounds"),
+        ("GET /runs/{id}/precision", f"/runs/{run_id}/precision"),
+        ("GET /devices", "/devices"),
+    ]
+
+
 async def send_load(
     base: str,
     token: str,
@@ -49,13 +60,7 @@ async def send_load(
     Sending goes on until ``min_duration`` has passed and ``run_done()`` (checked once a second, in
     a thread), or until ``max_duration`` has passed.
     """
-    paths = [
-        ("GET /runs", "/runs"),
-        ("GET /runs/{id}", f"/runs/{run_id}"),
-        ("GET /runs/{id}/rounds", f"/runs/{run_id}/rounds"),
-        ("GET /runs/{id}/precision", f"/runs/{run_id}/precision"),
-        ("GET /devices", "/devices"),
-    ]
+    paths = _read_paths(run_id)
     samples: list[Sample] = []
     in_flight = 0
     limits = httpx.Limits(max_connections=MAX_IN_FLIGHT, max_keepalive_connections=100)
