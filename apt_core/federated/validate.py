@@ -16,6 +16,13 @@ from apt_core.quant import dequantize
 from apt_core.wire import check_against
 
 
+def _max_abs_code(t: PackedTensor) -> Tensor:
+    """The tensor's largest |code| as a one-element tensor (0 for an empty tensor)."""
+    if t.codes.numel() == 0:
+        return torch.zeros(1, dtype=torch.int64)
+    return t.codes.abs().amax().reshape(1).to(torch.int64)
+
+
 def validate_packed(
     template: nn.Module, payload: bytes, policy: PrecisionPolicy
 ) -> list[PackedTensor]:
@@ -50,7 +57,9 @@ def validate_packed(
                 f"policy's range [{lo}, {hi}]."
             )
         try:
-            finite = bool(torch.isfinite(dequantize(t.codes, t.exponent)).all())
+            # the largest |code| alone decides: scaling by 2**-exponent is monotone, and a
+            # scale that overflows float32 makes even a zero code non-finite (inf * 0)
+            finite = bool(torch.isfinite(dequantize(_max_abs_code(t), t.exponent)).all())
         except OverflowError:
             finite = False
         if not finite:
@@ -70,8 +79,10 @@ GROWTH_LIMIT = 64.0
 def tensors_max_abs(model: ReplyModel) -> dict[str, float]:
     """Largest magnitude of every tensor of a reply (dequantized for apt)."""
     if isinstance(model, list):
+        # exact: a power-of-two scale in float64 keeps the order of the codes
         return {
-            t.name: float(dequantize(t.codes, t.exponent, torch.float64).abs().max()) for t in model
+            t.name: float(dequantize(_max_abs_code(t), t.exponent, torch.float64).max())
+            for t in model
         }
     return {k: float(v.abs().max()) for k, v in model.items()}
 
