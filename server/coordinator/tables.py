@@ -195,14 +195,15 @@ class ClientRound(Base):
         UniqueConstraint(
             "run_id", "round", "device_id", name="uq_client_rounds_run_id_round_device_id"
         ),
-        # one device's rows of a run (?device=); (run_id, round) is the unique key's prefix
-        Index("ix_client_rounds_run_id_device_id_round", "run_id", "device_id", "round"),
+        # one device's rows (its history, a run's ?device=, cascades); (run_id, round)
+        # lookups use the unique key's prefix
+        Index("ix_client_rounds_device_id_run_id_round", "device_id", "run_id", "round"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     run_id: Mapped[int] = mapped_column(Integer)
     round: Mapped[int] = mapped_column(Integer)
-    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"), index=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"))
     partition_id: Mapped[int | None] = mapped_column(Integer)
     policy_version: Mapped[int | None] = mapped_column(Integer)
     energy_j: Mapped[float] = mapped_column(Float, default=0.0)
@@ -233,9 +234,9 @@ class LayerPrecision(Base):
             name="uq_layer_precision_run_id_round_device_id_layer",
         ),
         Index(
-            "ix_layer_precision_run_id_device_id_round_layer",
-            "run_id",
+            "ix_layer_precision_device_id_run_id_round_layer",
             "device_id",
+            "run_id",
             "round",
             "layer",
         ),
@@ -244,7 +245,7 @@ class LayerPrecision(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     run_id: Mapped[int] = mapped_column(Integer)
     round: Mapped[int] = mapped_column(Integer)
-    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"), index=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"))
     layer: Mapped[str] = mapped_column(String(200))
     bits: Mapped[int] = mapped_column(Integer)
     exponent: Mapped[int] = mapped_column(Integer)

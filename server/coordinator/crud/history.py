@@ -114,7 +114,7 @@ def page_client_rounds(
     """One page of a run's per-device rows, by round and device id.
 
     Cursor key ``(round, device_id)``; ``device_id`` keeps one device's rows (index
-    ``(run_id, device_id, round)``). Rows are dicts with the keys of ``ClientRoundPublic``
+    ``(device_id, run_id, round)``). Rows are dicts with the keys of ``ClientRoundPublic``
     (columns, not ORM objects: a page of 1,000 costs a fraction of loading entities).
     """
     cr = ClientRound

@@ -1,8 +1,10 @@
 """Store at fleet scale: per-device indexes and the per-round per-layer precision summary.
 
-``(run_id, device_id, round)`` indexes serve one device's rows of a run (``?device=``);
-``(run_id, round)`` lookups already use the prefix of the unique keys. The summary table
-is filled from the existing ``layer_precision`` rows, so old runs keep their summary.
+``(device_id, run_id, round)`` indexes serve one device's rows of a run (``?device=``)
+as well as its whole history and the cascades, so they replace the ``device_id`` indexes
+(one index fewer to maintain per row written); ``(run_id, round)`` lookups already use the
+prefix of the unique keys. The summary table is filled from the existing
+``layer_precision`` rows, so old runs keep their summary.
 
 Revision ID: 0005
 Revises: 0004
@@ -33,15 +35,17 @@ GROUP BY run_id, round, layer
 
 def upgrade() -> None:
     op.create_index(
-        "ix_client_rounds_run_id_device_id_round",
+        "ix_client_rounds_device_id_run_id_round",
         "client_rounds",
-        ["run_id", "device_id", "round"],
+        ["device_id", "run_id", "round"],
     )
+    op.drop_index("ix_client_rounds_device_id", table_name="client_rounds")
     op.create_index(
-        "ix_layer_precision_run_id_device_id_round_layer",
+        "ix_layer_precision_device_id_run_id_round_layer",
         "layer_precision",
-        ["run_id", "device_id", "round", "layer"],
+        ["device_id", "run_id", "round", "layer"],
     )
+    op.drop_index("ix_layer_precision_device_id", table_name="layer_precision")
     op.create_table(
         "precision_summaries",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -69,5 +73,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("precision_summaries")
-    op.drop_index("ix_layer_precision_run_id_device_id_round_layer", table_name="layer_precision")
-    op.drop_index("ix_client_rounds_run_id_device_id_round", table_name="client_rounds")
+    op.create_index("ix_layer_precision_device_id", "layer_precision", ["device_id"])
+    op.drop_index("ix_layer_precision_device_id_run_id_round_layer", table_name="layer_precision")
+    op.create_index("ix_client_rounds_device_id", "client_rounds", ["device_id"])
+    op.drop_index("ix_client_rounds_device_id_run_id_round", table_name="client_rounds")
