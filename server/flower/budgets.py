@@ -9,7 +9,7 @@ round config, like any per-class override. All costs are modelled (``apt_core.co
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -20,6 +20,7 @@ from apt_core.cost import LayerProfile, profile_layers
 from apt_core.errors import BudgetError
 from apt_core.federated.budget import Budget, Workload, capped_overrides, class_caps
 from apt_core.federated.device_class import DEVICE_CLASS_PATTERN, DEVICE_CLASS_RULE
+from apt_core.federated.record_keys import DEVICE_CLASS as DEVICE_CLASS_KEY
 from apt_core.tasks.data import load_task
 from server.flower.records import RoundReport
 
@@ -165,3 +166,31 @@ def class_report(records: Iterable[RoundReport]) -> dict[str, dict[str, Any]]:
         row["caps"] = sorted(row["caps"])
         row["mean_bits"] = sum(bits) / len(bits) if bits else None
     return out
+
+
+def class_node_config(
+    clients: int,
+    device_classes: Sequence[str] | None,
+    node_config: Mapping[int, Mapping[str, Any]] | None = None,
+) -> dict[int, dict[str, Any]]:
+    """Node config per partition id with ``device-class`` cycled over ``device_classes``.
+
+    Entries of ``node_config`` are kept (and win over the cycled class).
+    """
+    out = {int(k): dict(v) for k, v in (node_config or {}).items()}
+    classes = list(device_classes or [])
+    for pid in range(clients) if classes else ():
+        out[pid] = {DEVICE_CLASS_KEY: classes[pid % len(classes)], **out.get(pid, {})}
+    return out
+
+
+def with_budgets(
+    provider: Callable[[], PolicyAnswer],
+    budgets: Mapping[str, Budget] | None,
+    settings: fed.RunSettings,
+    clients: int,
+) -> Callable[[], PolicyAnswer]:
+    """``provider`` with the caps of ``budgets`` for a run of ``settings`` (as is without)."""
+    if not budgets:
+        return provider
+    return budgeted_provider(provider, budgets, BudgetCapper.for_run(settings, clients))

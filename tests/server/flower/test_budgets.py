@@ -5,15 +5,18 @@ from __future__ import annotations
 import pytest
 
 from apt_core import federated as fed
+from apt_core.config import PrecisionPolicy
 from apt_core.errors import BudgetError
 from apt_core.federated.budget import Budget, training_memory_bytes
 from server.flower.budgets import (
     BudgetCapper,
     budgeted_provider,
+    class_node_config,
     class_report,
     model_profiles,
     parse_budget_option,
     parse_budgets,
+    with_budgets,
 )
 from server.flower.records import RoundReport
 from tests.server.flower.strategy_helpers import POLICY, _client_model, _strategy
@@ -144,3 +147,24 @@ def test_class_report_sums_trained_client_rounds_per_class() -> None:
         "uplink_bytes": 0,
         "mean_bits": None,
     }
+
+
+def test_class_node_config_cycles_classes_and_keeps_extras() -> None:
+    # Execute
+    nodes = class_node_config(5, ["mcu", "phone"], {1: {"fail-at-round": 2, "device-class": "x"}})
+
+    # Assert
+    assert [nodes[p]["device-class"] for p in range(5)] == ["mcu", "x", "mcu", "phone", "mcu"]
+    assert nodes[1]["fail-at-round"] == 2
+    assert class_node_config(3, None, {2: {"fail-at-round": 1}}) == {2: {"fail-at-round": 1}}
+
+
+def test_with_budgets_without_budgets_is_the_provider() -> None:
+    # Prepare
+    def provider() -> tuple[int, PrecisionPolicy, dict[str, dict[str, object]]]:
+        return 1, POLICY, {}
+
+    # Execute / Assert
+    assert with_budgets(provider, None, RUN, 10) is provider
+    capped = with_budgets(provider, {"mcu": Budget(10**9)}, RUN, 10)
+    assert capped()[2] == {"mcu": {"bits_max": POLICY.bits_max}}
