@@ -69,7 +69,7 @@ def _quantities() -> Markup:
     return table(headers, rows, table_id="quantities")
 
 
-def cost_model_page(*, viewer: Viewer | None) -> Markup:
+def cost_model_page(*, viewer: Viewer) -> Markup:
     """Which figures are measured, which modelled, and the energy model with its citation."""
     rules = join(fmt("<li>{rule}</li>", rule=rule) for rule in _RULES)
     energy = fmt(

@@ -13,7 +13,9 @@ from server.coordinator.dashboard.layout import (
     section,
 )
 from server.coordinator.dashboard.markup import Markup, fmt, join
+from server.coordinator.dashboard.quantities import quantity_label
 from server.coordinator.dashboard.tables import (
+    actions_table,
     policy_table,
     runs_table,
 )
@@ -22,7 +24,7 @@ from server.coordinator.dashboard.units import (
     format_energy,
     format_number,
 )
-from server.coordinator.tables import Policy, Run
+from server.coordinator.tables import ConsoleAction, Policy, Run
 
 
 def login_page(
@@ -66,7 +68,7 @@ def error_page(*, title: str, message: str, viewer: Viewer | None = None) -> Mar
     return page(title=title, body=body, viewer=viewer)
 
 
-def _stat(label: str, value: str, stat_id: str) -> Markup:
+def _stat(label: str | Markup, value: str, stat_id: str) -> Markup:
     return fmt(
         '<div class="stat" id="{id}"><div class="value">{value}</div>'
         '<div class="label">{label}</div></div>',
@@ -84,15 +86,24 @@ def overview_page(
     totals: Mapping[str, float],
     policies: Sequence[Policy],
     policy_count: int,
+    actions: Sequence[ConsoleAction] = (),
 ) -> Markup:
-    """Fleet totals, the newest runs with status and progress, and the policy history."""
+    """Fleet totals, the newest runs, the latest console actions and the policy history."""
     stats = join(
         [
             _stat("active runs", format_number(totals["active_runs"]), "stat-active-runs"),
             _stat("rounds completed", format_number(totals["rounds_completed"]), "stat-rounds"),
-            _stat("uplink", format_bytes(totals["uplink_bytes"]), "stat-uplink"),
-            _stat("downlink", format_bytes(totals["downlink_bytes"]), "stat-downlink"),
-            _stat("modelled energy", format_energy(totals["energy_j"]), "stat-energy"),
+            _stat(
+                quantity_label("uplink_bytes"),
+                format_bytes(totals["uplink_bytes"]),
+                "stat-uplink",
+            ),
+            _stat(
+                quantity_label("downlink_bytes"),
+                format_bytes(totals["downlink_bytes"]),
+                "stat-downlink",
+            ),
+            _stat(quantity_label("energy"), format_energy(totals["energy_j"]), "stat-energy"),
         ]
     )
     shown = runs_table(runs)
@@ -106,7 +117,14 @@ def overview_page(
     body = fmt(
         '<h1>Runs</h1><div class="stats">{stats}</div>{runs}{policies}',
         stats=stats,
-        runs=section("Runs", shown, section_id="runs-section"),
+        runs=join(
+            [
+                section("Runs", shown, section_id="runs-section"),
+                section(
+                    "Latest console actions", actions_table(actions), section_id="actions-section"
+                ),
+            ]
+        ),
         policies=section(
             "Policy history",
             policy_table(policies, count=policy_count),

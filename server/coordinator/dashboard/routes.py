@@ -10,6 +10,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from server.coordinator import crud
 from server.coordinator.api.deps import AuthThrottleDep, SessionDep
 from server.coordinator.core.security import generate_csrf_token
+from server.coordinator.crud.actions import list_actions
 from server.coordinator.dashboard import pages
 from server.coordinator.dashboard.auth import (
     FormDep,
@@ -35,6 +36,7 @@ router = APIRouter(prefix="", tags=["dashboard"], include_in_schema=False)
 
 _RUNS_SHOWN = 100
 _POLICIES_SHOWN = 20
+_ACTIONS_SHOWN = 10
 
 
 @router.get("/dashboard.css")
@@ -78,8 +80,10 @@ def read_script() -> Response:
 
 
 @router.get("/cost-model", response_class=HTMLResponse)
-def read_cost_model(viewer: ViewerDep) -> HTMLResponse:
+def read_cost_model(request: Request, viewer: ViewerDep) -> Response:
     """Which figures are measured and which modelled; the energy model and its citation."""
+    if viewer is None:
+        return login_redirect(request)
     return html(cost_model_page(viewer=viewer))
 
 
@@ -166,5 +170,6 @@ def read_overview(
             totals=crud.fleet_totals(session=session),
             policies=policies,
             policy_count=policy_count,
+            actions=list_actions(session=session, limit=_ACTIONS_SHOWN),
         )
     )

@@ -26,7 +26,7 @@ table { border-collapse: collapse; width: 100%; }
 th, td { text-align: left; padding: 6px 8px; border-bottom: 1px solid var(--line);
          vertical-align: top; }
 th, td.num, td.nowrap { white-space: nowrap; }
-th { font-weight: 600; color: var(--muted); font-size: 12px; text-transform: uppercase; }
+th { font-weight: 600; color: #4b5563; font-size: 12px; text-transform: uppercase; }
 td.wrap { white-space: normal; word-break: break-word; min-width: 200px; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 .badge { display: inline-block; padding: 1px 8px; border-radius: 999px; font-size: 12px;
@@ -68,9 +68,58 @@ form.login button { margin-top: 12px; padding: 8px 16px; border: 0; border-radiu
                     background: var(--accent); color: #fff; font: inherit; cursor: pointer; }
 details summary { cursor: pointer; color: var(--accent); margin: 4px 0; }
 tr.current td { background: #eff6ff; }
+header.top nav { display: flex; flex-wrap: wrap; gap: 4px 14px; }
+header.top nav a { font-weight: 500; color: #e5e7eb; }
+header.top .brand { margin-right: 8px; }
+a.skip { position: absolute; left: -9999px; top: 0; background: #fff; color: var(--accent);
+         padding: 8px 12px; z-index: 10; }
+a.skip:focus { left: 8px; top: 8px; }
+:focus-visible { outline: 3px solid #f59e0b; outline-offset: 2px; }
+main:focus { outline: none; }
+.tag { display: inline-block; padding: 0 6px; border-radius: 4px; font-size: 11px;
+       font-weight: 600; text-transform: uppercase; letter-spacing: .02em;
+       text-decoration: none; vertical-align: middle; }
+.tag.measured { background: #dcfce7; color: #14532d; }
+.tag.modelled { background: #fef3c7; color: #78350f; text-decoration: underline; }
+.tag.computed { background: #e0e7ff; color: #312e81; }
+.badge.queued { background: #ede9fe; color: #5b21b6; }
+.badge.online { background: #dcfce7; color: var(--ok); }
+.badge.offline { background: #e5e7eb; color: #374151; }
+.notice { background: #eff6ff; border: 1px solid #bfdbfe; border-radius: 6px;
+          padding: 8px 12px; }
+.controls { display: flex; flex-wrap: wrap; gap: 8px; align-items: center; margin: 12px 0; }
+form.inline { display: inline; margin: 0; }
+button, a.button { display: inline-block; padding: 6px 14px; border: 1px solid #1d4ed8;
+                   border-radius: 4px; background: var(--accent); color: #fff; font: inherit;
+                   cursor: pointer; text-decoration: none; }
+#stop-submit { background: var(--bad); border-color: var(--bad); }
+a.button { background: #fff; color: #1d4ed8; }
+header.top button { background: transparent; color: #e5e7eb; border-color: #6b7280; }
+.console-form { display: grid; grid-template-columns: repeat(auto-fit, minmax(260px, 1fr));
+                gap: 12px 20px; align-items: start; }
+.console-form > .error, .console-form > .buttons, .console-form > section,
+.console-form > button, .field:has(textarea) { grid-column: 1 / -1; }
+.field label { display: block; font-weight: 600; margin-bottom: 4px; }
+.field input, .field select, .field textarea { width: 100%; padding: 6px 8px; font: inherit;
+                                               border: 1px solid #9ca3af; border-radius: 4px; }
+.field textarea { font: 12px ui-monospace, SFMono-Regular, Menlo, monospace; }
+.field.invalid input, .field.invalid select, .field.invalid textarea {
+  border: 2px solid var(--bad); }
+.field .help { color: var(--muted); font-size: 12px; margin: 4px 0 0; }
+.field-error { color: var(--bad); font-weight: 600; margin: 4px 0 0; }
+form.filters { display: flex; flex-wrap: wrap; gap: 8px; align-items: center;
+               margin-bottom: 12px; }
+form.filters select { padding: 4px 6px; font: inherit; }
+fieldset { border: 1px solid var(--line); border-radius: 6px; margin: 0 0 10px; }
+label.pick { display: inline-block; margin: 4px 14px 4px 0; white-space: nowrap; }
+li.rejection { margin-bottom: 6px; }
+tr.rejected td { background: #fef2f2; }
+tr.failed td { background: #fffbeb; }
 @media (max-width: 800px) {
   main { padding: 12px; }
   dl.facts { grid-template-columns: max-content 1fr; }
-  header.top { flex-wrap: wrap; }
+  header.top { flex-wrap: wrap; padding: 10px 12px; }
+  .stat { min-width: 140px; flex: 1; }
+  th, td { padding: 4px 6px; }
 }
 """
