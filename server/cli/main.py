@@ -11,6 +11,7 @@ from server.cli.coordinator import server_cli
 from server.cli.demo import demo_cli
 from server.cli.flower import fl_cli
 from server.cli.load.command import load_cli
+from server.cli.load.scale_command import scale_cli
 from server.cli.load.store_command import store_cli
 
 app = typer.Typer(
@@ -18,7 +19,7 @@ app = typer.Typer(
     no_args_is_help=True,
     help="aptfleet: federated edge learning with Adaptive Precision Training.",
 )
-for sub in (bench_cli, fl_cli, server_cli, demo_cli, load_cli, store_cli):
+for sub in (bench_cli, fl_cli, server_cli, demo_cli, load_cli, store_cli, scale_cli):
     app.add_typer(sub, name=None)
 
 

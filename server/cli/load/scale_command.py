@@ -1,0 +1,69 @@
+"""``aptfleet scale-bench``: round time and peak memory of the simulation vs devices per round."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from server.cli.load.scale_bench import ScaleConfig, machine, measure
+from server.cli.load.scale_report import markdown, plot
+from server.cli.service import REPO_ROOT
+
+scale_cli = typer.Typer(add_completion=False)
+
+#: What the growth between the rows comes from (docs/results/scale.md explains the figures).
+NOTES_FILE = "scale-notes.md"
+
+
+@scale_cli.command("scale-bench")
+def scale_bench(
+    devices: Annotated[
+        list[int] | None, typer.Option(help="devices per round, one run each (default 10 50 100)")
+    ] = None,
+    clients: Annotated[int, typer.Option(min=1, help="simulated devices of the fleet")] = 1000,
+    rounds: Annotated[int, typer.Option(min=2, help="rounds per run")] = 5,
+    task: Annotated[str, typer.Option(help="digits or mnist1d")] = "digits",
+    model: Annotated[str, typer.Option(help="cnn or mlp")] = "cnn",
+    out: Annotated[Path, typer.Option(help="directory of scale.json/.md/.png")] = (
+        REPO_ROOT / "docs" / "results"
+    ),
+    report_only: Annotated[
+        bool, typer.Option(help="measure nothing: rewrite the .md and .png from the .json")
+    ] = False,
+) -> None:
+    """Run the simulation engine at each devices-per-round count and measure it.
+
+    Each run is its own process (Ray started fresh); writes scale.json, scale.md and
+    scale.png to --out. The notes in --out/scale-notes.md, if present, close scale.md.
+    """
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", force=True)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "scale.json"
+    if report_only:
+        report = json.loads(path.read_text())
+    else:
+        report = {
+            "command": "aptfleet " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+            "machine": machine(),
+            "rows": [],
+        }
+        with tempfile.TemporaryDirectory(prefix="aptfleet-scale-") as work:
+            for k in devices or [10, 50, 100]:
+                config = ScaleConfig(
+                    clients=clients, devices=k, rounds=rounds, task=task, arch=model
+                )
+                typer.echo(f"measuring {config} ...")
+                report["rows"].append(measure(config, Path(work)))
+                path.write_text(json.dumps(report, indent=2) + "\n")
+    notes = out / NOTES_FILE
+    report["notes"] = notes.read_text().splitlines() if notes.exists() else []
+    (out / "scale.md").write_text(markdown(report))
+    plot(report, out / "scale.png")
+    typer.echo(f"wrote {path}, scale.md and scale.png")
