@@ -113,7 +113,18 @@ def test_policy_save_needs_note_and_shows_errors_beside_fields(
         "/policy", data={**fields, "t_min": "0.5", "t_max": "0.6", "intent": "save", "note": "t"}
     )
 
+    bad_budget = client.post(
+        "/policy",
+        data={
+            **fields,
+            "budgets": '{"mcu": {"memory_bytes": -5}}',
+            "intent": "save",
+            "note": "budget",
+        },
+    )
+
     # Assert
+    assert bad_budget.status_code == 422 and elements(bad_budget.text, "p", id="budgets-error")
     assert no_note.status_code == 422 and elements(no_note.text, "p", id="note-error")
     assert bad.status_code == 422 and elements(bad.text, "p", id="overrides-error")
     assert bad_max.status_code == 422
