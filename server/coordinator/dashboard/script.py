@@ -36,8 +36,16 @@ SCRIPT = """'use strict';
     return Number(value.toPrecision(3)) + ' ' + unit;
   }
   function show(s) {
-    set('status', s.status);
-    set('progress', s.current_round + ' / ' + s.rounds + ' rounds');
+    var badge = box.querySelector('[data-live="status"] .badge');
+    if (badge) { badge.className = 'badge ' + s.status; badge.textContent = s.status; }
+    else { set('status', s.status); }
+    var bar = box.querySelector('[data-live="progress"] progress');
+    var count = box.querySelector('[data-live="progress"] .progress-text');
+    if (bar && count) {
+      bar.max = Math.max(s.rounds, 1);
+      bar.value = Math.min(s.current_round, s.rounds);
+      count.textContent = s.current_round + ' / ' + s.rounds;
+    } else { set('progress', s.current_round + ' / ' + s.rounds); }
     set('queue', s.queue_position === null ? '\\u2014' : '#' + s.queue_position + ' in the queue');
     set('accuracy', s.latest_accuracy === null ? '\\u2014' :
         (100 * s.latest_accuracy).toFixed(1) + '%');
