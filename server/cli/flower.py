@@ -11,13 +11,14 @@ import logging
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from apt_core.federated import RunSettings
+from server.cli.fed_compare import compare_cmd
 
 fl_cli = typer.Typer(add_completion=False, help="Federated APT: simulation and local fleet.")
 fleet_cli = typer.Typer(
@@ -26,6 +27,7 @@ fleet_cli = typer.Typer(
     help="A local deployment-engine fleet (SuperLink + SuperNodes).",
 )
 fl_cli.add_typer(fleet_cli, name="fleet")
+fl_cli.command("federated-compare")(compare_cmd)
 console = Console(stderr=True)
 #: Defaults of the run settings shared with the devices. clients, fraction and rounds keep
 #: the benchmark's own scale (20 devices, half sampled, 30 rounds), not the ServerApp's.
@@ -44,7 +46,8 @@ StateDir = Annotated[
 def simulate_cmd(
     task: Annotated[str, typer.Option(help="digits or mnist1d")] = _RUN.task,
     method: Annotated[
-        str, typer.Option(help="apt, fp32, qat8, or a comma-separated list (e.g. apt,fp32)")
+        str,
+        typer.Option(help="apt, fp32, qat8, fp32-q8, or a comma-separated list (e.g. apt,fp32)"),
     ] = _RUN.method,
     clients: Annotated[int, typer.Option(min=1)] = 20,
     fraction: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.5,
@@ -57,6 +60,25 @@ def simulate_cmd(
     local_epochs: Annotated[int, typer.Option(min=1)] = _RUN.local_epochs,
     lr: float = _RUN.lr,
     batch_size: Annotated[int, typer.Option(min=1)] = _RUN.batch_size,
+    device_class: Annotated[
+        list[str] | None,
+        typer.Option(help="device class per partition, cycled (repeat: --device-class mcu ...)"),
+    ] = None,
+    budget: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="CLASS=BYTES[:JOULES]: a class's training-memory (and energy per round) "
+            "budget; its devices get the highest bit cap that fits (modelled). Repeat per class."
+        ),
+    ] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            envvar="APTFLEET_RAY_ADDRESS",
+            help="host:port of an existing Ray cluster to join (ray start --head prints it); "
+            "default: start one on 127.0.0.1",
+        ),
+    ] = None,
 ) -> None:
     """Federated training on Flower's simulation engine (Ray).
 
@@ -66,6 +88,7 @@ def simulate_cmd(
     from server.flower.simulation import simulate
 
     methods = [m.strip() for m in method.split(",") if m.strip()]
+    budgets = _budgets(budget or [])
     logging.getLogger("flwr").setLevel(logging.ERROR)  # the progress bar reports rounds
     with Progress(
         TextColumn("{task.description}"),
@@ -102,6 +125,9 @@ def simulate_cmd(
                 lr=lr,
                 batch_size=batch_size,
                 on_round=on_round,
+                device_classes=device_class,
+                budgets=budgets,
+                ray_address=ray_address,
             )
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None
@@ -113,6 +139,16 @@ def simulate_cmd(
             )
     command = "aptfleet " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     console.print(f"wrote {out}/results.json, results.md and plots ({command})")
+
+
+def _budgets(specs: list[str]) -> dict[str, Any]:
+    """``--budget`` values as budgets per class (a bad one is a usage error naming it)."""
+    from server.flower.budgets import parse_budget_option
+
+    try:
+        return dict(parse_budget_option(spec) for spec in specs)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--budget") from None
 
 
 def _state_dir(state_dir: Path | None) -> Path:

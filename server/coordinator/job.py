@@ -127,11 +127,12 @@ class _Heartbeat:
                 log.warning("Run %s: heartbeat not written (%s)", self._run_id, type(exc).__name__)
 
 
-def _start_ray(num_cpus: int = 2) -> None:
+def _start_ray(num_cpus: int = 2, address: str = "") -> None:
     """Start this job's Ray cluster now, before the run is marked running (Flower reuses it).
 
     A start-up failure thus happens while the run is not yet running. The arguments are the
-    simulation engine's.
+    simulation engine's; with ``address`` (``APTFLEET_RAY_ADDRESS``) the job joins that
+    existing cluster instead.
     """
     import ray
 
@@ -140,7 +141,7 @@ def _start_ray(num_cpus: int = 2) -> None:
     pythonpath = os.pathsep.join([str(REPO_ROOT), *sys.path])
     ray.init(
         runtime_env={"env_vars": {"PYTHONPATH": pythonpath}},
-        **backend_config(num_cpus)["init_args"],
+        **backend_config(num_cpus, address or None)["init_args"],
     )
 
 
@@ -205,7 +206,7 @@ def _train(run_id: int, settings: Settings, session_factory: sessionmaker[Sessio
     ss, clients = prepared
     if not settings.SUPERLINK and ss.start_round < ss.rounds:
         try:
-            _start_ray()
+            _start_ray(address=settings.RAY_ADDRESS)
         except Exception:  # noqa: BLE001 - the launcher retries, then fails the run
             log.exception("Run %s: Ray did not start; the run stays pending.", run_id)
             return EXIT_START_FAILED
@@ -230,7 +231,13 @@ def _train(run_id: int, settings: Settings, session_factory: sessionmaker[Sessio
         else:
             from server.flower.simulation import run_federated
 
-            run_federated(ss, clients=clients, provider=provider, recorder=recorder)
+            run_federated(
+                ss,
+                clients=clients,
+                provider=provider,
+                recorder=recorder,
+                ray_address=settings.RAY_ADDRESS or None,
+            )
 
         def save() -> bool:
             with session_factory() as session:

@@ -6,6 +6,8 @@ Flower CLI config (``<state>/cli/config.toml``, connection ``aptfleet``); ``run`
 the app with ``flwr run`` and waits on ``flwr list --run-id ID --format json`` (the exit
 code of ``flwr run`` does not reflect the run's outcome); ``down`` stops every process it
 started, by process group, and anything they left on the managed local-SuperLink port.
+A run watcher (``server.flower.run_watcher``) runs beside them and ends the SuperNodes'
+ClientApps once no run is active, so ``flwr stop`` stops the training, not only the run.
 
 By default the fleet is secure: the SuperLink serves TLS with a certificate of the fleet's
 own CA and accepts only SuperNodes whose public key was registered
@@ -22,6 +24,7 @@ import logging
 import os
 import signal
 import ssl
+import sys
 import time
 import urllib.request
 from collections.abc import Mapping, Sequence
@@ -187,6 +190,7 @@ def up(
                     node_id=node_id,
                 )
         _check_started(state)
+        _start_run_watcher(state)
     except BaseException:
         down(state_dir)
         raise
@@ -198,6 +202,13 @@ def up(
         state_dir,
     )
     return state
+
+
+def _start_run_watcher(state: FleetState) -> None:
+    """Start the fleet's run watcher: it ends the ClientApps once no run is active."""
+    args = [sys.executable, "-m", "server.flower.run_watcher", "--state-dir", state.state_dir]
+    state.procs.append(_start("run-watcher", args, state.cli_home, 0))
+    state.save()
 
 
 def _start_superlink(state: FleetState, timeout: float) -> None:

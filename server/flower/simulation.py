@@ -16,6 +16,8 @@ from typing import Any
 
 from apt_core import federated as fed
 from apt_core.config import PrecisionPolicy, resolve_policy
+from apt_core.federated.budget import Budget
+from server.flower.budgets import class_node_config, class_report, with_budgets
 from server.flower.global_model import Recorder
 from server.flower.records import RoundReport
 from server.flower.server_app import ServerSettings, create_server_app
@@ -35,12 +37,19 @@ OBJECT_STORE_BYTES = 128 * 1024**2
 LOOPBACK_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 
-def backend_config(num_cpus: int = 2) -> dict[str, Any]:
-    """Ray settings for a small shared machine.
+def backend_config(num_cpus: int = 2, ray_address: str | None = None) -> dict[str, Any]:
+    """Ray settings for a small shared machine, or for joining an existing cluster.
 
-    One CPU per ClientApp actor, every Ray process on 127.0.0.1 only (with
-    :data:`LOOPBACK_RAY_ENV`), no dashboard.
+    One CPU per ClientApp actor. Without ``ray_address``: a cluster of this process, every
+    Ray process on 127.0.0.1 only (with :data:`LOOPBACK_RAY_ENV`), no dashboard. With it
+    (``host:port`` of a running cluster's GCS, as ``ray start --head`` prints it): Flower's
+    ``ray.init`` joins that cluster, whose own settings then hold (CPUs, object store).
     """
+    if ray_address:
+        return {
+            "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+            "init_args": {"address": ray_address},
+        }
     return {
         "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
         "init_args": {
@@ -60,6 +69,7 @@ def run_federated(
     recorder: Recorder | None = None,
     node_config: Mapping[int, Mapping[str, Any]] | None = None,
     num_cpus: int = 2,
+    ray_address: str | None = None,
 ) -> list[RoundReport]:
     """Run one federated training on the simulation engine; returns its round records.
 
@@ -78,6 +88,9 @@ def run_federated(
         2: {"fail-at-round": 2}}``.
     num_cpus : int (default: 2)
         CPUs Ray may use (one concurrent ClientApp per CPU).
+    ray_address : str | None (default: None)
+        Join the Ray cluster at this ``host:port`` instead of starting one (see
+        :func:`backend_config`).
     """
     from flwr.simulation import run_simulation
 
@@ -101,7 +114,7 @@ def run_federated(
         server_app=create_server_app(settings, provider, record),
         client_app=create_client_app(node_config),
         num_supernodes=clients,
-        backend_config=backend_config(num_cpus),
+        backend_config=backend_config(num_cpus, ray_address),
     )  # type: ignore[arg-type]
     return records
 
@@ -186,6 +199,9 @@ def simulate(
     on_round: Callable[[str, RoundReport], None] | None = None,
     provider: PolicyProvider | None = None,
     node_config: Mapping[int, Mapping[str, Any]] | None = None,
+    device_classes: Sequence[str] | None = None,
+    budgets: Mapping[str, Budget] | None = None,
+    ray_address: str | None = None,
 ) -> dict[str, Any]:
     """Run each method on the simulation engine and write results, report and plots.
 
@@ -207,6 +223,13 @@ def simulate(
         Replaces the static policy (e.g. the coordinator's).
     node_config : Mapping[int, Mapping[str, Any]] | None
         Extra node config per partition id (device classes, test hooks).
+    device_classes : Sequence[str] | None
+        Device class of each partition id, cycled (``node_config`` entries win).
+    budgets : Mapping[str, Budget] | None
+        Resource budgets per device class: each round sends a budgeted class the bit cap
+        its budget allows for this model and workload (``server.flower.budgets``).
+    ray_address : str | None
+        Join the Ray cluster at ``host:port`` instead of starting one.
 
     Returns
     -------
@@ -219,6 +242,7 @@ def simulate(
         raise ValueError(f"method {bad[0]!r} is not one of {fed.FED_METHODS}.")
     pol = resolve_policy(policy)
     static: PolicyProvider = provider or (lambda: (1, pol, {}))
+    nodes = class_node_config(clients, device_classes, node_config)
     runs = []
     for m in methods:
         run = fed.RunSettings(
@@ -235,11 +259,21 @@ def simulate(
             run=run, rounds=rounds, fraction_train=fraction, min_nodes=clients
         )
         hook = None if on_round is None else (lambda r, m=m: on_round(m, r))
+        capped = with_budgets(static, budgets, run, clients)
         records = run_federated(
-            settings, clients=clients, provider=static, recorder=hook, node_config=node_config
+            settings,
+            clients=clients,
+            provider=capped,
+            recorder=hook,
+            node_config=nodes,
+            ray_address=ray_address,
         )
-        runs.append(_method_result(m, settings, clients, records))
+        runs.append(
+            {**_method_result(m, settings, clients, records), "classes": class_report(records)}
+        )
     results = _results(runs, methods, policy, pol)
+    results["device_classes"] = list(device_classes or [])
+    results["budgets"] = {c: b.to_dict() for c, b in (budgets or {}).items()}
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     write_markdown(results, out)

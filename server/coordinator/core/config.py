@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     SUPERLINK_INSECURE : bool (default: False)
         Talk to the SuperLink in plain text (a ``fleet up --insecure`` fleet); refused
         outside development.
+    RAY_ADDRESS : str (default: "")
+        Address (``host:port`` of its GCS) of an existing Ray cluster that runs on the
+        simulation engine join instead of starting one each (``ray start --head --port
+        6379`` prints it); every node must have this checkout and environment at the same
+        path. Empty: each run starts its own single-node cluster on 127.0.0.1.
     ROUND_TIMEOUT : float (default: 600.0)
         Seconds a round waits for the sampled devices' replies (run_config
         ``round-timeout``); a device that has not replied by then counts as failed. A run's
@@ -104,6 +109,7 @@ class Settings(BaseSettings):
     SUPERLINK: str = ""
     SUPERLINK_CA_FILE: Path | None = None
     SUPERLINK_INSECURE: bool = False
+    RAY_ADDRESS: str = ""
     ROUND_TIMEOUT: float = Field(default=600.0, gt=0, allow_inf_nan=False)
     HOST: str = "127.0.0.1"
     PORT: int = Field(default=8080, ge=1, le=65535)
