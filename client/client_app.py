@@ -3,7 +3,8 @@
 A train reply carries three records:
 
 * ``arrays`` (ArrayRecord): the trained model in transport form: one uint8 array
-  ``apt-payload`` holding the bit-packed model for apt, the float state dict otherwise;
+  ``apt-payload`` holding the bit-packed model for apt, for fp32-q8 the 8-bit update
+  (``apt_core.federated.q8``), the float state dict otherwise;
 * ``metrics`` (MetricRecord): ``num-examples``, ``train-loss``, ``energy-j``,
   ``param-bytes``, ``peak-memory-bytes``, ``uplink-bytes``, ``policy-version``,
   ``layer-bits`` / ``layer-exponents`` (lists in the model's ``apt_layers`` order, empty
@@ -64,8 +65,9 @@ def create_client_app(node_config: Mapping[int, Mapping[str, Any]] | None = None
         version, policy, overrides = fed.policy_from_config(cfg)
         eff = fed.effective_policy(policy, overrides, device.device_class)
         model = _global_model(msg, run, eff)
+        received = fed.float_state(model) if run.method == "fp32-q8" else None
         res = _train_locally(model, run, eff, device, context, server_round)
-        arrays = fed.model_arrays(res.model, run.method)
+        arrays = fed.reply_arrays(res.model, run.method, received)
         content = RecordDict(
             {
                 keys.ARRAYS: array_record(arrays),

@@ -5,6 +5,7 @@ Flower records; the record keys both sides share live in :mod:`.record_keys`.
 
 - :mod:`.settings`: run settings and the precision policy as config entries;
 - :mod:`.codec`: models on the wire (packed codes for apt, float states otherwise);
+- :mod:`.q8`: the fp32-q8 baseline's 8-bit weights and updates;
 - :mod:`.validate`: a reply is checked whole before it is aggregated;
 - :mod:`.aggregate`: the aggregation rule for mixed-precision replies;
 - :mod:`.local`: one device's local round and model evaluation;
@@ -21,6 +22,7 @@ from apt_core.federated.codec import (
     make_model,
     model_arrays,
     packed_arrays,
+    reply_arrays,
 )
 from apt_core.federated.local import LocalResult, evaluate_model, local_round
 from apt_core.federated.settings import (
@@ -65,6 +67,7 @@ __all__ = [
     "mean_bits",
     "model_arrays",
     "packed_arrays",
+    "reply_arrays",
     "policy_from_config",
     "policy_to_config",
     "round_seed",

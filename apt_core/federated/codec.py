@@ -12,6 +12,7 @@ from apt_core.config import PrecisionPolicy
 from apt_core.conversion import to_apt
 from apt_core.errors import ReplyError
 from apt_core.federated import record_keys as keys
+from apt_core.federated.q8 import decode_q8, encode_q8, sub_states
 from apt_core.federated.settings import FED_METHODS
 from apt_core.packing import PackedTensor, pack_tensors
 from apt_core.tasks.networks import build_model
@@ -45,10 +46,31 @@ def float_state(model: nn.Module) -> dict[str, Tensor]:
 
 
 def model_arrays(model: nn.Module, method: str) -> dict[str, np.ndarray]:
-    """Transport arrays of a model: one uint8 packed payload for apt, else the float state."""
+    """Transport arrays of a model (what the server sends down).
+
+    One uint8 packed payload for apt, 8-bit weights for fp32-q8 (:mod:`.q8`), else the
+    float state.
+    """
     if method == "apt":
         return {keys.APT_PAYLOAD: np.frombuffer(pack(model), dtype=np.uint8).copy()}
+    if method == "fp32-q8":
+        return encode_q8(float_state(model))
     return {k: v.cpu().numpy() for k, v in float_state(model).items()}
+
+
+def reply_arrays(
+    model: nn.Module, method: str, received: Mapping[str, Tensor] | None = None
+) -> dict[str, np.ndarray]:
+    """What a device uploads after training: its model, or for fp32-q8 its 8-bit update.
+
+    ``received`` is the float state the device started from (required for fp32-q8: the
+    update is ``trained - received``).
+    """
+    if method != "fp32-q8":
+        return model_arrays(model, method)
+    if received is None:
+        raise ValueError("reply_arrays: method 'fp32-q8' needs the received state.")
+    return encode_q8(sub_states(float_state(model), received))
 
 
 def packed_arrays(tensors: list[PackedTensor]) -> dict[str, np.ndarray]:
@@ -65,6 +87,9 @@ def load_arrays(model: nn.Module, arrays: Mapping[str, np.ndarray], method: str)
     """Write transport arrays into ``model`` (raises PackError / RuntimeError when wrong)."""
     if method == "apt":
         return unpack(model, arrays_payload(arrays))
+    if method == "fp32-q8":
+        model.load_state_dict(decode_q8(arrays, float_state(model)), strict=True)
+        return model
     state = {k: torch.from_numpy(np.array(v)) for k, v in arrays.items()}
     model.load_state_dict(state, strict=True)
     return model

@@ -76,7 +76,7 @@ def local_round(
     train_set : Dataset
         The device's local training partition.
     method : str
-        "apt", "fp32" or "qat8".
+        "apt", "fp32", "qat8" or "fp32-q8" (trains as fp32; only its wire differs).
     policy : PrecisionPolicy | None
         The device's effective policy (required for apt).
     device_bits : Mapping[str, int] | None
@@ -106,7 +106,7 @@ def local_round(
     example = next(iter(loader))[0][:2]
     profiles = profile_layers(model, example)
     s = setup_method(
-        method,
+        "fp32" if method == "fp32-q8" else method,  # fp32-q8 trains in fp32
         model,
         profiles,
         policy=policy,

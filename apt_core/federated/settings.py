@@ -11,8 +11,9 @@ from apt_core.config import PrecisionPolicy
 from apt_core.errors import PolicyError, SettingsError
 from apt_core.federated import record_keys as keys
 
-#: Methods a federated run can use. fixedN are centralized baselines only.
-FED_METHODS = ("apt", "fp32", "qat8")
+#: Methods a federated run can use. fixedN are centralized baselines only. fp32-q8 trains
+#: like fp32 and sends 8-bit weights down and 8-bit updates up (:mod:`.q8`).
+FED_METHODS = ("apt", "fp32", "qat8", "fp32-q8")
 _POLICY_FIELDS = tuple(f.name for f in fields(PrecisionPolicy))
 
 Overrides = dict[str, dict[str, Any]]
@@ -99,7 +100,7 @@ class RunSettings:
     task : str (default: "digits")
     arch : str (default: "cnn")
     method : str (default: "apt")
-        "apt", "fp32" or "qat8".
+        "apt", "fp32", "qat8" or "fp32-q8".
     local_epochs : int (default: 5)
     lr : float (default: 0.1)
         Constant local learning rate.

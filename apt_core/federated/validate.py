@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from apt_core.config import PrecisionPolicy
 from apt_core.errors import ReplyError
 from apt_core.federated.codec import ReplyModel, arrays_payload, float_state
+from apt_core.federated.q8 import add_states, decode_q8
 from apt_core.packing import PackedTensor, PackError, unpack_tensors
 from apt_core.quant import dequantize
 from apt_core.wire import check_against
@@ -140,9 +141,22 @@ def validate_state(template: nn.Module, state: Mapping[str, Tensor]) -> dict[str
 
 
 def validate_arrays(
-    template: nn.Module, arrays: Mapping[str, np.ndarray], method: str, policy: PrecisionPolicy
+    template: nn.Module,
+    arrays: Mapping[str, np.ndarray],
+    method: str,
+    policy: PrecisionPolicy,
+    received: Mapping[str, Tensor] | None = None,
 ) -> ReplyModel:
-    """Validate a reply's transport arrays for ``method``; returns the decoded model."""
+    """Validate a reply's transport arrays for ``method``; returns the decoded model.
+
+    fp32-q8 replies carry an 8-bit update: the model is ``received`` (the dequantized
+    global model the round sent, required) plus the decoded update.
+    """
     if method == "apt":
         return validate_packed(template, arrays_payload(arrays), policy)
+    if method == "fp32-q8":
+        if received is None:
+            raise ValueError("validate_arrays: method 'fp32-q8' needs the received state.")
+        update = decode_q8(arrays, float_state(template))
+        return validate_state(template, add_states(received, update))
     return validate_state(template, {k: torch.from_numpy(np.array(v)) for k, v in arrays.items()})

@@ -20,7 +20,7 @@ from server.flower.settings import ServerSettings
 #: The values of ``apt_core.tasks.data.TASK_NAMES`` and ``apt_core.federated.FED_METHODS``
 #: (tests/test_architecture.py checks they stay equal).
 Task = Literal["digits", "mnist1d"]
-Method = Literal["apt", "fp32", "qat8"]
+Method = Literal["apt", "fp32", "qat8", "fp32-q8"]
 #: The keys of ``apt_core.config.NAMED_POLICIES``, the policies a run may have of its own.
 PolicyName = Literal["default", "aggressive", "accurate"]
 RunStatus = Literal["queued", "pending", "running", "completed", "failed", "stopped", "interrupted"]

@@ -18,6 +18,7 @@ from torch import nn
 
 from apt_core import federated as fed
 from apt_core.federated import record_keys as keys
+from apt_core.federated.q8 import add_states, decode_q8, encode_q8, sub_states
 from apt_core.packing import unpack_tensors
 from apt_core.wire import unpack
 from client.array_records import array_record, numpy_arrays
@@ -37,6 +38,8 @@ class GlobalModel:
     recorder: Recorder | None
     evaluator: Evaluator | None
     _global: ArrayRecord | None
+    #: fp32-q8: the server's float32 model, of which devices receive the 8-bit copy
+    _master: dict[str, torch.Tensor] | None = None
     _evaluated: dict[int, tuple[float, float]]
 
     def arrays_from_checkpoint(self, checkpoint: bytes) -> ArrayRecord:
@@ -50,6 +53,7 @@ class GlobalModel:
             unpack(model, checkpoint)
         else:
             model.load_state_dict(torch.load(io.BytesIO(checkpoint), weights_only=True))
+            self._master = fed.float_state(model)
         self._global = array_record(fed.model_arrays(model, s.method))
         return self._global
 
@@ -61,15 +65,36 @@ class GlobalModel:
         if self.settings.method == "apt":
             model: fed.ReplyModel = unpack_tensors(arrays[keys.APT_PAYLOAD].tobytes())
         else:
-            model = {k: torch.from_numpy(np.array(v)) for k, v in arrays.items()}
+            model = self._sent_state() or {}
         return fed.tensors_max_abs(model)
 
+    def _sent_state(self) -> dict[str, torch.Tensor] | None:
+        """The float state devices received this round (dequantized for fp32-q8; None: apt)."""
+        if self._global is None or self.settings.method == "apt":
+            return None
+        arrays = numpy_arrays(self._global)
+        if self.settings.method == "fp32-q8":
+            return decode_q8(arrays, fed.float_state(self.template))
+        return {k: torch.from_numpy(np.array(v)) for k, v in arrays.items()}
+
     def _encode_global(self, new: fed.ReplyModel) -> tuple[ArrayRecord, bytes]:
+        """The new global model as arrays to send and the bytes to store.
+
+        fp32-q8: ``new`` is the round's model sent plus the mean update; the update goes
+        into the server's float32 model, which is sent 8-bit quantized and stored as is.
+        """
         if isinstance(new, list):
             arrays = fed.packed_arrays(new)
             return array_record(arrays), arrays[keys.APT_PAYLOAD].tobytes()
+        if self.settings.method == "fp32-q8":
+            sent = self._sent_state() or new
+            master = getattr(self, "_master", None) or sent
+            new = add_states(master, sub_states(new, sent))
+            self._master = new
         buf = io.BytesIO()
         torch.save(new, buf)
+        if self.settings.method == "fp32-q8":
+            return array_record(encode_q8(new)), buf.getvalue()
         return array_record({k: v.numpy() for k, v in new.items()}), buf.getvalue()
 
     # --- evaluation and records ---------------------------------------------------------

@@ -117,6 +117,8 @@ class APTFedAvg(GlobalModel, FedAvg):
         _, policy, _ = self._current_policy()
         s = self.settings
         model = fed.make_model(s.task, s.arch, s.method, policy, seed=s.seed)
+        if s.method == "fp32-q8":
+            self._master = fed.float_state(model)
         self._global = array_record(fed.model_arrays(model, s.method))
         return self._global
 
@@ -253,6 +255,7 @@ class APTFedAvg(GlobalModel, FedAvg):
             version=version,
             policy=policy,
             overrides=overrides,
+            received=self._sent_state() if self.settings.method == "fp32-q8" else None,
         )
 
     def _judge_replies(

@@ -15,7 +15,7 @@ from typing import Any
 
 from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.common.constant import ErrorCode
-from torch import nn
+from torch import Tensor, nn
 
 from apt_core import federated as fed
 from apt_core.config import PolicyError, PrecisionPolicy
@@ -57,7 +57,7 @@ class RoundTerms:
     template : nn.Module
         A model of the run's task, architecture and method (its shapes and layers).
     method : str
-        "apt", "fp32" or "qat8".
+        "apt", "fp32", "qat8" or "fp32-q8".
     layer_names : list[str]
         The model's APT layers in ``apt_layers`` order (the order of per-layer lists).
     version : int
@@ -66,6 +66,9 @@ class RoundTerms:
         The fleet policy of the round.
     overrides : dict[str, dict[str, Any]]
         Per-device-class policy overrides of the round.
+    received : dict[str, Tensor] | None (default: None)
+        fp32-q8: the dequantized global model devices received, which their 8-bit
+        updates are added to.
     """
 
     template: nn.Module
@@ -74,6 +77,7 @@ class RoundTerms:
     version: int
     policy: PrecisionPolicy
     overrides: dict[str, dict[str, Any]]
+    received: dict[str, Tensor] | None = None
 
     def bits_cap(self, device_class: str) -> int | None:
         """The highest weight width devices of ``device_class`` were sent (None: float method)."""
@@ -139,7 +143,7 @@ def check_reply(msg: Message, client: ClientReport, terms: RoundTerms) -> fed.Re
     client.uplink_bytes = fed.arrays_nbytes(arrays)  # measured, never the claim
     _check_claims(metrics, client, terms.version)
     eff = fed.effective_policy(terms.policy, terms.overrides, device_class)
-    model = fed.validate_arrays(terms.template, arrays, terms.method, eff)
+    model = fed.validate_arrays(terms.template, arrays, terms.method, eff, terms.received)
     if isinstance(model, list):
         client.layers = layer_precision(metrics, model, terms.layer_names, eff)
     return model

@@ -104,7 +104,8 @@ def _select(name: str, options: tuple[str, ...], value: str) -> Markup:
 
 _FIELD_HELP = {
     "task": "Dataset and network the devices train.",
-    "method": "apt: adaptive precision; fp32: float baseline; qat8: 8-bit QAT baseline.",
+    "method": "apt: adaptive precision; fp32: float baseline; qat8: 8-bit QAT baseline; "
+    "fp32-q8: fp32 training, 8-bit weights down and 8-bit updates up.",
     "clients": "Devices the coordinator simulates for the run (1-100).",
     "fraction": "Share of the devices asked to train each round (0 < f <= 1).",
     "rounds": "Federated rounds (1-500).",
