@@ -11,7 +11,7 @@ import logging
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -60,6 +60,25 @@ def simulate_cmd(
     local_epochs: Annotated[int, typer.Option(min=1)] = _RUN.local_epochs,
     lr: float = _RUN.lr,
     batch_size: Annotated[int, typer.Option(min=1)] = _RUN.batch_size,
+    device_class: Annotated[
+        list[str] | None,
+        typer.Option(help="device class per partition, cycled (repeat: --device-class mcu ...)"),
+    ] = None,
+    budget: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="CLASS=BYTES[:JOULES]: a class's training-memory (and energy per round) "
+            "budget; its devices get the highest bit cap that fits (modelled). Repeat per class."
+        ),
+    ] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            envvar="APTFLEET_RAY_ADDRESS",
+            help="host:port of an existing Ray cluster to join (ray start --head prints it); "
+            "default: start one on 127.0.0.1",
+        ),
+    ] = None,
 ) -> None:
     """Federated training on Flower's simulation engine (Ray).
 
@@ -69,6 +88,7 @@ def simulate_cmd(
     from server.flower.simulation import simulate
 
     methods = [m.strip() for m in method.split(",") if m.strip()]
+    budgets = _budgets(budget or [])
     logging.getLogger("flwr").setLevel(logging.ERROR)  # the progress bar reports rounds
     with Progress(
         TextColumn("{task.description}"),
@@ -105,6 +125,9 @@ def simulate_cmd(
                 lr=lr,
                 batch_size=batch_size,
                 on_round=on_round,
+                device_classes=device_class,
+                budgets=budgets,
+                ray_address=ray_address,
             )
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None
@@ -116,6 +139,16 @@ def simulate_cmd(
             )
     command = "aptfleet " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     console.print(f"wrote {out}/results.json, results.md and plots ({command})")
+
+
+def _budgets(specs: list[str]) -> dict[str, Any]:
+    """``--budget`` values as budgets per class (a bad one is a usage error naming it)."""
+    from server.flower.budgets import parse_budget_option
+
+    try:
+        return dict(parse_budget_option(spec) for spec in specs)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--budget") from None
 
 
 def _state_dir(state_dir: Path | None) -> Path:
