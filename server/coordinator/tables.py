@@ -171,6 +171,9 @@ class Round(Base):
     participants: Mapped[int] = mapped_column(Integer, default=0)
     failures: Mapped[int] = mapped_column(Integer, default=0)
     rejections: Mapped[int] = mapped_column(Integer, default=0)
+    #: Per-device rows of the round (trained, rejected or failed): a run's count of
+    #: ``client_rounds`` is the sum over its rounds, not a scan of those rows.
+    devices: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     mean_bits: Mapped[float | None] = mapped_column(Float)
     policy_version: Mapped[int | None] = mapped_column(Integer)
     global_bits: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)

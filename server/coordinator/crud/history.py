@@ -121,7 +121,10 @@ def page_client_rounds(
     conditions = [cr.run_id == run_id]
     if device_id is not None:
         conditions.append(cr.device_id == device_id)
-    count = _count(session, cr, conditions)
+        count = _count(session, cr, conditions)
+    else:  # one row per round, not a scan of the run's per-device rows
+        total = select(func.coalesce(func.sum(Round.devices), 0)).where(Round.run_id == run_id)
+        count = int(session.scalar(total) or 0)
     key = decode_cursor(cursor, (int, int))
     if key is not None:
         conditions.append(after([cr.round, cr.device_id], key))

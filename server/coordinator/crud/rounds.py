@@ -150,6 +150,7 @@ def _round_row(run_id: int, record: RoundReport, now: datetime) -> Round:
         participants=record.participants,
         failures=record.failures,
         rejections=record.rejections,
+        devices=len(record.clients),
         mean_bits=record.mean_bits,
         policy_version=record.policy_version,
         global_bits=dict(record.global_bits),

@@ -1,4 +1,4 @@
-"""Alembic 0005 (store-scale indexes, precision summary) on SQLite and PostgreSQL."""
+"""Alembic 0005 (store-scale indexes, precision summary, round device counts), both databases."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from server.coordinator.core.db import (
     upgrade_head,
 )
 from server.coordinator.services.startup import init_db
-from server.coordinator.tables import PrecisionSummary
+from server.coordinator.tables import PrecisionSummary, Round
 from tests.utils.db import BACKENDS, empty_database
 from tests.utils.run import create_random_run, make_round_record
 
@@ -44,6 +44,15 @@ def _summaries(url: str) -> list[tuple[int, int, str, int, int, float, int, floa
                 ps.mean_gavg,
             ).order_by(ps.run_id, ps.round, ps.layer)
             return [tuple(row) for row in session.execute(stmt)]
+    finally:
+        engine.dispose()
+
+
+def _round_devices(url: str) -> list[int]:
+    engine = make_engine(url)
+    try:
+        with make_session_factory(engine)() as session:
+            return list(session.scalars(select(Round.devices).order_by(Round.round)))
     finally:
         engine.dispose()
 
@@ -78,3 +87,4 @@ def test_migration_0005_backfills_summary_of_stored_rounds(empty_db_url: str) ->
     assert [row[:5] + row[6:7] for row in backfilled] == [row[:5] + row[6:7] for row in written]
     for new, old in zip(backfilled, written, strict=True):
         assert new[5] == pytest.approx(old[5]) and new[7] == pytest.approx(old[7])
+    assert _round_devices(empty_db_url) == [3, 3]

@@ -4,7 +4,8 @@
 as well as its whole history and the cascades, so they replace the ``device_id`` indexes
 (one index fewer to maintain per row written); ``(run_id, round)`` lookups already use the
 prefix of the unique keys. The summary table is filled from the existing
-``layer_precision`` rows, so old runs keep their summary.
+``layer_precision`` rows, so old runs keep their summary; ``rounds.devices`` (a round's
+per-device rows, summed for a run's count) from the existing ``client_rounds``.
 
 Revision ID: 0005
 Revises: 0004
@@ -33,7 +34,18 @@ GROUP BY run_id, round, layer
 """
 
 
+_DEVICES_BACKFILL = """
+UPDATE rounds SET devices = (
+    SELECT COUNT(*) FROM client_rounds
+    WHERE client_rounds.run_id = rounds.run_id AND client_rounds.round = rounds.round
+)
+"""
+
+
 def upgrade() -> None:
+    with op.batch_alter_table("rounds") as batch:
+        batch.add_column(sa.Column("devices", sa.Integer(), nullable=False, server_default="0"))
+    op.execute(_DEVICES_BACKFILL)
     op.create_index(
         "ix_client_rounds_device_id_run_id_round",
         "client_rounds",
@@ -77,3 +89,5 @@ def downgrade() -> None:
     op.drop_index("ix_layer_precision_device_id_run_id_round_layer", table_name="layer_precision")
     op.create_index("ix_client_rounds_device_id", "client_rounds", ["device_id"])
     op.drop_index("ix_client_rounds_device_id_run_id_round", table_name="client_rounds")
+    with op.batch_alter_table("rounds") as batch:
+        batch.drop_column("devices")

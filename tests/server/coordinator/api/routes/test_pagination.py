@@ -36,7 +36,7 @@ def _walk(
     limit: int,
     filters: dict[str, Any] | None = None,
 ) -> list[dict]:
-    """Every page of ``url`` following ``next_cursor``; each page's count is the same."""
+    """Every page of ``url`` following ``next_cursor``; each page's count is the total."""
     pages, cursor = [], None
     while True:
         params: dict[str, Any] = {**(filters or {}), "limit": limit}
@@ -49,9 +49,10 @@ def _walk(
         if cursor is None:
             break
         assert len(pages) < 100, "the cursor does not advance"
-    assert len({page["count"] for page in pages}) == 1
+    rows = [row for page in pages for row in page["data"]]
+    assert {page["count"] for page in pages} == {len(rows)}
     assert all(len(page["data"]) == limit for page in pages[:-1])
-    return [row for page in pages for row in page["data"]]
+    return rows
 
 
 #: endpoint (``{run}`` is the run id), rows expected, key of a row in list order
