@@ -75,12 +75,17 @@ def _generate(url: str, shape: StoreShape) -> tuple[int, int, dict[str, Any]]:
             if round_ % 25 == 0 or round_ == 1:
                 log.warning("round %s/%s written in %.3f s", round_, shape.rounds, seconds)
 
-        seconds = write_rounds(factory, run_id, shape, on_round=progress)
+        seconds, cpu = write_rounds(factory, run_id, shape, on_round=progress)
         with factory() as session:
             device_id = session.scalar(select(Device.id).order_by(Device.id).limit(1))
     finally:
         engine.dispose()
-    writes = {"rounds": len(seconds), **_percentiles(seconds), "first_s": seconds[0]}
+    writes = {
+        "rounds": len(seconds),
+        **_percentiles(seconds),
+        "first_s": seconds[0],
+        "cpu_p50_s": statistics.median(cpu),
+    }
     return run_id, int(device_id or 1), writes
 
 
@@ -98,7 +103,7 @@ def _reads(
     try:
         timed = []
         for read in reads:
-            timed.append(time_read(client, read, options.repeats))
+            timed.append(time_read(client, read, options.repeats, coordinator.pid))
             log.warning("%s: p99 %.1f ms", read.label, timed[-1]["p99_ms"])
     finally:
         client.close()

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session, sessionmaker
 
 from server.coordinator import crud
+from server.coordinator.core.db import begin_write
 from server.coordinator.schemas import RunCreate
 from server.flower.records import ClientReport, LayerReport, RoundReport
 
@@ -119,19 +120,23 @@ def write_rounds(
     run_id: int,
     shape: StoreShape,
     on_round: Callable[[int, float], None] | None = None,
-) -> list[float]:
-    """Record every round of the synthetic run; the seconds each write + commit took.
+) -> tuple[list[float], list[float]]:
+    """Record every round of the synthetic run, as the run's recorder does.
 
-    Building the round's report is not timed: only ``record_round`` and the commit are.
+    Returns the wall seconds each ``record_round`` + commit took and this process's CPU
+    seconds for it (all of SQLite's work; PostgreSQL's server time is not in it). Building
+    the round's report is not timed.
     """
-    seconds = []
+    wall, cpu = [], []
     for round_ in range(1, shape.rounds + 1):
         record = synthetic_round(shape, round_)
         with session_factory() as session:
-            start = time.perf_counter()
+            begin_write(session)
+            start, start_cpu = time.perf_counter(), time.process_time()
             crud.record_round(session=session, run_id=run_id, record=record)
             session.commit()
-            seconds.append(time.perf_counter() - start)
+            wall.append(time.perf_counter() - start)
+            cpu.append(time.process_time() - start_cpu)
         if on_round is not None:
-            on_round(round_, seconds[-1])
-    return seconds
+            on_round(round_, wall[-1])
+    return wall, cpu

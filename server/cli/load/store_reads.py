@@ -7,6 +7,7 @@ heaviest reads at once while the coordinator's resident memory is sampled from /
 
 from __future__ import annotations
 
+import os
 import re
 import statistics
 import threading
@@ -111,17 +112,32 @@ def _percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
-def time_read(client: httpx.Client, read: Read, repeats: int = REPEATS) -> dict[str, Any]:
-    """Latency of ``repeats`` sequential requests of ``read`` (after one warm-up)."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time process ``pid`` has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def time_read(
+    client: httpx.Client, read: Read, repeats: int = REPEATS, server_pid: int | None = None
+) -> dict[str, Any]:
+    """Latency of ``repeats`` sequential requests of ``read`` (after one warm-up).
+
+    With ``server_pid``, also the coordinator's CPU time per request: unlike the latency it
+    hardly moves when other jobs share the machine (the database server's time is not in
+    it).
+    """
     response = client.get(read.path, params=read.params)
     if response.status_code != 200:
         raise RuntimeError(f"{read.label}: {response.status_code} {response.text[:300]}")
     samples = []
+    cpu_start = cpu_seconds(server_pid) if server_pid else 0.0
     for _ in range(repeats):
         start = time.perf_counter()
         response = client.get(read.path, params=read.params)
         samples.append(1000 * (time.perf_counter() - start))
         response.raise_for_status()
+    cpu_ms = 1000 * (cpu_seconds(server_pid) - cpu_start) / repeats if server_pid else None
     body = response.json() if not read.dashboard else None
     return {
         "label": read.label,
@@ -133,6 +149,7 @@ def time_read(client: httpx.Client, read: Read, repeats: int = REPEATS) -> dict[
         "p50_ms": statistics.median(samples),
         "p99_ms": _percentile(samples, 0.99),
         "max_ms": max(samples),
+        "server_cpu_ms": cpu_ms,
     }
 
 
