@@ -33,6 +33,7 @@ from apt_core.config import PrecisionPolicy
 from apt_core.federated import record_keys as keys
 from client.array_records import array_record, numpy_arrays
 from client.device import DeviceConfig, local_data, remember_bits, remembered_bits
+from client.interrupt import stop_on_signal
 
 
 def create_client_app(node_config: Mapping[int, Mapping[str, Any]] | None = None) -> ClientApp:
@@ -66,7 +67,8 @@ def create_client_app(node_config: Mapping[int, Mapping[str, Any]] | None = None
         eff = fed.effective_policy(policy, overrides, device.device_class)
         model = _global_model(msg, run, eff)
         received = fed.float_state(model) if run.method == "fp32-q8" else None
-        res = _train_locally(model, run, eff, device, context, server_round)
+        with stop_on_signal():  # the fleet's run watcher ends a stopped run's training
+            res = _train_locally(model, run, eff, device, context, server_round)
         arrays = fed.reply_arrays(res.model, run.method, received)
         content = RecordDict(
             {

@@ -6,10 +6,13 @@ its reply; it never looks at the run again until the reply is ready, so a run st
 SuperLink then drops). The watcher is one more process of the fleet (``fleet up`` starts it,
 ``fleet down`` stops it): every few seconds it asks the SuperLink's Control API for the runs
 (``ListRuns``, the call behind ``flwr list``) and, when none is pending, starting or
-running, sends SIGTERM to every ``flwr-clientapp`` process of the fleet's SuperNodes. The
-ClientApp's own signal handler then reports its task stopped to its SuperNode, which goes
-back to waiting for messages. While some run is active nothing is ended: a ClientApp
-process does not say which run it serves.
+running, sends every ``flwr-clientapp`` process of the fleet's SuperNodes
+``client.interrupt.STOP_SIGNAL``: the ClientApp's training raises, Flower sends the
+SuperNode an error reply (which the SuperLink drops) and the SuperNode goes back to
+waiting for messages. A process still alive 20 s later gets SIGTERM. (A ClientApp merely
+killed leaves its message unanswered, and the SuperNode starts another process for it.)
+While some run is active nothing is ended: a ClientApp process does not say which run it
+serves.
 
 Run it as ``python -m server.flower.run_watcher --state-dir DIR`` with ``FLWR_HOME`` set to
 the fleet's CLI home (``<state>/cli``).
@@ -21,12 +24,14 @@ import argparse
 import contextlib
 import io
 import logging
+import math
 import os
 import signal
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from client.interrupt import STOP_SIGNAL
 from server.flower.fleet_state import FleetState
 from server.flower.processes import process_group_members
 
@@ -34,6 +39,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds between two looks at the SuperLink's runs.
 POLL_S = 2.0
+#: Seconds a ClientApp has to stop on :data:`STOP_SIGNAL` before it gets SIGTERM.
+ESCALATE_S = 20.0
 _CLIENTAPP = "flwr-clientapp"
 
 
@@ -68,32 +75,45 @@ def active_runs() -> list[int]:
 
 
 def end_idle_clientapps(
-    pgids: Iterable[int], runs: Callable[[], list[int]], signalled: set[int] | None = None
+    pgids: Iterable[int],
+    runs: Callable[[], list[int]],
+    signalled: dict[int, float] | None = None,
+    escalate_s: float = ESCALATE_S,
 ) -> list[int]:
-    """SIGTERM the fleet's ClientApps when ``runs()`` lists no active run; returns their PIDs.
+    """Stop the fleet's ClientApps when ``runs()`` lists no active run; returns the PIDs signalled.
 
-    PIDs in ``signalled`` are left alone (a second signal would interrupt the exit handler
-    that reports the task stopped); the PIDs signalled now are added to it.
+    A ClientApp first gets :data:`client.interrupt.STOP_SIGNAL` (it then replies with an
+    error, which frees its SuperNode); one still alive ``escalate_s`` later gets SIGTERM.
+    ``signalled`` maps each PID signalled so far to when (updated here; ``inf`` once
+    escalated), so no process gets the same signal twice.
     """
-    done = signalled if signalled is not None else set()
-    pids = [p for p in clientapp_pids(pgids) if p not in done]
+    done = signalled if signalled is not None else {}
+    pids = clientapp_pids(pgids)
     if not pids or runs():
         return []
-    ended = []
+    now = time.monotonic()
+    sent = []
     for pid in pids:
+        first = done.get(pid)
+        if first is None:
+            sig, done[pid] = STOP_SIGNAL, now
+        elif now - first >= escalate_s:
+            sig, done[pid] = signal.SIGTERM, math.inf  # inf: escalated, never again
+        else:
+            continue
         try:
-            os.kill(pid, signal.SIGTERM)
-            ended.append(pid)
-            done.add(pid)
+            os.kill(pid, sig)
+            sent.append(pid)
         except ProcessLookupError:
             continue
-    log.info("No active run: ended ClientApp processes %s.", ended)
-    return ended
+    if sent:
+        log.info("No active run: asked ClientApp processes %s to stop.", sent)
+    return sent
 
 
 def watch(state_dir: Path, poll_s: float = POLL_S) -> None:
     """Watch the fleet of ``state_dir`` until its state file is gone (``fleet down``)."""
-    signalled: set[int] = set()
+    signalled: dict[int, float] = {}
     while (state := FleetState.load(state_dir)) is not None:
         nodes = [p.pid for p in state.procs if p.role.startswith("supernode")]
         try:
