@@ -15,20 +15,20 @@ def _fmt(value: float | None, spec: str) -> str:
 def markdown(report: dict[str, Any]) -> str:
     """scale.md: the measured table, the command and the machine (figures are measured)."""
     rows = report["rows"]
+    commands = sorted({r["command"] for r in rows})
     lines = [
         "# Simulation at fleet scale (measured)",
         "",
-        f"Command: `{report['command']}`",
+        "Commands: " + ", ".join(f"`{c}`" for c in commands),
         "",
-        f"Machine: {report['machine']['cpus']} CPUs, load average "
-        f"{report['machine']['loadavg_at_start'][0]:.1f} at the start (shared with other "
-        "work: absolute seconds move with the load, the growth between rows is the "
-        "point). Every figure below is measured.",
+        f"Machine: {rows[0]['machine']['cpus'] if rows else '?'} CPUs, shared with other "
+        "work (the table gives the 1-minute load average at the end of each run): absolute "
+        "seconds move with the load. Every figure below is measured.",
         "",
         "| devices per round | fleet | rounds | all sampled trained | start-up + round 1 (s) | "
         "round, rounds 2.. (s) | per device (s) | CPU, driver / all (s) | "
-        "peak memory, process tree (MB) | peak memory, driver (MB) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "peak memory, process tree (MB) | peak memory, driver (MB) | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         every = all(p == r["devices"] for p in r["participants"]) and not r["failures"]
@@ -38,7 +38,7 @@ def markdown(report: dict[str, Any]) -> str:
             f"{_fmt(r['per_device_s'], '.2f')} | "
             f"{r['cpu_driver_s']:.0f} / {r['cpu_tree_s']:.0f} | "
             f"{r['peak_tree_rss_bytes'] / _MB:.0f} | "
-            f"{r['peak_driver_rss_bytes'] / _MB:.0f} |"
+            f"{r['peak_driver_rss_bytes'] / _MB:.0f} | {r['machine']['loadavg'][0]:.0f} |"
         )
     lines += ["", *report.get("notes", []), ""]
     return "\n".join(lines)

@@ -47,11 +47,8 @@ def test_summarize_round_times_and_report(tmp_path: Path) -> None:
 
     # Execute
     row = summarize(config, {"rounds": stamps, "total_s": 53.0}, sampler)
-    report = {
-        "command": "aptfleet scale-bench",
-        "machine": {"cpus": 2, "loadavg_at_start": [1.0, 1.0, 1.0]},
-        "rows": [row],
-    }
+    machine = {"cpus": 2, "loadavg": [3.0, 1.0, 1.0]}
+    report = {"rows": [{**row, "command": "aptfleet scale-bench", "machine": machine}]}
     md = markdown(report)
     png = plot(report, tmp_path / "scale.png")
 
@@ -59,5 +56,6 @@ def test_summarize_round_times_and_report(tmp_path: Path) -> None:
     assert row["round_s"] == [30.0, 10.0, 12.0]
     assert row["steady_round_s"] == 11.0 and row["per_device_s"] == 1.1
     assert row["fraction"] == 0.01
-    assert "| 10 | 1000 | 3 | yes | 30.0 | 11.0 | 1.10 | 8 / 8 | 2048 | 512 |" in md
+    assert "| 10 | 1000 | 3 | yes | 30.0 | 11.0 | 1.10 | 8 / 8 | 2048 | 512 | 3 |" in md
+    assert "Commands: `aptfleet scale-bench`" in md
     assert png.stat().st_size > 1000
