@@ -24,6 +24,7 @@ from apt_core.kernels import conv1d, im2col
 from apt_core.kernels.backend import get_backend, log_once
 from apt_core.kernels.conv import ConvProducts
 from apt_core.kernels.functions import LinearProducts, Products, int_gemm
+from apt_core.kernels.matmul import int_conv_unsupported
 from apt_core.kernels.step_state import StepState
 from apt_core.kernels.storage import decode, encode, stored_rows
 from apt_core.packing import PackedTensor
@@ -328,7 +329,7 @@ class _APTConv(APTLayer):
             return "groups != 1"
         if x.dim() != len(self.weight_shape):
             return f"{x.dim()}-d input to a {len(self.weight_shape) - 2}-d convolution"
-        return super().int_unsupported(x)
+        return int_conv_unsupported() or super().int_unsupported(x)
 
     def _gemm(self, x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
         return self._conv_fn(x, w, b, **self.conv_args)

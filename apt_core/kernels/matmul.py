@@ -18,6 +18,12 @@ Two engines give bit-identical results; they differ only in speed, which depends
 
 ``set_gemm("auto")`` (the default, or ``APT_GEMM=auto|int8|fp32`` in the environment)
 times both engines once per process on a small product and keeps the faster.
+
+Convolutions on the ``"fp32"`` engine: the float32-carried im2col products measured
+slower and larger than the float emulation itself (digits CNN, batch 64, 8 bits, one
+thread, interleaved: 2.7x fp32's step against 1.4-1.7x for the emulation, peak 1.6x
+against 1.15x), so there APT's conv layers take the emulation (counted and logged once,
+like every fallback) unless :func:`set_int_conv` ``(True)`` asks for the integer kernels.
 """
 
 from __future__ import annotations
@@ -39,6 +45,19 @@ FLOAT_EXACT_REDUCTION = 1 << 10
 FLOAT_BLOCK_ELEMENTS = 1 << 18
 
 _state: dict[str, str | None] = {"requested": os.environ.get("APT_GEMM", "auto"), "chosen": None}
+_conv = {"always": False}
+
+
+def set_int_conv(always: bool) -> None:
+    """Run convolutions on the integer kernels even on the ``"fp32"`` engine (tests do)."""
+    _conv["always"] = always
+
+
+def int_conv_unsupported() -> str | None:
+    """Why APT convolutions should not take the integer kernels here (None when they should)."""
+    if _conv["always"] or get_gemm() == "int8":
+        return None
+    return "no fast int8 GEMM on this CPU, where the float emulation convolves faster"
 
 
 def set_gemm(name: str) -> None:

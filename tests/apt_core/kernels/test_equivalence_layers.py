@@ -22,7 +22,6 @@ from torch.nn import grad as nn_grad
 
 from apt_core.config import PrecisionPolicy
 from apt_core.conversion import apt_layers, to_apt, to_float
-from apt_core.kernels import backend as backend_state
 from apt_core.kernels.activations import APTMaxPool2d, APTReLU
 from apt_core.layers import APTConv1d, APTConv2d, APTLayer, APTLinear
 from tests.utils.backends import (
@@ -248,12 +247,6 @@ def test_int_backward_reaches_every_apt_layer_and_float_parameter(bits: int) -> 
         assert grads[1][key] is not None, f"no gradient reached {key}"
         torch.testing.assert_close(grads[1][key], want, rtol=0, atol=0, msg=key)
     assert all(m.fallbacks == 0 for m in apt_layers(intm).values())
-
-
-@pytest.fixture
-def fresh_fallback_log(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Forget which fallback reasons this process has logged already."""
-    monkeypatch.setattr(backend_state, "_logged", set())
 
 
 @pytest.mark.parametrize(
