@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import shlex
 import sys
@@ -36,6 +37,14 @@ def compare_cmd(
     rounds: Annotated[int, typer.Option(min=1)] = 30,
     alpha: Annotated[float, typer.Option(help="Dirichlet label skew; 0 = IID")] = 0.5,
     out: Annotated[Path, typer.Option(help="output directory")] = Path("results/compare"),
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            envvar="APTFLEET_RAY_ADDRESS",
+            help="host:port of an existing Ray cluster every run joins (default: each run "
+            "starts its own on 127.0.0.1)",
+        ),
+    ] = None,
 ) -> None:
     """Run every method on every seed (simulation engine) and compare them over seeds.
 
@@ -46,6 +55,7 @@ def compare_cmd(
     """
     from server.flower.compare import compare, parse_method
     from server.flower.compare_report import plot_tradeoffs, write_markdown
+    from server.flower.simulation import simulate
 
     names = [m.strip() for m in methods.split(",") if m.strip()]
     try:
@@ -67,6 +77,7 @@ def compare_cmd(
             _ints(seeds, "--seeds"),
             out,
             settings,
+            run=functools.partial(simulate, ray_address=ray_address),
             on_run=lambda m, s: console.print(f"{task}: seed {s}, {m}"),
         )
     except ValueError as exc:
