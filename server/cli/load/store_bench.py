@@ -75,16 +75,19 @@ def _generate(url: str, shape: StoreShape) -> tuple[int, int, dict[str, Any]]:
             if round_ % 25 == 0 or round_ == 1:
                 log.warning("round %s/%s written in %.3f s", round_, shape.rounds, seconds)
 
-        seconds, cpu = write_rounds(factory, run_id, shape, on_round=progress)
+        times = write_rounds(factory, run_id, shape, on_round=progress)
         with factory() as session:
             device_id = session.scalar(select(Device.id).order_by(Device.id).limit(1))
     finally:
         engine.dispose()
+    cpu = [a + b for a, b in zip(times.cpu, times.server_cpu, strict=True)]
     writes = {
-        "rounds": len(seconds),
-        **_percentiles(seconds),
-        "first_s": seconds[0],
+        "rounds": len(times.wall),
+        **_percentiles(times.wall),
+        "first_s": times.wall[0],
         "cpu_p50_s": statistics.median(cpu),
+        "cpu_p99_s": _percentiles(cpu)["p99_s"],
+        "server_cpu_p50_s": statistics.median(times.server_cpu),
     }
     return run_id, int(device_id or 1), writes
 
@@ -121,17 +124,19 @@ def measure_database(database: str, options: StoreBenchOptions) -> dict[str, Any
     """Generate the store on a new database of kind ``database`` and measure it."""
     shape = StoreShape(devices=options.devices, rounds=options.rounds)
     data_dir = Path(tempfile.mkdtemp(prefix="aptfleet-store-"))
+    load: dict[str, float] = {}
     try:
         with _database(database, data_dir, options.postgres_url) as (url, described):
-            log.warning(
-                "%s: writing %s rounds of %s devices", database, shape.rounds, shape.devices
-            )
+            log.warning("%s: writing %s x %s devices", database, shape.rounds, shape.devices)
+            load["writes start"] = os.getloadavg()[0]
             run_id, device_id, writes = _generate(url, shape)
             coordinator = Coordinator(data_dir, url)
             coordinator.start(timeout=120)
             try:
                 token = coordinator.token("admin", "store-bench")
+                load["reads start"] = os.getloadavg()[0]
                 reads = _reads(coordinator, token, run_id, device_id, shape, options)
+                load["reads end"] = os.getloadavg()[0]
             finally:
                 coordinator.stop()
     finally:
@@ -141,6 +146,7 @@ def measure_database(database: str, options: StoreBenchOptions) -> dict[str, Any
         "described": described,
         "shape": {**asdict(shape), "precision_rows": shape.precision_rows},
         "writes": writes,
+        "load_average": load,
         **reads,
     }
 
@@ -160,7 +166,6 @@ def run_store_bench(options: StoreBenchOptions) -> dict[str, Any]:
     results = {}
     for database in options.databases:
         results[database] = measure_database(database, options)
-        results[database]["machine_after"] = machine()
     return {
         "kind": "measured",
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -7,11 +7,14 @@ recorder stores it, so generating the store also measures what writing one round
 from __future__ import annotations
 
 import logging
+import os
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
+from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from server.coordinator import crud
@@ -115,28 +118,55 @@ def create_store_run(session_factory: sessionmaker[Session], shape: StoreShape) 
         return run.id
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time process ``pid`` has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _backend_pid(session: Session) -> int | None:
+    """The PostgreSQL server process of the session's connection (None on SQLite)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return None
+    return int(session.execute(text("SELECT pg_backend_pid()")).scalar_one())
+
+
+@dataclass(frozen=True)
+class WriteTimes:
+    """Seconds per round: wall clock, and CPU of this process and of the database server.
+
+    CPU times hardly move when other jobs share the machine; SQLite's work is all in this
+    process (``server_cpu`` is 0), PostgreSQL's server work is in ``server_cpu``.
+    """
+
+    wall: list[float]
+    cpu: list[float]
+    server_cpu: list[float]
+
+
 def write_rounds(
     session_factory: sessionmaker[Session],
     run_id: int,
     shape: StoreShape,
     on_round: Callable[[int, float], None] | None = None,
-) -> tuple[list[float], list[float]]:
+) -> WriteTimes:
     """Record every round of the synthetic run, as the run's recorder does.
 
-    Returns the wall seconds each ``record_round`` + commit took and this process's CPU
-    seconds for it (all of SQLite's work; PostgreSQL's server time is not in it). Building
-    the round's report is not timed.
+    Only ``record_round`` and the commit are timed, not building the round's report.
     """
-    wall, cpu = [], []
+    times = WriteTimes([], [], [])
     for round_ in range(1, shape.rounds + 1):
         record = synthetic_round(shape, round_)
         with session_factory() as session:
             begin_write(session)
+            backend = _backend_pid(session)
+            server_start = cpu_seconds(backend) if backend else 0.0
             start, start_cpu = time.perf_counter(), time.process_time()
             crud.record_round(session=session, run_id=run_id, record=record)
             session.commit()
-            wall.append(time.perf_counter() - start)
-            cpu.append(time.process_time() - start_cpu)
+            times.wall.append(time.perf_counter() - start)
+            times.cpu.append(time.process_time() - start_cpu)
+            times.server_cpu.append(cpu_seconds(backend) - server_start if backend else 0.0)
         if on_round is not None:
-            on_round(round_, wall[-1])
-    return wall, cpu
+            on_round(round_, times.wall[-1])
+    return times

@@ -7,7 +7,6 @@ heaviest reads at once while the coordinator's resident memory is sampled from /
 
 from __future__ import annotations
 
-import os
 import re
 import statistics
 import threading
@@ -19,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from server.cli.load.store_data import cpu_seconds
 from server.coordinator.core.pagination import encode_cursor
 
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -110,12 +110,6 @@ def signed_in_client(base: str, token: str) -> httpx.Client:
 def _percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time process ``pid`` has used so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def time_read(
