@@ -33,6 +33,7 @@ from apt_core.config import PrecisionPolicy
 from apt_core.federated import record_keys as keys
 from client.array_records import array_record, numpy_arrays
 from client.device import DeviceConfig, local_data, remember_bits, remembered_bits
+from client.interrupt import install as install_stop_handler
 from client.interrupt import stop_on_signal
 
 
@@ -164,4 +165,5 @@ def _device_record(device: DeviceConfig) -> ConfigRecord:
     )
 
 
+install_stop_handler()  # a flwr-clientapp process answers the run watcher's stop signal
 app = create_client_app()

@@ -6,13 +6,13 @@ its reply; it never looks at the run again until the reply is ready, so a run st
 SuperLink then drops). The watcher is one more process of the fleet (``fleet up`` starts it,
 ``fleet down`` stops it): every few seconds it asks the SuperLink's Control API for the runs
 (``ListRuns``, the call behind ``flwr list``) and, when none is pending, starting or
-running, sends every ``flwr-clientapp`` process of the fleet's SuperNodes
+running, sends every ``flwr-clientapp`` process of the fleet's SuperNodes that catches it
 ``client.interrupt.STOP_SIGNAL``: the ClientApp's training raises, Flower sends the
 SuperNode an error reply (which the SuperLink drops) and the SuperNode goes back to
-waiting for messages. A process still alive 20 s later gets SIGTERM. (A ClientApp merely
-killed leaves its message unanswered, and the SuperNode starts another process for it.)
-While some run is active nothing is ended: a ClientApp process does not say which run it
-serves.
+waiting for messages. A process still alive 20 s after it was first seen gets SIGTERM.
+(A ClientApp merely killed leaves its message unanswered, and the SuperNode starts another
+process for it.) While some run is active nothing is ended: a ClientApp process does not
+say which run it serves.
 
 Run it as ``python -m server.flower.run_watcher --state-dir DIR`` with ``FLWR_HOME`` set to
 the fleet's CLI home (``<state>/cli``).
@@ -24,11 +24,11 @@ import argparse
 import contextlib
 import io
 import logging
-import math
 import os
 import signal
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from client.interrupt import STOP_SIGNAL
@@ -74,38 +74,61 @@ def active_runs() -> list[int]:
     return [r.run_id for r in runs if r.status.status != "finished"]
 
 
+def catches(pid: int, signum: int) -> bool:
+    """Whether process ``pid`` has a handler for ``signum`` (``SigCgt`` of /proc/PID/status)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    for line in status.splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    return False
+
+
+@dataclass
+class Ledger:
+    """What the watcher did to which ClientApp process: first seen idle, signals sent."""
+
+    seen: dict[int, float] = field(default_factory=dict)
+    stopped: set[int] = field(default_factory=set)
+    terminated: set[int] = field(default_factory=set)
+
+
 def end_idle_clientapps(
     pgids: Iterable[int],
     runs: Callable[[], list[int]],
-    signalled: dict[int, float] | None = None,
+    ledger: Ledger | None = None,
     escalate_s: float = ESCALATE_S,
 ) -> list[int]:
     """Stop the fleet's ClientApps when ``runs()`` lists no active run; returns the PIDs signalled.
 
-    A ClientApp first gets :data:`client.interrupt.STOP_SIGNAL` (it then replies with an
-    error, which frees its SuperNode); one still alive ``escalate_s`` later gets SIGTERM.
-    ``signalled`` maps each PID signalled so far to when (updated here; ``inf`` once
-    escalated), so no process gets the same signal twice.
+    A ClientApp that catches :data:`client.interrupt.STOP_SIGNAL` gets it (it then replies
+    with an error, which frees its SuperNode); one not yet catching it is left for a later
+    poll (it is still starting: killed now, its message would be handed to a new process).
+    A process still alive ``escalate_s`` after it was first seen gets SIGTERM. No process
+    gets the same signal twice.
     """
-    done = signalled if signalled is not None else {}
+    book = ledger if ledger is not None else Ledger()
     pids = clientapp_pids(pgids)
     if not pids or runs():
         return []
     now = time.monotonic()
     sent = []
     for pid in pids:
-        first = done.get(pid)
-        if first is None:
-            sig, done[pid] = STOP_SIGNAL, now
-        elif now - first >= escalate_s:
-            sig, done[pid] = signal.SIGTERM, math.inf  # inf: escalated, never again
+        first = book.seen.setdefault(pid, now)
+        if pid not in book.stopped and catches(pid, STOP_SIGNAL):
+            sig, done = STOP_SIGNAL, book.stopped
+        elif pid not in book.terminated and now - first >= escalate_s:
+            sig, done = signal.SIGTERM, book.terminated
         else:
             continue
         try:
             os.kill(pid, sig)
-            sent.append(pid)
         except ProcessLookupError:
             continue
+        done.add(pid)
+        sent.append(pid)
     if sent:
         log.info("No active run: asked ClientApp processes %s to stop.", sent)
     return sent
@@ -113,11 +136,11 @@ def end_idle_clientapps(
 
 def watch(state_dir: Path, poll_s: float = POLL_S) -> None:
     """Watch the fleet of ``state_dir`` until its state file is gone (``fleet down``)."""
-    signalled: dict[int, float] = {}
+    ledger = Ledger()
     while (state := FleetState.load(state_dir)) is not None:
         nodes = [p.pid for p in state.procs if p.role.startswith("supernode")]
         try:
-            end_idle_clientapps(nodes, active_runs, signalled)
+            end_idle_clientapps(nodes, active_runs, ledger)
         except Exception as exc:  # noqa: BLE001 - a SuperLink still starting; next poll
             log.debug("Run watcher: %s: %s", type(exc).__name__, exc)
         time.sleep(poll_s)

@@ -8,8 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from client.interrupt import STOP_SIGNAL
 from server.flower.processes import alive, stop_group
-from server.flower.run_watcher import clientapp_pids, end_idle_clientapps
+from server.flower.run_watcher import Ledger, catches, clientapp_pids, end_idle_clientapps
 
 
 def _node(child: str) -> Iterator[tuple[int, int]]:
@@ -26,14 +27,16 @@ def _node(child: str) -> Iterator[tuple[int, int]]:
 
 @pytest.fixture()
 def fake_node() -> Iterator[tuple[int, int]]:
-    """A ClientApp stand-in that the stop signal ends (its default action)."""
+    """A ClientApp stand-in that does not catch the stop signal (one still starting)."""
     yield from _node("exec -a flwr-clientapp sleep 120")
 
 
 @pytest.fixture()
-def deaf_node() -> Iterator[tuple[int, int]]:
-    """A ClientApp stand-in that ignores the stop signal."""
-    yield from _node("trap '' USR1; exec -a flwr-clientapp sleep 120")
+def catching_node() -> Iterator[tuple[int, int]]:
+    """A ClientApp stand-in that catches the stop signal and exits on it."""
+    yield from _node(
+        "exec -a flwr-clientapp bash -c \"trap 'exit 0' USR1; while sleep 0.1; do :; done\""
+    )
 
 
 def _gone(leader: int) -> bool:
@@ -54,34 +57,42 @@ def test_clientapp_pids_finds_only_clientapps_of_the_group(fake_node: tuple[int,
 
 
 @pytest.mark.timeout(60)
-def test_end_idle_clientapps_waits_for_no_active_run(fake_node: tuple[int, int]) -> None:
+def test_catches_reads_the_signal_mask(
+    fake_node: tuple[int, int], catching_node: tuple[int, int]
+) -> None:
+    # Execute / Assert
+    assert catches(catching_node[1], STOP_SIGNAL)
+    assert not catches(fake_node[1], STOP_SIGNAL)
+
+
+@pytest.mark.timeout(60)
+def test_end_idle_clientapps_waits_for_no_active_run(catching_node: tuple[int, int]) -> None:
     # Prepare
-    leader, child = fake_node
-    signalled: dict[int, float] = {}
+    leader, child = catching_node
+    ledger = Ledger()
 
     # Execute
-    while_active = end_idle_clientapps([leader], lambda: [42], signalled)
-    when_idle = end_idle_clientapps([leader], lambda: [], signalled)
+    while_active = end_idle_clientapps([leader], lambda: [42], ledger)
+    when_idle = end_idle_clientapps([leader], lambda: [], ledger)
 
     # Assert: left alone while run 42 was active, asked to stop when none was
     assert while_active == [] and when_idle == [child]
-    assert list(signalled) == [child] and _gone(leader)
+    assert ledger.stopped == {child} and _gone(leader)
     assert alive(leader)
 
 
 @pytest.mark.timeout(60)
-def test_end_idle_clientapps_escalates_to_sigterm(deaf_node: tuple[int, int]) -> None:
-    # Prepare
-    leader, child = deaf_node
-    signalled: dict[int, float] = {}
+def test_end_idle_clientapps_waits_for_the_handler_then_terminates(
+    fake_node: tuple[int, int],
+) -> None:
+    # Prepare: a process that never catches the stop signal
+    leader, child = fake_node
+    ledger = Ledger()
 
-    # Execute: the stop signal is ignored; later polls escalate once, then leave it
-    first = end_idle_clientapps([leader], lambda: [], signalled, escalate_s=60.0)
-    too_early = end_idle_clientapps([leader], lambda: [], signalled, escalate_s=60.0)
-    time.sleep(0.5)
-    still_there = clientapp_pids([leader])
-    escalated = end_idle_clientapps([leader], lambda: [], signalled, escalate_s=0.0)
+    # Execute
+    early = end_idle_clientapps([leader], lambda: [], ledger, escalate_s=60.0)
+    late = end_idle_clientapps([leader], lambda: [], ledger, escalate_s=0.0)
 
-    # Assert
-    assert first == [child] and too_early == [] and still_there == [child]
-    assert escalated == [child] and _gone(leader)
+    # Assert: not signalled while it may still be starting, SIGTERM once the grace is over
+    assert early == [] and late == [child]
+    assert ledger.stopped == set() and ledger.terminated == {child} and _gone(leader)
