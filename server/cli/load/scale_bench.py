@@ -193,5 +193,5 @@ def summarize(config: ScaleConfig, run: dict[str, Any], sampler: TreeSampler) ->
 
 
 def machine() -> dict[str, Any]:
-    """What the figures depend on: CPUs and the load when the measurement started."""
-    return {"cpus": os.cpu_count(), "loadavg_at_start": list(os.getloadavg())}
+    """What the figures depend on: the CPUs and the load average (1, 5, 15 min) now."""
+    return {"cpus": os.cpu_count(), "loadavg": list(os.getloadavg())}

@@ -8,7 +8,7 @@ import shlex
 import sys
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -37,6 +37,9 @@ def scale_bench(
     report_only: Annotated[
         bool, typer.Option(help="measure nothing: rewrite the .md and .png from the .json")
     ] = False,
+    append: Annotated[
+        bool, typer.Option(help="keep the .json's rows of other devices-per-round counts")
+    ] = False,
 ) -> None:
     """Run the simulation engine at each devices-per-round count and measure it.
 
@@ -49,21 +52,36 @@ def scale_bench(
     if report_only:
         report = json.loads(path.read_text())
     else:
-        report = {
-            "command": "aptfleet " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
-            "machine": machine(),
-            "rows": [],
-        }
-        with tempfile.TemporaryDirectory(prefix="aptfleet-scale-") as work:
-            for k in devices or [10, 50, 100]:
-                config = ScaleConfig(
-                    clients=clients, devices=k, rounds=rounds, task=task, arch=model
-                )
-                typer.echo(f"measuring {config} ...")
-                report["rows"].append(measure(config, Path(work)))
-                path.write_text(json.dumps(report, indent=2) + "\n")
+        report = _measure_all(devices or [10, 50, 100], clients, rounds, task, model, path, append)
     notes = out / NOTES_FILE
     report["notes"] = notes.read_text().splitlines() if notes.exists() else []
     (out / "scale.md").write_text(markdown(report))
     plot(report, out / "scale.png")
     typer.echo(f"wrote {path}, scale.md and scale.png")
+
+
+def _measure_all(
+    counts: list[int], clients: int, rounds: int, task: str, model: str, path: Path, append: bool
+) -> dict[str, Any]:
+    """Measure each devices-per-round count; the json is rewritten after every row."""
+    kept = json.loads(path.read_text())["rows"] if append and path.exists() else []
+    report: dict[str, Any] = {"rows": [r for r in kept if r["devices"] not in counts]}
+    command = "aptfleet " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    with tempfile.TemporaryDirectory(prefix="aptfleet-scale-") as work:
+        for k in counts:
+            config = ScaleConfig(clients=clients, devices=k, rounds=rounds, task=task, arch=model)
+            typer.echo(f"measuring {config} ...")
+            row = _measure_twice(config, Path(work))
+            report["rows"].append({**row, "command": command, "machine": machine()})
+            report["rows"].sort(key=lambda r: r["devices"])
+            path.write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def _measure_twice(config: ScaleConfig, work: Path) -> dict[str, Any]:
+    """Measure ``config``; once more if the run failed (Ray's start-up times out under load)."""
+    try:
+        return measure(config, work)
+    except RuntimeError as exc:
+        typer.echo(f"{exc} Measuring it once more.")
+        return {**measure(config, work), "attempts": 2}
