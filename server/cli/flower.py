@@ -139,6 +139,10 @@ def simulate_cmd(
             )
     command = "aptfleet " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     console.print(f"wrote {out}/results.json, results.md and plots ({command})")
+    for m, why in results.get("failures", {}).items():
+        console.print(f"[red]the {m} run failed[/red]: {why}", markup=True, highlight=False)
+    if results.get("status") == "failed":
+        raise typer.Exit(1)
 
 
 def _budgets(specs: list[str]) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from apt_core.federated.budget import Budget
 from server.flower.budgets import class_node_config, class_report, with_budgets
 from server.flower.global_model import Recorder
 from server.flower.records import RoundReport
+from server.flower.run_health import RunFailed
 from server.flower.server_app import ServerSettings, create_server_app
 from server.flower.simulation_report import plot_all, write_markdown
 from server.flower.strategy import PolicyProvider
@@ -234,7 +235,9 @@ def simulate(
     Returns
     -------
     dict
-        What results.json holds.
+        What results.json holds. ``status`` is "failed" when a method's run failed as a
+        whole (:mod:`server.flower.run_health`); ``failures`` gives each one's reason, and
+        the other methods still run.
     """
     methods = [method] if isinstance(method, str) else list(method)
     bad = [m for m in methods if m not in fed.FED_METHODS]
@@ -260,17 +263,17 @@ def simulate(
         )
         hook = None if on_round is None else (lambda r, m=m: on_round(m, r))
         capped = with_budgets(static, budgets, run, clients)
-        records = run_federated(
+        records: list[RoundReport] = []
+        failure = _train_method(
             settings,
             clients=clients,
             provider=capped,
-            recorder=hook,
+            recorders=[records.append, *([hook] if hook else [])],
             node_config=nodes,
             ray_address=ray_address,
         )
-        runs.append(
-            {**_method_result(m, settings, clients, records), "classes": class_report(records)}
-        )
+        result = _method_result(m, settings, clients, records)
+        runs.append({**result, "classes": class_report(records), **run_status(failure)})
     results = _results(runs, methods, policy, pol)
     results["device_classes"] = list(device_classes or [])
     results["budgets"] = {c: b.to_dict() for c, b in (budgets or {}).items()}
@@ -281,10 +284,53 @@ def simulate(
     return results
 
 
+def _train_method(
+    settings: ServerSettings,
+    *,
+    clients: int,
+    provider: PolicyProvider,
+    recorders: list[Recorder],
+    node_config: Mapping[int, Mapping[str, Any]] | None,
+    ray_address: str | None,
+) -> RunFailed | None:
+    """Run one method to its end; why it failed as a whole (None when it did not).
+
+    Every recorded round reaches ``recorders``, also the rounds of a run that failed.
+    """
+
+    def record(r: RoundReport) -> None:
+        for recorder in recorders:
+            recorder(r)
+
+    try:
+        run_federated(
+            settings,
+            clients=clients,
+            provider=provider,
+            recorder=record,
+            node_config=node_config,
+            ray_address=ray_address,
+        )
+    except RunFailed as exc:
+        log.error("%s run failed: %s", settings.run.method, exc)
+        return exc
+    return None
+
+
+def run_status(failure: RunFailed | None) -> dict[str, Any]:
+    """A method result's ``status`` ("completed" or "failed") and failure reasons."""
+    if failure is None:
+        return {"status": "completed"}
+    return {"status": "failed", "failure": str(failure), "failure_reasons": failure.reasons}
+
+
 def _results(
     runs: list[dict[str, Any]], methods: list[str], policy: str, pol: PrecisionPolicy
 ) -> dict[str, Any]:
-    """results.json: one method's result as is; several share the settings and are compared."""
+    """results.json: one method's result as is; several share the settings and are compared.
+
+    ``status`` is "failed" when any method's run failed (``failures`` says why, per method).
+    """
     results: dict[str, Any] = {**runs[0], "policy": policy, "policy_spec": pol.to_dict()}
     if len(runs) > 1:
         results = {
@@ -308,4 +354,7 @@ def _results(
         results["methods"] = methods
         results["runs"] = runs
         results["comparison"] = comparison(runs)
+    failed = {r["method"]: r["failure"] for r in runs if r["status"] == "failed"}
+    results["status"] = "failed" if failed else "completed"
+    results["failures"] = failed
     return results

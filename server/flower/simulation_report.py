@@ -26,6 +26,7 @@ def write_markdown(results: Mapping[str, Any], out: Path) -> None:
         f"{r0['fraction']}, {r0['rounds']} rounds, alpha {r0['alpha']}, seed {r0['seed']}, "
         f"policy `{results.get('policy')}`.",
         "",
+        *[f"**The {m} run failed**: {why}\n" for m, why in results.get("failures", {}).items()],
         "| method | final accuracy | client energy (J) | uplink (MB) | downlink (MB) |",
         "|---|---|---|---|---|",
     ]
