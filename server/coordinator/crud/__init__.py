@@ -20,6 +20,7 @@ from server.coordinator.crud.devices import (
     upsert_devices,
 )
 from server.coordinator.crud.history import (
+    client_totals,
     fleet_totals,
     get_latest_checkpoint,
     list_client_rounds,
@@ -70,6 +71,7 @@ from server.coordinator.crud.tokens import (
 )
 
 __all__ = [
+    "client_totals",
     "admit_queued_runs",
     "authenticate_token",
     "count_active_runs",

@@ -316,3 +316,32 @@ def fleet_totals(*, session: Session) -> dict[str, float]:
         "downlink_bytes": float(totals[2]),
         "energy_j": float(totals[3]),
     }
+
+
+def client_totals(*, session: Session, run_id: int) -> dict[str, Any]:
+    """What a run's per-device rows add up to, in SQL (no row is loaded).
+
+    Returns
+    -------
+    dict[str, Any]
+        ``client_rounds`` (every per-device row), ``trained`` (neither rejected nor
+        failed), ``trained_param_bytes`` (their sum) and ``examples``: for the trained
+        rows with examples, ``{num_examples: rows}``.
+    """
+    cr = ClientRound
+    trained = [cr.run_id == run_id, cr.rejected.is_(None), cr.failure.is_(None)]
+    total = _count(session, cr, [cr.run_id == run_id])
+    counts = session.execute(
+        select(func.count(), func.coalesce(func.sum(cr.param_bytes), 0)).where(*trained)
+    ).one()
+    examples = session.execute(
+        select(cr.num_examples, func.count())
+        .where(*trained, cr.num_examples > 0)
+        .group_by(cr.num_examples)
+    )
+    return {
+        "client_rounds": total,
+        "trained": int(counts[0]),
+        "trained_param_bytes": int(counts[1]),
+        "examples": {int(n): int(rows) for n, rows in examples},
+    }
