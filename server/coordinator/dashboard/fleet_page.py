@@ -148,7 +148,7 @@ def devices_page(
             n=len(rows),
         )
     body = fmt(
-        '<h1>Fleet</h1>{filters}<p class="muted" id="devices-count">{count} device(s) match; '
+        '{filters}<p class="muted" id="devices-count">{count} device(s) match; '
         "showing {n}.</p>{table}{more}",
         filters=_filters(filters),
         count=count,
@@ -156,9 +156,8 @@ def devices_page(
         table=shown,
         more=more,
     )
-    return page(
-        title="Fleet", body=section("Devices", body, section_id="devices-section"), viewer=viewer
-    )
+    devices = section("Devices", body, section_id="devices-section")
+    return page(title="Fleet", body=join([Markup("<h1>Fleet</h1>"), devices]), viewer=viewer)
 
 
 def _heatmaps(bits: Sequence[Mapping[str, Any]]) -> Markup:

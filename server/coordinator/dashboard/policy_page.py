@@ -196,7 +196,7 @@ def policy_page(
                 role=viewer.role,
             )
         )
-    history = policy_table(policies, count=count, used={current.version})
+    history = policy_table(policies, count=count, used={current.version}, used_label="current")
     if admin:
         history = join([history, _revert_forms(viewer, policies, current.version)])
     parts.append(section("History", history, section_id="policy-section"))

@@ -110,9 +110,17 @@ def _facts(view: RunView) -> Markup:
     return fmt('<dl class="facts" id="run-facts">{items}</dl>{error}', items=items, error=error)
 
 
-def _chart(chart_id: str, title: str, series: list[Series], key: str, **options: Any) -> Markup:
-    return line_chart(
-        chart_id=chart_id, title=title, series=series, y_label=axis_label(key), **options
+def _chart(chart_id: str, title: str, series: list[Series], y_label: str, **options: Any) -> Markup:
+    return line_chart(chart_id=chart_id, title=title, series=series, y_label=y_label, **options)
+
+
+def _chart_section(title: str, keys: tuple[str, ...], chart: Markup) -> Markup:
+    """A chart under the labels (name, unit, measured/modelled) of what it draws."""
+    labels = join((quantity_label(key) for key in keys), Markup(" &middot; "))
+    return section(
+        title,
+        fmt("<p>{labels}</p>{chart}", labels=labels, chart=chart),
+        section_id=f"section-{title.lower()}",
     )
 
 
@@ -123,50 +131,35 @@ def _round_charts(rounds: Sequence[Round]) -> Markup:
         Series("downlink", "Downlink", [(r.round, r.downlink_bytes) for r in rounds], "#047857"),
     ]
     energy = [Series("energy", "Energy", [(r.round, r.energy_j) for r in rounds], "#b45309")]
-    charts = [
-        (
-            "Accuracy",
-            "accuracy",
-            _chart(
-                "chart-accuracy",
-                "Global test accuracy per round (measured)",
-                [Series("accuracy", "Accuracy", accuracy, "#2563eb")],
-                "accuracy",
-                y_format=format_percent,
-                y_domain=(0.0, 1.0),
-                empty_message="No round was evaluated yet.",
-            ),
-        ),
-        (
-            "Energy",
-            "energy",
-            _chart(
-                "chart-energy",
-                "Client training energy per round (modelled)",
-                energy,
-                "energy",
-                y_format=format_energy,
-            ),
-        ),
-        (
-            "Traffic",
-            "uplink_bytes",
-            _chart(
-                "chart-bytes",
-                "Uplink and downlink bytes per round (measured)",
-                traffic,
-                "uplink_bytes",
-                y_format=format_bytes,
-            ),
-        ),
-    ]
+    accuracy_chart = _chart(
+        "chart-accuracy",
+        "Global test accuracy per round (measured)",
+        [Series("accuracy", "Accuracy", accuracy, "#2563eb")],
+        axis_label("accuracy"),
+        y_format=format_percent,
+        y_domain=(0.0, 1.0),
+        empty_message="No round was evaluated yet.",
+    )
+    energy_chart = _chart(
+        "chart-energy",
+        "Client training energy per round (modelled)",
+        energy,
+        axis_label("energy"),
+        y_format=format_energy,
+    )
+    bytes_chart = _chart(
+        "chart-bytes",
+        "Uplink and downlink bytes per round (measured)",
+        traffic,
+        "bytes (B, measured)",
+        y_format=format_bytes,
+    )
     return join(
-        section(
-            title,
-            fmt("<p>{label}</p>{chart}", label=quantity_label(key), chart=chart),
-            section_id=f"section-{title.lower()}",
-        )
-        for title, key, chart in charts
+        [
+            _chart_section("Accuracy", ("accuracy",), accuracy_chart),
+            _chart_section("Energy", ("energy",), energy_chart),
+            _chart_section("Traffic", ("uplink_bytes", "downlink_bytes"), bytes_chart),
+        ]
     )
 
 

@@ -159,8 +159,14 @@ def _overrides(overrides: Mapping[str, Any] | None) -> Markup:
     return fmt("<code>{json}</code>", json=json.dumps(overrides, sort_keys=True))
 
 
-def policy_table(policies: Sequence[Policy], *, count: int, used: Collection[int] = ()) -> Markup:
-    """Policy versions, newest first; versions in ``used`` are highlighted."""
+def policy_table(
+    policies: Sequence[Policy],
+    *,
+    count: int,
+    used: Collection[int] = (),
+    used_label: str = "this run",
+) -> Markup:
+    """Policy versions, newest first; versions in ``used`` are highlighted as ``used_label``."""
     if not policies:
         return empty("No policy versions stored.", element_id="policies-empty")
     rows = [
@@ -174,7 +180,7 @@ def policy_table(policies: Sequence[Policy], *, count: int, used: Collection[int
             "<td>{created}</td></tr>",
             current=" current" if p.version in used else "",
             version=p.version,
-            tag=Markup(' <span class="muted">(this run)</span>') if p.version in used else "",
+            tag=fmt(' <span class="muted">({t})</span>', t=used_label) if p.version in used else "",
             t_min=format_number(p.t_min),
             t_max=format_number(p.t_max),
             bits_min=p.bits_min,
