@@ -143,12 +143,24 @@ def measure_database(database: str, options: StoreBenchOptions) -> dict[str, Any
         shutil.rmtree(data_dir, ignore_errors=True)
     return {
         "database": database,
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": command_of(database, options),
         "described": described,
         "shape": {**asdict(shape), "precision_rows": shape.precision_rows},
         "writes": writes,
         "load_average": load,
         **reads,
     }
+
+
+def command_of(database: str, options: StoreBenchOptions) -> str:
+    """The command line that measures ``database`` with ``options``."""
+    defaults = StoreBenchOptions()
+    parts = ["aptfleet store-bench", f"--database {database}"]
+    for name in ("devices", "rounds", "repeats", "rss_seconds"):
+        if getattr(options, name) != getattr(defaults, name):
+            parts.append(f"--{name.replace('_', '-')} {getattr(options, name)}")
+    return " ".join([*parts, "--out docs/results"])
 
 
 def machine() -> dict[str, Any]:

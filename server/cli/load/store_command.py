@@ -45,7 +45,8 @@ def store_bench(
 
     On each database: the time to write one round, every API read's p99, the run's
     dashboard page and the coordinator's memory under 4 concurrent readers. Writes
-    store-scale.json, .md and .png to --out.
+    store-scale.json, .md and .png to --out; a database not measured keeps its earlier
+    result from store-scale.json.
     """
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", force=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -62,6 +63,9 @@ def store_bench(
             rss_seconds=rss_seconds,
         )
         report = run_store_bench(options)
+        if path.exists():  # keep the other databases' earlier results
+            earlier = json.loads(path.read_text())
+            report["results"] = {**earlier.get("results", {}), **report["results"]}
         path.write_text(json.dumps(report, indent=2) + "\n")
     (out / "store-scale.md").write_text(markdown(report))
     plot(report, out / "store-scale.png")

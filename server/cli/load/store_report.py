@@ -70,10 +70,10 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         "# The store at fleet scale (measured)",
         "",
-        f"Measured {report['measured_at']} with `{COMMAND}` "
-        f"(defaults: {shape['devices']:,} devices x {shape['rounds']} rounds, "
-        f"{options['repeats']} timed requests per read, {options['rss_seconds']:.0f} s of 4 "
-        "concurrent readers). Figures: `store-scale.json`; plot: `store-scale.png`.",
+        f"Measured with `{COMMAND}` ({shape['devices']:,} devices x {shape['rounds']} "
+        f"rounds, {options['repeats']} timed requests per read, "
+        f"{options['rss_seconds']:.0f} s of 4 concurrent readers); each database's exact "
+        "command and time are below. Figures: `store-scale.json`; plot: `store-scale.png`.",
         "",
         *_summary_rows(report),
         "",
@@ -108,7 +108,8 @@ def markdown(report: dict[str, Any]) -> str:
     for name, result in report["results"].items():
         loads = ", ".join(f"{k} {v:.1f}" for k, v in result["load_average"].items())
         lines.append(
-            f"- {name}: {result['described']}; 1-minute load average ({loads}) on "
+            f"- {name}: `{result.get('command', COMMAND)}` at {result.get('measured_at', '?')}; "
+            f"{result['described']}; 1-minute load average ({loads}) on "
             f"{report['machine']['cpus']} CPUs."
         )
     lines += [
