@@ -14,6 +14,9 @@ waiting for messages. A process still alive 20 s after it was first seen gets SI
 process for it.) While some run is active nothing is ended: a ClientApp process does not
 say which run it serves.
 
+Known limit (seen in the slow test): a SuperNode whose ClientApp was stopped may still wait
+for that message's reply and not take the next run; restart the fleet before it.
+
 Run it as ``python -m server.flower.run_watcher --state-dir DIR`` with ``FLWR_HOME`` set to
 the fleet's CLI home (``<state>/cli``).
 """
