@@ -35,6 +35,10 @@ class ScaleConfig:
         Rounds of the run.
     task, arch : str
         Benchmark task and model.
+    ray_dir : str | None (default: None)
+        Join the running Ray cluster whose ``--temp-dir`` this is (``ray start --head
+        --temp-dir DIR``) instead of starting one per run; its processes (GCS, raylet and
+        the actors under it) are then measured with the run's.
     """
 
     clients: int
@@ -42,6 +46,7 @@ class ScaleConfig:
     rounds: int
     task: str = "digits"
     arch: str = "cnn"
+    ray_dir: str | None = None
 
     @property
     def fraction(self) -> float:
@@ -79,10 +84,27 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def tree_pids(pid: int) -> list[int]:
-    """``pid`` and all its descendants."""
+def _ray_address(ray_dir: str) -> str:
+    """The GCS address of the cluster started with ``--temp-dir ray_dir``."""
+    return (Path(ray_dir) / "ray_current_cluster").read_text().strip()
+
+
+def ray_pids(ray_dir: str) -> list[int]:
+    """Processes whose command line names ``ray_dir`` (the cluster's GCS, raylet, agents)."""
+    out = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if ray_dir in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                out.append(int(proc.name))
+        except OSError:
+            continue
+    return out
+
+
+def tree_pids(*roots: int) -> list[int]:
+    """``roots`` and all their descendants."""
     out: list[int] = []
-    todo = [pid]
+    todo = list(roots)
     while todo:
         p = todo.pop()
         if p not in out:
@@ -94,15 +116,16 @@ def tree_pids(pid: int) -> list[int]:
 class TreeSampler:
     """Peak resident memory of a process tree, and the CPU seconds of each of its processes."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, extra_roots: list[int] | None = None) -> None:
         self.pid = pid
+        self.extra_roots = extra_roots or []
         self.peak_bytes = 0
         self.driver_peak_bytes = 0
         self.cpu_s: dict[int, float] = {}
 
     def sample(self) -> None:
         """One sample of every process of the tree (shared pages counted per process)."""
-        pids = tree_pids(self.pid)
+        pids = tree_pids(self.pid, *self.extra_roots)
         self.peak_bytes = max(self.peak_bytes, sum(_rss(p) for p in pids))
         self.driver_peak_bytes = max(self.driver_peak_bytes, _rss(self.pid))
         for p in pids:
@@ -140,7 +163,13 @@ def _child(config: dict[str, Any], out: str) -> None:
         min_nodes=c.clients,
     )
     policy = resolve_policy("default")
-    run_federated(settings, clients=c.clients, provider=lambda: (1, policy, {}), recorder=record)
+    run_federated(
+        settings,
+        clients=c.clients,
+        provider=lambda: (1, policy, {}),
+        recorder=record,
+        ray_address=_ray_address(c.ray_dir) if c.ray_dir else None,
+    )
     Path(out).write_text(json.dumps({"rounds": stamps, "total_s": time.perf_counter() - start}))
 
 
@@ -159,7 +188,7 @@ def measure(config: ScaleConfig, work_dir: Path) -> dict[str, Any]:
     proc = ctx.Process(target=_child, args=(asdict(config), str(out)))
     proc.start()
     assert proc.pid is not None
-    sampler = TreeSampler(proc.pid)
+    sampler = TreeSampler(proc.pid, ray_pids(config.ray_dir) if config.ray_dir else None)
     while proc.is_alive():
         sampler.sample()
         time.sleep(_SAMPLE_S)

@@ -7,6 +7,7 @@ import logging
 import shlex
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -40,6 +41,10 @@ def scale_bench(
     append: Annotated[
         bool, typer.Option(help="keep the .json's rows of other devices-per-round counts")
     ] = False,
+    ray_dir: Annotated[
+        str | None,
+        typer.Option(help="--temp-dir of a running 'ray start --head' to join (default: own Ray)"),
+    ] = None,
 ) -> None:
     """Run the simulation engine at each devices-per-round count and measure it.
 
@@ -52,7 +57,8 @@ def scale_bench(
     if report_only:
         report = json.loads(path.read_text())
     else:
-        report = _measure_all(devices or [10, 50, 100], clients, rounds, task, model, path, append)
+        base = ScaleConfig(clients, 0, rounds, task=task, arch=model, ray_dir=ray_dir)
+        report = _measure_all(devices or [10, 50, 100], base, path, append)
     notes = out / NOTES_FILE
     report["notes"] = notes.read_text().splitlines() if notes.exists() else []
     (out / "scale.md").write_text(markdown(report))
@@ -60,16 +66,14 @@ def scale_bench(
     typer.echo(f"wrote {path}, scale.md and scale.png")
 
 
-def _measure_all(
-    counts: list[int], clients: int, rounds: int, task: str, model: str, path: Path, append: bool
-) -> dict[str, Any]:
+def _measure_all(counts: list[int], base: ScaleConfig, path: Path, append: bool) -> dict[str, Any]:
     """Measure each devices-per-round count; the json is rewritten after every row."""
     kept = json.loads(path.read_text())["rows"] if append and path.exists() else []
     report: dict[str, Any] = {"rows": [r for r in kept if r["devices"] not in counts]}
     command = "aptfleet " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     with tempfile.TemporaryDirectory(prefix="aptfleet-scale-") as work:
         for k in counts:
-            config = ScaleConfig(clients=clients, devices=k, rounds=rounds, task=task, arch=model)
+            config = replace(base, devices=k)
             typer.echo(f"measuring {config} ...")
             row = _measure_twice(config, Path(work))
             report["rows"].append({**row, "command": command, "machine": machine()})
