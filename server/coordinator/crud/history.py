@@ -98,6 +98,7 @@ _CLIENT_COLUMNS = (
     "train_loss",
     "param_bytes",
     "peak_memory_bytes",
+    "bits_cap",
     "rejected",
     "failure",
 )
