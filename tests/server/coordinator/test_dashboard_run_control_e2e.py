@@ -1,14 +1,15 @@
-"""End to end: an operator starts a real run from the console, watches it run, stops it."""
+"""End to end on a real ``aptfleet serve``: run control and policy editing from the console."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.utils.browser import chromium, chromium_missing, sign_in
-from tests.utils.service import Coordinator, kill_run_jobs
+from tests.utils.service import Coordinator, kill_run_jobs, wait_for
 
 if chromium_missing():
     pytest.skip(str(chromium_missing()), allow_module_level=True)
@@ -62,3 +63,53 @@ def test_operator_starts_real_run_sees_it_running_and_stops_it(
     with coordinator.client(coordinator.token("admin")) as api:
         run_id = int(run_url.rsplit("/", 1)[1])
         assert api.get(f"/runs/{run_id}").json()["status"] == "stopped"
+
+
+def _rounds(api: Any, run_id: int) -> list[dict[str, Any]]:
+    return list(api.get(f"/runs/{run_id}/rounds", params={"limit": 1000}).json()["data"])
+
+
+@pytest.mark.slow
+def test_admin_policy_edit_in_console_reaches_the_next_round_of_a_real_run(
+    coordinator: Coordinator, tmp_path: Path
+) -> None:
+    # Prepare: a real run that follows the fleet policy, training
+    admin = coordinator.token("admin", "ada")
+    api = coordinator.client(admin)
+    body = {"task": "digits", "method": "apt", "clients": 2, "fraction": 1.0, "rounds": 200}
+    run_id = api.post("/runs", json=body).json()["id"]
+    wait_for(lambda: len(_rounds(api, run_id)) >= 1, 300, "the run's first round", every=1)
+    old = api.get("/policy").json()
+
+    with chromium(tmp_path / "profile") as browser:
+        # Execute: the admin lowers bits_max in the console's editor and saves with a note
+        sign_in(browser, coordinator.base, admin, "/policy")
+        field = browser.find_element(By.ID, "bits_max")
+        field.clear()
+        field.send_keys(str(old["bits_max"] - 2))
+        browser.find_element(By.ID, "note").send_keys("console e2e: two bits fewer")
+        browser.find_element(By.ID, "policy-save").click()
+        WebDriverWait(browser, 30).until(ec.visibility_of_element_located((By.ID, "policy-notice")))
+    saved_at = len(_rounds(api, run_id))
+    new_version = old["version"] + 1
+    wait_for(
+        lambda: any(r["policy_version"] == new_version for r in _rounds(api, run_id)),
+        300,
+        "a round trained with the new policy version",
+        every=1,
+    )
+    api.post(f"/runs/{run_id}/stop")
+
+    # Assert: rounds keep the old version until the edit, the new one from the next round on
+    rounds = _rounds(api, run_id)
+    versions = [r["policy_version"] for r in rounds]
+    first_new = versions.index(new_version)
+    assert set(versions[:first_new]) == {old["version"]}
+    assert set(versions[first_new:]) == {new_version}
+    assert first_new <= saved_at + 1  # the round after the one under way at the save
+    clients = api.get(f"/runs/{run_id}/clients", params={"limit": 1000}).json()["data"]
+    later = [c for c in clients if c["round"] > first_new]
+    assert later and {c["policy_version"] for c in later} == {new_version}
+    policy = api.get("/policy").json()
+    assert (policy["author"], policy["note"]) == ("ada", "console e2e: two bits fewer")
+    api.close()
