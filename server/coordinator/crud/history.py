@@ -64,7 +64,7 @@ def _dicts(session: Session, stmt: Any) -> list[dict[str, Any]]:
     """The rows of ``stmt`` as dicts (column label -> value), built without Row mappings."""
     result = session.execute(stmt)
     keys = list(result.keys())
-    return [dict(zip(keys, row, strict=True)) for row in result.tuples()]
+    return [dict(zip(keys, row, strict=True)) for row in result]
 
 
 def _count(session: Session, table: Any, conditions: list[ColumnElement[bool]]) -> int:
