@@ -26,6 +26,12 @@ def _acc_cell(st: Mapping[str, Any] | None) -> str:
     return f"{_pct(st['mean'])}{std} [{_pct(st['min'])}, {_pct(st['max'])}]"
 
 
+def _gap_cell(st: Mapping[str, Any]) -> str:
+    """A paired gap in points: ``+mean ± std [min, max]``."""
+    std = "" if st["std"] is None else f" ± {_pct(st['std'])}"
+    return f"{_pct(st['mean'], '+.2f')}{std} [{_pct(st['min'], '+.2f')}, {_pct(st['max'], '+.2f')}]"
+
+
 def _mean(summary: Mapping[str, Any], method: str, key: str) -> float | None:
     st = summary[method]["over_seeds"].get(key)
     return None if st is None else st["mean"]
@@ -41,7 +47,7 @@ def _main_table(summary: Mapping[str, Any]) -> list[str]:
     for m, s in summary.items():
         st = s["over_seeds"]
         gap = st.get("accuracy_delta")
-        gap_cell = "—" if m == "fp32" or gap is None else _acc_cell(gap).replace("%", "")
+        gap_cell = "—" if m == "fp32" or gap is None else _gap_cell(gap)
 
         def sav(key: str, st: Mapping[str, Any] = st, m: str = m) -> str:
             v = st.get(f"{key}_saving")
@@ -91,6 +97,8 @@ def verdicts(summary: Mapping[str, Any]) -> list[str]:
     for a in (m for m in summary if _is_apt(m)):
         for other in (m for m in summary if not _is_apt(m)):
             out += _behind(summary, a, other)
+    if not any(_is_apt(m) for m in summary):
+        return ["No apt method was compared."]
     return out or ["No apt method is behind another method on any figure."]
 
 
