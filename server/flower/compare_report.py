@@ -186,7 +186,8 @@ def plot_tradeoffs(result: Mapping[str, Any], out: Path) -> list[Path]:
         ax.set_xscale("log")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("test accuracy (mean over seeds)")
-        ax.set_title(f"{result['settings'].get('task')}: accuracy vs {key.split('_')[0]}")
+        what = "client energy" if key == "energy_j" else "bytes"
+        ax.set_title(f"{result['settings'].get('task')}: accuracy vs {what}")
         ax.grid(alpha=0.3)
         ax.legend()
         fig.tight_layout()
