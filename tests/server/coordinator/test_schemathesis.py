@@ -92,6 +92,10 @@ def seeded(db: Session) -> dict[str, int]:
 
 
 def _call_and_validate(case: schemathesis.Case, headers: dict[str, str]) -> None:
+    # A cursor is issued by the API (a page's next_cursor), not drawn from the schema: a
+    # made-up one is a 422 by design, which test_pagination.py checks.
+    if case.query:
+        case.query.pop("cursor", None)
     response = case.call(headers=headers)
     case.validate_response(response, headers=headers)
 
