@@ -17,6 +17,7 @@ such run, 3 the run cannot start (already finished or stopped), 4 no usable chec
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import sys
@@ -212,46 +213,9 @@ def _train(run_id: int, settings: Settings, session_factory: sessionmaker[Sessio
             return EXIT_START_FAILED
     if not _mark_running(session_factory, run_id):
         return 3
-    provider = run_policy_provider(session_factory, run_id)
-    recorder = DbRecorder(session_factory, run_id)
     try:
-        if ss.start_round >= ss.rounds:
-            log.info("Run %s: every round is already recorded.", run_id)
-        elif settings.SUPERLINK:
-            from server.flower.fleet import submit_to_superlink
-
-            submit_to_superlink(
-                settings.SUPERLINK,
-                ss,
-                db_url=settings.DATABASE_URL,
-                coordinator_run_id=run_id,
-                ca_file=settings.SUPERLINK_CA_FILE,
-                insecure=settings.SUPERLINK_INSECURE,
-            )
-        else:
-            from server.flower.simulation import run_federated
-
-            run_federated(
-                ss,
-                clients=clients,
-                provider=provider,
-                recorder=recorder,
-                ray_address=settings.RAY_ADDRESS or None,
-            )
-
-        def save() -> bool:
-            with session_factory() as session:
-                begin_write(session)
-                run = crud.get_run(session=session, run_id=run_id)
-                if run is None or run.status != "running":  # stopped or interrupted
-                    log.info("Run %s ended as %s.", run_id, None if run is None else run.status)
-                    return False
-                crud.set_run_savings(
-                    session=session, run_id=run_id, savings=run_savings(session, run_id)
-                )
-                session.commit()
-                return True
-
+        _launch(run_id, ss, clients, settings, session_factory)
+        save = functools.partial(_save_savings, session_factory, run_id)
         if not with_db_retry(f"run {run_id} savings", save):
             return 0
         _finish(session_factory, run_id, "completed")
@@ -263,6 +227,52 @@ def _train(run_id: int, settings: Settings, session_factory: sessionmaker[Sessio
         log.exception("Run %s failed.", run_id)
         _finish(session_factory, run_id, "failed", f"{type(exc).__name__}: {exc}")
         return 1
+
+
+def _launch(
+    run_id: int,
+    ss: ServerSettings,
+    clients: int,
+    settings: Settings,
+    session_factory: sessionmaker[Session],
+) -> None:
+    """Train the run's remaining rounds: on the SuperLink, else on the simulation engine."""
+    if ss.start_round >= ss.rounds:
+        log.info("Run %s: every round is already recorded.", run_id)
+    elif settings.SUPERLINK:
+        from server.flower.fleet import submit_to_superlink
+
+        submit_to_superlink(
+            settings.SUPERLINK,
+            ss,
+            db_url=settings.DATABASE_URL,
+            coordinator_run_id=run_id,
+            ca_file=settings.SUPERLINK_CA_FILE,
+            insecure=settings.SUPERLINK_INSECURE,
+        )
+    else:
+        from server.flower.simulation import run_federated
+
+        run_federated(
+            ss,
+            clients=clients,
+            provider=run_policy_provider(session_factory, run_id),
+            recorder=DbRecorder(session_factory, run_id),
+            ray_address=settings.RAY_ADDRESS or None,
+        )
+
+
+def _save_savings(session_factory: sessionmaker[Session], run_id: int) -> bool:
+    """Store the run's savings; False when it is no longer running (stopped or interrupted)."""
+    with session_factory() as session:
+        begin_write(session)
+        run = crud.get_run(session=session, run_id=run_id)
+        if run is None or run.status != "running":
+            log.info("Run %s ended as %s.", run_id, None if run is None else run.status)
+            return False
+        crud.set_run_savings(session=session, run_id=run_id, savings=run_savings(session, run_id))
+        session.commit()
+        return True
 
 
 def main(argv: list[str] | None = None) -> int:
