@@ -15,18 +15,18 @@ from apt_core.kernels.im2col import (
     _check,
     _geometry,
     _im2col_chunks,
-    _matmul_exact,
     _nhwc_placed,
     _patches,
     _rows_per_chunk,
 )
+from apt_core.kernels.matmul import int8_mm
 
 
 def _reduce_rows(e_rows: Tensor, chunks: Iterable[Chunk]) -> Tensor:
     """Exact ``e_rows @ im2col`` accumulated over row chunks (int64 past the int32 bound)."""
     wide, acc = e_rows.shape[1] > INT32_EXACT_REDUCTION, None
     for r0, r1, cols in chunks:
-        part = _matmul_exact(e_rows[:, r0:r1], cols)
+        part = int8_mm(e_rows[:, r0:r1], cols)
         acc = (part.to(torch.int64) if wide else part) if acc is None else acc.add_(part)
     assert acc is not None
     return acc

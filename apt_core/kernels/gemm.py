@@ -37,11 +37,6 @@ def quantize_codes(x: Tensor, bits: int) -> tuple[Tensor, int] | None:
     return quantize_int8(x.detach(), torch.tensor([2.0**f, lo, hi])), f
 
 
-def int_mm(a: Tensor, b: Tensor) -> Tensor:
-    """Exact ``a @ b`` of int8 matrices (int32; int64 past the int32 bound)."""
-    return int8_mm(a, b)
-
-
 def combine(hi: Tensor, lo: Tensor, offset_sum: Tensor) -> Tensor:
     """float32 ``256 * hi + lo + 128 * offset_sum`` (limb products and the offset term).
 
@@ -62,7 +57,7 @@ def linear_forward(xq: Tensor, w: Tensor, limbs: bool) -> Tensor:
     """float32 integer values of ``xq @ W.T`` for stored weight ``w`` (int8 or limbs)."""
     if not limbs:
         return int8_mm_float(xq, w.t())
-    acc = int_mm(xq, w.t())
+    acc = int8_mm(xq, w.t())
     n = w.shape[0] // 2
     return combine(acc[:, :n], acc[:, n:], row_sums(xq).unsqueeze(1))
 
@@ -72,4 +67,4 @@ def linear_input_grad(gq: Tensor, w: Tensor, limbs: bool) -> Tensor:
     if not limbs:
         return int8_mm_float(gq, w)
     hi, lo = w.chunk(2)
-    return combine(int_mm(gq, hi), int_mm(gq, lo), row_sums(gq).unsqueeze(1))
+    return combine(int8_mm(gq, hi), int8_mm(gq, lo), row_sums(gq).unsqueeze(1))

@@ -187,11 +187,6 @@ def _im2col_chunks(patches: Tensor, chunk_rows: int | None) -> Iterator[Chunk]:
         yield row0, row0 + count, cols
 
 
-def _matmul_exact(a: Tensor, b: Tensor, out: Tensor | None = None) -> Tensor:
-    """Exact ``a @ b`` of int8 matrices: int32, or int64 when the reduction is too long."""
-    return int8_mm(a, b, out)
-
-
 def _conv_nhwc(
     xp: Tensor,
     w_mat: Tensor,
@@ -213,7 +208,7 @@ def _conv_nhwc(
     dtype = torch.int64 if k > INT32_EXACT_REDUCTION else torch.int32
     out = torch.empty((n * ho * wo, o), dtype=dtype)
     for r0, r1, cols in _im2col_chunks(patches, chunk_rows):
-        _matmul_exact(cols, wt, out=out if r1 - r0 == out.shape[0] else out[r0:r1])
+        int8_mm(cols, wt, out=out if r1 - r0 == out.shape[0] else out[r0:r1])
     return out.view(n, ho, wo, o)
 
 

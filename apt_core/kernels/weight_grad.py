@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
-from apt_core.kernels.gemm import int_mm
+from apt_core.kernels.matmul import int8_mm
 
 #: Bytes of int32 accumulator per block of rows (bounds the transient of one read).
 BLOCK_BYTES = 1 << 20
@@ -49,17 +49,17 @@ class DeferredGrad:
         step = self.block_rows()
         for r0 in range(0, self.shape[0], step):
             r1 = min(r0 + step, self.shape[0])
-            yield r0, r1, int_mm(self.et[r0:r1], self.x)
+            yield r0, r1, int8_mm(self.et[r0:r1], self.x)
 
     def materialize(self) -> Tensor:
         """The whole int32 accumulator (for inspection and gradient accumulation)."""
-        return int_mm(self.et, self.x)
+        return int8_mm(self.et, self.x)
 
 
 def linear_weight_grad(gq: Tensor, xq: Tensor) -> Tensor | DeferredGrad:
     """``gq.T @ xq`` of ``(M, N)`` and ``(M, K)`` codes: deferred when it is large."""
     if gq.shape[1] * xq.shape[1] * 4 < DEFER_BYTES:
-        return int_mm(gq.t(), xq)
+        return int8_mm(gq.t(), xq)
     return DeferredGrad(gq.t().contiguous(), xq)
 
 
@@ -74,4 +74,4 @@ def bias_grad(gq: Tensor) -> Tensor:
     ``sum(dtype=int32)`` converts the whole int8 matrix to int32 first; the GEMM reads
     the codes as they are.
     """
-    return int_mm(torch.ones((1, gq.shape[0]), dtype=torch.int8), gq).view(-1)
+    return int8_mm(torch.ones((1, gq.shape[0]), dtype=torch.int8), gq).view(-1)
