@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import http.server
 import shutil
-import socket
 import struct
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import uvicorn
 from sqlalchemy.orm import Session
 
 from server.coordinator import crud
@@ -22,6 +19,7 @@ from server.coordinator.core.db import make_engine
 from server.coordinator.dashboard.auth import COOKIE_NAME
 from server.coordinator.main import create_app
 from server.coordinator.services.startup import init_db
+from tests.utils.browser import served
 from tests.utils.run import create_random_run, make_round_record
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -84,23 +82,8 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
     database_url = f"sqlite:///{tmp / 'live.db'}"
     token, run_id = _populate(database_url)
     app = create_app(Settings(DATABASE_URL=database_url, DATA_DIR=tmp))
-    # Binding the socket here (port 0) avoids racing another process for a "free" port.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start within 10 s")
-        time.sleep(0.05)
-    yield LiveServer(url=f"http://127.0.0.1:{port}", token=token, run_id=run_id)
-    server.should_exit = True
-    thread.join(timeout=10)
-    sock.close()
+    with served(app) as url:
+        yield LiveServer(url=url, token=token, run_id=run_id)
 
 
 @pytest.fixture()
