@@ -361,7 +361,7 @@ class DashboardSession(Base):
 
 
 class ConsoleAction(Base):
-    """One action taken from the dashboard console, with who took it (rows never change).
+    """One state-changing action, from the console or the API, with who took it (rows never change).
 
     ``target`` names what it acted on (``run:12``, ``policy:v7``); ``detail`` is a short
     human sentence (the run's settings, the policy note).

@@ -1,4 +1,7 @@
-"""The console's action log: who started, stopped or resumed a run, who changed the policy."""
+"""The action log: who started, stopped or resumed a run, changed the policy, revoked a token.
+
+Rows come from ``services.audit.record`` only, for the API and the console alike.
+"""
 
 from __future__ import annotations
 

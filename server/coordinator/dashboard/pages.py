@@ -88,7 +88,7 @@ def overview_page(
     policy_count: int,
     actions: Sequence[ConsoleAction] = (),
 ) -> Markup:
-    """Fleet totals, the newest runs, the latest console actions and the policy history."""
+    """Fleet totals, the newest runs, the latest actions (console or API) and the policy history."""
     stats = join(
         [
             _stat("active runs", format_number(totals["active_runs"]), "stat-active-runs"),
@@ -120,9 +120,7 @@ def overview_page(
         runs=join(
             [
                 section("Runs", shown, section_id="runs-section"),
-                section(
-                    "Latest console actions", actions_table(actions), section_id="actions-section"
-                ),
+                section("Latest actions", actions_table(actions), section_id="actions-section"),
             ]
         ),
         policies=section(

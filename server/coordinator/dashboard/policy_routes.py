@@ -1,7 +1,8 @@
 """Console routes of the fleet policy: read (everyone), edit, preview and revert (admins).
 
-Saving goes through the API's own ``PUT /api/v1/policy`` handler, so the console and the
-API store versions by exactly the same rules (validation, overrides, budgets, author).
+Saving goes through the service behind ``PUT /api/v1/policy``
+(``services.policy_versions.store_policy_version``), so the console and the API store
+versions by exactly the same rules (validation, overrides, budgets, author, action row).
 """
 
 from __future__ import annotations
@@ -12,10 +13,9 @@ from sqlalchemy.orm import Session
 
 from server.coordinator import crud
 from server.coordinator.api.deps import SessionDep
-from server.coordinator.api.routes.policy import update_policy
-from server.coordinator.crud.actions import list_actions, record_action
+from server.coordinator.crud.actions import list_actions
 from server.coordinator.crud.policy_console import get_policy_version, list_fleet_policy_runs
-from server.coordinator.dashboard.auth import COOKIE_NAME, Viewer, ViewerDep, login_redirect
+from server.coordinator.dashboard.auth import Viewer, ViewerDep, login_redirect
 from server.coordinator.dashboard.forms import Fields, FieldsDep, check_action
 from server.coordinator.dashboard.markup import Markup
 from server.coordinator.dashboard.policy_form import (
@@ -33,11 +33,12 @@ from server.coordinator.exceptions import (
     PolicyUpdateError,
 )
 from server.coordinator.schemas import PolicyUpdate
+from server.coordinator.services.audit import POLICY_TARGET
+from server.coordinator.services.policy_versions import store_policy_version
 
 router = APIRouter(prefix="", tags=["dashboard"], include_in_schema=False)
 
 _SHOWN = 50
-_POLICY_TARGET = "policy"
 
 
 def _page(
@@ -57,7 +58,7 @@ def _page(
         current=current,
         policies=policies,
         count=count,
-        actions=list_actions(session=session, target=_POLICY_TARGET, limit=20),
+        actions=list_actions(session=session, target=POLICY_TARGET, limit=20),
         edit=edit,
         preview=preview,
         notice=notice,
@@ -75,22 +76,13 @@ def read_policy_page(
     return html(_page(session, viewer, notice=notice))
 
 
-def _store(request: Request, session: Session, viewer: Viewer, update: PolicyUpdate) -> int:
-    """Create the next version through the API's handler; record who did it; its number."""
-    token = crud.session_token(session=session, session_id=request.cookies.get(COOKIE_NAME, ""))
-    if token is None:
-        raise PermissionDeniedError("The session ended; sign in again.")
-    stored = update_policy(session=session, token=token, policy_in=update)
-    record_action(
-        session=session,
-        actor=viewer.name,
-        role=viewer.role,
-        action="policy-update",
-        target=_POLICY_TARGET,
-        detail=f"v{stored.version}: {update.note or ''}",
-    )
-    session.commit()
-    return stored.version
+def _store(
+    session: Session, viewer: Viewer, update: PolicyUpdate, action: str = "policy-update"
+) -> int:
+    """Create the next version through the API's service (which records who); its number."""
+    return store_policy_version(
+        session=session, actor=viewer, policy_in=update, action=action
+    ).version
 
 
 def _checked(request: Request, viewer: Viewer | None, fields: Fields) -> Response | Viewer:
@@ -121,7 +113,7 @@ def update_policy_from_form(
         preview = preview_markup(edit, followers, current.version)
         return html(_page(session, checked, edit=edit, preview=preview))
     try:
-        version = _store(request, session, checked, edit.update)
+        version = _store(session, checked, edit.update)
     except (PolicyUpdateError, ConflictError) as exc:
         session.rollback()
         name = exc.loc[0] if isinstance(exc, PolicyUpdateError) and exc.loc else "form"
@@ -143,5 +135,5 @@ def revert_policy_from_form(
     if row is None:
         return not_found("policy version", version, checked)
     note = f"Revert to v{row.version}" + (f": {fields.get('note')}" if fields.get("note") else "")
-    new_version = _store(request, session, checked, revert_update(row, note))
+    new_version = _store(session, checked, revert_update(row, note), "policy-revert")
     return RedirectResponse(f"/policy?saved={new_version}", status_code=status.HTTP_303_SEE_OTHER)

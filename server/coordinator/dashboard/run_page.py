@@ -50,7 +50,7 @@ class RunView:
     has_checkpoint : bool (default: False)
         A packed global model is stored (the downloads are offered once the run ended).
     actions : Sequence[ConsoleAction] (default: ())
-        Console actions on this run, newest first.
+        Actions on this run (console or API), newest first.
     totals : Mapping[str, Any] (default: {})
         ``crud.run_totals`` (energy_j, uplink_bytes, downlink_bytes summed over rounds).
     """
@@ -271,7 +271,7 @@ def run_page(*, viewer: Viewer, view: RunView) -> Markup:
             section("Savings vs fp32 FedAvg", savings, section_id="savings-section"),
             charts,
             section("Per-layer bits", bits, section_id="section-bits"),
-            section("Console actions", actions_table(view.actions), section_id="actions-section"),
+            section("Actions", actions_table(view.actions), section_id="actions-section"),
             section("Policy history", policies, section_id="policy-section"),
         ]
     )

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from server.coordinator import crud
 from server.coordinator.api.deps import LauncherDep, SessionDep
 from server.coordinator.api.routes.runs import read_run_summary
-from server.coordinator.crud.actions import list_actions, record_action
+from server.coordinator.crud.actions import list_actions
 from server.coordinator.dashboard.auth import Viewer, ViewerDep, login_redirect
 from server.coordinator.dashboard.forms import FieldsDep, check_action
 from server.coordinator.dashboard.responses import (
@@ -73,18 +73,6 @@ def read_new_run_form(request: Request, viewer: ViewerDep) -> Response:
     return html(new_run_page(viewer=viewer))
 
 
-def _record(session: Session, viewer: Viewer, action: str, run_id: int, detail: str) -> None:
-    record_action(
-        session=session,
-        actor=viewer.name,
-        role=viewer.role,
-        action=action,
-        target=f"run:{run_id}",
-        detail=detail,
-    )
-    session.commit()
-
-
 @router.post("/runs/new")
 def create_run_from_form(
     request: Request,
@@ -105,13 +93,12 @@ def create_run_from_form(
         page = new_run_page(viewer=viewer, values=fields.values, errors=errors)
         return html(page, status.HTTP_422_UNPROCESSABLE_ENTITY)
     try:
-        run = run_launcher.launch_run(session=session, launcher=launcher, run_in=run_in)
+        run = run_launcher.launch_run(
+            session=session, launcher=launcher, run_in=run_in, actor=viewer
+        )
     except LaunchError as exc:
         return failed("Run not started", str(exc), viewer, status.HTTP_503_SERVICE_UNAVAILABLE)
-    run_id = run.id
-    settings = ", ".join(f"{k}={v}" for k, v in run_in.model_dump().items())
-    _record(session, viewer, "start", run_id, settings)
-    return RedirectResponse(f"/runs/{run_id}", status_code=status.HTTP_303_SEE_OTHER)
+    return RedirectResponse(f"/runs/{run.id}", status_code=status.HTTP_303_SEE_OTHER)
 
 
 @router.get("/runs/{run_id}", response_class=HTMLResponse)
@@ -136,7 +123,7 @@ def _control(
     run_id: str,
     action: Literal["stop", "resume"],
 ) -> Response:
-    """Stop or resume through the API's service; 303 back to the run, or the reason."""
+    """Stop or resume through the API's service (which records who); 303 back, or the reason."""
     if viewer is None:
         return login_redirect(request)
     try:
@@ -148,7 +135,7 @@ def _control(
         return not_found("run", run_id, viewer)
     verb = run_launcher.stop_run if action == "stop" else run_launcher.resume_run
     try:
-        run = verb(session=session, launcher=launcher, run=run)
+        run = verb(session=session, launcher=launcher, run=run, actor=viewer)
     except RunStateError as exc:
         return failed(
             f"Run not {action}ped" if action == "stop" else "Run not resumed",
@@ -158,9 +145,7 @@ def _control(
         )
     except LaunchError as exc:
         return failed(f"Run not {action}d", str(exc), viewer, status.HTTP_503_SERVICE_UNAVAILABLE)
-    parsed = run.id
-    _record(session, viewer, action, parsed, f"status now {run.status}")
-    return RedirectResponse(f"/runs/{parsed}", status_code=status.HTTP_303_SEE_OTHER)
+    return RedirectResponse(f"/runs/{run.id}", status_code=status.HTTP_303_SEE_OTHER)
 
 
 @router.post("/runs/{run_id}/stop")

@@ -225,9 +225,9 @@ def policy_table(
 
 
 def actions_table(actions: Sequence[ConsoleAction]) -> Markup:
-    """Console actions, newest first: when, who (and their role), what, on what."""
+    """Actions from the console or the API, newest first: when, who (and role), what, on what."""
     if not actions:
-        return empty("No console actions recorded yet.", element_id="actions-empty")
+        return empty("No actions recorded yet.", element_id="actions-empty")
     rows = [
         fmt(
             '<tr class="action-row" data-action="{action}"><td>{when}</td><td>{actor}</td>'

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from server.coordinator import crud
 from server.coordinator.exceptions import LaunchError, RunStateError
 from server.coordinator.schemas import RunCreate
+from server.coordinator.services.audit import Actor, record, run_target
 from server.coordinator.tables import TERMINAL_RUN_STATUSES, Run
 
 logger = logging.getLogger(__name__)
@@ -93,8 +94,8 @@ def _start_or_fail(
     return run
 
 
-def launch_run(*, session: Session, launcher: RunLauncher, run_in: RunCreate) -> Run:
-    """Store a queued run, commit it, and hand it to ``launcher``.
+def launch_run(*, session: Session, launcher: RunLauncher, run_in: RunCreate, actor: Actor) -> Run:
+    """Store a queued run and ``actor``'s ``start`` action, commit both, hand it to ``launcher``.
 
     The launcher admits it when a slot is free.
 
@@ -107,12 +108,16 @@ def launch_run(*, session: Session, launcher: RunLauncher, run_in: RunCreate) ->
         session=session, **run_in.model_dump(), settings=run_in.run_settings().to_dict()
     )
     run_id = run.id
+    settings = ", ".join(f"{key}={value}" for key, value in run_in.model_dump().items())
+    record(session=session, actor=actor, action="start", target=run_target(run_id), detail=settings)
     session.commit()  # the launcher reads the run through its own session
     return _start_or_fail(session, launcher, run, run_id, "start")
 
 
-def resume_run(*, session: Session, launcher: RunLauncher, run: Run) -> Run:
+def resume_run(*, session: Session, launcher: RunLauncher, run: Run, actor: Actor) -> Run:
     """Reopen an interrupted, stopped or failed run and start it again from its latest checkpoint.
+
+    ``actor``'s ``resume`` action is stored with the reopening.
 
     It goes to the back of the queue; rounds already recorded are neither lost nor trained twice.
 
@@ -125,12 +130,19 @@ def resume_run(*, session: Session, launcher: RunLauncher, run: Run) -> Run:
     """
     run_id = run.id
     crud.reopen_run(session=session, run_id=run_id)
+    record(
+        session=session,
+        actor=actor,
+        action="resume",
+        target=run_target(run_id),
+        detail="status now queued",
+    )
     session.commit()
     return _start_or_fail(session, launcher, run, run_id, "resume")
 
 
-def stop_run(*, session: Session, launcher: RunLauncher, run: Run) -> Run:
-    """Stop a queued, pending or running run and mark it ``stopped``.
+def stop_run(*, session: Session, launcher: RunLauncher, run: Run, actor: Actor) -> Run:
+    """Stop a queued, pending or running run, mark it ``stopped`` and store ``actor``'s action.
 
     A queued run never starts.
 
@@ -158,5 +170,12 @@ def stop_run(*, session: Session, launcher: RunLauncher, run: Run) -> Run:
     session.refresh(run)
     if run.status not in TERMINAL_RUN_STATUSES:
         run = crud.set_run_status(session=session, run_id=run_id, status="stopped")
-        session.commit()
+    record(
+        session=session,
+        actor=actor,
+        action="stop",
+        target=run_target(run_id),
+        detail=f"status now {run.status}",
+    )
+    session.commit()
     return run

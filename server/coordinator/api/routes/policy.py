@@ -7,8 +7,7 @@ from fastapi import APIRouter
 from server.coordinator import crud
 from server.coordinator.api.deps import AdminToken, Cursor, Limit, SessionDep, Skip
 from server.coordinator.schemas import Message, PoliciesPublic, PolicyPublic, PolicyUpdate
-from server.coordinator.services.budgets import apply_budget_update
-from server.coordinator.services.policy import apply_policy_update
+from server.coordinator.services.policy_versions import store_policy_version
 
 router = APIRouter(prefix="/policy", tags=["policy"])
 
@@ -38,19 +37,9 @@ def read_policy_history(
     },
 )
 def update_policy(session: SessionDep, token: AdminToken, policy_in: PolicyUpdate) -> PolicyPublic:
-    """Create the next policy version from a full or partial body (admin only)."""
-    current = crud.get_current_policy_row(session=session)
-    policy, overrides = apply_policy_update(
-        crud.policy_of(current), current.overrides or {}, policy_in
-    )
-    budgets = apply_budget_update(policy, overrides, current.budgets or {}, policy_in)
-    row = crud.create_policy_version(
-        session=session,
-        policy=policy,
-        overrides=overrides,
-        budgets=budgets,
-        author=token.name,
-        note=policy_in.note,
-    )
-    session.commit()
+    """Create the next policy version from a full or partial body (admin only).
+
+    The token's name is the version's author and the ``policy-update`` action's "who".
+    """
+    row = store_policy_version(session=session, actor=token, policy_in=policy_in)
     return PolicyPublic.model_validate(row)

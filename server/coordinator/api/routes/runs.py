@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from server.coordinator import crud
 from server.coordinator.api.deps import (
     INT32_MAX,
+    CurrentToken,
     Cursor,
     LauncherDep,
     Limit,
@@ -56,12 +57,15 @@ def _public(session: Session, runs: list[Run]) -> list[RunPublic]:
         503: {"model": Message},
     },
 )
-def create_run(session: SessionDep, launcher: LauncherDep, run_in: RunCreate) -> RunPublic:
+def create_run(
+    session: SessionDep, launcher: LauncherDep, token: CurrentToken, run_in: RunCreate
+) -> RunPublic:
     """Queue a run (status queued); the launcher starts it when an admission slot is free.
 
-    At most ``APTFLEET_MAX_ACTIVE_RUNS`` runs are pending or running at once.
+    At most ``APTFLEET_MAX_ACTIVE_RUNS`` runs are pending or running at once. The token's
+    name and role are recorded as the run's ``start`` action.
     """
-    run = run_launcher.launch_run(session=session, launcher=launcher, run_in=run_in)
+    run = run_launcher.launch_run(session=session, launcher=launcher, run_in=run_in, actor=token)
     return _public(session, [run])[0]
 
 
@@ -87,9 +91,11 @@ def read_run(session: SessionDep, run: RunDep) -> RunPublic:
     response_model=RunPublic,
     responses={404: {"model": Message}, 409: {"model": Message}},
 )
-def stop_run(session: SessionDep, launcher: LauncherDep, run: RunDep) -> RunPublic:
-    """Stop a queued, pending or running run (a queued one never starts)."""
-    run = run_launcher.stop_run(session=session, launcher=launcher, run=run)
+def stop_run(
+    session: SessionDep, launcher: LauncherDep, token: CurrentToken, run: RunDep
+) -> RunPublic:
+    """Stop a queued, pending or running run (a queued one never starts); records who."""
+    run = run_launcher.stop_run(session=session, launcher=launcher, run=run, actor=token)
     return _public(session, [run])[0]
 
 
@@ -98,12 +104,14 @@ def stop_run(session: SessionDep, launcher: LauncherDep, run: RunDep) -> RunPubl
     response_model=RunPublic,
     responses={404: {"model": Message}, 409: {"model": Message}, 503: {"model": Message}},
 )
-def resume_run(session: SessionDep, launcher: LauncherDep, run: RunDep) -> RunPublic:
-    """Queue an interrupted, stopped or failed run again.
+def resume_run(
+    session: SessionDep, launcher: LauncherDep, token: CurrentToken, run: RunDep
+) -> RunPublic:
+    """Queue an interrupted, stopped or failed run again; records who.
 
     It resumes from its latest checkpoint.
     """
-    run = run_launcher.resume_run(session=session, launcher=launcher, run=run)
+    run = run_launcher.resume_run(session=session, launcher=launcher, run=run, actor=token)
     return _public(session, [run])[0]
 
 

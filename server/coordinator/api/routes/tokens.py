@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path
 from server.coordinator import crud
 from server.coordinator.api.deps import INT32_MAX, AdminToken, Cursor, Limit, SessionDep
 from server.coordinator.schemas import Message, TokenPublic, TokensPublic
+from server.coordinator.services.tokens import revoke_token as revoke
 
 router = APIRouter(
     prefix="/tokens",
@@ -33,11 +34,11 @@ def read_tokens(
 
 
 @router.post("/{token_id}/revoke", response_model=TokenPublic, responses={404: {"model": Message}})
-def revoke_token(session: SessionDep, _admin: AdminToken, token_id: TokenId) -> TokenPublic:
+def revoke_token(session: SessionDep, admin: AdminToken, token_id: TokenId) -> TokenPublic:
     """Revoke a token: from now on it gets 401 and its dashboard sessions are ended.
 
     Revoking a revoked token is not an error; it stays revoked since its first revocation.
+    Each call is recorded as a ``token-revoke`` action with the admin's name.
     """
-    token = crud.revoke_token(session=session, token_id=token_id)
-    session.commit()
+    token = revoke(session=session, actor=admin, token_id=token_id)
     return TokenPublic.model_validate(token)

@@ -10,6 +10,7 @@ from server.coordinator import crud
 from server.coordinator.core.db import make_session_factory
 from server.coordinator.exceptions import LaunchError, RunStateError
 from server.coordinator.schemas import RunCreate
+from server.coordinator.services.audit import Actor
 from server.coordinator.services.launcher import (
     NO_LAUNCHER_MESSAGE,
     NullLauncher,
@@ -17,8 +18,11 @@ from server.coordinator.services.launcher import (
     launch_run,
     stop_run,
 )
+from server.coordinator.tables import ApiToken
 from tests.utils.launcher import RecordingLauncher
 from tests.utils.run import create_random_run
+
+ACTOR: Actor = ApiToken(name="carol", role="operator")
 
 
 def test_null_launcher_marks_run_failed(db: Session, engine: Engine) -> None:
@@ -26,7 +30,9 @@ def test_null_launcher_marks_run_failed(db: Session, engine: Engine) -> None:
     launcher = NullLauncher(make_session_factory(engine))
 
     # Execute
-    run = launch_run(session=db, launcher=launcher, run_in=RunCreate(task="digits", method="apt"))
+    run = launch_run(
+        session=db, launcher=launcher, run_in=RunCreate(task="digits", method="apt"), actor=ACTOR
+    )
 
     # Assert
     assert isinstance(launcher, RunLauncher)
@@ -39,7 +45,12 @@ def test_launch_run_launcher_error_marks_failed(db: Session) -> None:
 
     # Execute
     with pytest.raises(LaunchError, match="could not be started.*no ray"):
-        launch_run(session=db, launcher=launcher, run_in=RunCreate(task="digits", method="apt"))
+        launch_run(
+            session=db,
+            launcher=launcher,
+            run_in=RunCreate(task="digits", method="apt"),
+            actor=ACTOR,
+        )
 
     # Assert
     db.commit()
@@ -54,7 +65,7 @@ def test_stop_run_marks_stopped_and_calls_launcher(db: Session) -> None:
     launcher = RecordingLauncher()
 
     # Execute
-    stopped = stop_run(session=db, launcher=launcher, run=run)
+    stopped = stop_run(session=db, launcher=launcher, run=run, actor=ACTOR)
 
     # Assert
     assert (stopped.status, launcher.stopped) == ("stopped", [run.id])
@@ -64,4 +75,4 @@ def test_stop_run_marks_stopped_and_calls_launcher(db: Session) -> None:
 def test_stop_run_finished_run_conflicts(db: Session) -> None:
     run = create_random_run(db, status="completed")
     with pytest.raises(RunStateError, match="already completed"):
-        stop_run(session=db, launcher=RecordingLauncher(), run=run)
+        stop_run(session=db, launcher=RecordingLauncher(), run=run, actor=ACTOR)
