@@ -14,6 +14,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     FLWR_DISABLE_UPDATE_CHECK=1 \
     RAY_USAGE_STATS_ENABLED=0
 
+# A C compiler: apt_core builds its native kernels (apt_core/kernels/aptk.c) for the CPU it
+# runs on at first use; without one it falls back to slower torch kernels and says so.
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
+
 # torch first, from the PyTorch CPU index: the PyPI wheel would pull several GB of CUDA.
 # The project pins torch==2.13.0, which this CPU build (2.13.0+cpu) satisfies.
 RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0

@@ -15,6 +15,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     FLWR_TELEMETRY_ENABLED=0 \
     FLWR_DISABLE_UPDATE_CHECK=1
 
+# A C compiler: apt_core builds its native kernels (apt_core/kernels/aptk.c) for the CPU it
+# runs on at first use; without one it falls back to slower torch kernels and says so.
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
+
 # torch first, from the PyTorch CPU index: the PyPI wheel would pull several GB of CUDA.
 RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
 

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from apt_core.kernels import native
 from apt_core.kernels.backend import get_backend
 from apt_core.kernels.compiled import relu_grad
 
@@ -24,8 +25,12 @@ class _ReLUMask(torch.autograd.Function):
         # eager: inductor's bool stores measured ~20x slower than these two passes; the
         # mask is kept as uint8, which the compiled backward loads fast (bool: slow)
         # (relu(x) != 0) is nn.ReLU's test (result <= 0 drops the gradient): NaN passes
-        y = torch.relu(x)
-        ctx.save_for_backward((y != 0).view(torch.uint8))
+        if native.lib() is not None and x.dtype == torch.float32 and x.is_contiguous():
+            y, mask = native.relu(x)
+        else:
+            y = torch.relu(x)
+            mask = (y != 0).view(torch.uint8)
+        ctx.save_for_backward(mask)
         return y
 
     @staticmethod
@@ -33,6 +38,8 @@ class _ReLUMask(torch.autograd.Function):
         (mask,) = ctx.saved_tensors
         if g.dtype != torch.float32:
             return g.masked_fill(mask.logical_not(), 0.0)
+        if native.lib() is not None:
+            return native.relu_grad(g.contiguous(), mask.contiguous())
         return relu_grad(g.contiguous(), mask.contiguous())  # type: ignore[no-any-return]
 
 

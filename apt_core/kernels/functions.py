@@ -84,6 +84,19 @@ class LinearProducts:
         """Exact ``gq.T @ xq`` (deferred for a wide layer, see ``linear_weight_grad``)."""
         return linear_weight_grad(gq.reshape(-1, gq.shape[-1]), xq.reshape(-1, xq.shape[-1]))
 
+    def forward_scaled(
+        self, xq: Tensor, w: Tensor, limbs: bool, scale: float, b: Tensor | None
+    ) -> Tensor:
+        """``forward(...) * scale + b`` in one pass over the accumulator where possible."""
+        y = linear_forward(xq.reshape(-1, xq.shape[-1]), w, limbs, scale, b)
+        return y.view(*xq.shape[:-1], y.shape[-1])
+
+    def input_grad_scaled(
+        self, gq: Tensor, w: Tensor, limbs: bool, x_shape: torch.Size, scale: float
+    ) -> Tensor:
+        """``input_grad(...) * scale`` in one pass over the accumulator where possible."""
+        return linear_input_grad(gq.reshape(-1, gq.shape[-1]), w, limbs, scale).view(x_shape)
+
     def bias_grad(self, gq: Tensor) -> Tensor:
         """Exact int32 bias gradient: error codes summed over the flattened rows."""
         return bias_grad(gq.reshape(-1, gq.shape[-1]))
@@ -118,10 +131,13 @@ class IntGemmFunction(torch.autograd.Function):
         """The output from the input's int8 codes ``xq`` (exponent ``fx``), kept for backward."""
         del anchor  # only there so that autograd reaches this layer's backward
         w, fw, limbs = layer.stored("weight"), layer.exponent("weight"), layer.n_bits > 8
-        acc, b = ops.forward(xq, w, limbs), layer.bias_float()
-        if b is None:
-            y = _scale(acc, fx + fw)
+        b = layer.bias_float()
+        if isinstance(ops, LinearProducts):
+            y = ops.forward_scaled(xq, w, limbs, 2.0 ** -(fx + fw), b)
+        elif b is None:
+            y = _scale(ops.forward(xq, w, limbs), fx + fw)
         else:
+            acc = ops.forward(xq, w, limbs)
             y = rescale_bias(acc, torch.tensor(2.0 ** -(fx + fw)), ops.bias_view(b))
         ctx.layer, ctx.ops, ctx.xq, ctx.fx = layer, ops, xq, fx
         ctx.w, ctx.fw, ctx.limbs, ctx.x_shape = w, fw, limbs, x.shape
@@ -142,7 +158,9 @@ class IntGemmFunction(torch.autograd.Function):
             return (dx if need_dx else None), None, None, None, None, None
         gq, fe = q
         dx = None
-        if need_dx:
+        if need_dx and isinstance(ops, LinearProducts):
+            dx = ops.input_grad_scaled(gq, ctx.w, ctx.limbs, ctx.x_shape, 2.0 ** -(fe + ctx.fw))
+        elif need_dx:
             dx = _scale(ops.input_grad(gq, ctx.w, ctx.limbs, ctx.x_shape), fe + ctx.fw)
         layer.accept_grad("weight", ops.weight_grad(gq, ctx.xq), fe + ctx.fx)
         if layer.bias_float() is not None:

@@ -13,6 +13,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor
 
+from apt_core.kernels import native
 from apt_core.kernels import update as K
 from apt_core.kernels.noise import as_int32, stream_keys
 from apt_core.kernels.storage import uses_limbs
@@ -251,14 +252,19 @@ def _one(
     out = torch.empty_like(stored)
     moms = torch.empty(grad.shape[0] * k, dtype=torch.int8)
     fls, cts = [], []
+    direct = native.lib() is not None
     for r0, r1, acc in grad.blocks():
         m = mom[r0 * k : r1 * k] if has_prev else mom
         base = torch.tensor(offset + r0 * k, dtype=torch.int32)
-        new, mb, fl, ct = K.run_one(
-            _rows(stored, limbs, r0, r1), acc.view(-1), m, p, keys, base, *flags
-        )
-        _rows(out, limbs, r0, r1).copy_(new)
-        moms[r0 * k : r1 * k].copy_(mb)
+        rows = (_rows(stored, limbs, r0, r1), acc.view(-1), m, p, keys, base, *flags)
+        if direct:  # writes straight into the block's rows of the results
+            _, _, fl, ct = native.one_pass(
+                *rows, out=_rows(out, limbs, r0, r1), mom_out=moms[r0 * k : r1 * k]
+            )
+        else:
+            new, mb, fl, ct = K.run_one(*rows)
+            _rows(out, limbs, r0, r1).copy_(new)
+            moms[r0 * k : r1 * k].copy_(mb)
         fls.append(fl)
         cts.append(ct)
     f = torch.stack(fls)

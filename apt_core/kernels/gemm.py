@@ -14,7 +14,8 @@ import math
 import torch
 from torch import Tensor
 
-from apt_core.kernels.compiled import quantize_int8
+from apt_core.kernels import native
+from apt_core.kernels.compiled import quantize_int8, rescale, rescale_bias
 from apt_core.kernels.matmul import int8_mm, int8_mm_float
 from apt_core.kernels.storage import LIMB_OFFSET
 from apt_core.quant import MAX_EXPONENT, choose_exponent, code_range
@@ -28,13 +29,20 @@ def quantize_codes(x: Tensor, bits: int) -> tuple[Tensor, int] | None:
     """
     if x.numel() == 0:
         return x.to(torch.int8), bits - 1
-    lo_v, hi_v = torch.aminmax(x.detach())
-    amax = max(-float(lo_v), float(hi_v))
+    x = x.detach()
+    fast = native.lib() is not None and x.dtype == torch.float32 and x.is_contiguous()
+    if fast:
+        amax = native.amax(x)
+    else:
+        lo_v, hi_v = torch.aminmax(x)
+        amax = max(-float(lo_v), float(hi_v))
     if not math.isfinite(amax):
         return None
     f = min(choose_exponent(amax, bits), MAX_EXPONENT) if amax > 0 else bits - 1
     lo, hi = code_range(bits)
-    return quantize_int8(x.detach(), torch.tensor([2.0**f, lo, hi])), f
+    if fast:
+        return native.quantize(x, 2.0**f, lo, hi), f
+    return quantize_int8(x, torch.tensor([2.0**f, lo, hi])), f
 
 
 def combine(hi: Tensor, lo: Tensor, offset_sum: Tensor) -> Tensor:
@@ -53,18 +61,58 @@ def row_sums(a: Tensor) -> Tensor:
     return a.sum(1, dtype=torch.int32)
 
 
-def linear_forward(xq: Tensor, w: Tensor, limbs: bool) -> Tensor:
-    """float32 integer values of ``xq @ W.T`` for stored weight ``w`` (int8 or limbs)."""
+def _scaled(acc: Tensor, scale: float | None, bias: Tensor | None) -> Tensor:
+    """The torch kernels' rescale of a float32 product (None: left unscaled)."""
+    if scale is None:
+        return acc
+    if bias is None:
+        return rescale(acc, torch.tensor(scale))  # type: ignore[no-any-return]
+    return rescale_bias(acc, torch.tensor(scale), bias)  # type: ignore[no-any-return]
+
+
+def _native_ok(acc: Tensor, bias: Tensor | None) -> bool:
+    return (
+        native.lib() is not None
+        and acc.dtype == torch.int32
+        and (bias is None or (bias.dtype == torch.float32 and bias.is_contiguous()))
+    )
+
+
+def linear_forward(
+    xq: Tensor, w: Tensor, limbs: bool, scale: float | None = None, bias: Tensor | None = None
+) -> Tensor:
+    """float32 ``(xq @ W.T) * scale + bias`` for stored weight ``w`` (int8 or limbs).
+
+    Without ``scale`` the exact integer values are returned unscaled (and ``bias`` is
+    ignored). The native kernels convert, rescale and add the bias in one pass over the
+    int32 accumulator; the torch ones in separate passes with the same roundings.
+    """
     if not limbs:
-        return int8_mm_float(xq, w.t())
+        if native.lib() is None:
+            return _scaled(int8_mm_float(xq, w.t()), scale, bias)
+        acc = int8_mm(xq, w.t())
+        if _native_ok(acc, bias):
+            return native.rescale(acc, 1.0 if scale is None else scale, bias)
+        return _scaled(acc.to(torch.float32), scale, bias)
     acc = int8_mm(xq, w.t())
     n = w.shape[0] // 2
-    return combine(acc[:, :n], acc[:, n:], row_sums(xq).unsqueeze(1))
+    if _native_ok(acc, bias):
+        s = 1.0 if scale is None else scale
+        return native.combine(acc[:, :n], acc[:, n:], row_sums(xq), s, bias)
+    return _scaled(combine(acc[:, :n], acc[:, n:], row_sums(xq).unsqueeze(1)), scale, bias)
 
 
-def linear_input_grad(gq: Tensor, w: Tensor, limbs: bool) -> Tensor:
-    """float32 integer values of ``gq @ W`` for stored weight ``w`` (int8 or limbs)."""
+def linear_input_grad(gq: Tensor, w: Tensor, limbs: bool, scale: float | None = None) -> Tensor:
+    """float32 ``(gq @ W) * scale`` for stored weight ``w`` (int8 or limbs); see above."""
     if not limbs:
-        return int8_mm_float(gq, w)
+        if native.lib() is None:
+            return _scaled(int8_mm_float(gq, w), scale, None)
+        acc = int8_mm(gq, w)
+        if _native_ok(acc, None):
+            return native.rescale(acc, 1.0 if scale is None else scale)
+        return _scaled(acc.to(torch.float32), scale, None)
     hi, lo = w.chunk(2)
-    return combine(int8_mm(gq, hi), int8_mm(gq, lo), row_sums(gq).unsqueeze(1))
+    acc_hi, acc_lo = int8_mm(gq, hi), int8_mm(gq, lo)
+    if _native_ok(acc_hi, None) and _native_ok(acc_lo, None):
+        return native.combine(acc_hi, acc_lo, row_sums(gq), 1.0 if scale is None else scale)
+    return _scaled(combine(acc_hi, acc_lo, row_sums(gq).unsqueeze(1)), scale, None)

@@ -10,9 +10,12 @@ rounding is bit-exact with it.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
+from apt_core.kernels import native
 from apt_core.kernels.compiled import COMPILE_MIN_NUMEL, Compiled
 from apt_core.kernels.noise import hash_uniform, round_stochastic
 from apt_core.kernels.storage import LIMB_OFFSET
@@ -151,5 +154,19 @@ def one_pass(
     return new, mom_new, floats, counts
 
 
-run_one = Compiled(one_pass, COMPILE_MIN_NUMEL)
-run_write = Compiled(write_pass, COMPILE_MIN_NUMEL)
+_compiled_one = Compiled(one_pass, COMPILE_MIN_NUMEL)
+_compiled_write = Compiled(write_pass, COMPILE_MIN_NUMEL)
+
+
+def run_one(*args: Any) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """:func:`one_pass` natively when the native kernels are built, else compiled/eager."""
+    if native.lib() is not None:
+        return native.one_pass(*args)
+    return _compiled_one(*args)  # type: ignore[no-any-return]
+
+
+def run_write(*args: Any) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`write_pass` natively when the native kernels are built, else compiled/eager."""
+    if native.lib() is not None:
+        return native.write_pass(*args)
+    return _compiled_write(*args)  # type: ignore[no-any-return]
