@@ -25,7 +25,7 @@ class _ReLUMask(torch.autograd.Function):
         # eager: inductor's bool stores measured ~20x slower than these two passes; the
         # mask is kept as uint8, which the compiled backward loads fast (bool: slow)
         # (relu(x) != 0) is nn.ReLU's test (result <= 0 drops the gradient): NaN passes
-        if native.lib() is not None and x.dtype == torch.float32 and x.is_contiguous():
+        if native.lib() is not None and x.dtype == torch.float32 and native.dense(x):
             y, mask = native.relu(x)
         else:
             y = torch.relu(x)
@@ -39,7 +39,7 @@ class _ReLUMask(torch.autograd.Function):
         if g.dtype != torch.float32:
             return g.masked_fill(mask.logical_not(), 0.0)
         if native.lib() is not None:
-            return native.relu_grad(g.contiguous(), mask.contiguous())
+            return native.relu_grad(g, mask)
         return relu_grad(g.contiguous(), mask.contiguous())  # type: ignore[no-any-return]
 
 

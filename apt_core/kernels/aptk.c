@@ -9,6 +9,7 @@
    Plain C with a C ABI, called through ctypes: no Python or torch headers. */
 
 #include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 
 static inline uint32_t mix(uint32_t x) {
@@ -343,4 +344,30 @@ void aptk_relu(const float *x, int64_t n, float *y, uint8_t *mask) {
 /* compiled._relu_grad: g where the mask is set, +0 elsewhere (on the float's bits). */
 void aptk_relu_grad(const int32_t *g, const uint8_t *mask, int64_t n, int32_t *out) {
     for (int64_t i = 0; i < n; i++) out[i] = g[i] & -(int32_t)mask[i];
+}
+
+static inline void copy_run(int8_t *dst, const int8_t *src, int64_t len) {
+    if ((len & 15) == 0) {
+        for (int64_t k = 0; k < len; k += 16) __builtin_memcpy(dst + k, src + k, 16);
+    } else {
+        __builtin_memcpy(dst, src, (size_t)len);
+    }
+}
+
+/* Copy a 6-d strided int8 view (innermost dimension contiguous; strides in elements) into
+   contiguous dst: the im2col gather of im2col._im2col_chunks, one inlined copy per run of
+   channels instead of torch's per-row iterator overhead. */
+void aptk_gather6(const int8_t *src, const int64_t *shape, const int64_t *stride, int8_t *dst) {
+    const int64_t run = shape[5];
+    for (int64_t a = 0; a < shape[0]; a++)
+        for (int64_t b = 0; b < shape[1]; b++)
+            for (int64_t c = 0; c < shape[2]; c++)
+                for (int64_t d = 0; d < shape[3]; d++) {
+                    const int8_t *s = src + a * stride[0] + b * stride[1] + c * stride[2] +
+                                      d * stride[3];
+                    for (int64_t e = 0; e < shape[4]; e++) {
+                        copy_run(dst, s + e * stride[4], run);
+                        dst += run;
+                    }
+                }
 }

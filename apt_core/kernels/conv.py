@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn import grad as nn_grad
 
-from apt_core.kernels import conv_weight_grad, im2col
+from apt_core.kernels import conv_weight_grad, im2col, native
+from apt_core.kernels.compiled import rescale, rescale_bias
 from apt_core.kernels.gemm import combine
 
 
@@ -66,6 +67,75 @@ class ConvProducts:
         o = self.out_ch
         y = combine(acc[:, :o], acc[:, o:], self._offset(x4, None))
         return self._back(y)
+
+    def forward_scaled(
+        self, xq: Tensor, w: Tensor, limbs: bool, scale: float, b: Tensor | None
+    ) -> Tensor:
+        """``forward(...) * scale + b``: one native pass over the int32 accumulator."""
+        if native.lib() is None:
+            acc = self.forward(xq, w, limbs)
+            if b is None:
+                return rescale(acc, torch.tensor(scale))  # type: ignore[no-any-return]
+            return rescale_bias(acc, torch.tensor(scale), self.bias_view(b))  # type: ignore[no-any-return]
+        k, s, p, d = self._g()
+        x4 = self._4d(xq)
+        acc = im2col.conv2d_forward_int(x4, w, k, s, p, d)
+        off = self._offset(x4, None) if limbs else None
+        return self._back(self._finish(acc, off, scale, b))
+
+    def input_grad_scaled(
+        self, gq: Tensor, w: Tensor, limbs: bool, x_shape: torch.Size, scale: float
+    ) -> Tensor:
+        """``input_grad(...) * scale``: one native pass over the int32 accumulator."""
+        if native.lib() is None:
+            acc = self.input_grad(gq, w, limbs, x_shape)
+            return rescale(acc, torch.tensor(scale))  # type: ignore[no-any-return]
+        k, s, p, d = self._g()
+        g4 = self._4d(gq)
+        hw = (1, x_shape[-1]) if self.one_d else (x_shape[-2], x_shape[-1])
+        if not limbs:
+            acc = im2col.conv2d_input_grad_int(g4, w, hw, k, s, p, d)
+            return self._back(self._finish(acc, None, scale, None))
+        o, c = self.out_ch, self.in_ch
+        hi, lo = (t.view(o, k[0], k[1], c) for t in w.chunk(2))
+        both = torch.cat((hi, lo), dim=3).reshape(o, -1)  # limbs as 2C input channels
+        acc = im2col.conv2d_input_grad_int(g4, both, hw, k, s, p, d)
+        off = self._offset(g4, (g4.shape[0], 1, *hw))
+        return self._back(self._finish(acc, off, scale, None))
+
+    @staticmethod
+    def _finish(acc: Tensor, off: Tensor | None, scale: float, b: Tensor | None) -> Tensor:
+        """float32 ``acc * scale + b`` of a channels-last accumulator; limbs recombined first.
+
+        With ``off`` (the ``(N, 1, H, W)`` offset term) ``acc`` holds 2C channels, the high
+        limbs' products then the low limbs'.
+        """
+        if off is None:
+            return ConvProducts._rescale(acc, scale, b)
+        n, c2, h, w = acc.shape
+        c = c2 // 2
+        if acc.dtype == torch.int32 and native.dense(acc) and acc.stride(1) == 1:
+            rows = acc.permute(0, 2, 3, 1).reshape(-1, c2)  # a view: NHWC is contiguous
+            bias = None if b is None else b.contiguous()
+            out = native.combine(
+                rows[:, :c], rows[:, c:], off.reshape(-1).contiguous(), scale, bias
+            )
+            return out.view(n, h, w, c).permute(0, 3, 1, 2)
+        y = combine(acc[:, :c], acc[:, c:], off)
+        if b is None:
+            return rescale(y, torch.tensor(scale))  # type: ignore[no-any-return]
+        return rescale_bias(y, torch.tensor(scale), b.view(1, -1, 1, 1))  # type: ignore[no-any-return]
+
+    @staticmethod
+    def _rescale(acc: Tensor, scale: float, b: Tensor | None) -> Tensor:
+        """Native rescale of a channels-last int32 accumulator (torch's when it is not)."""
+        if acc.dtype == torch.int32 and native.dense(acc) and acc.stride(1) == 1:
+            bias = None if b is None else b.contiguous()
+            return native.rescale(acc, scale, bias, inner=1)
+        y = acc.to(torch.float32)
+        if b is None:
+            return rescale(y, torch.tensor(scale))  # type: ignore[no-any-return]
+        return rescale_bias(y, torch.tensor(scale), b.view(1, -1, 1, 1))  # type: ignore[no-any-return]
 
     def input_grad(self, gq: Tensor, w: Tensor, limbs: bool, x_shape: torch.Size) -> Tensor:
         """Exact input gradient (shape ``x_shape``) of error codes ``gq``, as float32."""

@@ -15,7 +15,6 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-from apt_core.kernels.compiled import rescale, rescale_bias
 from apt_core.kernels.gemm import linear_forward, linear_input_grad, quantize_codes
 from apt_core.kernels.weight_grad import DeferredGrad, bias_grad, linear_weight_grad
 
@@ -54,6 +53,16 @@ class Products(Protocol):
 
     def input_grad(self, gq: Tensor, w: Tensor, limbs: bool, x_shape: torch.Size) -> Tensor:
         """Exact input gradient (shape ``x_shape``) of error codes ``gq``, as float32."""
+
+    def forward_scaled(
+        self, xq: Tensor, w: Tensor, limbs: bool, scale: float, b: Tensor | None
+    ) -> Tensor:
+        """``forward(...) * scale + b`` (the layer's output), fused where possible."""
+
+    def input_grad_scaled(
+        self, gq: Tensor, w: Tensor, limbs: bool, x_shape: torch.Size, scale: float
+    ) -> Tensor:
+        """``input_grad(...) * scale`` (the input gradient), fused where possible."""
 
     def weight_grad(self, gq: Tensor, xq: Tensor) -> Tensor | DeferredGrad:
         """Exact integer weight gradient in stored order (or its deferred factors)."""
@@ -111,10 +120,6 @@ class LinearProducts:
         return (g2 @ w).view(x.shape), g2.t() @ x2, g2.sum(0)
 
 
-def _scale(t: Tensor, exponent: int) -> Tensor:
-    return rescale(t, torch.tensor(2.0**-exponent))  # type: ignore[no-any-return]
-
-
 class IntGemmFunction(torch.autograd.Function):
     """``y = x @ W`` (linear or convolution) on int8 codes; see the module docstring."""
 
@@ -131,14 +136,7 @@ class IntGemmFunction(torch.autograd.Function):
         """The output from the input's int8 codes ``xq`` (exponent ``fx``), kept for backward."""
         del anchor  # only there so that autograd reaches this layer's backward
         w, fw, limbs = layer.stored("weight"), layer.exponent("weight"), layer.n_bits > 8
-        b = layer.bias_float()
-        if isinstance(ops, LinearProducts):
-            y = ops.forward_scaled(xq, w, limbs, 2.0 ** -(fx + fw), b)
-        elif b is None:
-            y = _scale(ops.forward(xq, w, limbs), fx + fw)
-        else:
-            acc = ops.forward(xq, w, limbs)
-            y = rescale_bias(acc, torch.tensor(2.0 ** -(fx + fw)), ops.bias_view(b))
+        y = ops.forward_scaled(xq, w, limbs, 2.0 ** -(fx + fw), layer.bias_float())
         ctx.layer, ctx.ops, ctx.xq, ctx.fx = layer, ops, xq, fx
         ctx.w, ctx.fw, ctx.limbs, ctx.x_shape = w, fw, limbs, x.shape
         return y
@@ -158,10 +156,8 @@ class IntGemmFunction(torch.autograd.Function):
             return (dx if need_dx else None), None, None, None, None, None
         gq, fe = q
         dx = None
-        if need_dx and isinstance(ops, LinearProducts):
+        if need_dx:
             dx = ops.input_grad_scaled(gq, ctx.w, ctx.limbs, ctx.x_shape, 2.0 ** -(fe + ctx.fw))
-        elif need_dx:
-            dx = _scale(ops.input_grad(gq, ctx.w, ctx.limbs, ctx.x_shape), fe + ctx.fw)
         layer.accept_grad("weight", ops.weight_grad(gq, ctx.xq), fe + ctx.fx)
         if layer.bias_float() is not None:
             layer.accept_grad("bias", ops.bias_grad(gq), fe)

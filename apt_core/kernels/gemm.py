@@ -30,7 +30,7 @@ def quantize_codes(x: Tensor, bits: int) -> tuple[Tensor, int] | None:
     if x.numel() == 0:
         return x.to(torch.int8), bits - 1
     x = x.detach()
-    fast = native.lib() is not None and x.dtype == torch.float32 and x.is_contiguous()
+    fast = native.lib() is not None and x.dtype == torch.float32 and native.dense(x)
     if fast:
         amax = native.amax(x)
     else:

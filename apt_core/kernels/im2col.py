@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from apt_core.kernels import native
 from apt_core.kernels.matmul import INT32_EXACT_REDUCTION, int8_mm
 
 IntPair = int | tuple[int, int]
@@ -182,7 +183,8 @@ def _im2col_chunks(patches: Tensor, chunk_rows: int | None) -> Iterator[Chunk]:
             cols = buf[: count * k].view(k, count).t()
         else:
             cols = buf[: count * k].view(count, k)
-            cols.view(src.shape).copy_(src)
+            if not native.gather_into(cols, src):
+                cols.view(src.shape).copy_(src)
         row0 = n0 * per_image + h0 * wo
         yield row0, row0 + count, cols
 

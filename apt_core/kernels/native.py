@@ -52,6 +52,7 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "aptk_rescale": (None, [_P, _I32, _I64, _F32, _P, _I64, _I64, _P]),
     "aptk_combine": (None, [_P, _I64, _P, _I64, _P, _I64, _I64, _F32, _P, _P]),
     "aptk_relu": (None, [_P, _I64, _P, _P]),
+    "aptk_gather6": (None, [_P, _P, _P, _P]),
     "aptk_relu_grad": (None, [_P, _P, _I64, _P]),
 }
 
@@ -138,6 +139,23 @@ def _give_up(reason: str) -> _Unavailable:
     return _Unavailable(reason)
 
 
+def dense(t: Tensor) -> bool:
+    """True when ``t`` covers its storage densely (any order of dimensions, no gaps).
+
+    Element-wise kernels then run over the storage in memory order, and outputs made with
+    ``torch.empty_like`` (which keeps a dense tensor's strides) line up element for element.
+    """
+    dims = sorted(
+        ((st, sz) for st, sz in zip(t.stride(), t.shape, strict=True) if sz != 1), reverse=True
+    )
+    expected = 1
+    for st, sz in reversed(dims):
+        if st != expected:
+            return False
+        expected *= sz
+    return True
+
+
 def _ptr(t: Tensor | None) -> int | None:
     return None if t is None or t.numel() == 0 else t.data_ptr()
 
@@ -220,13 +238,13 @@ def write_pass(
 
 
 def amax(x: Tensor) -> float:
-    """max|x| of a contiguous float32 tensor (NaN when any value is NaN)."""
+    """max|x| of a dense float32 tensor (NaN when any value is NaN)."""
     return float(lib().aptk_amax(x.data_ptr(), x.numel()))  # type: ignore[union-attr]
 
 
 def quantize(x: Tensor, scale: float, lo: float, hi: float) -> Tensor:
-    """int8 ``min(max(round(x * scale), lo), hi)`` of a contiguous float32 tensor."""
-    out = torch.empty(x.shape, dtype=torch.int8)
+    """int8 ``min(max(round(x * scale), lo), hi)`` of a dense float32 tensor (same strides)."""
+    out = torch.empty_like(x, dtype=torch.int8)
     lib().aptk_quantize(x.data_ptr(), x.numel(), scale, lo, hi, out.data_ptr())  # type: ignore[union-attr]
     return out
 
@@ -234,8 +252,9 @@ def quantize(x: Tensor, scale: float, lo: float, hi: float) -> Tensor:
 def rescale(acc: Tensor, scale: float, bias: Tensor | None = None, inner: int = 1) -> Tensor:
     """float32 ``acc * scale (+ bias over channels)``, in place for an int32 ``acc``.
 
-    ``acc`` is contiguous int32 or float32; the bias (C channels) broadcasts over a layout
-    ``(..., C, inner)``. An int32 ``acc`` is overwritten: its storage becomes the result.
+    ``acc`` is dense int32 or float32; the bias (C channels) broadcasts over its storage
+    laid out as ``(..., C, inner)`` (``inner`` 1 when the channels are innermost). An int32
+    ``acc`` is overwritten: its storage becomes the result, with the same strides.
     """
     out = acc.view(torch.float32) if acc.dtype == torch.int32 else torch.empty_like(acc)
     channels = 1 if bias is None else bias.numel()
@@ -263,15 +282,46 @@ def combine(
 
 
 def relu(x: Tensor) -> tuple[Tensor, Tensor]:
-    """``torch.relu(x)`` of a contiguous float32 tensor and its uint8 mask ``relu(x) != 0``."""
+    """``torch.relu(x)`` of a dense float32 tensor and its uint8 mask ``relu(x) != 0``.
+
+    Both results have ``x``'s strides.
+    """
     y = torch.empty_like(x)
-    mask = torch.empty(x.shape, dtype=torch.uint8)
+    mask = torch.empty_like(x, dtype=torch.uint8)
     lib().aptk_relu(x.data_ptr(), x.numel(), y.data_ptr(), mask.data_ptr())  # type: ignore[union-attr]
     return y, mask
 
 
 def relu_grad(g: Tensor, mask: Tensor) -> Tensor:
-    """``g`` where ``mask`` (uint8) is set and +0 elsewhere, both contiguous (g float32)."""
+    """``g`` where ``mask`` (uint8) is set and +0 elsewhere (g float32).
+
+    Both must be dense with the same strides; otherwise both are made contiguous first.
+    """
+    if not (dense(g) and g.stride() == mask.stride()):
+        g, mask = g.contiguous(), mask.contiguous()
     out = torch.empty_like(g)
     lib().aptk_relu_grad(g.data_ptr(), mask.data_ptr(), g.numel(), out.data_ptr())  # type: ignore[union-attr]
     return out
+
+
+def gather_into(dst: Tensor, src: Tensor) -> bool:
+    """Copy a 6-d int8 view with a contiguous innermost dimension into contiguous ``dst``.
+
+    Returns False (copying nothing) when the native library is off or the view does not
+    qualify; the caller then copies with torch.
+    """
+    if (
+        lib() is None
+        or src.dim() != 6
+        or src.dtype != torch.int8
+        or src.stride(5) != 1
+        or not dst.is_contiguous()
+        or dst.numel() != src.numel()
+    ):
+        return False
+    shape = torch.tensor(src.shape, dtype=torch.int64)
+    stride = torch.tensor(src.stride(), dtype=torch.int64)
+    lib().aptk_gather6(  # type: ignore[union-attr]
+        src.data_ptr(), shape.data_ptr(), stride.data_ptr(), dst.data_ptr()
+    )
+    return True
