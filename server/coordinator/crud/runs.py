@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -85,6 +85,18 @@ def list_runs(*, session: Session, skip: int = 0, limit: int = 100) -> tuple[lis
     count = session.scalar(select(func.count()).select_from(Run)) or 0
     runs = session.scalars(select(Run).order_by(Run.id.desc()).offset(skip).limit(limit)).all()
     return list(runs), count
+
+
+def runs_by_id(*, session: Session, run_ids: Collection[int]) -> tuple[list[Run], int]:
+    """The runs of ``run_ids`` (unknown ids left out), in id order, and how many runs exist.
+
+    What the console's overview polls: its size follows the ids asked for, not the history.
+    """
+    count = session.scalar(select(func.count()).select_from(Run)) or 0
+    if not run_ids:
+        return [], count
+    runs = session.scalars(select(Run).where(Run.id.in_(list(run_ids))).order_by(Run.id))
+    return list(runs.all()), count
 
 
 def page_runs(

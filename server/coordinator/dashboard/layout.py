@@ -1,14 +1,10 @@
-"""The page shell of the dashboard (head, top bar, refresh) and small shared widgets."""
+"""The page shell of the dashboard (head, top bar, script) and small shared widgets."""
 
 from __future__ import annotations
 
 from server.coordinator.dashboard.auth import Viewer
 from server.coordinator.dashboard.markup import Markup, fmt, join
 from server.coordinator.tables import ACTIVE_RUN_STATUSES, Run
-
-#: Seconds between reloads of a page that shows an active run.
-REFRESH_S = 10
-
 
 #: The console's sections, in the top bar.
 NAV = (
@@ -31,7 +27,6 @@ def page(
     title: str,
     body: Markup,
     viewer: Viewer | None = None,
-    refresh_s: int | None = None,
     script: bool = False,
 ) -> Markup:
     """A complete HTML document.
@@ -45,16 +40,12 @@ def page(
     viewer : Viewer | None (default: None)
         The signed-in token; shows its name and, in a browser session, a sign-out button
         carrying the session's CSRF token.
-    refresh_s : int | None (default: None)
-        Reload the page every ``refresh_s`` seconds (``<meta http-equiv="refresh">``, so
-        no script is needed).
     script : bool (default: False)
-        Load ``/dashboard.js`` (same origin), which polls the live summary of the
-        elements carrying ``data-live-url``.
+        Load ``/dashboard.js`` (same origin), which polls the small live summary of the
+        element carrying ``data-live-url`` (a run) or ``data-overview-url`` (the overview)
+        and updates the page in place; no page reloads itself.
     """
-    refresh = Markup("")
-    if refresh_s is not None:
-        refresh = fmt('<meta http-equiv="refresh" content="{s}">', s=refresh_s)
+    head = Markup("")
     account = Markup("")
     if viewer is not None:
         account = fmt(
@@ -71,18 +62,18 @@ def page(
             csrf=viewer.csrf_token,
         )
     if script:
-        refresh = fmt('{refresh}<script src="/dashboard.js" defer></script>', refresh=refresh)
+        head = Markup('<script src="/dashboard.js" defer></script>')
     return fmt(
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        '<meta name="referrer" content="same-origin">{refresh}'
+        '<meta name="referrer" content="same-origin">{head}'
         "<title>aptfleet — {title}</title>"
         '<link rel="stylesheet" href="/dashboard.css"></head>'
         '<body><a class="skip" href="#main">Skip to content</a>'
         '<header class="top"><a class="brand" href="/">aptfleet console</a>{nav}'
         '<span class="spacer"></span>{account}</header>'
         '<main id="main" tabindex="-1">{body}</main></body></html>\n',
-        refresh=refresh,
+        head=head,
         title=title,
         nav=_nav() if viewer is not None else Markup(""),
         account=account,
@@ -126,7 +117,7 @@ def run_progress(run: Run) -> Markup:
 
 
 def is_active(run: Run) -> bool:
-    """Whether the run may still change (pending or running): its page refreshes itself."""
+    """Whether the run may still change (queued, pending or running): its pages poll it."""
     return run.status in ACTIVE_RUN_STATUSES
 
 

@@ -1,17 +1,13 @@
-"""Whole dashboard pages: sign-in, errors and the runs overview."""
+"""Whole dashboard pages: sign-in, errors, the runs overview and its live summary."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from server.coordinator.crud.tokens import CREATE_COMMAND
 from server.coordinator.dashboard.auth import Viewer
-from server.coordinator.dashboard.layout import (
-    REFRESH_S,
-    is_active,
-    page,
-    section,
-)
+from server.coordinator.dashboard.layout import is_active, page, section
 from server.coordinator.dashboard.markup import Markup, fmt, join
 from server.coordinator.dashboard.quantities import quantity_label
 from server.coordinator.dashboard.tables import (
@@ -23,6 +19,8 @@ from server.coordinator.dashboard.units import (
     format_bytes,
     format_energy,
     format_number,
+    format_percent,
+    format_time,
 )
 from server.coordinator.tables import ConsoleAction, Policy, Run
 
@@ -78,6 +76,61 @@ def _stat(label: str | Markup, value: str, stat_id: str) -> Markup:
     )
 
 
+#: The overview's totals: (element id, ``crud.fleet_totals`` key, formatter, label key).
+_STATS = (
+    ("stat-active-runs", "active_runs", format_number, None),
+    ("stat-rounds", "rounds_completed", format_number, None),
+    ("stat-uplink", "uplink_bytes", format_bytes, "uplink_bytes"),
+    ("stat-downlink", "downlink_bytes", format_bytes, "downlink_bytes"),
+    ("stat-energy", "energy_j", format_energy, "energy"),
+)
+_STAT_LABELS = {"active_runs": "active runs", "rounds_completed": "rounds completed"}
+
+
+def _stats(totals: Mapping[str, float]) -> Markup:
+    return join(
+        _stat(
+            quantity_label(label) if label else _STAT_LABELS[key],
+            formatter(totals[key]),
+            stat_id,
+        )
+        for stat_id, key, formatter, label in _STATS
+    )
+
+
+def overview_summary(
+    *, runs: Sequence[Run], count: int, totals: Mapping[str, float]
+) -> dict[str, Any]:
+    """What the overview's script updates in place, as the page itself writes it.
+
+    ``stats`` maps each total's element id to its text; ``runs`` holds the state, progress
+    and text cells of the runs asked for; ``count`` is how many runs exist (more than the
+    page shows means new runs). Its size follows the runs asked for, not their rounds.
+    """
+    return {
+        "count": count,
+        "stats": {stat_id: formatter(totals[key]) for stat_id, key, formatter, _ in _STATS},
+        "runs": [
+            {
+                "id": run.id,
+                "status": run.status,
+                "current_round": run.current_round,
+                "rounds": run.rounds,
+                "accuracy": format_percent(run.latest_accuracy),
+                "finished": format_time(run.finished_at),
+            }
+            for run in runs
+        ],
+    }
+
+
+def _overview_notice() -> Markup:
+    return Markup(
+        '<p class="notice" id="overview-notice" role="status" hidden>'
+        '<span id="overview-notice-text"></span> <a href="/">Reload the list</a></p>'
+    )
+
+
 def overview_page(
     *,
     viewer: Viewer,
@@ -89,23 +142,7 @@ def overview_page(
     actions: Sequence[ConsoleAction] = (),
 ) -> Markup:
     """Fleet totals, the newest runs, the latest actions (console or API) and the policy history."""
-    stats = join(
-        [
-            _stat("active runs", format_number(totals["active_runs"]), "stat-active-runs"),
-            _stat("rounds completed", format_number(totals["rounds_completed"]), "stat-rounds"),
-            _stat(
-                quantity_label("uplink_bytes"),
-                format_bytes(totals["uplink_bytes"]),
-                "stat-uplink",
-            ),
-            _stat(
-                quantity_label("downlink_bytes"),
-                format_bytes(totals["downlink_bytes"]),
-                "stat-downlink",
-            ),
-            _stat(quantity_label("energy"), format_energy(totals["energy_j"]), "stat-energy"),
-        ]
-    )
+    stats = _stats(totals)
     shown = runs_table(runs)
     if count > len(runs):
         shown = fmt(
@@ -115,7 +152,10 @@ def overview_page(
             count=count,
         )
     body = fmt(
-        '<h1>Runs</h1><div class="stats">{stats}</div>{runs}{policies}',
+        '<h1>Runs</h1><div id="overview-live" data-overview-url="/overview/live" '
+        'data-count="{count}">{notice}<div class="stats">{stats}</div>{runs}</div>{policies}',
+        count=count,
+        notice=_overview_notice(),
         stats=stats,
         runs=join(
             [
@@ -129,5 +169,7 @@ def overview_page(
             section_id="policy-section",
         ),
     )
-    refresh = REFRESH_S if any(is_active(run) for run in runs) else None
-    return page(title="Runs", body=body, viewer=viewer, refresh_s=refresh)
+    # While a shown run may change, /dashboard.js polls /overview/live and updates the
+    # totals and those runs' cells in place (no reload); it stops once none is active.
+    active = any(is_active(run) for run in runs)
+    return page(title="Runs", body=body, viewer=viewer, script=active)

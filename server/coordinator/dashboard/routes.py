@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
 from server.coordinator import crud
 from server.coordinator.api.deps import AuthThrottleDep, SessionDep
 from server.coordinator.core.security import generate_csrf_token
 from server.coordinator.crud.actions import list_actions
+from server.coordinator.crud.runs import runs_by_id
 from server.coordinator.dashboard import pages
 from server.coordinator.dashboard.auth import (
     FormDep,
@@ -173,3 +174,24 @@ def read_overview(
             actions=list_actions(session=session, limit=_ACTIONS_SHOWN),
         )
     )
+
+
+@router.get("/overview/live")
+def read_overview_live(
+    session: SessionDep,
+    viewer: ViewerDep,
+    run: Annotated[list[str] | None, Query(max_length=_RUNS_SHOWN)] = None,
+) -> Response:
+    """The overview's live summary: fleet totals, the run count, the state of runs ``run``.
+
+    The overview's script asks only for the runs it shows as active and stops when none
+    is, so an open tab costs a few hundred bytes a poll however long the runs are.
+    """
+    if viewer is None:
+        return JSONResponse({"detail": "Sign in first."}, status_code=401)
+    ids = list(dict.fromkeys(i for i in (parse_id(v) for v in run or []) if i is not None))
+    runs, count = runs_by_id(session=session, run_ids=ids)
+    summary = pages.overview_summary(
+        runs=runs, count=count, totals=crud.fleet_totals(session=session)
+    )
+    return JSONResponse(summary, headers={"Cache-Control": "no-store"})

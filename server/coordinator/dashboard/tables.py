@@ -22,18 +22,24 @@ _NUM = "num"
 
 
 def runs_table(runs: Sequence[Run]) -> Markup:
-    """One row per run: id, task, method, status, progress, accuracy, timestamps."""
+    """One row per run: id, task, method, status, progress, accuracy, timestamps.
+
+    The cells that change while a run is active carry ``data-field`` (the overview's script
+    updates them in place from ``overview_summary``).
+    """
     if not runs:
         return empty(
             "No runs yet. Start one from New run (or POST /api/v1/runs).", element_id="runs-empty"
         )
     rows = [
         fmt(
-            '<tr class="run-row" data-run="{id}"><td><a href="/runs/{id}">#{id}</a></td>'
-            "<td>{task}</td><td>{method}</td><td>{status}</td><td>{progress}</td>"
-            '<td class="num">{accuracy}</td><td class="num">{clients}</td><td>{created}</td>'
-            "<td>{finished}</td></tr>",
+            '<tr class="run-row" data-run="{id}" data-status="{state}"><td><a href="/runs/{id}">'
+            '#{id}</a></td><td>{task}</td><td>{method}</td><td data-field="status">{status}</td>'
+            '<td data-field="progress">{progress}</td><td class="num" data-field="accuracy">'
+            '{accuracy}</td><td class="num">{clients}</td><td>{created}</td>'
+            '<td data-field="finished">{finished}</td></tr>',
             id=run.id,
+            state=run.status,
             task=run.task,
             method=run.method,
             status=status_badge(run.status),

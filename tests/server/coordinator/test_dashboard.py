@@ -55,8 +55,11 @@ def test_read_overview_lists_runs_with_progress(
     }
     assert bars == {str(done.id): ("2", "2"), str(pending.id): ("0", "7")}
     assert elements(response.text, "a", href=f"/runs/{done.id}")
-    # a pending run is active: the page reloads itself
-    assert elements(response.text, "meta", **{"http-equiv": "refresh"})
+    # a queued run is active: the page polls its live summary instead of reloading itself
+    assert not elements(response.text, "meta", **{"http-equiv": "refresh"})
+    assert elements(response.text, "script", src="/dashboard.js")
+    [live] = elements(response.text, "div", id="overview-live")
+    assert (live["data-overview-url"], live["data-count"]) == ("/overview/live", "2")
 
 
 def test_read_overview_no_runs_empty_state(
@@ -69,6 +72,7 @@ def test_read_overview_no_runs_empty_state(
     assert response.status_code == 200
     assert elements(response.text, "p", id="runs-empty")
     assert not elements(response.text, "meta", **{"http-equiv": "refresh"})
+    assert not elements(response.text, "script")  # nothing active: nothing polls
     # the seeded policy version 1 is in the history
     assert [p["data-version"] for p in elements(response.text, "tr", class_="policy-row")] == ["1"]
 

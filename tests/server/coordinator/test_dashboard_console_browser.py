@@ -267,6 +267,38 @@ def test_run_page_updates_live_without_reloading(console: Console, browser: Any)
     assert not browser.find_elements(By.CSS_SELECTOR, 'meta[http-equiv="refresh"]')
 
 
+def test_overview_updates_run_status_in_place(console: Console, browser: Any) -> None:
+    # Prepare: a running run of this test's own (the fixture's runs stay as they are)
+    engine = make_engine(console.database_url)
+    with Session(engine) as db:
+        run_id = create_random_run(db, status="running", rounds=5).id
+    sign_in(browser, console.url, console.operator, "/")
+    browser.execute_script("window.notReloaded = true;")
+    row = f'tr.run-row[data-run="{run_id}"]'
+    before = _text(browser, f'{row} [data-field="status"]')
+
+    # Execute: another run is created, then the first round lands and the run completes
+    with Session(engine) as db:
+        create_random_run(db, status="completed")
+        crud.record_round(session=db, run_id=run_id, record=make_round_record(1))
+        crud.set_run_status(session=db, run_id=run_id, status="completed")
+        db.commit()
+    engine.dispose()
+    _wait(
+        browser,
+        lambda b: _text(b, f'{row} [data-field="status"]') == "completed",
+        timeout=15,
+    )
+
+    # Assert: the cells changed, the page was not reloaded, new runs are announced
+    assert before == "running"
+    assert browser.execute_script("return window.notReloaded === true;")
+    assert "1 / 5" in _text(browser, f'{row} [data-field="progress"]')
+    assert _text(browser, f'{row} [data-field="finished"]').endswith("UTC")
+    assert browser.find_element(By.ID, "overview-notice").is_displayed()
+    assert not browser.find_elements(By.CSS_SELECTOR, 'meta[http-equiv="refresh"]')
+
+
 @pytest.mark.parametrize(
     "path", ["/", "/runs/new", "/policy", "/devices", "/compare", "/cost-model"]
 )
