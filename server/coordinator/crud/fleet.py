@@ -81,13 +81,53 @@ def layer_bits_of(*, session: Session, rows: list[ClientRound]) -> dict[int, dic
     return found
 
 
-def device_rounds(*, session: Session, device_id: int, limit: int = 2000) -> list[ClientRound]:
-    """The device's client-round rows, newest runs first, rounds in order within a run."""
+def page_device_rounds(
+    *, session: Session, device_id: int, cursor: str | None = None, limit: int = 100
+) -> Page[ClientRound]:
+    """One page of the device's client-round rows, newest first (cursor key: ``(run, round)``).
+
+    Keyset-paged on the ``(device_id, run_id, round)`` index: any page costs the same, however
+    many rounds the device took part in.
+    """
+    stmt = select(ClientRound).where(ClientRound.device_id == device_id)
+    count = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+    order = [ClientRound.run_id, ClientRound.round]
+    return keyset_page(
+        session, stmt, order=order, cursor=cursor, limit=limit, count=count, descending=True
+    )
+
+
+def device_rejections(*, session: Session, device_id: int) -> list[ClientRound]:
+    """Every rejected or failed update of the device, newest first."""
     stmt = (
         select(ClientRound)
+        .where(
+            ClientRound.device_id == device_id,
+            (ClientRound.rejected.is_not(None)) | (ClientRound.failure.is_not(None)),
+        )
+        .order_by(ClientRound.run_id.desc(), ClientRound.round.desc())
+    )
+    return list(session.scalars(stmt).all())
+
+
+def device_run_ids(*, session: Session, device_id: int, limit: int) -> list[int]:
+    """The ``limit`` newest runs the device took part in, newest first."""
+    stmt = (
+        select(ClientRound.run_id)
         .where(ClientRound.device_id == device_id)
-        .order_by(ClientRound.run_id.desc(), ClientRound.round)
+        .distinct()
+        .order_by(ClientRound.run_id.desc())
         .limit(limit)
+    )
+    return list(session.scalars(stmt).all())
+
+
+def device_rounds_in(*, session: Session, device_id: int, run_ids: list[int]) -> list[ClientRound]:
+    """The device's client-round rows in ``run_ids`` (the per-round charts), by run and round."""
+    stmt = (
+        select(ClientRound)
+        .where(ClientRound.device_id == device_id, ClientRound.run_id.in_(run_ids))
+        .order_by(ClientRound.run_id.desc(), ClientRound.round)
     )
     return list(session.scalars(stmt).all())
 

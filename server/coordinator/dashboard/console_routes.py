@@ -14,6 +14,7 @@ from server.coordinator.crud import fleet
 from server.coordinator.dashboard.auth import ViewerDep, login_redirect
 from server.coordinator.dashboard.compare_page import MAX_RUNS, ComparedRun, compare_page
 from server.coordinator.dashboard.fleet_page import (
+    DeviceHistory,
     DeviceRow,
     FleetFilters,
     device_page,
@@ -29,6 +30,9 @@ router = APIRouter(prefix="", tags=["dashboard"], include_in_schema=False)
 _CHOICES = 50
 _DEVICES_PER_PAGE = 50
 _HEATMAP_RUNS = 5
+_CHART_RUNS = 3
+#: Rows of a device's rounds table per key page.
+DEVICE_ROUNDS_PER_PAGE = 100
 
 
 def _selected(session: Session, values: list[str]) -> tuple[list[ComparedRun], str | None]:
@@ -126,28 +130,56 @@ def read_devices_page(
     )
 
 
+def _history(
+    session: Session, device_id: int, cursor: str | None
+) -> DeviceHistory | InvalidQueryError:
+    """The device's rounds page (or why the cursor is bad), rejections, chart rows, bits."""
+    try:
+        rounds = fleet.page_device_rounds(
+            session=session, device_id=device_id, cursor=cursor, limit=DEVICE_ROUNDS_PER_PAGE
+        )
+    except InvalidQueryError as exc:
+        return exc
+    run_ids = fleet.device_run_ids(session=session, device_id=device_id, limit=_HEATMAP_RUNS)
+    return DeviceHistory(
+        rounds=rounds,
+        first=cursor is None,
+        rejections=fleet.device_rejections(session=session, device_id=device_id),
+        chart_rounds=fleet.device_rounds_in(
+            session=session, device_id=device_id, run_ids=run_ids[:_CHART_RUNS]
+        ),
+        bits=fleet.device_layer_bits(session=session, device_id=device_id, run_ids=run_ids),
+    )
+
+
 @router.get("/devices/{device_id}", response_class=HTMLResponse)
 def read_device_page(
-    request: Request, session: SessionDep, viewer: ViewerDep, device_id: str
+    request: Request,
+    session: SessionDep,
+    viewer: ViewerDep,
+    device_id: str,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> Response:
-    """A device: rejections with reasons, bits heatmaps per run, energy and bytes per round."""
+    """A device: rejections with reasons, bits heatmaps, energy and bytes per round.
+
+    Its rounds are listed one key page at a time (``cursor`` from the "next page" link).
+    """
     if viewer is None:
         return login_redirect(request)
     parsed = parse_id(device_id)
     device = crud.get_device(session=session, device_id=parsed) if parsed is not None else None
     if device is None:
         return not_found("device", device_id, viewer)
-    rounds = fleet.device_rounds(session=session, device_id=device.id)
-    run_ids = sorted({r.run_id for r in rounds}, reverse=True)[:_HEATMAP_RUNS]
-    bits = fleet.device_layer_bits(session=session, device_id=device.id, run_ids=run_ids)
+    history = _history(session, device.id, cursor or None)
+    if isinstance(history, InvalidQueryError):
+        return failed("Bad page cursor", history.message, viewer, 422)
     policy = crud.get_current_policy_row(session=session)
     budget = (getattr(policy, "budgets", None) or {}).get(device.device_class)
     return html(
         device_page(
             viewer=viewer,
             device=device,
-            rounds=rounds,
-            bits=bits,
+            history=history,
             class_cap=_class_cap(policy, device.device_class),
             budget=budget,
         )

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
+from server.coordinator.core.pagination import Page
 from server.coordinator.dashboard.auth import Viewer
 from server.coordinator.dashboard.heatmap import HeatCell, heatmap
 from server.coordinator.dashboard.layout import empty, page, section, table
@@ -257,8 +258,39 @@ def _rounds_table(rounds: Sequence[ClientRound]) -> Markup:
     return table(headers, rows, table_id="device-rounds")
 
 
-def _rejections(rounds: Sequence[ClientRound]) -> Markup:
-    rejected = [r for r in rounds if r.rejected or r.failure]
+def _rounds_pages(device_id: int, rounds: Page[ClientRound], first: bool) -> Markup:
+    """The table of one key page of the device's rounds, its count, next and first links."""
+    if not rounds.count:
+        return empty("No rounds yet.", element_id="device-rounds-empty")
+    links = []
+    if rounds.next_cursor:
+        links.append(
+            fmt(
+                '<a id="device-rounds-next" href="/devices/{id}?{q}#device-rounds-section">'
+                "Next page (older rounds)</a>",
+                id=device_id,
+                q=urlencode({"cursor": rounds.next_cursor}),
+            )
+        )
+    if not first:
+        links.append(
+            fmt(
+                '<a id="device-rounds-first" href="/devices/{id}#device-rounds-section">'
+                "First page (newest rounds)</a>",
+                id=device_id,
+            )
+        )
+    return fmt(
+        '<p class="muted" id="device-rounds-count">{count} round(s) in all; this page shows '
+        "{n}, newest first.</p>{table}<p>{links}</p>",
+        count=rounds.count,
+        n=len(rounds.data),
+        table=_rounds_table(rounds.data),
+        links=join(links, Markup(" &middot; ")),
+    )
+
+
+def _rejections(rejected: Sequence[ClientRound]) -> Markup:
     if not rejected:
         return empty("None of this device's updates was rejected.", element_id="rejections-empty")
     items = join(
@@ -275,16 +307,43 @@ def _rejections(rounds: Sequence[ClientRound]) -> Markup:
     return fmt('<ul id="rejections">{items}</ul>', items=items)
 
 
+@dataclass(frozen=True)
+class DeviceHistory:
+    """What the device page shows of the device's rounds.
+
+    Parameters
+    ----------
+    rounds : Page[ClientRound]
+        One key page of its client-round rows, newest first.
+    first : bool
+        This is the first page (no cursor was given).
+    rejections : Sequence[ClientRound]
+        Every rejected or failed update.
+    chart_rounds : Sequence[ClientRound]
+        Its rows in the newest runs, for the per-round charts.
+    bits : Sequence[Mapping[str, Any]]
+        ``{run_id, round, layer, bits}`` rows for the heatmaps.
+    """
+
+    rounds: Page[ClientRound]
+    first: bool
+    rejections: Sequence[ClientRound]
+    chart_rounds: Sequence[ClientRound]
+    bits: Sequence[Mapping[str, Any]]
+
+
 def device_page(
     *,
     viewer: Viewer,
     device: Device,
     class_cap: str,
-    rounds: Sequence[ClientRound],
-    bits: Sequence[Mapping[str, Any]],
+    history: DeviceHistory,
     budget: Mapping[str, Any] | None,
 ) -> Markup:
-    """A device: facts, rejections with reasons, bits heatmaps, energy and bytes per round."""
+    """A device: facts, rejections with reasons, bits heatmaps, energy and bytes per round.
+
+    The rounds table shows one key page (``history.rounds``) with a link to the next one.
+    """
     facts = fmt(
         '<dl class="facts" id="device-facts"><dt>Class</dt><dd>{cls}</dd><dt>Status</dt>'
         "<dd>{online}</dd><dt>Flower node</dt><dd>{node}</dd><dt>First seen</dt><dd>{first}</dd>"
@@ -303,17 +362,19 @@ def device_page(
             fmt('<h1 id="device-title">Device #{id}</h1>', id=device.id),
             section("Device", facts, section_id="device-section"),
             section(
-                "Rejected and failed updates", _rejections(rounds), section_id="rejections-section"
+                "Rejected and failed updates",
+                _rejections(history.rejections),
+                section_id="rejections-section",
             ),
             section(
-                "Bits per layer across rounds and runs", _heatmaps(bits), section_id="device-bits"
+                "Bits per layer across rounds and runs",
+                _heatmaps(history.bits),
+                section_id="device-bits",
             ),
-            _per_round_charts(rounds) if rounds else Markup(""),
+            _per_round_charts(history.chart_rounds) if history.chart_rounds else Markup(""),
             section(
                 "Every round",
-                _rounds_table(rounds)
-                if rounds
-                else empty("No rounds yet.", element_id="device-rounds-empty"),
+                _rounds_pages(device.id, history.rounds, history.first),
                 section_id="device-rounds-section",
             ),
         ]

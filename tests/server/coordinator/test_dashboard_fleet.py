@@ -8,6 +8,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from server.coordinator import crud
+from server.coordinator.dashboard.console_routes import DEVICE_ROUNDS_PER_PAGE
 from server.coordinator.tables import Device
 from tests.utils.html import elements
 from tests.utils.run import create_random_run, make_round_record
@@ -118,3 +119,34 @@ def test_device_page_shows_rejection_reason_and_bits(
     assert heat["data-rounds"] == "1"  # bits of the trained round only
     assert elements(response.text, "svg", id="device-energy")
     assert missing.status_code == 404
+
+
+def test_device_page_rounds_key_pages(
+    client: TestClient, db: Session, operator_headers: dict[str, str]
+) -> None:
+    # Prepare: one device in two runs, 10 rounds more than a page in all
+    older = _run_with_rounds(db, 10, nodes=(11,))
+    newer = _run_with_rounds(db, DEVICE_ROUNDS_PER_PAGE, nodes=(11,))
+    device_id = db.query(Device.id).filter(Device.node_id == 11).scalar()
+
+    # Execute
+    first = client.get(f"/devices/{device_id}", headers=operator_headers)
+    [link] = elements(first.text, "a", id="device-rounds-next")
+    second = client.get(link["href"].split("#")[0], headers=operator_headers)
+    bad_cursor = client.get(f"/devices/{device_id}?cursor=%%%", headers=operator_headers)
+
+    # Assert: every row once, newest first, across the two pages
+    def shown(html: str) -> list[tuple[int, int]]:
+        rows = elements(html, "tr")
+        return [(int(r["data-run"]), int(r["data-round"])) for r in rows if "data-round" in r]
+
+    page_one, page_two = shown(first.text), shown(second.text)
+    assert len(page_one) == DEVICE_ROUNDS_PER_PAGE and len(page_two) == 10
+    assert page_one[0] == (newer, DEVICE_ROUNDS_PER_PAGE) and page_two[-1] == (older, 1)
+    assert page_one + page_two == sorted(page_one + page_two, reverse=True)
+    assert len(set(page_one + page_two)) == DEVICE_ROUNDS_PER_PAGE + 10
+    assert f"{DEVICE_ROUNDS_PER_PAGE + 10} round(s) in all" in first.text
+    assert not elements(second.text, "a", id="device-rounds-next")
+    assert elements(second.text, "a", id="device-rounds-first")
+    assert not elements(first.text, "a", id="device-rounds-first")
+    assert bad_cursor.status_code == 422 and "cursor" in bad_cursor.text
