@@ -255,26 +255,20 @@ int64_t aptk_write_pass(const int8_t *s_hi, const int8_t *s_lo, const void *g, i
     return changed;
 }
 
-/* max|x| of n float32 values: NaN when any is NaN, inf when any is infinite. */
+/* max|x| of n float32 values: NaN when any is NaN, inf when any is infinite. Computed on
+   the bits: for IEEE floats |x| orders like its bit pattern without the sign, and every
+   NaN pattern is above infinity's, so one integer max (which vectorizes) answers all. */
 float aptk_amax(const float *x, int64_t n) {
-    float m[16] = {0};
-    int nan = 0;
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        for (int j = 0; j < 16; j++) {
-            float a = fabsf(x[i + j]);
-            nan |= a != a;
-            m[j] = a > m[j] ? a : m[j];
-        }
+    const int32_t *bits = (const int32_t *)x;
+    int32_t m = 0;
+    for (int64_t i = 0; i < n; i++) {
+        int32_t a = bits[i] & 0x7FFFFFFF;
+        m = a > m ? a : m;
     }
-    float r = 0.0f;
-    for (int j = 0; j < 16; j++) r = m[j] > r ? m[j] : r;
-    for (; i < n; i++) {
-        float a = fabsf(x[i]);
-        nan |= a != a;
-        r = a > r ? a : r;
-    }
-    return nan ? NAN : r;
+    if (m > 0x7F800000) return NAN;
+    float r;
+    __builtin_memcpy(&r, &m, sizeof r);
+    return r;
 }
 
 /* compiled._quantize: min(max(round(x * scale), lo), hi) as int8 (x finite). */
@@ -288,23 +282,49 @@ void aptk_quantize(const float *x, int64_t n, float scale, float lo, float hi, i
 }
 
 /* compiled._rescale(_bias): out = float(acc) * scale (+ bias[(i / inner) % channels]).
-   acc is int32 (acc_float 0) or float32; out may alias acc. bias NULL: none. */
+   acc is int32 (acc_float 0) or float32; out may alias acc. bias NULL: none. Each case is
+   its own loop so that each vectorizes. */
 void aptk_rescale(const void *acc, int acc_float, int64_t n, float scale, const float *bias,
                   int64_t inner, int64_t channels, float *out) {
+    const int32_t *ai = (const int32_t *)acc;
+    const float *af = (const float *)acc;
     if (!bias) {
-        for (int64_t i = 0; i < n; i++) {
-            float v = acc_float ? ((const float *)acc)[i] : (float)((const int32_t *)acc)[i];
-            out[i] = v * scale;
+        /* through a stack buffer: out usually aliases acc, which would otherwise send gcc's
+           vectorized loop to its scalar fallback */
+        float tmp[256];
+        for (int64_t i0 = 0; i0 < n; i0 += 256) {
+            int64_t len = n - i0 < 256 ? n - i0 : 256;
+            if (acc_float)
+                for (int64_t j = 0; j < len; j++) tmp[j] = af[i0 + j] * scale;
+            else
+                for (int64_t j = 0; j < len; j++) tmp[j] = (float)ai[i0 + j] * scale;
+            for (int64_t j = 0; j < len; j++) out[i0 + j] = tmp[j];
         }
         return;
     }
     int64_t block = inner * channels;
     for (int64_t b0 = 0; b0 < n; b0 += block) {
+        if (b0 + block > n) break; /* n is a whole number of blocks; never read past it */
+        if (inner == 1 && channels <= 4096) { /* channels innermost: linear, NHWC conv */
+            float tmp[4096];
+            if (acc_float)
+                for (int64_t c = 0; c < channels; c++) {
+                    float t = af[b0 + c] * scale;
+                    tmp[c] = t + bias[c];
+                }
+            else
+                for (int64_t c = 0; c < channels; c++) {
+                    float t = (float)ai[b0 + c] * scale;
+                    tmp[c] = t + bias[c];
+                }
+            for (int64_t c = 0; c < channels; c++) out[b0 + c] = tmp[c];
+            continue;
+        }
         for (int64_t c = 0; c < channels; c++) {
             const float bc = bias[c];
             int64_t s0 = b0 + c * inner;
             for (int64_t i = s0; i < s0 + inner; i++) {
-                float v = acc_float ? ((const float *)acc)[i] : (float)((const int32_t *)acc)[i];
+                float v = acc_float ? af[i] : (float)ai[i];
                 float t = v * scale;
                 out[i] = t + bc;
             }
@@ -331,19 +351,22 @@ void aptk_combine(const int32_t *hi, int64_t hi_stride, const int32_t *lo, int64
     }
 }
 
-/* torch.relu and the uint8 mask (relu(x) != 0) that activations._ReLUMask saves. */
-void aptk_relu(const float *x, int64_t n, float *y, uint8_t *mask) {
+/* torch.relu and the uint8 mask (relu(x) != 0) that activations._ReLUMask saves, on the
+   bits: x passes when it is positive (bits > 0) or NaN (NaN passes, as in torch.relu). */
+void aptk_relu(const int32_t *restrict x, int64_t n, int32_t *restrict y,
+               uint8_t *restrict mask) {
     for (int64_t i = 0; i < n; i++) {
-        float v = x[i];
-        float r = (v > 0.0f || v != v) ? v : 0.0f; /* NaN passes, as in torch.relu */
-        y[i] = r;
-        mask[i] = r != 0.0f;
+        int32_t b = x[i];
+        int32_t keep = (b > 0) | ((b & 0x7FFFFFFF) > 0x7F800000);
+        y[i] = keep ? b : 0;
+        mask[i] = (uint8_t)keep;
     }
 }
 
 /* compiled._relu_grad: g where the mask is set, +0 elsewhere (on the float's bits). */
-void aptk_relu_grad(const int32_t *g, const uint8_t *mask, int64_t n, int32_t *out) {
-    for (int64_t i = 0; i < n; i++) out[i] = g[i] & -(int32_t)mask[i];
+void aptk_relu_grad(const int32_t *restrict g, const uint8_t *restrict mask, int64_t n,
+                    int32_t *restrict out) {
+    for (int64_t i = 0; i < n; i++) out[i] = mask[i] ? g[i] : 0;
 }
 
 static inline void copy_run(int8_t *dst, const int8_t *src, int64_t len) {

@@ -136,9 +136,11 @@ class IntGemmFunction(torch.autograd.Function):
         """The output from the input's int8 codes ``xq`` (exponent ``fx``), kept for backward."""
         del anchor  # only there so that autograd reaches this layer's backward
         w, fw, limbs = layer.stored("weight"), layer.exponent("weight"), layer.n_bits > 8
-        y = ops.forward_scaled(xq, w, limbs, 2.0 ** -(fx + fw), layer.bias_float())
+        b = layer.bias_float()
+        y = ops.forward_scaled(xq, w, limbs, 2.0 ** -(fx + fw), b)
         ctx.layer, ctx.ops, ctx.xq, ctx.fx = layer, ops, xq, fx
         ctx.w, ctx.fw, ctx.limbs, ctx.x_shape = w, fw, limbs, x.shape
+        ctx.has_bias = b is not None
         return y
 
     @staticmethod
@@ -151,7 +153,7 @@ class IntGemmFunction(torch.autograd.Function):
             x = ctx.xq.to(torch.float32) * 2.0**-ctx.fx
             dx, dw, db = ops.float_step(x, layer.weight_float(), gy)
             layer.accept_grad("weight", dw, 0)
-            if layer.bias_float() is not None:
+            if ctx.has_bias:
                 layer.accept_grad("bias", db, 0)
             return (dx if need_dx else None), None, None, None, None, None
         gq, fe = q
@@ -159,7 +161,7 @@ class IntGemmFunction(torch.autograd.Function):
         if need_dx:
             dx = ops.input_grad_scaled(gq, ctx.w, ctx.limbs, ctx.x_shape, 2.0 ** -(fe + ctx.fw))
         layer.accept_grad("weight", ops.weight_grad(gq, ctx.xq), fe + ctx.fx)
-        if layer.bias_float() is not None:
+        if ctx.has_bias:
             layer.accept_grad("bias", ops.bias_grad(gq), fe)
         ctx.xq = ctx.w = None
         return dx, None, None, None, None, None
