@@ -5,9 +5,10 @@ Rows come from ``services.audit.record`` only, for the API and the console alike
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from server.coordinator.core.pagination import Page, keyset_page
 from server.coordinator.tables import ConsoleAction
 
 
@@ -31,3 +32,19 @@ def list_actions(
     if target is not None:
         stmt = stmt.where(ConsoleAction.target == target)
     return list(session.scalars(stmt).all())
+
+
+def page_actions(
+    *, session: Session, cursor: str | None = None, limit: int = 50
+) -> Page[ConsoleAction]:
+    """One page of every action, newest first (cursor key: ``(id,)``)."""
+    count = session.scalar(select(func.count()).select_from(ConsoleAction)) or 0
+    return keyset_page(
+        session,
+        select(ConsoleAction),
+        order=[ConsoleAction.id],
+        cursor=cursor,
+        limit=limit,
+        count=count,
+        descending=True,
+    )

@@ -45,7 +45,7 @@ LOGIN_CSRF_COOKIE = "aptfleet_login_csrf"
 LOGIN_CSRF_MAX_AGE_S = 3600
 #: Only dashboard pages may be a post-login target (no open redirect to other sites).
 _NEXT_PATTERN = re.compile(
-    r"/(runs/([0-9]{1,10}|new)|\?run=[0-9]{1,10}|devices(/[0-9]{1,10})?|policy|cost-model"
+    r"/(runs/([0-9]{1,10}|new)|\?run=[0-9]{1,10}|devices(/[0-9]{1,10})?|policy|actions|cost-model"
     r"|compare(\?run=[0-9]{1,10}(&run=[0-9]{1,10}){0,9})?)?"
 )
 _bearer = HTTPBearer(auto_error=False)

@@ -13,6 +13,7 @@ NAV = (
     ("/compare", "Compare"),
     ("/devices", "Fleet"),
     ("/policy", "Policy"),
+    ("/actions", "Actions"),
     ("/cost-model", "Cost model"),
 )
 

@@ -1,13 +1,15 @@
-"""Whole dashboard pages: sign-in, errors, the runs overview and its live summary."""
+"""Whole dashboard pages: sign-in, errors, the runs overview and its live summary, actions."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import urlencode
 
+from server.coordinator.core.pagination import Page
 from server.coordinator.crud.tokens import CREATE_COMMAND
 from server.coordinator.dashboard.auth import Viewer
-from server.coordinator.dashboard.layout import is_active, page, section
+from server.coordinator.dashboard.layout import empty, is_active, page, section
 from server.coordinator.dashboard.markup import Markup, fmt, join
 from server.coordinator.dashboard.quantities import quantity_label
 from server.coordinator.dashboard.tables import (
@@ -160,7 +162,14 @@ def overview_page(
         runs=join(
             [
                 section("Runs", shown, section_id="runs-section"),
-                section("Latest actions", actions_table(actions), section_id="actions-section"),
+                section(
+                    "Latest actions",
+                    fmt(
+                        '{table}<p><a href="/actions" id="every-action-link">Every action</a></p>',
+                        table=actions_table(actions),
+                    ),
+                    section_id="actions-section",
+                ),
             ]
         ),
         policies=section(
@@ -173,3 +182,33 @@ def overview_page(
     # totals and those runs' cells in place (no reload); it stops once none is active.
     active = any(is_active(run) for run in runs)
     return page(title="Runs", body=body, viewer=viewer, script=active)
+
+
+def actions_page(*, viewer: Viewer, actions: Page[ConsoleAction], first: bool) -> Markup:
+    """Every action (console or API) with who took it, newest first, one key page at a time."""
+    links = []
+    if actions.next_cursor:
+        links.append(
+            fmt(
+                '<a id="actions-next" href="/actions?{q}">Next page (older actions)</a>',
+                q=urlencode({"cursor": actions.next_cursor}),
+            )
+        )
+    if not first:
+        links.append(Markup('<a id="actions-first" href="/actions">First page</a>'))
+    shown = (
+        actions_table(actions.data)
+        if actions.data
+        else empty("No actions on this page.", element_id="actions-page-empty")
+    )
+    body = fmt(
+        '<h1>Actions</h1><p class="muted" id="actions-count">{count} action(s) recorded, from '
+        "the console and the API, each with the token's name and role; newest first.</p>"
+        "{table}<p>{links}</p>",
+        count=actions.count,
+        table=shown,
+        links=join(links, Markup(" &middot; ")),
+    )
+    return page(
+        title="Actions", body=section("Actions", body, section_id="all-actions"), viewer=viewer
+    )

@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from server.coordinator import crud
 from server.coordinator.api.deps import AuthThrottleDep, SessionDep
 from server.coordinator.core.security import generate_csrf_token
-from server.coordinator.crud.actions import list_actions
+from server.coordinator.crud.actions import list_actions, page_actions
 from server.coordinator.crud.runs import runs_by_id
 from server.coordinator.dashboard import pages
 from server.coordinator.dashboard.auth import (
@@ -28,16 +28,23 @@ from server.coordinator.dashboard.auth import (
     sign_out,
 )
 from server.coordinator.dashboard.cost_model import cost_model_page
-from server.coordinator.dashboard.responses import html, not_found, parse_id, refused
+from server.coordinator.dashboard.responses import failed, html, not_found, parse_id, refused
 from server.coordinator.dashboard.script import SCRIPT
 from server.coordinator.dashboard.stylesheet import STYLESHEET
-from server.coordinator.exceptions import AuthenticationError, CsrfError, TooManyAttemptsError
+from server.coordinator.exceptions import (
+    AuthenticationError,
+    CsrfError,
+    InvalidQueryError,
+    TooManyAttemptsError,
+)
 
 router = APIRouter(prefix="", tags=["dashboard"], include_in_schema=False)
 
 _RUNS_SHOWN = 100
 _POLICIES_SHOWN = 20
 _ACTIONS_SHOWN = 10
+#: Rows per key page of the actions page.
+ACTIONS_PER_PAGE = 50
 
 
 @router.get("/dashboard.css")
@@ -195,3 +202,20 @@ def read_overview_live(
         runs=runs, count=count, totals=crud.fleet_totals(session=session)
     )
     return JSONResponse(summary, headers={"Cache-Control": "no-store"})
+
+
+@router.get("/actions", response_class=HTMLResponse)
+def read_actions_page(
+    request: Request,
+    session: SessionDep,
+    viewer: ViewerDep,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> Response:
+    """Every recorded action, console or API, with who took it; one key page at a time."""
+    if viewer is None:
+        return login_redirect(request)
+    try:
+        found = page_actions(session=session, cursor=cursor or None, limit=ACTIONS_PER_PAGE)
+    except InvalidQueryError as exc:
+        return failed("Bad page cursor", exc.message, viewer, 422)
+    return html(pages.actions_page(viewer=viewer, actions=found, first=not cursor))

@@ -7,6 +7,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from server.coordinator.crud.actions import list_actions
+from server.coordinator.dashboard.routes import ACTIONS_PER_PAGE
+from server.coordinator.services.audit import record
 from server.coordinator.tables import ApiToken, ConsoleAction
 from tests.utils.html import elements
 from tests.utils.launcher import RecordingLauncher
@@ -100,3 +102,32 @@ def test_rest_action_refused_leaves_no_row(
     assert conflict.status_code == 409 and forbidden.status_code == 403
     db.commit()
     assert list_actions(session=db) == []
+
+
+def test_actions_page_lists_every_action_in_key_pages(
+    client: TestClient, db: Session, admin_headers: dict[str, str]
+) -> None:
+    # Prepare: a page and 5 more actions, the newest one through the API
+    admin = db.scalars(select(ApiToken).where(ApiToken.name == "alice")).one()
+    for i in range(ACTIONS_PER_PAGE + 4):
+        record(session=db, actor=admin, action="stop", target=f"run:{i + 1}")
+    db.commit()
+    client.put("/api/v1/policy", json={"note": "same values"}, headers=admin_headers)
+
+    # Execute
+    first = client.get("/actions", headers=admin_headers)
+    [link] = elements(first.text, "a", id="actions-next")
+    second = client.get(link["href"], headers=admin_headers)
+    bad_cursor = client.get("/actions?cursor=%%%", headers=admin_headers)
+    signed_out = client.get("/actions", follow_redirects=False)
+
+    # Assert
+    page_one = [r["data-action"] for r in elements(first.text, "tr", class_="action-row")]
+    page_two = [r["data-action"] for r in elements(second.text, "tr", class_="action-row")]
+    assert len(page_one) == ACTIONS_PER_PAGE and len(page_two) == 5
+    assert page_one[0] == "policy-update" and _cells(first.text)[1:3] == ["alice", "admin"]
+    assert f"{ACTIONS_PER_PAGE + 5} action(s) recorded" in first.text
+    assert not elements(second.text, "a", id="actions-next")
+    assert elements(second.text, "a", id="actions-first")
+    assert bad_cursor.status_code == 422
+    assert signed_out.status_code == 303

@@ -300,7 +300,7 @@ def test_overview_updates_run_status_in_place(console: Console, browser: Any) ->
 
 
 @pytest.mark.parametrize(
-    "path", ["/", "/runs/new", "/policy", "/devices", "/compare", "/cost-model"]
+    "path", ["/", "/runs/new", "/policy", "/devices", "/compare", "/actions", "/cost-model"]
 )
 def test_pages_fit_a_narrow_screen_and_start_with_a_skip_link(
     console: Console, tmp_path: Path, path: str
