@@ -333,21 +333,28 @@ void aptk_rescale(const void *acc, int acc_float, int64_t n, float scale, const 
 }
 
 /* gemm.combine then rescale(_bias) for an (m, n) result of limb products: hi and lo are
-   int32 with row strides (in elements); rs the int32 row sums of the other operand.
-   out[i, j] = (float(lo + 128 * rs[i]) + 256 * float(hi)) * scale (+ bias[j]). */
+   int32 with row strides (in elements); rs the int32 offset sums of the rows (stride
+   rs_stride). out[i, j] = (float(lo + 128 * rs[i]) + 256 * float(hi)) * scale (+ bias[j]). */
 void aptk_combine(const int32_t *hi, int64_t hi_stride, const int32_t *lo, int64_t lo_stride,
-                  const int32_t *rs, int64_t m, int64_t n, float scale, const float *bias,
-                  float *out) {
+                  const int32_t *rs, int64_t rs_stride, int64_t m, int64_t n, float scale,
+                  const float *bias, float *out) {
     for (int64_t i = 0; i < m; i++) {
-        const int32_t off = rs[i] * 128;
+        const int32_t off = rs[i * rs_stride] * 128;
         const int32_t *h = hi + i * hi_stride, *l = lo + i * lo_stride;
         float *o = out + i * n;
-        for (int64_t j = 0; j < n; j++) {
-            float low = (float)(l[j] + off);
-            float t = (float)h[j] * 256.0f;
-            float v = (low + t) * scale;
-            o[j] = bias ? v + bias[j] : v;
-        }
+        if (bias)
+            for (int64_t j = 0; j < n; j++) {
+                float low = (float)(l[j] + off);
+                float t = (float)h[j] * 256.0f;
+                float v = (low + t) * scale;
+                o[j] = v + bias[j];
+            }
+        else
+            for (int64_t j = 0; j < n; j++) {
+                float low = (float)(l[j] + off);
+                float t = (float)h[j] * 256.0f;
+                o[j] = (low + t) * scale;
+            }
     }
 }
 

@@ -71,57 +71,60 @@ class ConvProducts:
     def forward_scaled(
         self, xq: Tensor, w: Tensor, limbs: bool, scale: float, b: Tensor | None
     ) -> Tensor:
-        """``forward(...) * scale + b``: one native pass over the int32 accumulator."""
+        """``forward(...) * scale + b``: one native pass over the int32 accumulator.
+
+        Above 8 bits the weight matrix gains a row of ones, so the same GEMM also yields
+        the receptive-field sums of the input codes, the limbs' ``+128`` offset term.
+        """
         if native.lib() is None:
             acc = self.forward(xq, w, limbs)
             if b is None:
                 return rescale(acc, torch.tensor(scale))  # type: ignore[no-any-return]
             return rescale_bias(acc, torch.tensor(scale), self.bias_view(b))  # type: ignore[no-any-return]
         k, s, p, d = self._g()
-        x4 = self._4d(xq)
-        acc = im2col.conv2d_forward_int(x4, w, k, s, p, d)
-        off = self._offset(x4, None) if limbs else None
-        return self._back(self._finish(acc, off, scale, b))
+        if limbs:
+            w = torch.cat((w, torch.ones((1, w.shape[1]), dtype=torch.int8)))
+        acc = im2col.conv2d_forward_int(self._4d(xq), w, k, s, p, d)
+        return self._back(self._finish(acc, limbs, scale, b))
 
     def input_grad_scaled(
         self, gq: Tensor, w: Tensor, limbs: bool, x_shape: torch.Size, scale: float
     ) -> Tensor:
-        """``input_grad(...) * scale``: one native pass over the int32 accumulator."""
+        """``input_grad(...) * scale``: one native pass over the int32 accumulator.
+
+        Above 8 bits the limbs act as 2C input channels plus one channel of ones, whose
+        gradient is the error's receptive-field sums, the ``+128`` offset term.
+        """
         if native.lib() is None:
             acc = self.input_grad(gq, w, limbs, x_shape)
             return rescale(acc, torch.tensor(scale))  # type: ignore[no-any-return]
         k, s, p, d = self._g()
-        g4 = self._4d(gq)
         hw = (1, x_shape[-1]) if self.one_d else (x_shape[-2], x_shape[-1])
-        if not limbs:
-            acc = im2col.conv2d_input_grad_int(g4, w, hw, k, s, p, d)
-            return self._back(self._finish(acc, None, scale, None))
-        o, c = self.out_ch, self.in_ch
-        hi, lo = (t.view(o, k[0], k[1], c) for t in w.chunk(2))
-        both = torch.cat((hi, lo), dim=3).reshape(o, -1)  # limbs as 2C input channels
-        acc = im2col.conv2d_input_grad_int(g4, both, hw, k, s, p, d)
-        off = self._offset(g4, (g4.shape[0], 1, *hw))
-        return self._back(self._finish(acc, off, scale, None))
+        if limbs:
+            o, c = self.out_ch, self.in_ch
+            hi, lo = (t.view(o, k[0], k[1], c) for t in w.chunk(2))
+            ones = torch.ones((o, k[0], k[1], 1), dtype=torch.int8)
+            w = torch.cat((hi, lo, ones), dim=3).reshape(o, -1)
+        acc = im2col.conv2d_input_grad_int(self._4d(gq), w, hw, k, s, p, d)
+        return self._back(self._finish(acc, limbs, scale, None))
 
     @staticmethod
-    def _finish(acc: Tensor, off: Tensor | None, scale: float, b: Tensor | None) -> Tensor:
+    def _finish(acc: Tensor, limbs: bool, scale: float, b: Tensor | None) -> Tensor:
         """float32 ``acc * scale + b`` of a channels-last accumulator; limbs recombined first.
 
-        With ``off`` (the ``(N, 1, H, W)`` offset term) ``acc`` holds 2C channels, the high
-        limbs' products then the low limbs'.
+        With ``limbs`` ``acc`` holds 2C + 1 channels: the high limbs' products, the low
+        limbs', then the offset sums.
         """
-        if off is None:
+        if not limbs:
             return ConvProducts._rescale(acc, scale, b)
         n, c2, h, w = acc.shape
         c = c2 // 2
         if acc.dtype == torch.int32 and native.dense(acc) and acc.stride(1) == 1:
             rows = acc.permute(0, 2, 3, 1).reshape(-1, c2)  # a view: NHWC is contiguous
             bias = None if b is None else b.contiguous()
-            out = native.combine(
-                rows[:, :c], rows[:, c:], off.reshape(-1).contiguous(), scale, bias
-            )
+            out = native.combine(rows[:, :c], rows[:, c : 2 * c], rows[:, 2 * c], scale, bias)
             return out.view(n, h, w, c).permute(0, 3, 1, 2)
-        y = combine(acc[:, :c], acc[:, c:], off)
+        y = combine(acc[:, :c], acc[:, c : 2 * c], acc[:, 2 * c :])
         if b is None:
             return rescale(y, torch.tensor(scale))  # type: ignore[no-any-return]
         return rescale_bias(y, torch.tensor(scale), b.view(1, -1, 1, 1))  # type: ignore[no-any-return]

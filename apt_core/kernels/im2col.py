@@ -39,7 +39,7 @@ Chunk = tuple[int, int, Tensor]
 #: Input channel counts up to this build the im2col transposed (measured faster).
 TRANSPOSED_MAX_CHANNELS = 2
 #: Default budget of one int8 im2col chunk.
-DEFAULT_CHUNK_BYTES = 2 << 20
+DEFAULT_CHUNK_BYTES = 1 << 19
 
 
 class ConvGroupsError(ValueError):

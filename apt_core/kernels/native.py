@@ -50,7 +50,7 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "aptk_amax": (_F32, [_P, _I64]),
     "aptk_quantize": (None, [_P, _I64, _F32, _F32, _F32, _P]),
     "aptk_rescale": (None, [_P, _I32, _I64, _F32, _P, _I64, _I64, _P]),
-    "aptk_combine": (None, [_P, _I64, _P, _I64, _P, _I64, _I64, _F32, _P, _P]),
+    "aptk_combine": (None, [_P, _I64, _P, _I64, _P, _I64, _I64, _I64, _F32, _P, _P]),
     "aptk_relu": (None, [_P, _I64, _P, _P]),
     "aptk_gather6": (None, [_P, _P, _P, _P]),
     "aptk_relu_grad": (None, [_P, _P, _I64, _P]),
@@ -270,13 +270,14 @@ def combine(
 ) -> Tensor:
     """float32 ``(256 * hi + lo + 128 * row_sums) * scale (+ bias)`` of int32 ``(m, n)``.
 
-    ``hi`` and ``lo`` may be column slices of one accumulator (unit column stride).
+    ``hi`` and ``lo`` may be column slices of one accumulator (unit column stride), and
+    ``row_sums`` (m values) a column of it.
     """
     m, n = hi.shape
     out = torch.empty((m, n), dtype=torch.float32)
     lib().aptk_combine(  # type: ignore[union-attr]
         hi.data_ptr(), hi.stride(0), lo.data_ptr(), lo.stride(0), row_sums.data_ptr(),
-        m, n, scale, _ptr(bias), out.data_ptr(),
+        row_sums.stride(0), m, n, scale, _ptr(bias), out.data_ptr(),
     )  # fmt: skip
     return out
 
