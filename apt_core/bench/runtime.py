@@ -43,6 +43,7 @@ from apt_core.bench.backends import (
 )
 from apt_core.bench.memory import peak_train_bytes
 from apt_core.bench.runtime_config import DEFAULT_BITS, DEFAULT_CASES, RuntimeConfig
+from apt_core.kernels import native
 from apt_core.kernels.matmul import gemm_report
 from apt_core.tasks.data import load_task
 from apt_core.tasks.networks import build_model
@@ -328,6 +329,7 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "int8_gemm": gemm_report(),
+        "native_kernels": native.status(),
     }
 
 

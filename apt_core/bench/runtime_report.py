@@ -136,6 +136,7 @@ def _preamble(results: dict[str, Any]) -> list[str]:
         f"{m['loadavg_after'][0]:.2f}.",
         "",
         *_gemm_lines(m.get("int8_gemm")),
+        *_native_lines(m.get("native_kernels")),
         f"Every figure is **measured** on this machine, not modelled: torch threads = "
         f"{cfg['threads']}; per (task, model, batch) the fp32 model and every APT model train on "
         f"the same batch interleaved step by step in one process (order rotated every "
@@ -186,6 +187,18 @@ def _gemm_lines(g: dict[str, Any] | None) -> list[str]:
         f"{t['fp32']:.1f} ms): {why}.",
         "",
     ]
+
+
+def _native_lines(status: str | None) -> list[str]:
+    """Whether the element-wise kernels ran natively (apt_core/kernels/native.py)."""
+    if status is None:
+        return []
+    what = (
+        "built for this CPU and used (optimizer pass, quantization, rescales, ReLU, im2col)"
+        if status == "native"
+        else f"not used ({status}); the torch kernels ran instead"
+    )
+    return [f"Native element-wise kernels (apt_core/kernels/aptk.c): {what}.", ""]
 
 
 def _measured_section(rows: list[dict[str, Any]]) -> list[str]:
