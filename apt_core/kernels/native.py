@@ -145,6 +145,8 @@ def dense(t: Tensor) -> bool:
     Element-wise kernels then run over the storage in memory order, and outputs made with
     ``torch.empty_like`` (which keeps a dense tensor's strides) line up element for element.
     """
+    if t.is_contiguous() or (t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last)):
+        return True
     dims = sorted(
         ((st, sz) for st, sz in zip(t.stride(), t.shape, strict=True) if sz != 1), reverse=True
     )
@@ -320,9 +322,9 @@ def gather_into(dst: Tensor, src: Tensor) -> bool:
         or dst.numel() != src.numel()
     ):
         return False
-    shape = torch.tensor(src.shape, dtype=torch.int64)
-    stride = torch.tensor(src.stride(), dtype=torch.int64)
+    shape = (ctypes.c_int64 * 6)(*src.shape)
+    stride = (ctypes.c_int64 * 6)(*src.stride())
     lib().aptk_gather6(  # type: ignore[union-attr]
-        src.data_ptr(), shape.data_ptr(), stride.data_ptr(), dst.data_ptr()
+        src.data_ptr(), ctypes.addressof(shape), ctypes.addressof(stride), dst.data_ptr()
     )
     return True

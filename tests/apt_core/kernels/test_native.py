@@ -281,3 +281,26 @@ def test_without_a_compiler_the_torch_kernels_run_and_say_so_once(tmp_path) -> N
     assert res.stdout.split("\n")[:2] == ["True", "True"]
     assert res.stdout.split("\n")[2].startswith("unavailable:")
     assert res.stderr.count("native kernels are unavailable") == 1
+
+
+def test_dense_accepts_any_dimension_order_and_refuses_gaps() -> None:
+    t = torch.zeros(2, 3, 4, 5)
+    assert native.dense(t)
+    assert native.dense(t.contiguous(memory_format=torch.channels_last))
+    assert native.dense(t.permute(0, 2, 1, 3))
+    assert not native.dense(t[:, :2])
+    assert not native.dense(t[..., ::2])
+
+
+def test_gather_copies_a_strided_im2col_view() -> None:
+    # Prepare: the receptive fields of a padded NHWC int8 input, as im2col sees them
+    xp = torch.randint(-128, 128, (2, 6, 7, 16), dtype=torch.int8)
+    s = xp.stride()
+    patches = xp.as_strided((2, 4, 5, 3, 3, 16), (s[0], s[1], s[2], s[1], s[2], s[3]))
+    dst = torch.empty(patches.numel(), dtype=torch.int8)
+
+    # Execute
+    done = native.gather_into(dst, patches)
+
+    # Assert
+    assert done and torch.equal(dst.view(patches.shape), patches)
