@@ -97,6 +97,7 @@ def run_one(
         "energy_gemm_j": m.energy_gemm_j,
         "energy_move_j": m.energy_move_j,
         "param_bits": analytic_bits,
+        "param_bits_in_memory": _in_memory_bits(s, profiles, m.final_bits, analytic_bits),
         "params": n_params,
         "param_bytes_measured": param_bytes,
         "state_bytes_measured": param_bytes + tensors_nbytes(opt_state),
@@ -183,6 +184,15 @@ def _stored_sizes(
         return 40 * n_params, 4 * n_params, 32.0
     analytic_bits = param_bits(profiles, final_bits)
     return analytic_bits, len(pack(s.model)), analytic_bits / n_params
+
+
+def _in_memory_bits(
+    s: MethodSetup, profiles: dict[str, LayerProfile], final_bits: dict[str, int], analytic: int
+) -> int:
+    """Bits of the GEMM-ready in-memory format: 8 per code up to 8 bits, 16 above (limbs)."""
+    if s.method in ("fp32", "qat8"):
+        return analytic
+    return param_bits(profiles, {n: 8 if b <= 8 else 16 for n, b in final_bits.items()})
 
 
 def run_bench(
