@@ -13,23 +13,32 @@ from server.coordinator.core.db import begin_write, make_engine, make_session_fa
 from server.coordinator.tables import Run
 from tests.utils.db import BACKENDS, empty_database
 from tests.utils.service import Coordinator, kill_run_jobs
+from tests.utils.token import service_token
 
 RUN_BODY = {"task": "digits", "method": "apt", "clients": 3, "rounds": 2}
 #: Simultaneous requests per burst: enough to collide, few enough for 2 shared cores.
 BURST = 8
 
 
-@pytest.fixture(params=BACKENDS)
-def coordinator(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Coordinator]:
-    with empty_database(request.param, tmp_path) as url:
-        c = Coordinator(tmp_path, database_url=url)
+@pytest.fixture(scope="module", params=BACKENDS)
+def coordinator(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Coordinator]:
+    """One ``aptfleet serve`` per backend, shared by the burst tests of that backend.
+
+    They stay independent on it: one writes only runs (and counts them), the other only
+    policy versions (and compares them with each other).
+    """
+    data_dir = tmp_path_factory.mktemp(f"coordinator-{request.param}")
+    with empty_database(request.param, data_dir) as url:
+        c = Coordinator(data_dir, database_url=url)
         c.env["APTFLEET_MAX_ACTIVE_RUNS"] = "0"  # hold every run queued: no Ray here
         c.start()
         try:
             yield c
         finally:
             c.stop()
-            kill_run_jobs(tmp_path)
+            kill_run_jobs(data_dir)
 
 
 def _burst(send: Callable[[int], httpx.Response]) -> list[httpx.Response]:
@@ -52,7 +61,7 @@ def _burst(send: Callable[[int], httpx.Response]) -> list[httpx.Response]:
 
 def test_create_run_concurrent_burst_all_queued_none_5xx(coordinator: Coordinator) -> None:
     # Prepare
-    api = coordinator.client(coordinator.token("operator"), timeout=60)
+    api = coordinator.client(service_token(coordinator, role="operator"), timeout=60)
 
     # Execute
     responses = _burst(lambda i: api.post("/runs", json={**RUN_BODY, "seed": i}))
@@ -66,7 +75,7 @@ def test_create_run_concurrent_burst_all_queued_none_5xx(coordinator: Coordinato
 
 def test_update_policy_concurrent_burst_200_or_409_none_5xx(coordinator: Coordinator) -> None:
     # Prepare
-    admin = coordinator.client(coordinator.token("admin"), timeout=60)
+    admin = coordinator.client(service_token(coordinator, role="admin"), timeout=60)
 
     # Execute
     responses = _burst(
