@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from tests.utils.service import Coordinator
+from tests.utils.token import service_token
 
 #: Stalled connections held open at once: heads cut short, bodies cut short, silent.
 STALLED_BODIES = 100
@@ -79,7 +80,7 @@ def test_serve_stalled_clients_health_and_read_answer(coordinator: Coordinator) 
     # Prepare: time-outs far longer than the test, so every stalled connection stays open
     coordinator.env.update(APTFLEET_HEADER_TIMEOUT="120", APTFLEET_BODY_TIMEOUT="120")
     coordinator.start()
-    token = coordinator.token("operator")
+    token = service_token(coordinator, role="operator")
 
     with ExitStack() as stack:
         # Execute: 200 stalled connections, then probes while they are all still open
