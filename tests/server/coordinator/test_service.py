@@ -12,6 +12,7 @@ import pytest
 from server.coordinator import crud
 from server.coordinator.core.db import make_engine, make_session_factory
 from tests.utils.service import Coordinator, kill_run_jobs, run_job_pids, wait_for
+from tests.utils.token import service_token
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +41,7 @@ def _run(api, run_id: int) -> dict:  # type: ignore[no-untyped-def]
 def test_policy_push_reaches_every_device_from_next_round(coordinator: Coordinator) -> None:
     # Prepare
     coordinator.start()
-    admin = coordinator.client(coordinator.token("admin"))
+    admin = coordinator.client(service_token(coordinator, role="admin"))
     run_id = admin.post("/runs", json={**RUN_BODY, "rounds": 4}).json()["id"]
     wait_for(lambda: _run(admin, run_id)["current_round"] >= 1, 240, "round 1")
 
@@ -75,7 +76,7 @@ def test_restart_mid_run_keeps_history_then_resume_completes_every_round_once(
 ) -> None:
     # Prepare
     coordinator.start()
-    operator = coordinator.client(coordinator.token("operator"))
+    operator = coordinator.client(service_token(coordinator, role="operator"))
     run_id = operator.post("/runs", json={**RUN_BODY, "rounds": 5}).json()["id"]
     wait_for(lambda: _run(operator, run_id)["current_round"] >= 1, 240, "round 1")
 
@@ -95,8 +96,12 @@ def test_restart_mid_run_keeps_history_then_resume_completes_every_round_once(
     # Execute: resume from the latest checkpoint
     resp = operator.post(f"/runs/{run_id}/resume")
     assert resp.status_code == 200, resp.text
+    # the resumed run is queued first: waiting only out of pending/running ended the wait
+    # at once whenever the launcher had not admitted it yet
     done = wait_for(
-        lambda: (r := _run(operator, run_id))["status"] not in ("pending", "running") and r,
+        lambda: (
+            (r := _run(operator, run_id))["status"] not in ("queued", "pending", "running") and r
+        ),
         400,
         "the resumed run to finish",
     )
@@ -140,7 +145,7 @@ def _processes_of(data_dir: Path, exclude: int) -> set[int]:
 def test_run_ray_processes_listen_on_loopback_only(coordinator: Coordinator) -> None:
     # Prepare
     coordinator.start()
-    operator = coordinator.client(coordinator.token("operator"))
+    operator = coordinator.client(service_token(coordinator, role="operator"))
     run_id = operator.post("/runs", json={**RUN_BODY, "clients": 2, "rounds": 3}).json()["id"]
     wait_for(lambda: _run(operator, run_id)["current_round"] >= 1, 240, "round 1")
 
