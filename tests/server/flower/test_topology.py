@@ -26,6 +26,7 @@ from server.flower.strategy import APTFedAvg
 from tests.utils.db import postgres_database
 from tests.utils.replies import FakeGrid, create_apt_reply, task_identity
 from tests.utils.service import wait_for
+from tests.utils.token import service_token
 from tests.utils.topology import Topology, alive, local_superlink_pids, topology
 
 CLASSES = ["mcu", "phone", "gateway"]
@@ -78,7 +79,7 @@ def test_topology_postgres_coordinator_superlink_three_supernodes(tmp_path: Path
     local_link_before = processes.port_open(fleet.LOCAL_SUPERLINK_PORT)
     started = time.monotonic()
     with postgres_database() as url, topology(tmp_path, CLASSES, database_url=url) as topo:
-        admin = topo.coordinator.client(topo.coordinator.token("admin"))
+        admin = topo.coordinator.client(service_token(topo.coordinator, role="admin"))
         # the mcu class is capped at 8 bits; everyone else starts at 12, so a device whose
         # override were ignored would show bits > 8
         resp = admin.put(
@@ -147,7 +148,7 @@ def test_supernode_killed_mid_round_round_completes_and_device_offline(tmp_path:
     started = time.monotonic()
     env = {"APTFLEET_ROUND_TIMEOUT": str(KILL_ROUND_TIMEOUT)}
     with topology(tmp_path, CLASSES, env=env) as topo:
-        operator = topo.coordinator.client(topo.coordinator.token("operator"))
+        operator = topo.coordinator.client(service_token(topo.coordinator, role="operator"))
         resp = operator.post("/runs", json=RUN_BODY)
         assert resp.status_code == 201, resp.text
         run_id = resp.json()["id"]
