@@ -125,7 +125,11 @@ class APTLayer(StepState, nn.Module):
 
     def set_stored(self, which: str, stored: Tensor, exponent: int) -> None:
         """Adopt an already encoded int8 matrix (the fused optimizer's write path)."""
-        setattr(self, f"{which}_codes", stored)
+        name = f"{which}_codes"
+        if name in self._buffers:  # the registered buffer, without Module.__setattr__'s checks
+            self._buffers[name] = stored
+        else:
+            setattr(self, name, stored)
         getattr(self, f"{which}_exp").fill_(exponent)
 
     def tensors(self) -> Iterator[str]:

@@ -15,7 +15,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     FLWR_TELEMETRY_ENABLED=0 \
     FLWR_DISABLE_UPDATE_CHECK=1
 
-# A C compiler: apt_core builds its native kernels (apt_core/kernels/aptk.c) for the CPU it
+# A C compiler: apt_core builds its native kernels (apt_core/kernels/c_update.py, c_elementwise.py) for the CPU it
 # runs on at first use; without one it falls back to slower torch kernels and says so.
 RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
     && rm -rf /var/lib/apt/lists/*

@@ -138,6 +138,7 @@ def _pages(apt: int, fp32: int, device: int) -> list[tuple[str, str, tuple[int, 
         ("fleet.png", "/devices", WIDE),
         ("device.png", f"/devices/{device}", WIDE),
         ("cost-model.png", "/cost-model", WIDE),
+        ("actions.png", "/actions", WIDE),
         ("run-narrow.png", f"/runs/{apt}", NARROW),
     ]
 

@@ -198,7 +198,8 @@ def _native_lines(status: str | None) -> list[str]:
         if status == "native"
         else f"not used ({status}); the torch kernels ran instead"
     )
-    return [f"Native element-wise kernels (apt_core/kernels/aptk.c): {what}.", ""]
+    where = "apt_core/kernels/c_update.py, c_elementwise.py"
+    return [f"Native element-wise kernels ({where}): {what}.", ""]
 
 
 def _measured_section(rows: list[dict[str, Any]]) -> list[str]:

@@ -1,9 +1,9 @@
-"""Native element-wise kernels (``aptk.c``), built with the system C compiler at first use.
+"""Native element-wise kernels (C in ``c_update.py``, ``c_elementwise.py``), built at first use.
 
 The optimizer's fused passes, the activation/error quantizer and the GEMM rescales each
 run as one loop over memory in C, bit-identical to their torch versions in
 :mod:`apt_core.kernels.update`, :mod:`apt_core.kernels.gemm` and
-:mod:`apt_core.kernels.compiled` (see ``aptk.c``). Eager torch spends one pass and one
+:mod:`apt_core.kernels.compiled` (see ``c_update.py``). Eager torch spends one pass and one
 temporary per operation, and an inductor-compiled kernel ~0.15 ms of guard checks per
 call, which dominated the optimizer of small and medium layers.
 
@@ -29,9 +29,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from apt_core.kernels import c_elementwise, c_update
 from apt_core.kernels.backend import log_once
 
-SOURCE = Path(__file__).with_name("aptk.c")
 FLAGS = (
     "-O3",
     "-march=native",
@@ -104,7 +104,7 @@ def _load() -> ctypes.CDLL | _Unavailable:
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         return _give_up("no C compiler (cc/gcc) on PATH")
-    src = SOURCE.read_bytes()
+    src = (c_update.SOURCE + c_elementwise.SOURCE).encode()
     key = hashlib.sha256(src + " ".join((cc, *FLAGS, _cpu_key())).encode()).hexdigest()[:16]
     cache = Path(os.environ.get("APT_NATIVE_CACHE", Path.home() / ".cache/aptfleet/native"))
     target = cache / f"aptk-{key}.so"
@@ -112,9 +112,10 @@ def _load() -> ctypes.CDLL | _Unavailable:
         if not target.exists():
             cache.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(dir=cache) as tmp:
-                built = Path(tmp) / "aptk.so"
+                built, code = Path(tmp) / "aptk.so", Path(tmp) / "aptk.c"
+                code.write_bytes(src)
                 subprocess.run(
-                    [cc, *FLAGS, "-o", str(built), str(SOURCE), "-lm"],
+                    [cc, *FLAGS, "-o", str(built), str(code), "-lm"],
                     check=True,
                     capture_output=True,
                     timeout=120,

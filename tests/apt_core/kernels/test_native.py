@@ -1,4 +1,4 @@
-"""The native kernels (aptk.c) against the torch kernels they replace: bit for bit."""
+"""The native kernels (c_update.py, c_elementwise.py) against the torch kernels: bit for bit."""
 
 from __future__ import annotations
 

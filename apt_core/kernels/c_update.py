@@ -1,4 +1,12 @@
-/* Native element-wise kernels of APT's integer backend (apt_core/kernels/native.py).
+"""C source of the native optimizer passes (update.one_pass / write_pass), with the noise hash.
+
+:mod:`apt_core.kernels.native` compiles it together with :mod:`apt_core.kernels.c_elementwise`.
+Kept as Python strings rather than ``.c`` files: a Flower app bundle (what ``flwr run`` ships
+to the deployment engine's SuperNodes) carries only Python and a few text file types, and
+the devices there build the same kernels.
+"""
+
+SOURCE = r"""/* Native element-wise kernels of APT's integer backend (apt_core/kernels/native.py).
 
    Each function is one pass over contiguous memory doing what a chain of eager torch ops
    (or one inductor graph) does in apt_core/kernels/update.py, gemm.py and compiled.py, with
@@ -144,13 +152,14 @@ INLINE void one_block(const int8_t *s_hi, const int8_t *s_lo, const void *g, con
 }
 
 INLINE void one_loop(const int8_t *s_hi, const int8_t *s_lo, const void *g, const int g_float,
-                     const int has_prev, const int8_t *prev, const float *p, const int32_t *keys, int32_t base,
+                     const int has_prev, const int8_t *prev, const float *p,
+                     const int32_t *keys, int32_t base,
                      int64_t n, const int has_wd, const int stochastic, const int limbs,
                      int8_t *o_hi, int8_t *o_lo, int8_t *m_out, lanes_t *L) {
     for (int64_t i0 = 0; i0 < n; i0 += LANES) {
         int64_t len = n - i0 < LANES ? n - i0 : LANES;
-        one_block(s_hi, s_lo, g, g_float, has_prev, prev, p, keys, base, i0, len, has_wd, stochastic,
-                  limbs, o_hi, o_lo, m_out, L);
+        one_block(s_hi, s_lo, g, g_float, has_prev, prev, p, keys, base, i0, len, has_wd,
+                  stochastic, limbs, o_hi, o_lo, m_out, L);
     }
 }
 
@@ -255,149 +264,4 @@ int64_t aptk_write_pass(const int8_t *s_hi, const int8_t *s_lo, const void *g, i
     return changed;
 }
 
-/* max|x| of n float32 values: NaN when any is NaN, inf when any is infinite. Computed on
-   the bits: for IEEE floats |x| orders like its bit pattern without the sign, and every
-   NaN pattern is above infinity's, so one integer max (which vectorizes) answers all. */
-float aptk_amax(const float *x, int64_t n) {
-    const int32_t *bits = (const int32_t *)x;
-    int32_t m = 0;
-    for (int64_t i = 0; i < n; i++) {
-        int32_t a = bits[i] & 0x7FFFFFFF;
-        m = a > m ? a : m;
-    }
-    if (m > 0x7F800000) return NAN;
-    float r;
-    __builtin_memcpy(&r, &m, sizeof r);
-    return r;
-}
-
-/* compiled._quantize: min(max(round(x * scale), lo), hi) as int8 (x finite). */
-void aptk_quantize(const float *x, int64_t n, float scale, float lo, float hi, int8_t *out) {
-    for (int64_t i = 0; i < n; i++) {
-        float r = nearbyintf(x[i] * scale);
-        r = r > lo ? r : lo;
-        r = r < hi ? r : hi;
-        out[i] = (int8_t)(int32_t)r;
-    }
-}
-
-/* compiled._rescale(_bias): out = float(acc) * scale (+ bias[(i / inner) % channels]).
-   acc is int32 (acc_float 0) or float32; out may alias acc. bias NULL: none. Each case is
-   its own loop so that each vectorizes. */
-void aptk_rescale(const void *acc, int acc_float, int64_t n, float scale, const float *bias,
-                  int64_t inner, int64_t channels, float *out) {
-    const int32_t *ai = (const int32_t *)acc;
-    const float *af = (const float *)acc;
-    if (!bias) {
-        /* through a stack buffer: out usually aliases acc, which would otherwise send gcc's
-           vectorized loop to its scalar fallback */
-        float tmp[256];
-        for (int64_t i0 = 0; i0 < n; i0 += 256) {
-            int64_t len = n - i0 < 256 ? n - i0 : 256;
-            if (acc_float)
-                for (int64_t j = 0; j < len; j++) tmp[j] = af[i0 + j] * scale;
-            else
-                for (int64_t j = 0; j < len; j++) tmp[j] = (float)ai[i0 + j] * scale;
-            for (int64_t j = 0; j < len; j++) out[i0 + j] = tmp[j];
-        }
-        return;
-    }
-    int64_t block = inner * channels;
-    for (int64_t b0 = 0; b0 < n; b0 += block) {
-        if (b0 + block > n) break; /* n is a whole number of blocks; never read past it */
-        if (inner == 1 && channels <= 4096) { /* channels innermost: linear, NHWC conv */
-            float tmp[4096];
-            if (acc_float)
-                for (int64_t c = 0; c < channels; c++) {
-                    float t = af[b0 + c] * scale;
-                    tmp[c] = t + bias[c];
-                }
-            else
-                for (int64_t c = 0; c < channels; c++) {
-                    float t = (float)ai[b0 + c] * scale;
-                    tmp[c] = t + bias[c];
-                }
-            for (int64_t c = 0; c < channels; c++) out[b0 + c] = tmp[c];
-            continue;
-        }
-        for (int64_t c = 0; c < channels; c++) {
-            const float bc = bias[c];
-            int64_t s0 = b0 + c * inner;
-            for (int64_t i = s0; i < s0 + inner; i++) {
-                float v = acc_float ? af[i] : (float)ai[i];
-                float t = v * scale;
-                out[i] = t + bc;
-            }
-        }
-    }
-}
-
-/* gemm.combine then rescale(_bias) for an (m, n) result of limb products: hi and lo are
-   int32 with row strides (in elements); rs the int32 offset sums of the rows (stride
-   rs_stride). out[i, j] = (float(lo + 128 * rs[i]) + 256 * float(hi)) * scale (+ bias[j]). */
-void aptk_combine(const int32_t *hi, int64_t hi_stride, const int32_t *lo, int64_t lo_stride,
-                  const int32_t *rs, int64_t rs_stride, int64_t m, int64_t n, float scale,
-                  const float *bias, float *out) {
-    for (int64_t i = 0; i < m; i++) {
-        const int32_t off = rs[i * rs_stride] * 128;
-        const int32_t *h = hi + i * hi_stride, *l = lo + i * lo_stride;
-        float *o = out + i * n;
-        if (bias)
-            for (int64_t j = 0; j < n; j++) {
-                float low = (float)(l[j] + off);
-                float t = (float)h[j] * 256.0f;
-                float v = (low + t) * scale;
-                o[j] = v + bias[j];
-            }
-        else
-            for (int64_t j = 0; j < n; j++) {
-                float low = (float)(l[j] + off);
-                float t = (float)h[j] * 256.0f;
-                o[j] = (low + t) * scale;
-            }
-    }
-}
-
-/* torch.relu and the uint8 mask (relu(x) != 0) that activations._ReLUMask saves, on the
-   bits: x passes when it is positive (bits > 0) or NaN (NaN passes, as in torch.relu). */
-void aptk_relu(const int32_t *restrict x, int64_t n, int32_t *restrict y,
-               uint8_t *restrict mask) {
-    for (int64_t i = 0; i < n; i++) {
-        int32_t b = x[i];
-        int32_t keep = (b > 0) | ((b & 0x7FFFFFFF) > 0x7F800000);
-        y[i] = keep ? b : 0;
-        mask[i] = (uint8_t)keep;
-    }
-}
-
-/* compiled._relu_grad: g where the mask is set, +0 elsewhere (on the float's bits). */
-void aptk_relu_grad(const int32_t *restrict g, const uint8_t *restrict mask, int64_t n,
-                    int32_t *restrict out) {
-    for (int64_t i = 0; i < n; i++) out[i] = mask[i] ? g[i] : 0;
-}
-
-static inline void copy_run(int8_t *dst, const int8_t *src, int64_t len) {
-    if ((len & 15) == 0) {
-        for (int64_t k = 0; k < len; k += 16) __builtin_memcpy(dst + k, src + k, 16);
-    } else {
-        __builtin_memcpy(dst, src, (size_t)len);
-    }
-}
-
-/* Copy a 6-d strided int8 view (innermost dimension contiguous; strides in elements) into
-   contiguous dst: the im2col gather of im2col._im2col_chunks, one inlined copy per run of
-   channels instead of torch's per-row iterator overhead. */
-void aptk_gather6(const int8_t *src, const int64_t *shape, const int64_t *stride, int8_t *dst) {
-    const int64_t run = shape[5];
-    for (int64_t a = 0; a < shape[0]; a++)
-        for (int64_t b = 0; b < shape[1]; b++)
-            for (int64_t c = 0; c < shape[2]; c++)
-                for (int64_t d = 0; d < shape[3]; d++) {
-                    const int8_t *s = src + a * stride[0] + b * stride[1] + c * stride[2] +
-                                      d * stride[3];
-                    for (int64_t e = 0; e < shape[4]; e++) {
-                        copy_run(dst, s + e * stride[4], run);
-                        dst += run;
-                    }
-                }
-}
+"""
