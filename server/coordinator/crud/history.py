@@ -197,14 +197,24 @@ def page_layer_precision(
     key = decode_cursor(cursor, (int, int, str))
     if key is not None:
         conditions.append(after([lp.round, lp.device_id, lp.layer], key))
-    columns = (lp.round, lp.device_id, Device.node_id, lp.layer, lp.bits, lp.exponent)
-    stmt = (
-        select(*columns, lp.gavg, lp.underflow, lp.checks)
-        .join(Device, Device.id == lp.device_id)
+    # the page is cut from layer_precision alone (its (run_id, round, device_id, layer) index
+    # serves the order and the limit), then joined to devices: joined first, PostgreSQL
+    # hash-joined every row of the run and sorted them (300 ms for 1M rows)
+    page = (
+        select(lp.round, lp.device_id, lp.layer, lp.bits, lp.exponent)
+        .add_columns(lp.gavg, lp.underflow, lp.checks)
         .where(*conditions)
         .order_by(lp.round, lp.device_id, lp.layer)
         .offset(skip)
         .limit(limit + 1)
+        .subquery()
+    )
+    c = page.c
+    stmt = (
+        select(c.round, c.device_id, Device.node_id, c.layer, c.bits, c.exponent)
+        .add_columns(c.gavg, c.underflow, c.checks)
+        .join(Device, Device.id == c.device_id)
+        .order_by(c.round, c.device_id, c.layer)
     )
     rows = _dicts(session, stmt)
     return page_of(
