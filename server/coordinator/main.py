@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -251,4 +252,10 @@ def create_service_app() -> FastAPI:
 
     app = create_app(default_settings, ProcessLauncher(default_settings))
     app.state.model_converter = packed_to_torch
+    # Everything alive now (torch, SQLAlchemy, FastAPI: hundreds of thousands of objects)
+    # lives as long as the process; frozen, the collector stops re-scanning it. Unfrozen,
+    # each full collection that a burst of 1,000-row responses set off paused a request
+    # for ~180 ms (the p99 of docs/results/store-scale.md's larger reads, p50 10-20 ms).
+    gc.collect()
+    gc.freeze()
     return app

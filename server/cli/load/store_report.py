@@ -86,7 +86,8 @@ def markdown(report: dict[str, Any]) -> str:
         "- Every round is written through `crud.record_round` and one commit in a write "
         "transaction, as a run's recorder stores it: the write time is that call plus the "
         "commit, per round. Its CPU time is the writing process's plus, on PostgreSQL, the "
-        "server process's (read from /proc).",
+        "server process's (read from /proc). After the last round the database's planner "
+        "statistics are refreshed (`ANALYZE`), as autovacuum does on a table that grows.",
         "- Reads: a real `aptfleet serve` on the database, one HTTP client on loopback, one "
         "request at a time, one warm-up then the timed requests; the dashboard page is "
         "fetched signed in, as a browser does. CPU ms: the coordinator process's CPU time "
