@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import getpass
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated
@@ -107,6 +109,22 @@ def _db_session(database_url: str | None) -> Iterator[Session]:
         engine.dispose()
 
 
+@dataclass(frozen=True)
+class _CliActor:
+    """Whoever runs the CLI on the coordinator's machine: they hold the database itself."""
+
+    name: str
+    role: str = "admin"
+
+
+def _cli_actor() -> _CliActor:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (some containers)
+        user = "unknown"
+    return _CliActor(name=f"cli:{user}"[:64])
+
+
 def _when(value: datetime | None, never: str = "never") -> str:
     return never if value is None else value.strftime("%Y-%m-%d %H:%M UTC")
 
@@ -126,6 +144,7 @@ def create_token(
 ) -> None:
     """Create a token and print it once; only its SHA-256 digest is stored."""
     from server.coordinator import crud
+    from server.coordinator.services import audit
     from server.coordinator.tables import utcnow
 
     lifetime = _parse_expires_in(expires_in)
@@ -133,6 +152,16 @@ def create_token(
     with _db_session(database_url) as session:
         token = crud.create_token(
             session=session, role=role.value, name=name, expires_at=expires_at
+        )
+        detail = f"{role.value} token '{name or ''}'" + (
+            "" if lifetime is None else f", {expires_in}"
+        )
+        audit.record(
+            session=session,
+            actor=_cli_actor(),
+            action="token-create",
+            target="token",
+            detail=detail,
         )
         session.commit()
     typer.echo(token)
@@ -180,6 +209,7 @@ def revoke_token(
     """Revoke a token: it gets 401 from now on and its dashboard sessions end."""
     from server.coordinator import crud
     from server.coordinator.exceptions import NotFoundError
+    from server.coordinator.services import audit
 
     with _db_session(database_url) as session:
         try:
@@ -187,6 +217,13 @@ def revoke_token(
         except NotFoundError as exc:
             typer.echo(str(exc), err=True)
             raise typer.Exit(1) from exc
+        audit.record(
+            session=session,
+            actor=_cli_actor(),
+            action="token-revoke",
+            target=f"token:{token.id}",
+            detail=f"{token.role} token '{token.name}'",
+        )
         session.commit()
         typer.echo(
             f"Revoked token {token.id} ('{token.name}', {token.role}); its dashboard "

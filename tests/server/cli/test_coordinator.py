@@ -16,7 +16,7 @@ from server.cli.main import app as aptfleet
 from server.coordinator import crud
 from server.coordinator.core.db import make_engine, make_session_factory
 from server.coordinator.crud.tokens import CREATE_COMMAND
-from server.coordinator.tables import ApiToken, utcnow
+from server.coordinator.tables import ApiToken, ConsoleAction, utcnow
 
 
 def test_token_create_prints_token_once_and_stores_hash(tmp_path: Path) -> None:
@@ -163,6 +163,28 @@ def test_token_revoke_token_no_longer_authenticates(tmp_path: Path) -> None:
     with make_session_factory(engine)() as session:
         assert crud.authenticate_token(session=session, token=token) is None
     engine.dispose()
+
+
+def test_token_create_and_revoke_are_recorded_with_the_cli_user(tmp_path: Path) -> None:
+    # Prepare
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+
+    # Execute
+    token = _invoke("token", "create", "--role", "operator", "--name", "ci", "--database-url", url)
+    revoked = _invoke("token", "revoke", "1", "--database-url", url)
+
+    # Assert: one row each, the machine's user as "who", never the secret
+    assert token.exit_code == 0 and revoked.exit_code == 0
+    engine = make_engine(url)
+    with make_session_factory(engine)() as session:
+        rows = session.scalars(select(ConsoleAction).order_by(ConsoleAction.id)).all()
+    engine.dispose()
+    assert [(r.action, r.target, r.role) for r in rows] == [
+        ("token-create", "token", "admin"),
+        ("token-revoke", "token:1", "admin"),
+    ]
+    assert all(r.actor.startswith("cli:") for r in rows)
+    assert token.stdout.strip() not in " ".join(f"{r.detail}" for r in rows)
 
 
 def test_command_named_in_messages_exists(tmp_path: Path) -> None:
