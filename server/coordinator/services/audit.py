@@ -55,7 +55,8 @@ def record(
         Who acts; only its name and role are stored.
     action : str
         What was done: ``start``, ``stop``, ``resume``, ``policy-update``, ``policy-revert``,
-        ``token-create``, ``token-revoke`` (the last two also from the CLI, as ``cli:<user>``).
+        ``token-revoke`` (API or CLI), ``token-create`` (CLI only); the CLI acts as
+        ``cli:<user>``.
     target : str
         What it was done to: ``run:12``, ``policy``, ``token:3``.
     detail : str | None (default: None)
