@@ -203,6 +203,29 @@ def test_relu_and_its_gradient_match_torch() -> None:
     torch.testing.assert_close(dx, compiled.relu_grad(g, mask), rtol=0, atol=0)
 
 
+def _step(model: torch.nn.Module, opt: APTSGD, x: torch.Tensor, y: torch.Tensor) -> float:
+    loss = F.cross_entropy(model(x), y)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return loss.item()
+
+
+def _step_twins_native_off_and_on(a, b, opts, x, y) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    """One step of ``a`` with the native kernels off, then of ``b`` with them on."""
+    native.set_native(False)
+    try:
+        ref = _step(a, opts[0], x, y)
+    finally:
+        native.set_native(True)
+    return ref, _step(b, opts[1], x, y)
+
+
+def _assert_same_state(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    for (na, ta), (nb, tb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert na == nb and torch.equal(ta, tb), na
+
+
 def test_deferred_weight_gradient_update_matches_torch_kernels() -> None:
     # Prepare: twin MLPs on the integer backend, one with the native kernels off; a wide
     # layer so that its weight gradient is deferred and read in row blocks
@@ -213,23 +236,11 @@ def test_deferred_weight_gradient_update_matches_torch_kernels() -> None:
 
     for _ in range(3):
         # Execute
-        native.set_native(False)
-        try:
-            ref = F.cross_entropy(a(x), y)
-            opts[0].zero_grad()
-            ref.backward()
-            opts[0].step()
-        finally:
-            native.set_native(True)
-        out = F.cross_entropy(b(x), y)
-        opts[1].zero_grad()
-        out.backward()
-        opts[1].step()
+        ref, out = _step_twins_native_off_and_on(a, b, opts, x, y)
 
         # Assert
-        assert out.item() == ref.item()
-        for (na, ta), (nb, tb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
-            assert na == nb and torch.equal(ta, tb), na
+        assert out == ref
+        _assert_same_state(a, b)
 
 
 def test_every_layer_type_trains_the_same_with_native_off() -> None:
@@ -239,23 +250,11 @@ def test_every_layer_type_trains_the_same_with_native_off() -> None:
     x, y = make_batch()
 
     # Execute: model a steps with the native kernels off, b with them on
-    native.set_native(False)
-    try:
-        ref = F.cross_entropy(a(x), y)
-        opts[0].zero_grad()
-        ref.backward()
-        opts[0].step()
-    finally:
-        native.set_native(True)
-    out = F.cross_entropy(b(x), y)
-    opts[1].zero_grad()
-    out.backward()
-    opts[1].step()
+    ref, out = _step_twins_native_off_and_on(a, b, opts, x, y)
 
     # Assert
-    assert out.item() == ref.item()
-    for (na, ta), (nb, tb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
-        assert na == nb and torch.equal(ta, tb), na
+    assert out == ref
+    _assert_same_state(a, b)
 
 
 def test_without_a_compiler_the_torch_kernels_run_and_say_so_once(tmp_path) -> None:  # type: ignore[no-untyped-def]
