@@ -87,6 +87,8 @@ def linear_forward(
     ignored). The native kernels convert, rescale and add the bias in one pass over the
     int32 accumulator; the torch ones in separate passes with the same roundings.
     """
+    if scale is None:
+        bias = None
     if not limbs:
         if native.lib() is None:
             return _scaled(int8_mm_float(xq, w.t()), scale, bias)
