@@ -17,8 +17,12 @@ from torch import Tensor
 from torch.nn import grad as nn_grad
 
 from apt_core.kernels import conv_weight_grad, im2col, native
-from apt_core.kernels.compiled import rescale, rescale_bias
-from apt_core.kernels.gemm import combine
+from apt_core.kernels.gemm import combine, rescale_float
+
+
+def _native_nhwc(acc: Tensor) -> bool:
+    """True when the native kernels can rescale ``acc``: dense int32, channels innermost."""
+    return acc.dtype == torch.int32 and native.dense(acc) and acc.stride(1) == 1
 
 
 class ConvProducts:
@@ -77,10 +81,8 @@ class ConvProducts:
         the receptive-field sums of the input codes, the limbs' ``+128`` offset term.
         """
         if native.lib() is None:
-            acc = self.forward(xq, w, limbs)
-            if b is None:
-                return rescale(acc, torch.tensor(scale))  # type: ignore[no-any-return]
-            return rescale_bias(acc, torch.tensor(scale), self.bias_view(b))  # type: ignore[no-any-return]
+            bias = None if b is None else self.bias_view(b)
+            return rescale_float(self.forward(xq, w, limbs), scale, bias)
         k, s, p, d = self._g()
         if limbs:
             w = torch.cat((w, torch.ones((1, w.shape[1]), dtype=torch.int8)))
@@ -96,8 +98,7 @@ class ConvProducts:
         gradient is the error's receptive-field sums, the ``+128`` offset term.
         """
         if native.lib() is None:
-            acc = self.input_grad(gq, w, limbs, x_shape)
-            return rescale(acc, torch.tensor(scale))  # type: ignore[no-any-return]
+            return rescale_float(self.input_grad(gq, w, limbs, x_shape), scale, None)
         k, s, p, d = self._g()
         hw = (1, x_shape[-1]) if self.one_d else (x_shape[-2], x_shape[-1])
         if limbs:
@@ -119,26 +120,22 @@ class ConvProducts:
             return ConvProducts._rescale(acc, scale, b)
         n, c2, h, w = acc.shape
         c = c2 // 2
-        if acc.dtype == torch.int32 and native.dense(acc) and acc.stride(1) == 1:
+        if _native_nhwc(acc):
             rows = acc.permute(0, 2, 3, 1).reshape(-1, c2)  # a view: NHWC is contiguous
             bias = None if b is None else b.contiguous()
             out = native.combine(rows[:, :c], rows[:, c : 2 * c], rows[:, 2 * c], scale, bias)
             return out.view(n, h, w, c).permute(0, 3, 1, 2)
         y = combine(acc[:, :c], acc[:, c : 2 * c], acc[:, 2 * c :])
-        if b is None:
-            return rescale(y, torch.tensor(scale))  # type: ignore[no-any-return]
-        return rescale_bias(y, torch.tensor(scale), b.view(1, -1, 1, 1))  # type: ignore[no-any-return]
+        return rescale_float(y, scale, None if b is None else b.view(1, -1, 1, 1))
 
     @staticmethod
     def _rescale(acc: Tensor, scale: float, b: Tensor | None) -> Tensor:
         """Native rescale of a channels-last int32 accumulator (torch's when it is not)."""
-        if acc.dtype == torch.int32 and native.dense(acc) and acc.stride(1) == 1:
+        if _native_nhwc(acc):
             bias = None if b is None else b.contiguous()
             return native.rescale(acc, scale, bias, inner=1)
-        y = acc.to(torch.float32)
-        if b is None:
-            return rescale(y, torch.tensor(scale))  # type: ignore[no-any-return]
-        return rescale_bias(y, torch.tensor(scale), b.view(1, -1, 1, 1))  # type: ignore[no-any-return]
+        bias4 = None if b is None else b.view(1, -1, 1, 1)
+        return rescale_float(acc.to(torch.float32), scale, bias4)
 
     def input_grad(self, gq: Tensor, w: Tensor, limbs: bool, x_shape: torch.Size) -> Tensor:
         """Exact input gradient (shape ``x_shape``) of error codes ``gq``, as float32."""

@@ -61,8 +61,11 @@ def row_sums(a: Tensor) -> Tensor:
     return a.sum(1, dtype=torch.int32)
 
 
-def _scaled(acc: Tensor, scale: float | None, bias: Tensor | None) -> Tensor:
-    """The torch kernels' rescale of a float32 product (None: left unscaled)."""
+def rescale_float(acc: Tensor, scale: float | None, bias: Tensor | None) -> Tensor:
+    """The torch kernels' ``acc * scale (+ bias)`` of a float32 product (None: unscaled).
+
+    ``bias`` must already broadcast over ``acc``.
+    """
     if scale is None:
         return acc
     if bias is None:
@@ -91,30 +94,30 @@ def linear_forward(
         bias = None
     if not limbs:
         if native.lib() is None:
-            return _scaled(int8_mm_float(xq, w.t()), scale, bias)
+            return rescale_float(int8_mm_float(xq, w.t()), scale, bias)
         acc = int8_mm(xq, w.t())
         if _native_ok(acc, bias):
             return native.rescale(acc, 1.0 if scale is None else scale, bias)
-        return _scaled(acc.to(torch.float32), scale, bias)
+        return rescale_float(acc.to(torch.float32), scale, bias)
     acc = int8_mm(xq, w.t())
     n = w.shape[0] // 2
     if _native_ok(acc, bias):
         s = 1.0 if scale is None else scale
         return native.combine(acc[:, :n], acc[:, n:], row_sums(xq), s, bias)
-    return _scaled(combine(acc[:, :n], acc[:, n:], row_sums(xq).unsqueeze(1)), scale, bias)
+    return rescale_float(combine(acc[:, :n], acc[:, n:], row_sums(xq).unsqueeze(1)), scale, bias)
 
 
 def linear_input_grad(gq: Tensor, w: Tensor, limbs: bool, scale: float | None = None) -> Tensor:
     """float32 ``(gq @ W) * scale`` for stored weight ``w`` (int8 or limbs); see above."""
     if not limbs:
         if native.lib() is None:
-            return _scaled(int8_mm_float(gq, w), scale, None)
+            return rescale_float(int8_mm_float(gq, w), scale, None)
         acc = int8_mm(gq, w)
         if _native_ok(acc, None):
             return native.rescale(acc, 1.0 if scale is None else scale)
-        return _scaled(acc.to(torch.float32), scale, None)
+        return rescale_float(acc.to(torch.float32), scale, None)
     hi, lo = w.chunk(2)
     acc_hi, acc_lo = int8_mm(gq, hi), int8_mm(gq, lo)
     if _native_ok(acc_hi, None) and _native_ok(acc_lo, None):
         return native.combine(acc_hi, acc_lo, row_sums(gq), 1.0 if scale is None else scale)
-    return _scaled(combine(acc_hi, acc_lo, row_sums(gq).unsqueeze(1)), scale, None)
+    return rescale_float(combine(acc_hi, acc_lo, row_sums(gq).unsqueeze(1)), scale, None)

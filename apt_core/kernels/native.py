@@ -175,6 +175,39 @@ def _grad(g: Tensor) -> tuple[Tensor, int]:
     return g.to(torch.float32).contiguous(), 1
 
 
+def _codes_out(n: int, limbs: bool) -> Tensor:
+    return torch.empty((2, n) if limbs else (n,), dtype=torch.int8)
+
+
+def _pass_args(
+    stored: Tensor,
+    g: Tensor,
+    mom: Tensor,
+    p: Tensor,
+    keys: Tensor,
+    base: Tensor,
+    limbs: bool,
+    has_prev: bool,
+    has_wd: bool,
+    stochastic: bool,
+    new: Tensor,
+) -> tuple[tuple[object, ...], tuple[Tensor | None, ...]]:
+    """The arguments both C passes share (their ``_PASS`` prefix), and the tensors behind them.
+
+    The inputs are made contiguous, which may copy them: the caller keeps the second tuple
+    alive until the C call returns, or the pointers would outlive their memory.
+    """
+    hi, lo = _limbs(stored, limbs)
+    gc, g_float = _grad(g)
+    prev = mom.contiguous() if has_prev else None
+    args = (
+        _ptr(hi), _ptr(lo), _ptr(gc), g_float, _ptr(prev), p.data_ptr(), keys.data_ptr(),
+        int(base), g.numel(), int(has_wd), int(stochastic),
+        _ptr(new[0] if limbs else new), _ptr(new[1]) if limbs else None,
+    )  # fmt: skip
+    return args, (hi, lo, gc, prev)
+
+
 def one_pass(
     stored: Tensor,
     g: Tensor,
@@ -195,19 +228,14 @@ def one_pass(
     receive the new codes and momentum in place of fresh tensors.
     """
     n = g.numel()
-    hi, lo = _limbs(stored, limbs)
-    gc, g_float = _grad(g)
-    new = torch.empty((2, n) if limbs else (n,), dtype=torch.int8) if out is None else out
+    new = _codes_out(n, limbs) if out is None else out
     mom_new = torch.empty(n, dtype=torch.int8) if mom_out is None else mom_out
     floats = torch.empty(4, dtype=torch.float64)
     counts = torch.empty(3, dtype=torch.int64)
-    prev = mom.contiguous() if has_prev else None
-    lib().aptk_one_pass(  # type: ignore[union-attr]
-        _ptr(hi), _ptr(lo), _ptr(gc), g_float, _ptr(prev), p.data_ptr(), keys.data_ptr(),
-        int(base), n, int(has_wd), int(stochastic),
-        _ptr(new[0] if limbs else new), _ptr(new[1]) if limbs else None,
-        _ptr(mom_new), floats.data_ptr(), counts.data_ptr(),
-    )  # fmt: skip
+    args, _alive = _pass_args(
+        stored, g, mom, p, keys, base, limbs, has_prev, has_wd, stochastic, new
+    )
+    lib().aptk_one_pass(*args, _ptr(mom_new), floats.data_ptr(), counts.data_ptr())  # type: ignore[union-attr]
     return new, mom_new, floats, counts
 
 
@@ -226,17 +254,12 @@ def write_pass(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """:func:`apt_core.kernels.update.write_pass` in one native loop (same arguments)."""
     n = g.numel()
-    hi, lo = _limbs(stored, limbs)
-    gc, g_float = _grad(g)
-    new = torch.empty((2, n) if limbs else (n,), dtype=torch.int8)
+    new = _codes_out(n, limbs)
     m = torch.empty(n if keep_momentum else 0, dtype=torch.int8)
-    prev = mom.contiguous() if has_prev else None
-    changed = lib().aptk_write_pass(  # type: ignore[union-attr]
-        _ptr(hi), _ptr(lo), _ptr(gc), g_float, _ptr(prev), p.data_ptr(), keys.data_ptr(),
-        int(base), n, int(has_wd), int(stochastic),
-        _ptr(new[0] if limbs else new), _ptr(new[1]) if limbs else None,
-        _ptr(m) if keep_momentum else None,
-    )  # fmt: skip
+    args, _alive = _pass_args(
+        stored, g, mom, p, keys, base, limbs, has_prev, has_wd, stochastic, new
+    )
+    changed = lib().aptk_write_pass(*args, _ptr(m) if keep_momentum else None)  # type: ignore[union-attr]
     return new, m, torch.tensor(changed, dtype=torch.int64)
 
 
