@@ -207,24 +207,15 @@ def revoke_token(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Revoke a token: it gets 401 from now on and its dashboard sessions end."""
-    from server.coordinator import crud
     from server.coordinator.exceptions import NotFoundError
-    from server.coordinator.services import audit
+    from server.coordinator.services import tokens
 
     with _db_session(database_url) as session:
         try:
-            token = crud.revoke_token(session=session, token_id=token_id)
+            token = tokens.revoke_token(session=session, actor=_cli_actor(), token_id=token_id)
         except NotFoundError as exc:
             typer.echo(str(exc), err=True)
             raise typer.Exit(1) from exc
-        audit.record(
-            session=session,
-            actor=_cli_actor(),
-            action="token-revoke",
-            target=f"token:{token.id}",
-            detail=f"{token.role} token '{token.name}'",
-        )
-        session.commit()
         typer.echo(
             f"Revoked token {token.id} ('{token.name}', {token.role}); its dashboard "
             "sessions ended.",
