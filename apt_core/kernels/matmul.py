@@ -5,7 +5,7 @@ Two engines give bit-identical results; they differ only in speed, which depends
 ``"int8"``
     ``torch._int_mm``. On CPUs with int8 dot-product instructions (AVX-512 VNNI, AMX) it
     ran the MLP's GEMMs at 0.18-0.31x fp32's time; without them torch 2.13 falls back to
-    a scalar loop: on the AVX2-only EPYC (Zen 3) of this project's CI, 256x1024x1024 took
+    a scalar loop: on an AVX2-only EPYC (Zen 3) this project ran on, 256x1024x1024 took
     1213 ms against 28 ms for the same product in fp32 (``aptfleet bench-runtime``
     records both times for the machine it runs on, :func:`gemm_report`).
 ``"fp32"``
