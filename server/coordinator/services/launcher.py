@@ -40,7 +40,11 @@ class RunLauncher(Protocol):
         ...
 
     def stop(self, run_id: int) -> None:
-        """Ask run ``run_id`` to stop; the API marks it stopped afterwards."""
+        """Stop run ``run_id``.
+
+        A launcher that ends a job marks the run stopped first, so that the dying job's own
+        last write (a failure) is refused; the API marks it stopped afterwards if it is not.
+        """
         ...
 
 
@@ -151,7 +155,7 @@ def stop_run(*, session: Session, launcher: RunLauncher, run: Run, actor: Actor)
     RunStateError
         If the run already finished.
     LaunchError
-        If ``launcher.stop`` raises; the run status is left unchanged.
+        If ``launcher.stop`` raises; the run keeps whatever status the launcher wrote.
     """
     run_id = run.id
     if run.status in TERMINAL_RUN_STATUSES:

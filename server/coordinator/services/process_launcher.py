@@ -27,7 +27,7 @@ from server.coordinator.core.config import Settings
 from server.coordinator.core.db import begin_write, make_engine, make_session_factory
 from server.coordinator.exceptions import RunStateError
 from server.coordinator.services.run_store import with_db_retry
-from server.coordinator.tables import QUEUED_RUN_STATUS, utcnow
+from server.coordinator.tables import TERMINAL_RUN_STATUSES, utcnow
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -36,6 +36,11 @@ T = TypeVar("T")
 POLL_S = 1.0
 #: Characters of a job's log tail kept as the reason of a run that could not start.
 _REASON_CHARS = 1500
+#: Reason stored on a run whose job the coordinator ended as it shut down.
+_SHUTDOWN_REASON = (
+    "The coordinator shut down while the run was active; resume it with "
+    "POST /api/v1/runs/{run_id}/resume."
+)
 
 
 @dataclass
@@ -97,17 +102,26 @@ class ProcessLauncher:
         self._wake.set()
 
     def stop(self, run_id: int, timeout: float = 15.0) -> None:
-        """End the run's job (SIGTERM, then SIGKILL to its group).
+        """Mark the run stopped, then end its job (SIGTERM, then SIGKILL to its group).
 
-        A queued run is marked stopped here, so it can never be admitted meanwhile.
+        The status is written first: a queued run can never be admitted meanwhile, and a job
+        that records a failure as it dies (its Ray workers go first) finds the run stopped and
+        leaves it so.
         """
+        self._end(run_id, "stopped", None, timeout)
+        log.info("run %s: stopped", run_id)
+
+    def _end(self, run_id: int, status: str, reason: str | None, timeout: float = 15.0) -> None:
+        """Move an unfinished run to ``status`` (with ``reason``), then end its job if any."""
         with self._lock:
             job = self._jobs.pop(run_id, None)
             self._retries.pop(run_id, None)
-            self._write(f"run {run_id} stop", lambda s: _stop_if_queued(s, run_id))
+            self._write(
+                f"run {run_id} {status}",
+                lambda s: _end_if_unfinished(s, run_id, status, reason),
+            )
         if job is not None and job.proc.poll() is None:
             _end_group(job.proc, timeout)
-            log.info("run %s: job stopped", run_id)
         self._wake.set()
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -134,7 +148,7 @@ class ProcessLauncher:
         if self._thread is not None:
             self._thread.join(30)
         for run_id in list(self._jobs):
-            self.stop(run_id)
+            self._end(run_id, "interrupted", _SHUTDOWN_REASON.format(run_id=run_id))
         if self._engine is not None:
             self._engine.dispose()
 
@@ -319,10 +333,10 @@ def _heartbeat_of(session: Session, run_id: int) -> datetime | None:
     return None if run is None or run.status != "running" else run.heartbeat_at
 
 
-def _stop_if_queued(session: Session, run_id: int) -> None:
+def _end_if_unfinished(session: Session, run_id: int, status: str, reason: str | None) -> None:
     run = crud.get_run(session=session, run_id=run_id)
-    if run is not None and run.status == QUEUED_RUN_STATUS:
-        crud.set_run_status(session=session, run_id=run_id, status="stopped")
+    if run is not None and run.status not in TERMINAL_RUN_STATUSES:
+        crud.set_run_status(session=session, run_id=run_id, status=status, error=reason)
 
 
 def _end_group(proc: subprocess.Popen[bytes], timeout: float) -> None:

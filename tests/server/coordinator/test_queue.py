@@ -29,20 +29,36 @@ from tests.utils.run import create_random_run
 from tests.utils.service import wait_for
 
 #: A stand-in for ``server.coordinator.job``: FAKE_JOB_MODE=fail exits 75 before marking
-#: the run running (as when Ray does not start); hang marks it running and sleeps.
+#: the run running (as when Ray does not start); hang marks it running and sleeps;
+#: fail_on_term also records the run failed when it gets SIGTERM, as the real job does when
+#: its Ray workers die before it (the stop signal reaches the whole process group).
 FAKE_JOB = """
-import os, sys, time
+import os, signal, sys, time
 from server.coordinator import crud
 from server.coordinator.core.db import begin_write, make_engine, make_session_factory
+from server.coordinator.exceptions import RunStateError
 run_id, mode = int(sys.argv[1]), os.environ["FAKE_JOB_MODE"]
 if mode == "fail":
     print("RuntimeError: Ray did not start (stand-in)", flush=True)
     sys.exit(75)
 factory = make_session_factory(make_engine(os.environ["APTFLEET_DATABASE_URL"]))
-with factory() as session:
-    begin_write(session)
-    crud.set_run_status(session=session, run_id=run_id, status="running")
-    session.commit()
+
+def set_status(status):
+    with factory() as session:
+        begin_write(session)
+        try:
+            crud.set_run_status(session=session, run_id=run_id, status=status)
+            session.commit()
+        except RunStateError:
+            print("left", crud.get_run(session=session, run_id=run_id).status, flush=True)
+
+def fail(*_):
+    set_status("failed")
+    sys.exit(1)
+
+if mode == "fail_on_term":
+    signal.signal(signal.SIGTERM, fail)
+set_status("running")
 time.sleep(120)
 """
 
@@ -120,9 +136,6 @@ def test_tick_admits_max_active_runs_in_creation_order(
 
         # Execute: the first run is stopped, the next one takes its slot
         launcher.stop(first)
-        with factory() as session:
-            crud.set_run_status(session=session, run_id=first, status="stopped")
-            session.commit()
         _tick_until(launcher, factory, second, "running")
 
         # Assert
@@ -148,6 +161,46 @@ def test_stop_queued_run_never_starts(
     assert (run.status, run.start_attempts, run.started_at) == ("stopped", 0, None)
     assert launcher.running() == []
     launcher.shutdown()
+
+
+def test_stop_running_run_stays_stopped_when_its_job_records_a_failure_as_it_dies(
+    db_url: str, factory: sessionmaker[Session], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Prepare
+    launcher = _launcher(db_url, tmp_path, monkeypatch, "fail_on_term", MAX_ACTIVE_RUNS=1)
+    (run_id,) = _queued(factory, 1)
+    try:
+        _tick_until(launcher, factory, run_id, "running")
+
+        # Execute
+        launcher.stop(run_id)
+        launcher.tick()
+    finally:
+        launcher.shutdown()
+
+    # Assert: the dying job found the run stopped and left it so
+    assert _status(factory, run_id).status == "stopped"
+    assert "left stopped" in (tmp_path / "runs" / f"run-{run_id}.log").read_text()
+
+
+def test_shutdown_marks_active_runs_interrupted_and_ends_their_jobs(
+    db_url: str, factory: sessionmaker[Session], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Prepare
+    launcher = _launcher(db_url, tmp_path, monkeypatch, "fail_on_term", MAX_ACTIVE_RUNS=1)
+    (run_id,) = _queued(factory, 1)
+    _tick_until(launcher, factory, run_id, "running")
+    pid = launcher._jobs[run_id].proc.pid
+
+    # Execute
+    launcher.shutdown()
+
+    # Assert: resumable, with the route in the reason, and no job left
+    run = _status(factory, run_id)
+    assert run.status == "interrupted"
+    assert run.error is not None and f"/runs/{run_id}/resume" in run.error
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pid, 0)
 
 
 def test_job_exiting_before_running_is_retried_with_backoff_then_fails_with_reason(
