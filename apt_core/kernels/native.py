@@ -47,6 +47,11 @@ _PASS: list[object] = [_P, _P, _P, _I32, _P, _P, _P, _I32, _I64, _I32, _I32, _P,
 _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "aptk_one_pass": (None, [*_PASS, _P, _P]),
     "aptk_write_pass": (_I64, _PASS),
+    "aptk_step": (
+        _I32,
+        [_I64, _P, _P, ctypes.c_double, ctypes.c_double, ctypes.c_double, _I32, _I32, _P]
+        + [_P, _P, _P, _P, _P],
+    ),
     "aptk_amax": (_F32, [_P, _I64]),
     "aptk_quantize": (None, [_P, _I64, _F32, _F32, _F32, _P]),
     "aptk_rescale": (None, [_P, _I32, _I64, _F32, _P, _I64, _I64, _P]),
@@ -261,6 +266,41 @@ def write_pass(
     )
     changed = lib().aptk_write_pass(*args, _ptr(m) if keep_momentum else None)  # type: ignore[union-attr]
     return new, m, torch.tensor(changed, dtype=torch.int64)
+
+
+#: Columns of :func:`step`'s per-slot tables (``c_update.SOURCE``'s SP_*, SI_* and SR_*).
+STEP_PTRS, STEP_INTS, STEP_RES = 5, 8, 5
+
+
+def step(
+    ptrs: Tensor,
+    ints: Tensor,
+    hyper: tuple[float, float, float],
+    has_prev: bool,
+    stochastic: bool,
+    keys: Tensor,
+    mom: Tensor | None,
+    mom_exp: Tensor | None,
+) -> tuple[list[list[float]], list[list[int]], list[list[int]]]:
+    """One optimizer step over many tensors in one native call (``aptk_step``).
+
+    ``ptrs`` (n, :data:`STEP_PTRS`) and ``ints`` (n, :data:`STEP_INTS`) describe the slots,
+    each layer's adjacent; ``hyper`` is (lr, momentum, weight decay). The momentum
+    ``mom`` and its exponents ``mom_exp`` are updated in place. Returns per slot the one
+    pass's floats and counts and the decisions (see ``aptk_step``).
+    """
+    n = ptrs.shape[0]
+    floats = torch.empty((n, 4), dtype=torch.float64)
+    counts = torch.empty((n, 3), dtype=torch.int64)
+    res = torch.empty((n, STEP_RES), dtype=torch.int64)
+    code = lib().aptk_step(  # type: ignore[union-attr]
+        n, ptrs.data_ptr(), ints.data_ptr(), *hyper, int(has_prev), int(stochastic),
+        keys.data_ptr(), _ptr(mom), _ptr(mom_exp), floats.data_ptr(), counts.data_ptr(),
+        res.data_ptr(),
+    )  # fmt: skip
+    if code != 0:
+        raise MemoryError("aptk_step: no scratch memory for the step's momentum")
+    return floats.tolist(), counts.tolist(), res.tolist()
 
 
 def amax(x: Tensor) -> float:

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from apt_core import APTSGD
-from apt_core.kernels import compiled, native
+from apt_core.kernels import compiled, fused_sgd, native
 from apt_core.kernels import gemm as G
 from apt_core.kernels import update as K
 from apt_core.kernels.fused_sgd import _params
@@ -224,6 +224,46 @@ def _step_twins_native_off_and_on(a, b, opts, x, y) -> tuple[float, float]:  # t
 def _assert_same_state(a: torch.nn.Module, b: torch.nn.Module) -> None:
     for (na, ta), (nb, tb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
         assert na == nb and torch.equal(ta, tb), na
+
+
+@pytest.mark.parametrize("lr", [0.1, 20.0])
+@pytest.mark.parametrize("bits", [8, 12])
+def test_one_native_step_call_matches_the_per_layer_passes(
+    bits: int, lr: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Prepare: twin all-layers nets; a steps layer by layer (one native pass per tensor,
+    # decisions in Python), b in one aptk_step call (decisions in C). lr 20 overflows grids.
+    a, b = twin_models(make_all_layers_net(), fixed_policy_at(bits))
+    opts = _int_optimizers(a, b)
+    for o in opts:
+        o.lr = lr
+    x, y = make_batch()
+    calls = []
+    real_step = fused_sgd._step_native
+    monkeypatch.setattr(fused_sgd, "_step_native", lambda *a: calls.append(1) or real_step(*a))
+    exps_seen: set[tuple[int, ...]] = set()
+
+    for _ in range(6):
+        # Execute
+        with monkeypatch.context() as m:
+            m.setattr(fused_sgd, "_batchable", lambda *_: False)
+            opts[0].zero_grad()
+            F.cross_entropy(a(x), y).backward()
+            ref = opts[0].step()
+        opts[1].zero_grad()
+        F.cross_entropy(b(x), y).backward()
+        out = opts[1].step()
+
+        # Assert: same decisions, statistics, codes, momentum and exponents
+        assert out == ref
+        _assert_same_state(a, b)
+        assert torch.equal(opts[0]._mom, opts[1]._mom)
+        assert torch.equal(opts[0]._mom_exp, opts[1]._mom_exp)
+        exps_seen.add(tuple(opts[1]._mom_exp.tolist()))
+    assert len(calls) == 6
+    assert len(exps_seen) > 1  # momentum exponents moved: guesses were wrong, layers redone
+    if lr > 1:
+        assert sum(opts[1].overflow_shifts.values()) > 0
 
 
 def test_deferred_weight_gradient_update_matches_torch_kernels() -> None:
