@@ -26,7 +26,7 @@ from apt_core.kernels.conv import ConvProducts
 from apt_core.kernels.functions import LinearProducts, Products, int_gemm
 from apt_core.kernels.matmul import int_conv_unsupported
 from apt_core.kernels.step_state import StepState
-from apt_core.kernels.storage import decode, encode, stored_rows
+from apt_core.kernels.storage import decode, decode_float, encode, stored_rows
 from apt_core.packing import PackedTensor
 from apt_core.quant import (
     cap_exponent,
@@ -37,6 +37,10 @@ from apt_core.quant import (
     quantize_error,
 )
 
+
+#: Buffer names of each stored tensor's codes and exponent.
+_CODES = {"weight": "weight_codes", "bias": "bias_codes"}
+_EXPS = {"weight": "weight_exp", "bias": "bias_exp"}
 
 class APTLayer(StepState, nn.Module):
     """Base of the fixed-point GEMM layers: storage, encode/decode and bit changes.
@@ -82,7 +86,7 @@ class APTLayer(StepState, nn.Module):
     @property
     def n_bits(self) -> int:
         """Current bit-width as a Python int."""
-        return int(self.bits)
+        return int(self._buffers["bits"])  # type: ignore[arg-type]
 
     def numel_params(self) -> int:
         """Number of stored parameters (weight and bias)."""
@@ -104,7 +108,9 @@ class APTLayer(StepState, nn.Module):
 
     def stored(self, which: str) -> Tensor:
         """The stored int8 matrix of one tensor (codes or limbs)."""
-        return getattr(self, f"{which}_codes")  # type: ignore[no-any-return]
+        # the registered buffer without Module.__getattr__'s lookup (a hot path)
+        stored = self._buffers.get(_CODES[which])
+        return stored if stored is not None else getattr(self, _CODES[which])  # type: ignore[no-any-return]
 
     def codes(self, which: str = "weight") -> Tensor:
         """Decode one tensor's integer codes (int32, real shape)."""
@@ -112,7 +118,7 @@ class APTLayer(StepState, nn.Module):
 
     def exponent(self, which: str = "weight") -> int:
         """One tensor's exponent f (step 2**-f)."""
-        return int(getattr(self, f"{which}_exp"))
+        return int(self._buffers[_EXPS[which]])  # type: ignore[arg-type]
 
     def store_codes(self, which: str, codes: Tensor, exponent: int) -> None:
         """Write integer codes at the current bit-width (the optimizer's only write path).
@@ -219,7 +225,7 @@ class APTLayer(StepState, nn.Module):
         """The float bias, as a transient (None without a bias)."""
         if self.bias_shape is None:
             return None
-        return dequantize(self.codes("bias"), self.exponent("bias"))
+        return decode_float(self.bias_codes, self.n_bits, int(self.bias_exp)).view(self.bias_shape)
 
     def int_unsupported(self, x: Tensor) -> str | None:
         """Why this call cannot run on the integer backend (None when it can)."""
