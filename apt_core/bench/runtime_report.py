@@ -163,8 +163,14 @@ def _preamble(results: dict[str, Any]) -> list[str]:
     )
     lines += [
         f"APT backends measured: {backends}; the targets are checked on the integer "
-        "path. Fallback counter: "
-        f"{results['fallback_counter']} (n/a: the layers expose no count).",
+        "path. Fallbacks (calls the integer path could not take, run on the float "
+        "emulation instead): "
+        + (
+            "the layers' own counters (`APTLayer.fallbacks`), summed per model over every "
+            "step it ran (warm-up included) in the fallbacks column."
+            if results["fallback_counter"] == "none found"
+            else f"`{results['fallback_counter']}`, read around each timed step."
+        ),
         "",
     ]
     return lines
