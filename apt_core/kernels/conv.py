@@ -18,11 +18,25 @@ from torch.nn import grad as nn_grad
 
 from apt_core.kernels import conv_weight_grad, im2col, native
 from apt_core.kernels.gemm import combine, rescale_float
+from apt_core.kernels.matmul import INT32_EXACT_REDUCTION
 
 
 def _native_nhwc(acc: Tensor) -> bool:
     """True when the native kernels can rescale ``acc``: dense int32, channels innermost."""
     return acc.dtype == torch.int32 and native.dense(acc) and acc.stride(1) == 1
+
+
+def _limb_epilogue(channels: int, scale: float, bias: Tensor | None) -> im2col.Epilogue:
+    """Recombine a chunk of ``(rows, 2C + 1)`` limb accumulators into float32 rows.
+
+    The columns are the high limbs' products, the low limbs', then the offset sums.
+    """
+
+    def finish(acc: Tensor, out: Tensor) -> None:
+        c = channels
+        native.combine(acc[:, :c], acc[:, c : 2 * c], acc[:, 2 * c], scale, bias, out=out)
+
+    return im2col.Epilogue(channels, finish)
 
 
 class ConvProducts:
@@ -86,6 +100,11 @@ class ConvProducts:
         k, s, p, d = self._g()
         if limbs:
             w = torch.cat((w, torch.ones((1, w.shape[1]), dtype=torch.int8)))
+            if w.shape[1] <= INT32_EXACT_REDUCTION:  # the epilogue needs int32 sums
+                bias = None if b is None else b.contiguous()
+                epi = _limb_epilogue(self.out_ch, scale, bias)
+                y = im2col.conv2d_forward_int(self._4d(xq), w, k, s, p, d, epilogue=epi)
+                return self._back(y)
         acc = im2col.conv2d_forward_int(self._4d(xq), w, k, s, p, d)
         return self._back(self._finish(acc, limbs, scale, b))
 
@@ -106,6 +125,10 @@ class ConvProducts:
             hi, lo = (t.view(o, k[0], k[1], c) for t in w.chunk(2))
             ones = torch.ones((o, k[0], k[1], 1), dtype=torch.int8)
             w = torch.cat((hi, lo, ones), dim=3).reshape(o, -1)
+            if o * k[0] * k[1] <= INT32_EXACT_REDUCTION:
+                epi = _limb_epilogue(c, scale, None)
+                dx = im2col.conv2d_input_grad_int(self._4d(gq), w, hw, k, s, p, d, epilogue=epi)
+                return self._back(dx)
         acc = im2col.conv2d_input_grad_int(self._4d(gq), w, hw, k, s, p, d)
         return self._back(self._finish(acc, limbs, scale, None))
 

@@ -24,7 +24,8 @@ buffers: the padded int8 NHWC input and the int32 result. Nothing is copied to f
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +42,20 @@ TRANSPOSED_MAX_CHANNELS = 2
 #: Default budget of one int8 im2col chunk. 512 KiB, not 2 MiB: on the digits CNN at batch
 #: 64 the 2 MiB chunk was the largest transient (step peak 4.9 MB -> 3.6 MB, fp32 4.4 MB).
 DEFAULT_CHUNK_BYTES = 1 << 19
+
+
+@dataclass(frozen=True)
+class Epilogue:
+    """How each chunk's int32 accumulator becomes its rows of a float32 result.
+
+    ``finish(acc, out)`` receives the chunk's ``(rows, O)`` int32 accumulator (a reused
+    buffer) and the ``(rows, channels)`` float32 rows of the result to write. The whole
+    ``(N*Ho*Wo, O)`` accumulator then never exists: on the digits CNN at 12 bits it was the
+    step's largest tensor (2.1 MB of int32 for a 1 MB float output).
+    """
+
+    channels: int
+    finish: Callable[[Tensor, Tensor], None]
 
 
 class ConvGroupsError(ValueError):
@@ -152,20 +167,23 @@ def _patches(
     )
 
 
-def _rows_per_chunk(k: int, chunk_rows: int | None) -> int:
-    return max(1, DEFAULT_CHUNK_BYTES // k if chunk_rows is None else chunk_rows)
+def _rows_per_chunk(row_bytes: int, chunk_rows: int | None) -> int:
+    return max(1, DEFAULT_CHUNK_BYTES // row_bytes if chunk_rows is None else chunk_rows)
 
 
-def _im2col_chunks(patches: Tensor, chunk_rows: int | None) -> Iterator[Chunk]:
+def _im2col_chunks(
+    patches: Tensor, chunk_rows: int | None, extra_row_bytes: int = 0
+) -> Iterator[Chunk]:
     """Yield ``(row0, row1, cols)`` with ``cols`` the ``(rows, K)`` int8 im2col rows.
 
     Chunks hold whole images when an image fits, else whole output rows of one image.
     ``cols`` lives in a buffer reused by the next chunk: consume it before advancing.
     For few channels ``cols`` is the transpose of a contiguous ``(K, rows)`` buffer.
+    ``extra_row_bytes`` counts the caller's own per-row buffers into the chunk budget.
     """
     n, ho, wo, kh, kw, c = patches.shape
     k, per_image = kh * kw * c, ho * wo
-    rows = _rows_per_chunk(k, chunk_rows)
+    rows = _rows_per_chunk(k + extra_row_bytes, chunk_rows)
     if rows >= per_image:
         imgs = min(n, rows // per_image)
         plan = [(n0, min(n0 + imgs, n), 0, ho) for n0 in range(0, n, imgs)]
@@ -197,8 +215,12 @@ def _conv_nhwc(
     stride: tuple[int, int],
     dilation: tuple[int, int],
     chunk_rows: int | None,
+    epilogue: Epilogue | None = None,
 ) -> Tensor:
-    """Exact ``(N, Ho, Wo, O)`` convolution of padded NHWC int8 ``xp`` with ``w_mat``."""
+    """Exact ``(N, Ho, Wo, O)`` convolution of padded NHWC int8 ``xp`` with ``w_mat``.
+
+    With an ``epilogue`` the result is its float32 ``(N, Ho, Wo, epilogue.channels)``.
+    """
     patches = _patches(xp, kernel, stride, dilation)
     n, ho, wo = patches.shape[:3]
     o, k = w_mat.shape
@@ -209,10 +231,24 @@ def _conv_nhwc(
         )
     wt = w_mat.t()
     dtype = torch.int64 if k > INT32_EXACT_REDUCTION else torch.int32
-    out = torch.empty((n * ho * wo, o), dtype=dtype)
-    for r0, r1, cols in _im2col_chunks(patches, chunk_rows):
-        int8_mm(cols, wt, out=out if r1 - r0 == out.shape[0] else out[r0:r1])
-    return out.view(n, ho, wo, o)
+    if epilogue is None:
+        out = torch.empty((n * ho * wo, o), dtype=dtype)
+        for r0, r1, cols in _im2col_chunks(patches, chunk_rows):
+            int8_mm(cols, wt, out=out if r1 - r0 == out.shape[0] else out[r0:r1])
+        return out.view(n, ho, wo, o)
+    if dtype != torch.int32:
+        raise ConvArgumentError(
+            f"An epilogue needs an int32 accumulator; a reduction of {k} can overflow it."
+        )
+    out = torch.empty((n * ho * wo, epilogue.channels), dtype=torch.float32)
+    acc_buf: Tensor | None = None
+    for r0, r1, cols in _im2col_chunks(patches, chunk_rows, extra_row_bytes=4 * o):
+        if acc_buf is None:  # the first chunk is the largest
+            acc_buf = torch.empty((r1 - r0) * o, dtype=torch.int32)
+        acc = acc_buf[: (r1 - r0) * o].view(r1 - r0, o)
+        int8_mm(cols, wt, out=acc)
+        epilogue.finish(acc, out[r0:r1])
+    return out.view(n, ho, wo, epilogue.channels)
 
 
 def conv2d_forward_int(
@@ -225,6 +261,7 @@ def conv2d_forward_int(
     *,
     groups: int = 1,
     chunk_rows: int | None = None,
+    epilogue: Epilogue | None = None,
 ) -> Tensor:
     """Exact 2-d convolution of int8 codes: ``sum_{c,i,j} x[n,c,.,.] * w[o,c,i,j]``.
 
@@ -239,19 +276,23 @@ def conv2d_forward_int(
     groups : int (default: 1)
         Must be 1; anything else raises ``ConvGroupsError``.
     chunk_rows : int | None (default: None)
-        im2col rows per chunk (rounded to whole output rows); None keeps a chunk under
-        ``DEFAULT_CHUNK_BYTES``.
+        im2col rows per chunk (rounded to whole output rows); None keeps a chunk (with
+        its accumulator, given an epilogue) under ``DEFAULT_CHUNK_BYTES``.
+    epilogue : Epilogue | None (default: None)
+        Turns each chunk's int32 accumulator into rows of a float32 result; requires
+        ``C*kh*kw <= INT32_EXACT_REDUCTION`` (``ConvArgumentError`` otherwise).
 
     Returns
     -------
     Tensor
         ``(N, O, Ho, Wo)`` int32 sums (int64 if ``C*kh*kw > INT32_EXACT_REDUCTION``), laid
-        out channels_last (a permuted view of a contiguous NHWC tensor).
+        out channels_last (a permuted view of a contiguous NHWC tensor); with an
+        ``epilogue``, its float32 ``(N, epilogue.channels, Ho, Wo)``, laid out alike.
     """
     _check(x, "x", groups)
     kern, st, pad, dil = _geometry(kernel, stride, padding, dilation)
     xp = _nhwc_placed(x, (1, 1), (pad[0], pad[0], pad[1], pad[1]))
-    return _conv_nhwc(xp, w_mat, kern, st, dil, chunk_rows).permute(0, 3, 1, 2)
+    return _conv_nhwc(xp, w_mat, kern, st, dil, chunk_rows, epilogue).permute(0, 3, 1, 2)
 
 
 def conv2d_input_grad_int(
@@ -265,6 +306,7 @@ def conv2d_input_grad_int(
     *,
     groups: int = 1,
     chunk_rows: int | None = None,
+    epilogue: Epilogue | None = None,
 ) -> Tensor:
     """Exact gradient of ``conv2d_forward_int`` w.r.t. its input, for int8 error codes.
 
@@ -280,13 +322,14 @@ def conv2d_input_grad_int(
         int8 ``weight_matrix`` of the ``(O, C, kh, kw)`` weight codes.
     input_hw : tuple[int, int]
         Spatial size ``(H, W)`` of the forward input (stride may leave it ambiguous).
-    kernel, stride, padding, dilation, groups, chunk_rows
+    kernel, stride, padding, dilation, groups, chunk_rows, epilogue
         As in ``conv2d_forward_int``.
 
     Returns
     -------
     Tensor
-        ``(N, C, H, W)`` int32 (int64 if ``kh*kw*O > INT32_EXACT_REDUCTION``), channels_last.
+        ``(N, C, H, W)`` int32 (int64 if ``kh*kw*O > INT32_EXACT_REDUCTION``), channels_last;
+        with an ``epilogue``, its float32 ``(N, epilogue.channels, H, W)``.
     """
     _check(e, "e", groups)
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = _geometry(kernel, stride, padding, dilation)
@@ -308,4 +351,5 @@ def conv2d_input_grad_int(
     bottom = h + dh * (kh - 1) - (ho - 1) * sh - 1 - top
     right = w + dw * (kw - 1) - (wo - 1) * sw - 1 - left
     ep = _nhwc_placed(e, (sh, sw), (top, bottom, left, right))
-    return _conv_nhwc(ep, wt, (kh, kw), (1, 1), (dh, dw), chunk_rows).permute(0, 3, 1, 2)
+    out = _conv_nhwc(ep, wt, (kh, kw), (1, 1), (dh, dw), chunk_rows, epilogue)
+    return out.permute(0, 3, 1, 2)

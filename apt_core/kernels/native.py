@@ -332,15 +332,27 @@ def rescale(acc: Tensor, scale: float, bias: Tensor | None = None, inner: int = 
 
 
 def combine(
-    hi: Tensor, lo: Tensor, row_sums: Tensor, scale: float = 1.0, bias: Tensor | None = None
+    hi: Tensor,
+    lo: Tensor,
+    row_sums: Tensor,
+    scale: float = 1.0,
+    bias: Tensor | None = None,
+    out: Tensor | None = None,
 ) -> Tensor:
     """float32 ``(256 * hi + lo + 128 * row_sums) * scale (+ bias)`` of int32 ``(m, n)``.
 
     ``hi`` and ``lo`` may be column slices of one accumulator (unit column stride), and
-    ``row_sums`` (m values) a column of it.
+    ``row_sums`` (m values) a column of it. ``out`` (contiguous float32 ``(m, n)``)
+    receives the result in place of a fresh tensor.
     """
     m, n = hi.shape
-    out = torch.empty((m, n), dtype=torch.float32)
+    if out is None:
+        out = torch.empty((m, n), dtype=torch.float32)
+    elif out.shape != (m, n) or out.dtype != torch.float32 or not out.is_contiguous():
+        raise ValueError(
+            f"combine's out must be contiguous float32 of shape {(m, n)}, got "
+            f"{out.dtype} of shape {tuple(out.shape)} with strides {out.stride()}."
+        )
     lib().aptk_combine(  # type: ignore[union-attr]
         hi.data_ptr(), hi.stride(0), lo.data_ptr(), lo.stride(0), row_sums.data_ptr(),
         row_sums.stride(0), m, n, scale, _ptr(bias), out.data_ptr(),
