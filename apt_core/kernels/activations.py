@@ -69,16 +69,23 @@ class _MaxPoolIdx(torch.autograd.Function):
         small = torch.int16 if plane <= 32767 else torch.int32
         ctx.save_for_backward(idx.to(small))
         ctx.x_shape = x.shape
+        ctx.channels_last = not x.is_contiguous() and x.is_contiguous(
+            memory_format=torch.channels_last
+        )
         return y
 
     @staticmethod
     def backward(ctx: Any, g: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
         (idx,) = ctx.saved_tensors
         n, c, h, w = ctx.x_shape
-        gx = g.new_zeros((n, c, h * w))
+        # in the input's layout: the ReLU mask before a pool is laid out like it, and a
+        # layout mismatch made the ReLU backward copy its mask (262 KB at the digits CNN)
+        fmt = torch.channels_last if ctx.channels_last else torch.contiguous_format
+        gx = torch.empty((n, c, h, w), dtype=g.dtype, device=g.device, memory_format=fmt)
+        gx.zero_()
         # windows do not overlap (checked at swap time), so every input gets <= 1 value
-        gx.scatter_(2, idx.reshape(n, c, -1).to(torch.int64), g.reshape(n, c, -1))
-        return gx.view(n, c, h, w), None
+        gx.view(n, c, h * w).scatter_(2, idx.reshape(n, c, -1).to(torch.int64), g.reshape(n, c, -1))
+        return gx, None
 
 
 class APTMaxPool2d(nn.MaxPool2d):

@@ -1,6 +1,6 @@
 """C source of the native element-wise kernels.
 
-amax, quantize, rescale, limb recombination, ReLU and the im2col gather, compiled after
+amax, quantize, rescale, limb recombination, ReLU and the im2col gathers, compiled after
 :mod:`apt_core.kernels.c_update`, whose headers it uses (see there why this is a Python
 string).
 """
@@ -150,5 +150,65 @@ void aptk_gather6(const int8_t *src, const int64_t *shape, const int64_t *stride
                         dst += run;
                     }
                 }
+}
+
+/* im2col rows of a placed NHWC image, for im2col._im2col_chunks. The convolution reads the
+   virtual image V[a, y, x, :] = src[a, (y - top) / sy, (x - left) / sx, :] where y - top and
+   x - left are non-negative multiples of sy, sx that land inside the (H, W) source, and 0
+   elsewhere: padding (top/left may be negative: cropping) and the input gradient's spread by
+   the stride, without building V. g holds, in order: images, h0, h1, Wo, H, W, C, the source
+   strides of image, row and column (in elements; channels are contiguous), kh, kw, stride
+   (2), dilation (2), top, left, sy, sx. Rows run over (image, ho in [h0, h1), wo), columns
+   over (i, j, c): dst is contiguous (rows, kh * kw * C). */
+void aptk_im2col(const int8_t *src, const int64_t *g, int8_t *dst) {
+    const int64_t imgs = g[0], h0 = g[1], h1 = g[2], wo_n = g[3], H = g[4], W = g[5], C = g[6];
+    const int64_t s_n = g[7], s_h = g[8], s_w = g[9], kh = g[10], kw = g[11];
+    const int64_t st_h = g[12], st_w = g[13], d_h = g[14], d_w = g[15];
+    const int64_t top = g[16], left = g[17], sy = g[18], sx = g[19];
+    for (int64_t a = 0; a < imgs; a++)
+        for (int64_t ho = h0; ho < h1; ho++)
+            for (int64_t wo = 0; wo < wo_n; wo++)
+                for (int64_t i = 0; i < kh; i++) {
+                    const int64_t y = ho * st_h + i * d_h - top;
+                    const int64_t yy = y / sy;
+                    if (y < 0 || yy * sy != y || yy >= H) {
+                        __builtin_memset(dst, 0, (size_t)(kw * C));
+                        dst += kw * C;
+                        continue;
+                    }
+                    const int8_t *row = src + a * s_n + yy * s_h;
+                    for (int64_t j = 0; j < kw; j++) {
+                        const int64_t x = wo * st_w + j * d_w - left;
+                        const int64_t xx = x / sx;
+                        if (x < 0 || xx * sx != x || xx >= W)
+                            __builtin_memset(dst, 0, (size_t)C);
+                        else
+                            copy_run(dst, row + xx * s_w, C);
+                        dst += C;
+                    }
+                }
+}
+
+/* Per-channel int32 sums of int8 codes laid out as (A, C, B) with strides sa, sc, sb (in
+   elements): the bias gradient of a convolution without torch's int32 copy of the codes.
+   Sums wrap modulo 2**32 as torch's int32 sum does. */
+void aptk_channel_sums(const int8_t *src, int64_t A, int64_t C, int64_t B, int64_t sa,
+                       int64_t sc, int64_t sb, int32_t *out) {
+    uint32_t *acc = (uint32_t *)out; /* unsigned: wrap-around is defined */
+    for (int64_t c = 0; c < C; c++) acc[c] = 0;
+    if (sc == 1 && B == 1) { /* channels innermost */
+        for (int64_t a = 0; a < A; a++) {
+            const int8_t *p = src + a * sa;
+            for (int64_t c = 0; c < C; c++) acc[c] += (uint32_t)(int32_t)p[c];
+        }
+        return;
+    }
+    for (int64_t a = 0; a < A; a++)
+        for (int64_t c = 0; c < C; c++) {
+            const int8_t *p = src + a * sa + c * sc;
+            int64_t t = 0;
+            for (int64_t b = 0; b < B; b++) t += p[b * sb];
+            acc[c] += (uint32_t)t;
+        }
 }
 """

@@ -36,6 +36,8 @@ from apt_core.kernels.matmul import INT32_EXACT_REDUCTION, int8_mm
 
 IntPair = int | tuple[int, int]
 Chunk = tuple[int, int, Tensor]
+#: Chunks as ``(n0, n1, h0, h1)``: images ``n0:n1``, output rows ``h0:h1`` of each.
+Plan = list[tuple[int, int, int, int]]
 
 #: Input channel counts up to this build the im2col transposed (measured faster).
 TRANSPOSED_MAX_CHANNELS = 2
@@ -147,6 +149,37 @@ def _nhwc_placed(x: Tensor, step: tuple[int, int], pads: tuple[int, int, int, in
     return out[:, pt - top : out.shape[1] - pb + bottom, pl - left : out.shape[2] - pr + right]
 
 
+@dataclass(frozen=True)
+class _Placed:
+    """NCHW int8 codes ``x`` as the NHWC image a convolution reads.
+
+    The image is ``x`` spread by ``step`` (zeros between) and padded by ``pads``
+    (``(top, bottom, left, right)``; negative pads crop). The native gather reads it
+    straight from ``x``; only the torch path (and few channels) builds it.
+    """
+
+    x: Tensor
+    step: tuple[int, int] = (1, 1)
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0)
+
+    def out_size(
+        self, kernel: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int]
+    ) -> tuple[int, int]:
+        """``(Ho, Wo)`` of a convolution with this geometry over the placed image."""
+        h, w = self.x.shape[2:]
+        top, bottom, left, right = self.pads
+        hp = top + (h - 1) * self.step[0] + 1 + bottom
+        wp = left + (w - 1) * self.step[1] + 1 + right
+        ho = _out_size(hp, kernel[0], stride[0], 0, dilation[0])
+        wo = _out_size(wp, kernel[1], stride[1], 0, dilation[1])
+        if ho < 1 or wo < 1:
+            raise ConvArgumentError(
+                f"The padded input ({hp}, {wp}) is smaller than the kernel "
+                f"{kernel} at dilation {dilation}."
+            )
+        return ho, wo
+
+
 def _patches(
     xp: Tensor, kernel: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int]
 ) -> Tensor:
@@ -154,11 +187,6 @@ def _patches(
     n, hp, wp, c = xp.shape
     (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
     ho, wo = _out_size(hp, kh, sh, 0, dh), _out_size(wp, kw, sw, 0, dw)
-    if ho < 1 or wo < 1:
-        raise ConvArgumentError(
-            f"The padded input ({hp}, {wp}) is smaller than the kernel "
-            f"{kernel} at dilation {dilation}."
-        )
     s_n, s_h, s_w, s_c = xp.stride()
     return xp.as_strided(
         (n, ho, wo, kh, kw, c),
@@ -172,7 +200,12 @@ def _rows_per_chunk(row_bytes: int, chunk_rows: int | None) -> int:
 
 
 def _im2col_chunks(
-    patches: Tensor, chunk_rows: int | None, extra_row_bytes: int = 0
+    placed: _Placed,
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    dilation: tuple[int, int],
+    chunk_rows: int | None,
+    extra_row_bytes: int = 0,
 ) -> Iterator[Chunk]:
     """Yield ``(row0, row1, cols)`` with ``cols`` the ``(rows, K)`` int8 im2col rows.
 
@@ -181,8 +214,9 @@ def _im2col_chunks(
     For few channels ``cols`` is the transpose of a contiguous ``(K, rows)`` buffer.
     ``extra_row_bytes`` counts the caller's own per-row buffers into the chunk budget.
     """
-    n, ho, wo, kh, kw, c = patches.shape
-    k, per_image = kh * kw * c, ho * wo
+    n, c = placed.x.shape[:2]
+    ho, wo = placed.out_size(kernel, stride, dilation)
+    k, per_image = kernel[0] * kernel[1] * c, ho * wo
     rows = _rows_per_chunk(k + extra_row_bytes, chunk_rows)
     if rows >= per_image:
         imgs = min(n, rows // per_image)
@@ -190,12 +224,33 @@ def _im2col_chunks(
     else:
         hs = max(1, rows // wo)
         plan = [(i, i + 1, h0, min(h0 + hs, ho)) for i in range(n) for h0 in range(0, ho, hs)]
-    buf = patches.new_empty((plan[0][1] - plan[0][0]) * (plan[0][3] - plan[0][2]) * wo * k)
-    transposed = c <= TRANSPOSED_MAX_CHANNELS
+    buf = placed.x.new_empty((plan[0][1] - plan[0][0]) * (plan[0][3] - plan[0][2]) * wo * k)
+    if c <= TRANSPOSED_MAX_CHANNELS or native.lib() is None:
+        chunks = _torch_chunks(placed, kernel, stride, dilation, plan, buf)
+    else:
+        chunks = _native_chunks(placed, kernel, stride, dilation, plan, buf)
+    for n0, h0, cols in chunks:
+        row0 = n0 * per_image + h0 * wo
+        yield row0, row0 + cols.shape[0], cols
+
+
+
+def _torch_chunks(
+    placed: _Placed,
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    dilation: tuple[int, int],
+    plan: Plan,
+    buf: Tensor,
+) -> Iterator[tuple[int, int, Tensor]]:
+    """Chunks cut from the built placed image (few channels: transposed; or no native)."""
+    patches = _patches(_nhwc_placed(placed.x, placed.step, placed.pads), kernel, stride, dilation)
+    _, _, wo, kh, kw, c = patches.shape
+    k = kh * kw * c
     for n0, n1, h0, h1 in plan:
         count = (n1 - n0) * (h1 - h0) * wo
         src = patches if len(plan) == 1 else patches[n0:n1, h0:h1]
-        if transposed:
+        if c <= TRANSPOSED_MAX_CHANNELS:
             buf[: count * k].view(kh, kw, c, n1 - n0, h1 - h0, wo).copy_(
                 src.permute(3, 4, 5, 0, 1, 2)
             )
@@ -204,12 +259,46 @@ def _im2col_chunks(
             cols = buf[: count * k].view(count, k)
             if not native.gather_into(cols, src):
                 cols.view(src.shape).copy_(src)
-        row0 = n0 * per_image + h0 * wo
-        yield row0, row0 + count, cols
+        yield n0, h0, cols
 
 
-def _conv_nhwc(
-    xp: Tensor,
+def _native_chunks(
+    placed: _Placed,
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    dilation: tuple[int, int],
+    plan: Plan,
+    buf: Tensor,
+) -> Iterator[tuple[int, int, Tensor]]:
+    """Chunks gathered by ``aptk_im2col`` straight from the codes, padding and spread virtual.
+
+    NCHW codes are first copied to NHWC one chunk's images at a time (a reused buffer),
+    so neither the padded image nor a whole-batch NHWC copy exists.
+    """
+    nhwc = placed.x.permute(0, 2, 3, 1)
+    _, h, w, c = nhwc.shape
+    wo = placed.out_size(kernel, stride, dilation)[1]
+    k = kernel[0] * kernel[1] * c
+    geo = (*kernel, *stride, *dilation, placed.pads[0], placed.pads[2], *placed.step)
+    img_buf: Tensor | None = None
+    loaded, src = (-1, -1), nhwc
+    for n0, n1, h0, h1 in plan:
+        if nhwc.stride(3) == 1:
+            src = nhwc[n0:n1]
+        elif (n0, n1) != loaded:  # row chunks of one image share its copy
+            if img_buf is None:  # the first chunk holds the most images
+                img_buf = nhwc.new_empty((n1 - n0) * h * w * c)
+            src = img_buf[: (n1 - n0) * h * w * c].view(n1 - n0, h, w, c)
+            src.copy_(nhwc[n0:n1])
+            loaded = (n0, n1)
+        count = (n1 - n0) * (h1 - h0) * wo
+        cols = buf[: count * k].view(count, k)
+        native.im2col_into(cols, src, (h0, h1, wo, *geo))
+        yield n0, h0, cols
+
+
+def _conv(
+    placed: _Placed,
     w_mat: Tensor,
     kernel: tuple[int, int],
     stride: tuple[int, int],
@@ -217,23 +306,24 @@ def _conv_nhwc(
     chunk_rows: int | None,
     epilogue: Epilogue | None = None,
 ) -> Tensor:
-    """Exact ``(N, Ho, Wo, O)`` convolution of padded NHWC int8 ``xp`` with ``w_mat``.
+    """Exact ``(N, Ho, Wo, O)`` convolution of the placed codes with ``w_mat``.
 
     With an ``epilogue`` the result is its float32 ``(N, Ho, Wo, epilogue.channels)``.
     """
-    patches = _patches(xp, kernel, stride, dilation)
-    n, ho, wo = patches.shape[:3]
+    n, c = placed.x.shape[:2]
+    ho, wo = placed.out_size(kernel, stride, dilation)
     o, k = w_mat.shape
-    if w_mat.dtype != torch.int8 or k != kernel[0] * kernel[1] * xp.shape[3]:
+    if w_mat.dtype != torch.int8 or k != kernel[0] * kernel[1] * c:
         raise ConvArgumentError(
-            f"The weight matrix must be int8 with kh*kw*C = {kernel[0] * kernel[1] * xp.shape[3]}"
+            f"The weight matrix must be int8 with kh*kw*C = {kernel[0] * kernel[1] * c}"
             f" columns, got {w_mat.dtype} of shape {tuple(w_mat.shape)}."
         )
     wt = w_mat.t()
     dtype = torch.int64 if k > INT32_EXACT_REDUCTION else torch.int32
+    chunks = (placed, kernel, stride, dilation, chunk_rows)
     if epilogue is None:
         out = torch.empty((n * ho * wo, o), dtype=dtype)
-        for r0, r1, cols in _im2col_chunks(patches, chunk_rows):
+        for r0, r1, cols in _im2col_chunks(*chunks):
             int8_mm(cols, wt, out=out if r1 - r0 == out.shape[0] else out[r0:r1])
         return out.view(n, ho, wo, o)
     if dtype != torch.int32:
@@ -242,7 +332,7 @@ def _conv_nhwc(
         )
     out = torch.empty((n * ho * wo, epilogue.channels), dtype=torch.float32)
     acc_buf: Tensor | None = None
-    for r0, r1, cols in _im2col_chunks(patches, chunk_rows, extra_row_bytes=4 * o):
+    for r0, r1, cols in _im2col_chunks(*chunks, extra_row_bytes=4 * o):
         if acc_buf is None:  # the first chunk is the largest
             acc_buf = torch.empty((r1 - r0) * o, dtype=torch.int32)
         acc = acc_buf[: (r1 - r0) * o].view(r1 - r0, o)
@@ -291,8 +381,8 @@ def conv2d_forward_int(
     """
     _check(x, "x", groups)
     kern, st, pad, dil = _geometry(kernel, stride, padding, dilation)
-    xp = _nhwc_placed(x, (1, 1), (pad[0], pad[0], pad[1], pad[1]))
-    return _conv_nhwc(xp, w_mat, kern, st, dil, chunk_rows, epilogue).permute(0, 3, 1, 2)
+    placed = _Placed(x, (1, 1), (pad[0], pad[0], pad[1], pad[1]))
+    return _conv(placed, w_mat, kern, st, dil, chunk_rows, epilogue).permute(0, 3, 1, 2)
 
 
 def conv2d_input_grad_int(
@@ -350,6 +440,6 @@ def conv2d_input_grad_int(
     top, left = dh * (kh - 1) - ph, dw * (kw - 1) - pw
     bottom = h + dh * (kh - 1) - (ho - 1) * sh - 1 - top
     right = w + dw * (kw - 1) - (wo - 1) * sw - 1 - left
-    ep = _nhwc_placed(e, (sh, sw), (top, bottom, left, right))
-    out = _conv_nhwc(ep, wt, (kh, kw), (1, 1), (dh, dw), chunk_rows, epilogue)
+    placed = _Placed(e, (sh, sw), (top, bottom, left, right))
+    out = _conv(placed, wt, (kh, kw), (1, 1), (dh, dw), chunk_rows, epilogue)
     return out.permute(0, 3, 1, 2)

@@ -59,6 +59,8 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "aptk_relu": (None, [_P, _I64, _P, _P]),
     "aptk_gather6": (None, [_P, _P, _P, _P]),
     "aptk_relu_grad": (None, [_P, _P, _I64, _P]),
+    "aptk_im2col": (None, [_P, _P, _P]),
+    "aptk_channel_sums": (None, [_P, _I64, _I64, _I64, _I64, _I64, _I64, _P]),
 }
 
 _state: dict[str, object] = {"enabled": os.environ.get("APT_NATIVE", "1") != "0", "lib": None}
@@ -404,3 +406,52 @@ def gather_into(dst: Tensor, src: Tensor) -> bool:
         src.data_ptr(), ctypes.addressof(shape), ctypes.addressof(stride), dst.data_ptr()
     )
     return True
+
+
+def im2col_into(dst: Tensor, src: Tensor, geometry: tuple[int, ...]) -> None:
+    """Write im2col rows of a placed (padded, spread) NHWC int8 image into ``dst``.
+
+    ``src`` is ``(images, H, W, C)`` int8 with contiguous channels; ``geometry`` is
+    ``(h0, h1, Wo, kh, kw, stride_h, stride_w, dilation_h, dilation_w, top, left, sy, sx)``
+    (see ``aptk_im2col`` in ``c_elementwise.SOURCE``); ``dst`` is contiguous
+    ``(images * (h1 - h0) * Wo, kh * kw * C)``. The caller checks that the library loaded.
+    """
+    imgs, h, w, c = src.shape
+    h0, h1, wo, kh, kw = geometry[:5]
+    if (
+        src.dtype != torch.int8
+        or dst.dtype != torch.int8
+        or (c > 1 and src.stride(3) != 1)
+        or not dst.is_contiguous()
+        or dst.numel() != imgs * (h1 - h0) * wo * kh * kw * c
+    ):
+        raise ValueError(
+            f"im2col_into needs int8 NHWC src with contiguous channels and a contiguous dst "
+            f"of {imgs * (h1 - h0) * wo} rows of {kh * kw * c}, got src {src.dtype} "
+            f"{tuple(src.shape)} strides {src.stride()}, dst {dst.dtype} {tuple(dst.shape)}."
+        )
+    g = (ctypes.c_int64 * 20)(
+        imgs, h0, h1, wo, h, w, c, src.stride(0), src.stride(1), src.stride(2), *geometry[3:]
+    )
+    lib().aptk_im2col(src.data_ptr(), ctypes.addressof(g), dst.data_ptr())  # type: ignore[union-attr]
+
+
+def channel_sums(codes: Tensor) -> Tensor | None:
+    """int32 sums over all but dimension 1 of 3-d or 4-d int8 ``codes`` (wrapping like torch).
+
+    Returns None (summing nothing) when ``codes`` is neither contiguous nor channels_last;
+    the caller then sums with torch.
+    """
+    if codes.dtype != torch.int8 or codes.dim() not in (3, 4):
+        return None
+    c = codes.shape[1]
+    inner = codes.numel() // max(1, codes.shape[0] * c)
+    if codes.is_contiguous():  # (N, C, spatial)
+        shape = (codes.shape[0], c, inner, c * inner, inner, 1)
+    elif codes.movedim(1, -1).is_contiguous():  # channels innermost
+        shape = (codes.shape[0] * inner, c, 1, c, 1, 1)
+    else:
+        return None
+    out = torch.empty(c, dtype=torch.int32)
+    lib().aptk_channel_sums(codes.data_ptr(), *shape, out.data_ptr())  # type: ignore[union-attr]
+    return out

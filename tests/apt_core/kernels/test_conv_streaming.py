@@ -1,4 +1,4 @@
-"""Chunked (streamed) convolution paths against their whole-tensor versions, bit for bit."""
+"""The convolution paths that save memory against their whole-tensor versions, bit for bit."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import torch
 from torch import Tensor
 
 from apt_core.kernels import im2col, native
+from apt_core.kernels.activations import APTMaxPool2d
 from apt_core.kernels.conv import ConvProducts
+from apt_core.kernels.conv_weight_grad import conv2d_weight_grad_int
 from apt_core.kernels.im2col import (
     Epilogue,
     conv2d_forward_int,
@@ -18,6 +20,7 @@ from apt_core.kernels.im2col import (
 )
 from apt_core.kernels.storage import encode
 from apt_core.quant import code_range
+from tests.utils.backends import backend
 
 needs_cc = pytest.mark.skipif(
     shutil.which("cc") is None and shutil.which("gcc") is None,
@@ -143,3 +146,94 @@ def test_conv_products_limbs_stream_matches_torch_kernels(
     # Assert
     for a, b in zip(got, want, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def _with_native(enabled: bool, fn):  # type: ignore[no-untyped-def]
+    native.set_native(enabled)
+    try:
+        return fn()
+    finally:
+        native.set_native(True)
+
+
+@needs_cc
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("chunk", [None, 5, 29])
+@pytest.mark.parametrize(
+    "geometry",
+    [
+        *GEOMETRIES,
+        (2, 3, 6, 6, 4, (3, 3), (2, 2), (0, 0), (1, 1)),  # the spread crops: negative pads
+        (2, 4, 9, 7, 3, (2, 2), (3, 2), (1, 1), (2, 2)),
+        (3, 5, 1, 17, 6, (1, 3), (1, 2), (0, 1), (1, 1)),  # 1-d as H = 1
+    ],
+)
+def test_native_im2col_gather_matches_the_built_placed_image(
+    geometry: tuple, chunk: int | None, channels_last: bool
+) -> None:
+    # Prepare: C > 2, so the native gather (no padded copy) runs when native is on
+    n, c, h, w, o, kernel, stride, padding, dilation = geometry
+    gen = torch.Generator().manual_seed(3)
+    x, wt = _codes(n, c, h, w, generator=gen), _codes(o, c, *kernel, generator=gen)
+    geo = (kernel, stride, padding, dilation)
+    w_mat = weight_matrix(wt)
+    e = _codes(*conv2d_forward_int(x, w_mat, *geo).shape, generator=gen)
+    if channels_last:
+        x, e = (t.contiguous(memory_format=torch.channels_last) for t in (x, e))
+
+    def run() -> tuple[Tensor, ...]:
+        return (
+            conv2d_forward_int(x, w_mat, *geo, chunk_rows=chunk),
+            conv2d_input_grad_int(e, w_mat, (h, w), *geo, chunk_rows=chunk),
+            conv2d_weight_grad_int(e, x, *geo, chunk_rows=chunk),
+        )
+
+    # Execute
+    got, want = _with_native(True, run), _with_native(False, run)
+
+    # Assert
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@needs_cc
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "strided"])
+@pytest.mark.parametrize("one_d", [False, True])
+def test_conv_bias_grad_native_sums_match_torch(layout: str, one_d: bool) -> None:
+    # Prepare
+    gen = torch.Generator().manual_seed(4)
+    shape = (5, 7, 13) if one_d else (5, 7, 4, 6)
+    gq = _codes(*shape, generator=gen)
+    if layout == "channels_last":
+        gq = gq.movedim(1, -1).contiguous().movedim(-1, 1)
+    elif layout == "strided":
+        gq = _codes(*shape[:-1], 2 * shape[-1], generator=gen)[..., ::2]
+    weight = (7, 3, 3) if one_d else (7, 3, 3, 3)
+    ops = ConvProducts(weight, {"stride": 1, "padding": 0, "dilation": 1, "groups": 1})
+    dims = (0, 2) if one_d else (0, 2, 3)
+
+    # Execute
+    got = ops.bias_grad(gq)
+
+    # Assert
+    assert got.dtype == torch.int32
+    torch.testing.assert_close(got, gq.sum(dims, dtype=torch.int32), rtol=0, atol=0)
+
+
+def test_apt_max_pool_gradient_keeps_the_input_layout() -> None:
+    # Prepare: a channels_last input, as a conv's output is on the integer path
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(3, 4, 6, 8, generator=gen).contiguous(memory_format=torch.channels_last)
+    gy = torch.randn(3, 4, 3, 4, generator=gen)
+    pool = APTMaxPool2d(2)
+    xa, xr = x.clone().requires_grad_(), x.clone().requires_grad_()
+
+    # Execute
+    with backend("int"):
+        pool(xa).backward(gy)
+    torch.nn.MaxPool2d(2)(xr).backward(gy)
+
+    # Assert: the same values, laid out like the input (the ReLU mask before it is)
+    assert xa.grad is not None and xr.grad is not None
+    assert xa.grad.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(xa.grad, xr.grad, rtol=0, atol=0)
