@@ -159,18 +159,27 @@ void aptk_gather6(const int8_t *src, const int64_t *shape, const int64_t *stride
    the stride, without building V. g holds, in order: images, h0, h1, Wo, H, W, C, the source
    strides of image, row and column (in elements; channels are contiguous), kh, kw, stride
    (2), dilation (2), top, left, sy, sx. Rows run over (image, ho in [h0, h1), wo), columns
-   over (i, j, c): dst is contiguous (rows, kh * kw * C). */
-void aptk_im2col(const int8_t *src, const int64_t *g, int8_t *dst) {
+   over (i, j, c): dst is contiguous (rows, kh * kw * C). Returns 1 (writing nothing) when
+   out of memory for its table of column offsets, else 0. */
+int32_t aptk_im2col(const int8_t *src, const int64_t *g, int8_t *dst) {
     const int64_t imgs = g[0], h0 = g[1], h1 = g[2], wo_n = g[3], H = g[4], W = g[5], C = g[6];
     const int64_t s_n = g[7], s_h = g[8], s_w = g[9], kh = g[10], kw = g[11];
     const int64_t st_h = g[12], st_w = g[13], d_h = g[14], d_w = g[15];
     const int64_t top = g[16], left = g[17], sy = g[18], sx = g[19];
+    /* source column offset of every (wo, j), or -1 for a zero: the divisions run once */
+    int64_t *xoff = (int64_t *)malloc((size_t)(wo_n * kw) * sizeof(int64_t));
+    if (!xoff) return 1;
+    for (int64_t wo = 0; wo < wo_n; wo++)
+        for (int64_t j = 0; j < kw; j++) {
+            const int64_t x = wo * st_w + j * d_w - left, xx = x / sx;
+            xoff[wo * kw + j] = (x < 0 || xx * sx != x || xx >= W) ? -1 : xx * s_w;
+        }
     for (int64_t a = 0; a < imgs; a++)
         for (int64_t ho = h0; ho < h1; ho++)
-            for (int64_t wo = 0; wo < wo_n; wo++)
+            for (int64_t wo = 0; wo < wo_n; wo++) {
+                const int64_t *xo = xoff + wo * kw;
                 for (int64_t i = 0; i < kh; i++) {
-                    const int64_t y = ho * st_h + i * d_h - top;
-                    const int64_t yy = y / sy;
+                    const int64_t y = ho * st_h + i * d_h - top, yy = y / sy;
                     if (y < 0 || yy * sy != y || yy >= H) {
                         __builtin_memset(dst, 0, (size_t)(kw * C));
                         dst += kw * C;
@@ -178,15 +187,16 @@ void aptk_im2col(const int8_t *src, const int64_t *g, int8_t *dst) {
                     }
                     const int8_t *row = src + a * s_n + yy * s_h;
                     for (int64_t j = 0; j < kw; j++) {
-                        const int64_t x = wo * st_w + j * d_w - left;
-                        const int64_t xx = x / sx;
-                        if (x < 0 || xx * sx != x || xx >= W)
+                        if (xo[j] < 0)
                             __builtin_memset(dst, 0, (size_t)C);
                         else
-                            copy_run(dst, row + xx * s_w, C);
+                            copy_run(dst, row + xo[j], C);
                         dst += C;
                     }
                 }
+            }
+    free(xoff);
+    return 0;
 }
 
 /* Per-channel int32 sums of int8 codes laid out as (A, C, B) with strides sa, sc, sb (in
@@ -211,4 +221,66 @@ void aptk_channel_sums(const int8_t *src, int64_t A, int64_t C, int64_t B, int64
             acc[c] += (uint32_t)t;
         }
 }
+
+/* aptk_relu with the mask packed 8 to a byte (bit i % 8 of byte i / 8, in storage order):
+   an eighth of the memory the ReLU keeps for backward. bits holds (n + 7) / 8 bytes. Blocks
+   of 64 run aptk_relu's vectorized loop into a byte mask, packed 8 bytes (each 0 or 1) at a
+   time by one multiplication: byte j lands on bit 56 + j, with no carries below. */
+static inline void relu_block(const int32_t *restrict x, int64_t len, int32_t *restrict y,
+                              uint8_t *restrict m) {
+    for (int64_t j = 0; j < len; j++) {
+        int32_t b = x[j];
+        int32_t keep = (b > 0) | ((b & 0x7FFFFFFF) > 0x7F800000);
+        y[j] = keep ? b : 0;
+        m[j] = (uint8_t)keep;
+    }
+}
+
+static inline uint8_t pack8(const uint8_t *m) {
+    uint64_t v;
+    __builtin_memcpy(&v, m, 8);
+    return (uint8_t)((v * 0x0102040810204080ULL) >> 56);
+}
+
+void aptk_relu_bits(const int32_t *restrict x, int64_t n, int32_t *restrict y,
+                    uint8_t *restrict bits) {
+    uint8_t m[64];
+    int64_t i0 = 0;
+    for (; i0 + 64 <= n; i0 += 64) {
+        relu_block(x + i0, 64, y + i0, m);
+        for (int64_t j = 0; j < 64; j += 8) bits[(i0 + j) >> 3] = pack8(m + j);
+    }
+    if (i0 < n) {
+        const int64_t len = n - i0;
+        __builtin_memset(m, 0, sizeof m);
+        relu_block(x + i0, len, y + i0, m);
+        for (int64_t j = 0; j < len; j += 8) bits[(i0 + j) >> 3] = pack8(m + j);
+    }
+}
+
+/* aptk_relu_grad with the packed mask of aptk_relu_bits. Blocks of 64: each mask byte is
+   spread to 8 bytes of 0 or 1 (bit j of byte j kept, then the byte's high bit set iff it is
+   non-zero), and aptk_relu_grad's vectorized select runs on them. */
+static inline void spread8(uint8_t byte, uint8_t *m) {
+    uint64_t v = (uint64_t)byte * 0x0101010101010101ULL;
+    v &= 0x8040201008040201ULL;
+    v = ((v + 0x7F7F7F7F7F7F7F7FULL) & 0x8080808080808080ULL) >> 7;
+    __builtin_memcpy(m, &v, 8);
+}
+
+void aptk_relu_grad_bits(const int32_t *restrict g, const uint8_t *restrict bits, int64_t n,
+                         int32_t *restrict out) {
+    uint8_t m[64];
+    int64_t i0 = 0;
+    for (; i0 + 64 <= n; i0 += 64) {
+        for (int64_t j = 0; j < 64; j += 8) spread8(bits[(i0 + j) >> 3], m + j);
+        for (int64_t j = 0; j < 64; j++) out[i0 + j] = m[j] ? g[i0 + j] : 0;
+    }
+    if (i0 < n) {
+        const int64_t len = n - i0;
+        for (int64_t j = 0; j < len; j += 8) spread8(bits[(i0 + j) >> 3], m + j);
+        for (int64_t j = 0; j < len; j++) out[i0 + j] = m[j] ? g[i0 + j] : 0;
+    }
+}
+
 """

@@ -26,17 +26,24 @@ def _native_nhwc(acc: Tensor) -> bool:
     return acc.dtype == torch.int32 and native.dense(acc) and acc.stride(1) == 1
 
 
-def _limb_epilogue(channels: int, scale: float, bias: Tensor | None) -> im2col.Epilogue:
+#: Chunk budget of the streamed limb forward: twice the default, as fewer chunks save their
+#: per-call overhead and the forward is not where a step's peak lies (that is the backward,
+#: which also keeps the float error and input gradient alive).
+FORWARD_CHUNK_BYTES = 2 * im2col.DEFAULT_CHUNK_BYTES
+
+
+def _limb_epilogue(
+    channels: int, scale: float, bias: Tensor | None, chunk_bytes: int
+) -> im2col.Epilogue:
     """Recombine a chunk of ``(rows, 2C + 1)`` limb accumulators into float32 rows.
 
     The columns are the high limbs' products, the low limbs', then the offset sums.
     """
 
     def finish(acc: Tensor, out: Tensor) -> None:
-        c = channels
-        native.combine(acc[:, :c], acc[:, c : 2 * c], acc[:, 2 * c], scale, bias, out=out)
+        native.combine_rows(acc, channels, scale, bias, out)
 
-    return im2col.Epilogue(channels, finish)
+    return im2col.Epilogue(channels, finish, chunk_bytes)
 
 
 class ConvProducts:
@@ -102,7 +109,7 @@ class ConvProducts:
             w = torch.cat((w, torch.ones((1, w.shape[1]), dtype=torch.int8)))
             if w.shape[1] <= INT32_EXACT_REDUCTION:  # the epilogue needs int32 sums
                 bias = None if b is None else b.contiguous()
-                epi = _limb_epilogue(self.out_ch, scale, bias)
+                epi = _limb_epilogue(self.out_ch, scale, bias, FORWARD_CHUNK_BYTES)
                 y = im2col.conv2d_forward_int(self._4d(xq), w, k, s, p, d, epilogue=epi)
                 return self._back(y)
         acc = im2col.conv2d_forward_int(self._4d(xq), w, k, s, p, d)
@@ -126,7 +133,7 @@ class ConvProducts:
             ones = torch.ones((o, k[0], k[1], 1), dtype=torch.int8)
             w = torch.cat((hi, lo, ones), dim=3).reshape(o, -1)
             if o * k[0] * k[1] <= INT32_EXACT_REDUCTION:
-                epi = _limb_epilogue(c, scale, None)
+                epi = _limb_epilogue(c, scale, None, im2col.DEFAULT_CHUNK_BYTES)
                 dx = im2col.conv2d_input_grad_int(self._4d(gq), w, hw, k, s, p, d, epilogue=epi)
                 return self._back(dx)
         acc = im2col.conv2d_input_grad_int(self._4d(gq), w, hw, k, s, p, d)

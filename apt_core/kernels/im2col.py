@@ -18,8 +18,12 @@ Where ``torch._int_mm`` has no fast kernel (CPUs without int8 dot-product instru
 where every partial sum is exact.
 
 Memory. im2col is built in chunks of whole output rows (whole images when they fit) in
-one reused buffer, by default ``DEFAULT_CHUNK_BYTES // K`` rows (512 KiB of int8); other
-buffers: the padded int8 NHWC input and the int32 result. Nothing is copied to float.
+one reused buffer, by default ``DEFAULT_CHUNK_BYTES // K`` rows (256 KiB of int8). The
+native gather reads padding and the input gradient's stride spread virtually, from the codes
+(channels_last) or a per-chunk NHWC copy of the chunk's images; the torch path (and inputs of
+at most ``TRANSPOSED_MAX_CHANNELS``) builds the padded NHWC codes. The result is int32, or
+with an ``Epilogue`` float32 made chunk by chunk from one reused chunk accumulator. Nothing
+is copied to float.
 """
 
 from __future__ import annotations
@@ -41,9 +45,12 @@ Plan = list[tuple[int, int, int, int]]
 
 #: Input channel counts up to this build the im2col transposed (measured faster).
 TRANSPOSED_MAX_CHANNELS = 2
-#: Default budget of one int8 im2col chunk. 512 KiB, not 2 MiB: on the digits CNN at batch
-#: 64 the 2 MiB chunk was the largest transient (step peak 4.9 MB -> 3.6 MB, fp32 4.4 MB).
-DEFAULT_CHUNK_BYTES = 1 << 19
+#: Default budget of one chunk (int8 im2col rows plus any per-row buffers of the caller). 256
+#: KiB, not 2 MiB: on the digits CNN at batch 64 the 2 MiB chunk was the largest transient
+#: (step peak 4.9 MB -> 3.6 MB at 512 KiB, fp32 4.4 MB), and at 512 KiB the conv2 backward's
+#: chunks still set the peak (2.71 -> 2.49 MB above the step's baseline at 256 KiB). The
+#: int8 GEMMs cost the same per row for chunks of a few hundred rows.
+DEFAULT_CHUNK_BYTES = 1 << 18
 
 
 @dataclass(frozen=True)
@@ -53,11 +60,13 @@ class Epilogue:
     ``finish(acc, out)`` receives the chunk's ``(rows, O)`` int32 accumulator (a reused
     buffer) and the ``(rows, channels)`` float32 rows of the result to write. The whole
     ``(N*Ho*Wo, O)`` accumulator then never exists: on the digits CNN at 12 bits it was the
-    step's largest tensor (2.1 MB of int32 for a 1 MB float output).
+    step's largest tensor (2.1 MB of int32 for a 1 MB float output). ``chunk_bytes`` bounds
+    a chunk's im2col rows plus their accumulator rows when no ``chunk_rows`` is given.
     """
 
     channels: int
     finish: Callable[[Tensor, Tensor], None]
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES
 
 
 class ConvGroupsError(ValueError):
@@ -195,8 +204,10 @@ def _patches(
     )
 
 
-def _rows_per_chunk(row_bytes: int, chunk_rows: int | None) -> int:
-    return max(1, DEFAULT_CHUNK_BYTES // row_bytes if chunk_rows is None else chunk_rows)
+def _rows_per_chunk(row_bytes: int, chunk_rows: int | None, budget: int | None = None) -> int:
+    if chunk_rows is not None:
+        return max(1, chunk_rows)
+    return max(1, (DEFAULT_CHUNK_BYTES if budget is None else budget) // row_bytes)
 
 
 def _im2col_chunks(
@@ -206,18 +217,20 @@ def _im2col_chunks(
     dilation: tuple[int, int],
     chunk_rows: int | None,
     extra_row_bytes: int = 0,
+    budget: int | None = None,
 ) -> Iterator[Chunk]:
     """Yield ``(row0, row1, cols)`` with ``cols`` the ``(rows, K)`` int8 im2col rows.
 
     Chunks hold whole images when an image fits, else whole output rows of one image.
     ``cols`` lives in a buffer reused by the next chunk: consume it before advancing.
     For few channels ``cols`` is the transpose of a contiguous ``(K, rows)`` buffer.
-    ``extra_row_bytes`` counts the caller's own per-row buffers into the chunk budget.
+    ``extra_row_bytes`` counts the caller's own per-row buffers into the chunk budget
+    (``budget``, default ``DEFAULT_CHUNK_BYTES``).
     """
     n, c = placed.x.shape[:2]
     ho, wo = placed.out_size(kernel, stride, dilation)
     k, per_image = kernel[0] * kernel[1] * c, ho * wo
-    rows = _rows_per_chunk(k + extra_row_bytes, chunk_rows)
+    rows = _rows_per_chunk(k + extra_row_bytes, chunk_rows, budget)
     if rows >= per_image:
         imgs = min(n, rows // per_image)
         plan = [(n0, min(n0 + imgs, n), 0, ho) for n0 in range(0, n, imgs)]
@@ -232,7 +245,6 @@ def _im2col_chunks(
     for n0, h0, cols in chunks:
         row0 = n0 * per_image + h0 * wo
         yield row0, row0 + cols.shape[0], cols
-
 
 
 def _torch_chunks(
@@ -279,21 +291,21 @@ def _native_chunks(
     _, h, w, c = nhwc.shape
     wo = placed.out_size(kernel, stride, dilation)[1]
     k = kernel[0] * kernel[1] * c
-    geo = (*kernel, *stride, *dilation, placed.pads[0], placed.pads[2], *placed.step)
-    img_buf: Tensor | None = None
-    loaded, src = (-1, -1), nhwc
+    geo = (wo, *kernel, *stride, *dilation, placed.pads[0], placed.pads[2], *placed.step)
+    direct = nhwc.stride(3) == 1
+    if direct:
+        gather, ptr, per_image = native.Im2col(nhwc, geo), nhwc.data_ptr(), nhwc.stride(0)
+    else:  # the first chunk holds the most images
+        img_buf = nhwc.new_empty((plan[0][1] - plan[0][0]) * h * w * c)
+        gather, ptr, per_image = native.Im2col(img_buf.view(-1, h, w, c), geo), 0, 0
+    loaded = (-1, -1)
     for n0, n1, h0, h1 in plan:
-        if nhwc.stride(3) == 1:
-            src = nhwc[n0:n1]
-        elif (n0, n1) != loaded:  # row chunks of one image share its copy
-            if img_buf is None:  # the first chunk holds the most images
-                img_buf = nhwc.new_empty((n1 - n0) * h * w * c)
-            src = img_buf[: (n1 - n0) * h * w * c].view(n1 - n0, h, w, c)
-            src.copy_(nhwc[n0:n1])
-            loaded = (n0, n1)
+        if not direct and (n0, n1) != loaded:  # row chunks of one image share its copy
+            img_buf[: (n1 - n0) * h * w * c].view(n1 - n0, h, w, c).copy_(nhwc[n0:n1])
+            ptr, loaded = img_buf.data_ptr(), (n0, n1)
         count = (n1 - n0) * (h1 - h0) * wo
         cols = buf[: count * k].view(count, k)
-        native.im2col_into(cols, src, (h0, h1, wo, *geo))
+        gather.run(cols, ptr + n0 * per_image, n1 - n0, h0, h1)
         yield n0, h0, cols
 
 
@@ -332,7 +344,7 @@ def _conv(
         )
     out = torch.empty((n * ho * wo, epilogue.channels), dtype=torch.float32)
     acc_buf: Tensor | None = None
-    for r0, r1, cols in _im2col_chunks(*chunks, extra_row_bytes=4 * o):
+    for r0, r1, cols in _im2col_chunks(*chunks, 4 * o, epilogue.chunk_bytes):
         if acc_buf is None:  # the first chunk is the largest
             acc_buf = torch.empty((r1 - r0) * o, dtype=torch.int32)
         acc = acc_buf[: (r1 - r0) * o].view(r1 - r0, o)
@@ -366,8 +378,9 @@ def conv2d_forward_int(
     groups : int (default: 1)
         Must be 1; anything else raises ``ConvGroupsError``.
     chunk_rows : int | None (default: None)
-        im2col rows per chunk (rounded to whole output rows); None keeps a chunk (with
-        its accumulator, given an epilogue) under ``DEFAULT_CHUNK_BYTES``.
+        im2col rows per chunk (rounded to whole output rows); None keeps a chunk under
+        ``DEFAULT_CHUNK_BYTES`` (with its accumulator under ``epilogue.chunk_bytes``,
+        given an epilogue).
     epilogue : Epilogue | None (default: None)
         Turns each chunk's int32 accumulator into rows of a float32 result; requires
         ``C*kh*kw <= INT32_EXACT_REDUCTION`` (``ConvArgumentError`` otherwise).

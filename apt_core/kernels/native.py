@@ -59,7 +59,9 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "aptk_relu": (None, [_P, _I64, _P, _P]),
     "aptk_gather6": (None, [_P, _P, _P, _P]),
     "aptk_relu_grad": (None, [_P, _P, _I64, _P]),
-    "aptk_im2col": (None, [_P, _P, _P]),
+    "aptk_im2col": (_I32, [_P, _P, _P]),
+    "aptk_relu_bits": (None, [_P, _I64, _P, _P]),
+    "aptk_relu_grad_bits": (None, [_P, _P, _I64, _P]),
     "aptk_channel_sums": (None, [_P, _I64, _I64, _I64, _I64, _I64, _I64, _P]),
 }
 
@@ -334,27 +336,15 @@ def rescale(acc: Tensor, scale: float, bias: Tensor | None = None, inner: int = 
 
 
 def combine(
-    hi: Tensor,
-    lo: Tensor,
-    row_sums: Tensor,
-    scale: float = 1.0,
-    bias: Tensor | None = None,
-    out: Tensor | None = None,
+    hi: Tensor, lo: Tensor, row_sums: Tensor, scale: float = 1.0, bias: Tensor | None = None
 ) -> Tensor:
     """float32 ``(256 * hi + lo + 128 * row_sums) * scale (+ bias)`` of int32 ``(m, n)``.
 
     ``hi`` and ``lo`` may be column slices of one accumulator (unit column stride), and
-    ``row_sums`` (m values) a column of it. ``out`` (contiguous float32 ``(m, n)``)
-    receives the result in place of a fresh tensor.
+    ``row_sums`` (m values) a column of it.
     """
     m, n = hi.shape
-    if out is None:
-        out = torch.empty((m, n), dtype=torch.float32)
-    elif out.shape != (m, n) or out.dtype != torch.float32 or not out.is_contiguous():
-        raise ValueError(
-            f"combine's out must be contiguous float32 of shape {(m, n)}, got "
-            f"{out.dtype} of shape {tuple(out.shape)} with strides {out.stride()}."
-        )
+    out = torch.empty((m, n), dtype=torch.float32)
     lib().aptk_combine(  # type: ignore[union-attr]
         hi.data_ptr(), hi.stride(0), lo.data_ptr(), lo.stride(0), row_sums.data_ptr(),
         row_sums.stride(0), m, n, scale, _ptr(bias), out.data_ptr(),
@@ -408,32 +398,82 @@ def gather_into(dst: Tensor, src: Tensor) -> bool:
     return True
 
 
-def im2col_into(dst: Tensor, src: Tensor, geometry: tuple[int, ...]) -> None:
-    """Write im2col rows of a placed (padded, spread) NHWC int8 image into ``dst``.
+class Im2col:
+    """``aptk_im2col`` for one source layout and geometry, its arguments prepared once.
 
-    ``src`` is ``(images, H, W, C)`` int8 with contiguous channels; ``geometry`` is
-    ``(h0, h1, Wo, kh, kw, stride_h, stride_w, dilation_h, dilation_w, top, left, sy, sx)``
-    (see ``aptk_im2col`` in ``c_elementwise.SOURCE``); ``dst`` is contiguous
-    ``(images * (h1 - h0) * Wo, kh * kw * C)``. The caller checks that the library loaded.
+    A convolution calls it once per chunk; building the ctypes arguments each time cost
+    about as much as gathering a small chunk.
+
+    Parameters
+    ----------
+    src : Tensor
+        ``(images, H, W, C)`` int8 with contiguous channels: the layout of every source
+        passed to :meth:`run` (its image count may differ).
+    geometry : tuple[int, ...]
+        ``(Wo, kh, kw, stride_h, stride_w, dilation_h, dilation_w, top, left, sy, sx)``
+        (see ``aptk_im2col`` in ``c_elementwise.SOURCE``).
     """
-    imgs, h, w, c = src.shape
-    h0, h1, wo, kh, kw = geometry[:5]
+
+    def __init__(self, src: Tensor, geometry: tuple[int, ...]) -> None:
+        _, h, w, c = src.shape
+        if src.dtype != torch.int8 or (c > 1 and src.stride(3) != 1) or len(geometry) != 11:
+            raise ValueError(
+                f"Im2col needs int8 NHWC codes with contiguous channels and 11 geometry "
+                f"values, got {src.dtype} {tuple(src.shape)} strides {src.stride()}, "
+                f"geometry {geometry}."
+            )
+        wo, kh, kw = geometry[:3]
+        self._row = kh * kw * c
+        self._wo = wo
+        self._args = (ctypes.c_int64 * 20)(
+            0, 0, 0, wo, h, w, c, src.stride(0), src.stride(1), src.stride(2), *geometry[1:]
+        )
+        self._fn = lib().aptk_im2col  # type: ignore[union-attr]
+
+    def run(self, dst: Tensor, src_ptr: int, images: int, h0: int, h1: int) -> None:
+        """Write the rows of output rows ``h0:h1`` of ``images`` images into contiguous ``dst``.
+
+        ``src_ptr`` addresses the first image, laid out as the constructor's ``src``.
+        """
+        if dst.numel() != images * (h1 - h0) * self._wo * self._row or not dst.is_contiguous():
+            raise ValueError(
+                f"Im2col.run needs a contiguous dst of {images * (h1 - h0) * self._wo} rows of "
+                f"{self._row}, got {tuple(dst.shape)} with strides {dst.stride()}."
+            )
+        args = self._args
+        args[0], args[1], args[2] = images, h0, h1
+        if self._fn(src_ptr, ctypes.addressof(args), dst.data_ptr()) != 0:
+            raise MemoryError("aptk_im2col: no memory for its table of column offsets")
+
+
+def combine_rows(
+    acc: Tensor, channels: int, scale: float, bias: Tensor | None, out: Tensor
+) -> None:
+    """:func:`combine` of contiguous int32 ``(m, 2 * channels + 1)`` rows into ``out``.
+
+    The columns are the high limbs' products, the low limbs', then the offset sums; ``out``
+    is contiguous float32 ``(m, channels)``. One call per chunk of a streamed convolution,
+    without the three column views :func:`combine` takes.
+    """
+    m, width = acc.shape
     if (
-        src.dtype != torch.int8
-        or dst.dtype != torch.int8
-        or (c > 1 and src.stride(3) != 1)
-        or not dst.is_contiguous()
-        or dst.numel() != imgs * (h1 - h0) * wo * kh * kw * c
+        width != 2 * channels + 1
+        or acc.dtype != torch.int32
+        or not acc.is_contiguous()
+        or out.shape != (m, channels)
+        or out.dtype != torch.float32
+        or not out.is_contiguous()
     ):
         raise ValueError(
-            f"im2col_into needs int8 NHWC src with contiguous channels and a contiguous dst "
-            f"of {imgs * (h1 - h0) * wo} rows of {kh * kw * c}, got src {src.dtype} "
-            f"{tuple(src.shape)} strides {src.stride()}, dst {dst.dtype} {tuple(dst.shape)}."
+            f"combine_rows needs contiguous int32 ({m}, {2 * channels + 1}) and float32 "
+            f"({m}, {channels}), got {acc.dtype} {tuple(acc.shape)} and {out.dtype} "
+            f"{tuple(out.shape)}."
         )
-    g = (ctypes.c_int64 * 20)(
-        imgs, h0, h1, wo, h, w, c, src.stride(0), src.stride(1), src.stride(2), *geometry[3:]
-    )
-    lib().aptk_im2col(src.data_ptr(), ctypes.addressof(g), dst.data_ptr())  # type: ignore[union-attr]
+    p = acc.data_ptr()
+    lib().aptk_combine(  # type: ignore[union-attr]
+        p, width, p + 4 * channels, width, p + 8 * channels, width, m, channels, scale,
+        _ptr(bias), out.data_ptr(),
+    )  # fmt: skip
 
 
 def channel_sums(codes: Tensor) -> Tensor | None:
@@ -454,4 +494,26 @@ def channel_sums(codes: Tensor) -> Tensor | None:
         return None
     out = torch.empty(c, dtype=torch.int32)
     lib().aptk_channel_sums(codes.data_ptr(), *shape, out.data_ptr())  # type: ignore[union-attr]
+    return out
+
+
+def relu_bits(x: Tensor) -> tuple[Tensor, Tensor]:
+    """``torch.relu(x)`` of a dense float32 tensor and its mask packed 8 to a byte.
+
+    Bit ``i % 8`` of byte ``i // 8`` is ``relu(x) != 0`` for the ``i``-th element in
+    storage order; the output has ``x``'s strides.
+    """
+    y = torch.empty_like(x)
+    bits = torch.empty((x.numel() + 7) // 8, dtype=torch.uint8)
+    lib().aptk_relu_bits(x.data_ptr(), x.numel(), y.data_ptr(), bits.data_ptr())  # type: ignore[union-attr]
+    return y, bits
+
+
+def relu_grad_bits(g: Tensor, bits: Tensor) -> Tensor:
+    """``g`` where the packed mask of :func:`relu_bits` is set and +0 elsewhere.
+
+    ``g`` must be dense float32 laid out as the ReLU's input was (same strides).
+    """
+    out = torch.empty_like(g)
+    lib().aptk_relu_grad_bits(g.data_ptr(), bits.data_ptr(), g.numel(), out.data_ptr())  # type: ignore[union-attr]
     return out

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import Tensor
 
-from apt_core.kernels import im2col, native
-from apt_core.kernels.activations import APTMaxPool2d
+from apt_core.kernels import conv, im2col, native
+from apt_core.kernels.activations import APTMaxPool2d, APTReLU
 from apt_core.kernels.conv import ConvProducts
 from apt_core.kernels.conv_weight_grad import conv2d_weight_grad_int
 from apt_core.kernels.im2col import (
@@ -39,14 +39,14 @@ def _codes(*shape: int, generator: torch.Generator) -> Tensor:
     return torch.randint(-128, 128, shape, dtype=torch.int8, generator=generator)
 
 
-def _affine_epilogue(channels: int, seen: list[int]) -> Epilogue:
+def _affine_epilogue(channels: int, seen: list[int], chunk_bytes: int = 1 << 18) -> Epilogue:
     """float32 ``acc[:, :channels] * 0.5 + acc[:, -1]``: reads columns past ``channels``."""
 
     def finish(acc: Tensor, out: Tensor) -> None:
         seen.append(acc.shape[0])
         out.copy_(acc[:, :channels].to(torch.float32) * 0.5 + acc[:, -1:].to(torch.float32))
 
-    return Epilogue(channels, finish)
+    return Epilogue(channels, finish, chunk_bytes)
 
 
 def _affine(acc_nchw: Tensor, channels: int) -> Tensor:
@@ -86,15 +86,15 @@ def test_conv2d_epilogue_matches_whole_accumulator(geometry: tuple, chunk: int |
         assert max(seen_y) < sum(seen_y) and max(seen_dx) < sum(seen_dx)
 
 
-def test_conv2d_epilogue_budget_counts_the_accumulator(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_conv2d_epilogue_budget_counts_the_accumulator() -> None:
     # Prepare: a budget that holds 10 im2col rows of K = 9 alone, 2 with a 4*O accumulator
-    monkeypatch.setattr(im2col, "DEFAULT_CHUNK_BYTES", 90)
     gen = torch.Generator().manual_seed(2)
     x, wt = _codes(2, 1, 6, 1, generator=gen), _codes(8, 1, 3, 1, generator=gen)
     seen: list[int] = []
+    epilogue = _affine_epilogue(7, seen, chunk_bytes=90)
 
     # Execute
-    conv2d_forward_int(x, weight_matrix(wt), (3, 1), 1, (1, 0), epilogue=_affine_epilogue(7, seen))
+    conv2d_forward_int(x, weight_matrix(wt), (3, 1), 1, (1, 0), epilogue=epilogue)
 
     # Assert
     assert max(seen) == 2
@@ -114,6 +114,7 @@ def test_conv_products_limbs_stream_matches_torch_kernels(
 ) -> None:
     # Prepare: worst-case limb codes; an odd chunk budget splits images mid-row
     monkeypatch.setattr(im2col, "DEFAULT_CHUNK_BYTES", budget)
+    monkeypatch.setattr(conv, "FORWARD_CHUNK_BYTES", budget)
     gen = torch.Generator().manual_seed(bits)
     if one_d:
         ops = ConvProducts((6, 5, 3), {"stride": 2, "padding": 1, "dilation": 1, "groups": 1})
@@ -236,4 +237,54 @@ def test_apt_max_pool_gradient_keeps_the_input_layout() -> None:
     # Assert: the same values, laid out like the input (the ReLU mask before it is)
     assert xa.grad is not None and xr.grad is not None
     assert xa.grad.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(xa.grad, xr.grad, rtol=0, atol=0)
+
+
+@needs_cc
+@pytest.mark.parametrize("n", [1, 7, 64, 131, 1000])
+def test_native_relu_bits_pack_the_uint8_mask(n: int) -> None:
+    # Prepare: NaN passes (as in torch.relu), -0.0 and +0.0 do not
+    gen = torch.Generator().manual_seed(n)
+    x = torch.randn(n, generator=gen)
+    x[::5] = float("nan")
+    x[1::7] = -0.0
+    g = torch.randn(n, generator=gen)
+
+    # Execute
+    y, mask = native.relu(x)
+    y_bits, bits = native.relu_bits(x)
+    unpacked = ((bits.view(-1, 1) >> torch.arange(8, dtype=torch.uint8)) & 1).view(-1)[:n]
+
+    # Assert
+    assert bits.numel() == (n + 7) // 8
+    assert torch.equal(y_bits.view(torch.int32), y.view(torch.int32))
+    assert torch.equal(unpacked, mask)
+    got, want = native.relu_grad_bits(g, bits), native.relu_grad(g, mask)
+    assert torch.equal(got.view(torch.int32), want.view(torch.int32))
+
+
+@needs_cc
+@pytest.mark.parametrize("grad_layout", ["same", "nchw", "float64"])
+def test_apt_relu_packed_mask_gradient_matches_nn_relu(grad_layout: str) -> None:
+    # Prepare: a channels_last input; its gradient arrives in several layouts and dtypes
+    gen = torch.Generator().manual_seed(6)
+    x = torch.randn(3, 5, 4, 7, generator=gen).contiguous(memory_format=torch.channels_last)
+    x[0, 0, 0, :3] = torch.tensor([float("nan"), 0.0, -0.0])
+    gy = torch.randn(3, 5, 4, 7, generator=gen)
+    if grad_layout == "same":
+        gy = gy.contiguous(memory_format=torch.channels_last)
+    xa, xr = x.clone().requires_grad_(), x.clone().requires_grad_()
+    if grad_layout == "float64":
+        xa, xr, gy = (t.detach().double().requires_grad_(t.requires_grad) for t in (xa, xr, gy))
+
+    # Execute
+    with backend("int"):
+        ya = APTReLU()(xa)
+        ya.backward(gy)
+    yr = torch.nn.ReLU()(xr)
+    yr.backward(gy)
+
+    # Assert
+    assert xa.grad is not None and xr.grad is not None
+    torch.testing.assert_close(ya, yr, rtol=0, atol=0, equal_nan=True)
     torch.testing.assert_close(xa.grad, xr.grad, rtol=0, atol=0)
