@@ -3,7 +3,8 @@
 ``nn.ReLU`` saves its float output for backward and ``nn.MaxPool2d`` its float input and
 int64 indices. Next to APT layers (which save int8 codes) those float tensors dominate a
 step's memory, so ``to_apt`` swaps in these drop-in subclasses: numerically identical,
-they save a bool mask (1 byte per element) or int16/int32 window indices.
+they save a mask (1 bit per element with the native kernels, else 1 byte) or int16/int32
+window indices.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def _unpack(bits: Tensor, shape: torch.Size, stride: tuple[int, ...]) -> Tensor:
 
 
 class APTReLU(nn.ReLU):
-    """``nn.ReLU`` that saves a bool mask for backward (on the integer backend)."""
+    """``nn.ReLU`` that saves a (bit-packed) mask for backward (on the integer backend)."""
 
     def forward(self, x: Tensor) -> Tensor:
         """ReLU; when training on the integer backend, save only the mask for backward."""

@@ -99,7 +99,9 @@ class ConvProducts:
         """``forward(...) * scale + b``: one native pass over the int32 accumulator.
 
         Above 8 bits the weight matrix gains a row of ones, so the same GEMM also yields
-        the receptive-field sums of the input codes, the limbs' ``+128`` offset term.
+        the receptive-field sums of the input codes, the limbs' ``+128`` offset term; the
+        limbs are then recombined chunk by chunk (``im2col.Epilogue``), so the
+        ``(N*Ho*Wo, 2*O + 1)`` accumulator never exists whole.
         """
         if native.lib() is None:
             bias = None if b is None else self.bias_view(b)
@@ -121,7 +123,8 @@ class ConvProducts:
         """``input_grad(...) * scale``: one native pass over the int32 accumulator.
 
         Above 8 bits the limbs act as 2C input channels plus one channel of ones, whose
-        gradient is the error's receptive-field sums, the ``+128`` offset term.
+        gradient is the error's receptive-field sums, the ``+128`` offset term; as in
+        :meth:`forward_scaled` they are recombined chunk by chunk.
         """
         if native.lib() is None:
             return rescale_float(self.input_grad(gq, w, limbs, x_shape), scale, None)
