@@ -37,10 +37,10 @@ from apt_core.quant import (
     quantize_error,
 )
 
-
 #: Buffer names of each stored tensor's codes and exponent.
 _CODES = {"weight": "weight_codes", "bias": "bias_codes"}
 _EXPS = {"weight": "weight_exp", "bias": "bias_exp"}
+
 
 class APTLayer(StepState, nn.Module):
     """Base of the fixed-point GEMM layers: storage, encode/decode and bit changes.
@@ -223,7 +223,7 @@ class APTLayer(StepState, nn.Module):
 
     def bias_float(self) -> Tensor | None:
         """The float bias, as a transient (None without a bias)."""
-        if self.bias_shape is None:
+        if self.bias_shape is None or self.bias_codes is None or self.bias_exp is None:
             return None
         return decode_float(self.bias_codes, self.n_bits, int(self.bias_exp)).view(self.bias_shape)
 

@@ -43,14 +43,14 @@ FLAGS = (
 )
 
 _P, _I64, _I32, _F32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32, ctypes.c_float
+_F64 = ctypes.c_double
 _PASS: list[object] = [_P, _P, _P, _I32, _P, _P, _P, _I32, _I64, _I32, _I32, _P, _P, _P]
 _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "aptk_one_pass": (None, [*_PASS, _P, _P]),
     "aptk_write_pass": (_I64, _PASS),
     "aptk_step": (
         _I32,
-        [_I64, _P, _P, ctypes.c_double, ctypes.c_double, ctypes.c_double, _I32, _I32, _P]
-        + [_P, _P, _P, _P, _P],
+        [_I64, _P, _P, _F64, _F64, _F64, _I32, _I32, _P, _P, _P, _P, _P, _P],
     ),
     "aptk_amax": (_F32, [_P, _I64]),
     "aptk_quantize": (None, [_P, _I64, _F32, _F32, _F32, _P]),
