@@ -13,7 +13,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor
 
-from apt_core.kernels import native
+from apt_core.kernels import native, native_update
 from apt_core.kernels import update as K
 from apt_core.kernels.noise import as_int32, stream_keys
 from apt_core.kernels.storage import uses_limbs
@@ -133,7 +133,7 @@ def fused_step(
     momentum exponent of the last step, right ~85% of the time); when a guess was wrong
     (an overflow shift, a larger momentum move, a non-finite update) that layer is redone
     with the exact two-pass update. With the native kernels every layer whose gradients
-    are whole tensors runs in one C call (:func:`_step_native`: the same passes and
+    are whole tensors runs in one C call (:func:`native_update.step_slots`: the same passes and
     decisions, without ~0.1 ms of Python per tensor); deferred (row-block) gradients and the
     torch kernels take the per-layer loop below. Returns ``(new (f_old, f_new) per weight,
     raw stats per layer, skipped layers)``.
@@ -153,11 +153,11 @@ def fused_step(
     batch: list[tuple[Slot, tuple[Tensor, int]]] = []
     for name, group in list(groups.items()):
         grads = [(s, s.layer.grad_of(s.which)) for s in group]
-        if all(g is None or _batchable(s, g[0]) for s, g in grads):
+        if all(g is None or native_update.batchable(s, g[0]) for s, g in grads):
             batch += [(s, g) for s, g in grads if g is not None]
             del groups[name]
     if batch:
-        _step_native(o, batch, has_prev, keys, exps, stats, bad)
+        native_update.step_slots(o, batch, has_prev, keys, exps, stats, bad)
     for name, group in groups.items():
         tries = [t for t in (_try(o, s, has_prev, keys) for s in group) if t is not None]
         if all(t.ok for t in tries):
@@ -171,72 +171,6 @@ def fused_step(
         stats.update(s2)
         bad |= b2
     return exps, cast(dict[str, RawStats], stats), bad
-
-
-def _batchable(s: Slot, g: Tensor | DeferredGrad) -> bool:
-    """True when the slot can join the one native call of :func:`_step_native`."""
-    return (
-        native.lib() is not None
-        and isinstance(g, Tensor)
-        and g.dtype in (torch.int32, torch.float32)
-        and s.layer.stored(s.which).is_contiguous()
-    )
-
-
-def _step_native(
-    o: Any,
-    batch: list[tuple[Slot, tuple[Tensor, int]]],
-    has_prev: bool,
-    keys: Tensor,
-    exps: dict[str, tuple[int, int]],
-    stats: dict[str, object],
-    bad: set[str],
-) -> None:
-    """What the per-layer loop of :func:`fused_step` does, for ``batch``, in one native call.
-
-    The same passes and decisions run in C (``aptk_step``); Python only lays out the slots
-    and adopts the new codes.
-    """
-    ptrs: list[int] = []
-    ints: list[int] = []
-    alive: list[Tensor] = []  # the contiguous gradients, alive until the call returns
-    news: list[Tensor] = []
-    f_old: list[int] = []
-    layer_ids: dict[str, int] = {}
-    for s, (g, g_exp) in batch:
-        layer = s.layer
-        stored, bits, f = layer.stored(s.which), layer.n_bits, layer.exponent(s.which)
-        limbs = uses_limbs(bits)
-        flat = g.reshape(-1).contiguous()
-        new = torch.empty_like(stored)
-        sp, op = stored.data_ptr(), new.data_ptr()
-        ptrs += (sp, sp + s.size if limbs else 0, flat.data_ptr(), op, op + s.size if limbs else 0)
-        lid = layer_ids.setdefault(s.name, len(layer_ids))
-        ints += (s.size, s.offset, lid, bits, f, g_exp, int(flat.dtype != torch.int32), s.index)
-        alive.append(flat)
-        news.append(new)
-        f_old.append(f)
-    keep = o.momentum > 0
-    floats, counts, res = native.step(
-        torch.tensor(ptrs, dtype=torch.int64).view(-1, native.STEP_PTRS),
-        torch.tensor(ints, dtype=torch.int64).view(-1, native.STEP_INTS),
-        (o.lr, o.momentum, o.weight_decay),
-        has_prev,
-        o.rounding == "stochastic",
-        keys,
-        o._mom if keep else None,
-        o._mom_exp if keep else None,
-    )
-    del alive
-    for i, (s, _) in enumerate(batch):
-        f_new, _e, shifts, changed, skip = res[i]
-        if skip:
-            bad.add(s.name)
-            continue
-        s.layer.set_stored(s.which, news[i], f_new)
-        if s.which == "weight":
-            exps[s.name] = (f_old[i], f_new)
-            stats[s.name] = (floats[i][0], s.size, counts[i][0], changed, shifts)
 
 
 @dataclass
@@ -335,7 +269,7 @@ def _one(
         base = torch.tensor(offset + r0 * k, dtype=torch.int32)
         rows = (_rows(stored, limbs, r0, r1), acc.view(-1), m, p, keys, base, *flags)
         if direct:  # writes straight into the block's rows of the results
-            _, _, fl, ct = native.one_pass(
+            _, _, fl, ct = native_update.one_pass(
                 *rows, out=_rows(out, limbs, r0, r1), mom_out=moms[r0 * k : r1 * k]
             )
         else:

@@ -1,4 +1,4 @@
-"""Native element-wise kernels (C in ``c_update.py``, ``c_elementwise.py``), built at first use.
+"""Native kernels (C in ``c_update.py``, ``c_step.py``, ``c_elementwise.py``), built at first use.
 
 The optimizer's fused passes, the activation/error quantizer and the GEMM rescales each
 run as one loop over memory in C, bit-identical to their torch versions in
@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from apt_core.kernels import c_elementwise, c_update
+from apt_core.kernels import c_elementwise, c_step, c_update
 from apt_core.kernels.backend import log_once
 
 FLAGS = (
@@ -113,7 +113,7 @@ def _load() -> ctypes.CDLL | _Unavailable:
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         return _give_up("no C compiler (cc/gcc) on PATH")
-    src = (c_update.SOURCE + c_elementwise.SOURCE).encode()
+    src = (c_update.SOURCE + c_step.SOURCE + c_elementwise.SOURCE).encode()
     key = hashlib.sha256(src + " ".join((cc, *FLAGS, _cpu_key())).encode()).hexdigest()[:16]
     cache = Path(os.environ.get("APT_NATIVE_CACHE", Path.home() / ".cache/aptfleet/native"))
     target = cache / f"aptk-{key}.so"
@@ -170,141 +170,6 @@ def dense(t: Tensor) -> bool:
 
 def _ptr(t: Tensor | None) -> int | None:
     return None if t is None or t.numel() == 0 else t.data_ptr()
-
-
-def _limbs(stored: Tensor, limbs: bool) -> tuple[Tensor, Tensor | None]:
-    if not limbs:
-        return stored.contiguous(), None
-    return stored[0].contiguous(), stored[1].contiguous()
-
-
-def _grad(g: Tensor) -> tuple[Tensor, int]:
-    if g.dtype == torch.int32:
-        return g.contiguous(), 0
-    return g.to(torch.float32).contiguous(), 1
-
-
-def _codes_out(n: int, limbs: bool) -> Tensor:
-    return torch.empty((2, n) if limbs else (n,), dtype=torch.int8)
-
-
-def _pass_args(
-    stored: Tensor,
-    g: Tensor,
-    mom: Tensor,
-    p: Tensor,
-    keys: Tensor,
-    base: Tensor,
-    limbs: bool,
-    has_prev: bool,
-    has_wd: bool,
-    stochastic: bool,
-    new: Tensor,
-) -> tuple[tuple[object, ...], tuple[Tensor | None, ...]]:
-    """The arguments both C passes share (their ``_PASS`` prefix), and the tensors behind them.
-
-    The inputs are made contiguous, which may copy them: the caller keeps the second tuple
-    alive until the C call returns, or the pointers would outlive their memory.
-    """
-    hi, lo = _limbs(stored, limbs)
-    gc, g_float = _grad(g)
-    prev = mom.contiguous() if has_prev else None
-    args = (
-        _ptr(hi), _ptr(lo), _ptr(gc), g_float, _ptr(prev), p.data_ptr(), keys.data_ptr(),
-        int(base), g.numel(), int(has_wd), int(stochastic),
-        _ptr(new[0] if limbs else new), _ptr(new[1]) if limbs else None,
-    )  # fmt: skip
-    return args, (hi, lo, gc, prev)
-
-
-def one_pass(
-    stored: Tensor,
-    g: Tensor,
-    mom: Tensor,
-    p: Tensor,
-    keys: Tensor,
-    base: Tensor,
-    limbs: bool,
-    has_prev: bool,
-    has_wd: bool,
-    stochastic: bool,
-    out: Tensor | None = None,
-    mom_out: Tensor | None = None,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """:func:`apt_core.kernels.update.one_pass` in one native loop (same arguments).
-
-    ``out`` (shaped like ``stored``, each limb row contiguous) and ``mom_out`` (contiguous)
-    receive the new codes and momentum in place of fresh tensors.
-    """
-    n = g.numel()
-    new = _codes_out(n, limbs) if out is None else out
-    mom_new = torch.empty(n, dtype=torch.int8) if mom_out is None else mom_out
-    floats = torch.empty(4, dtype=torch.float64)
-    counts = torch.empty(3, dtype=torch.int64)
-    args, _alive = _pass_args(
-        stored, g, mom, p, keys, base, limbs, has_prev, has_wd, stochastic, new
-    )
-    lib().aptk_one_pass(*args, _ptr(mom_new), floats.data_ptr(), counts.data_ptr())  # type: ignore[union-attr]
-    return new, mom_new, floats, counts
-
-
-def write_pass(
-    stored: Tensor,
-    g: Tensor,
-    mom: Tensor,
-    p: Tensor,
-    keys: Tensor,
-    base: Tensor,
-    limbs: bool,
-    has_prev: bool,
-    has_wd: bool,
-    stochastic: bool,
-    keep_momentum: bool,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """:func:`apt_core.kernels.update.write_pass` in one native loop (same arguments)."""
-    n = g.numel()
-    new = _codes_out(n, limbs)
-    m = torch.empty(n if keep_momentum else 0, dtype=torch.int8)
-    args, _alive = _pass_args(
-        stored, g, mom, p, keys, base, limbs, has_prev, has_wd, stochastic, new
-    )
-    changed = lib().aptk_write_pass(*args, _ptr(m) if keep_momentum else None)  # type: ignore[union-attr]
-    return new, m, torch.tensor(changed, dtype=torch.int64)
-
-
-#: Columns of :func:`step`'s per-slot tables (``c_update.SOURCE``'s SP_*, SI_* and SR_*).
-STEP_PTRS, STEP_INTS, STEP_RES = 5, 8, 5
-
-
-def step(
-    ptrs: Tensor,
-    ints: Tensor,
-    hyper: tuple[float, float, float],
-    has_prev: bool,
-    stochastic: bool,
-    keys: Tensor,
-    mom: Tensor | None,
-    mom_exp: Tensor | None,
-) -> tuple[list[list[float]], list[list[int]], list[list[int]]]:
-    """One optimizer step over many tensors in one native call (``aptk_step``).
-
-    ``ptrs`` (n, :data:`STEP_PTRS`) and ``ints`` (n, :data:`STEP_INTS`) describe the slots,
-    each layer's adjacent; ``hyper`` is (lr, momentum, weight decay). The momentum
-    ``mom`` and its exponents ``mom_exp`` are updated in place. Returns per slot the one
-    pass's floats and counts and the decisions (see ``aptk_step``).
-    """
-    n = ptrs.shape[0]
-    floats = torch.empty((n, 4), dtype=torch.float64)
-    counts = torch.empty((n, 3), dtype=torch.int64)
-    res = torch.empty((n, STEP_RES), dtype=torch.int64)
-    code = lib().aptk_step(  # type: ignore[union-attr]
-        n, ptrs.data_ptr(), ints.data_ptr(), *hyper, int(has_prev), int(stochastic),
-        keys.data_ptr(), _ptr(mom), _ptr(mom_exp), floats.data_ptr(), counts.data_ptr(),
-        res.data_ptr(),
-    )  # fmt: skip
-    if code != 0:
-        raise MemoryError("aptk_step: no scratch memory for the step's momentum")
-    return floats.tolist(), counts.tolist(), res.tolist()
 
 
 def amax(x: Tensor) -> float:

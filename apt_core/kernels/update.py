@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from apt_core.kernels import native
+from apt_core.kernels import native, native_update
 from apt_core.kernels.compiled import COMPILE_MIN_NUMEL, Compiled
 from apt_core.kernels.noise import hash_uniform, round_stochastic
 from apt_core.kernels.storage import LIMB_OFFSET
@@ -161,12 +161,12 @@ _compiled_write = Compiled(write_pass, COMPILE_MIN_NUMEL)
 def run_one(*args: Any) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """:func:`one_pass` natively when the native kernels are built, else compiled/eager."""
     if native.lib() is not None:
-        return native.one_pass(*args)
+        return native_update.one_pass(*args)
     return _compiled_one(*args)  # type: ignore[no-any-return]
 
 
 def run_write(*args: Any) -> tuple[Tensor, Tensor, Tensor]:
     """:func:`write_pass` natively when the native kernels are built, else compiled/eager."""
     if native.lib() is not None:
-        return native.write_pass(*args)
+        return native_update.write_pass(*args)
     return _compiled_write(*args)  # type: ignore[no-any-return]

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from apt_core import APTSGD
-from apt_core.kernels import compiled, fused_sgd, native
+from apt_core.kernels import compiled, native, native_update
 from apt_core.kernels import gemm as G
 from apt_core.kernels import update as K
 from apt_core.kernels.fused_sgd import _params
@@ -79,7 +79,7 @@ def test_one_pass_matches_torch(bits: int, flags: tuple[int, int, int], grad_dty
 
     # Execute
     want = K.one_pass(*args)
-    got = native.one_pass(*args)
+    got = native_update.one_pass(*args)
 
     # Assert: codes, momentum and counts exact; the float64 sum up to its order
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
@@ -99,7 +99,7 @@ def test_write_pass_matches_torch(bits: int, keep: bool, skip: float) -> None:
 
     # Execute
     want = K.write_pass(*args)
-    got = native.write_pass(*args)
+    got = native_update.write_pass(*args)
 
     # Assert
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
@@ -113,7 +113,7 @@ def test_one_pass_nonfinite_gradient_reports_nan_like_torch() -> None:
     args = (stored, g, mom, p, keys, base, limbs, True, True, True)
 
     # Execute
-    want, got = K.one_pass(*args)[2], native.one_pass(*args)[2]
+    want, got = K.one_pass(*args)[2], native_update.one_pass(*args)[2]
 
     # Assert: the sum and both maxima that see the NaN are NaN; max|prev| is not
     assert [v != v for v in got.tolist()] == [v != v for v in want.tolist()]
@@ -239,14 +239,14 @@ def test_one_native_step_call_matches_the_per_layer_passes(
         o.lr = lr
     x, y = make_batch()
     calls = []
-    real_step = fused_sgd._step_native
-    monkeypatch.setattr(fused_sgd, "_step_native", lambda *a: calls.append(1) or real_step(*a))
+    real_step = native_update.step_slots
+    monkeypatch.setattr(native_update, "step_slots", lambda *a: calls.append(1) or real_step(*a))
     exps_seen: set[tuple[int, ...]] = set()
 
     for _ in range(6):
         # Execute
         with monkeypatch.context() as m:
-            m.setattr(fused_sgd, "_batchable", lambda *_: False)
+            m.setattr(native_update, "batchable", lambda *_: False)
             opts[0].zero_grad()
             F.cross_entropy(a(x), y).backward()
             ref = opts[0].step()
