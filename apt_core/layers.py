@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from apt_core.config import PrecisionPolicy
-from apt_core.kernels import conv1d, im2col
+from apt_core.kernels import conv1d, conv_geometry
 from apt_core.kernels.backend import get_backend, log_once
 from apt_core.kernels.conv import ConvProducts
 from apt_core.kernels.functions import LinearProducts, Products, int_gemm
@@ -320,7 +320,7 @@ class _APTConv(APTLayer):
     def to_matrix(self, which: str, t: Tensor) -> Tensor:
         if which == "bias":
             return t.reshape(-1, 1)
-        return im2col.weight_matrix(t)
+        return conv_geometry.weight_matrix(t)
 
     def from_matrix(self, which: str, m: Tensor) -> Tensor:
         if which == "bias":
@@ -329,7 +329,7 @@ class _APTConv(APTLayer):
         if len(k) == 1:
             w = conv1d.weight_from_matrix1d(m, in_c, k[0])
         else:
-            w = im2col.weight_from_matrix(m, in_c, k[0], k[1])
+            w = conv_geometry.weight_from_matrix(m, in_c, k[0], k[1])
         # plain row-major strides: size-1 dims can leave channels_last-looking strides,
         # which steer torch's float conv to another kernel (different rounding)
         return torch.empty(w.shape, dtype=w.dtype).copy_(w)

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn import grad as nn_grad
 
-from apt_core.kernels import conv_weight_grad, im2col, native
+from apt_core.kernels import conv_geometry, conv_weight_grad, im2col, native
 from apt_core.kernels.gemm import combine, rescale_float
 from apt_core.kernels.matmul import INT32_EXACT_REDUCTION
 
@@ -213,4 +213,4 @@ class ConvProducts:
         w4 = w.unsqueeze(2) if self.one_d else w
         dx = nn_grad.conv2d_input(x4.shape, w4, g4, stride=s, padding=p, dilation=d)
         dw = nn_grad.conv2d_weight(x4, w4.shape, g4, stride=s, padding=p, dilation=d)
-        return self._back(dx), im2col.weight_matrix(dw), g4.sum((0, 2, 3))
+        return self._back(dx), conv_geometry.weight_matrix(dw), g4.sum((0, 2, 3))

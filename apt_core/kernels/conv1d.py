@@ -4,13 +4,9 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from apt_core.kernels.conv_geometry import _check, weight_from_matrix
 from apt_core.kernels.conv_weight_grad import conv2d_weight_grad_int
-from apt_core.kernels.im2col import (
-    _check,
-    conv2d_forward_int,
-    conv2d_input_grad_int,
-    weight_from_matrix,
-)
+from apt_core.kernels.im2col import conv2d_forward_int, conv2d_input_grad_int
 
 
 def weight_from_matrix1d(mat: Tensor, channels: int, k: int) -> Tensor:

@@ -7,13 +7,10 @@ from collections.abc import Callable, Iterable, Iterator
 import torch
 from torch import Tensor
 
+from apt_core.kernels.conv_geometry import ConvArgumentError, IntPair, _check, _geometry
 from apt_core.kernels.im2col import (
     INT32_EXACT_REDUCTION,
     Chunk,
-    ConvArgumentError,
-    IntPair,
-    _check,
-    _geometry,
     _im2col_chunks,
     _Placed,
     _rows_per_chunk,

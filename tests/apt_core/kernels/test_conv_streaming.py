@@ -11,12 +11,12 @@ from torch import Tensor
 from apt_core.kernels import conv, im2col, native
 from apt_core.kernels.activations import APTMaxPool2d, APTReLU
 from apt_core.kernels.conv import ConvProducts
+from apt_core.kernels.conv_geometry import weight_matrix
 from apt_core.kernels.conv_weight_grad import conv2d_weight_grad_int
 from apt_core.kernels.im2col import (
     Epilogue,
     conv2d_forward_int,
     conv2d_input_grad_int,
-    weight_matrix,
 )
 from apt_core.kernels.storage import encode
 from apt_core.quant import code_range

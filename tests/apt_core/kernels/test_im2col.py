@@ -14,16 +14,18 @@ from apt_core.kernels.conv1d import (
     conv1d_weight_grad_int,
     weight_from_matrix1d,
 )
+from apt_core.kernels.conv_geometry import (
+    ConvArgumentError,
+    ConvGroupsError,
+    weight_from_matrix,
+    weight_matrix,
+)
 from apt_core.kernels.conv_weight_grad import conv2d_weight_grad_int, iter_conv2d_weight_grad_int
 from apt_core.kernels.im2col import (
     INT32_EXACT_REDUCTION,
     TRANSPOSED_MAX_CHANNELS,
-    ConvArgumentError,
-    ConvGroupsError,
     conv2d_forward_int,
     conv2d_input_grad_int,
-    weight_from_matrix,
-    weight_matrix,
 )
 
 # (N, C, H, W, O, kernel, stride, padding, dilation, chunk_rows)
