@@ -309,6 +309,7 @@ def test_without_a_compiler_the_torch_kernels_run_and_say_so_once(tmp_path) -> N
         "print(native.status())"
     )
     env = {**os.environ, "CC": str(tmp_path / "no-such-cc"), "APT_NATIVE_CACHE": str(tmp_path)}
+    env.pop("APT_NATIVE", None)  # enabled, so that the missing compiler is what stops it
 
     # Execute
     res = subprocess.run(
