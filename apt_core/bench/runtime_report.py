@@ -200,11 +200,12 @@ def _native_lines(status: str | None) -> list[str]:
     if status is None:
         return []
     what = (
-        "built for this CPU and used (optimizer pass, quantization, rescales, ReLU, im2col)"
+        "built for this CPU and used (the optimizer step, quantization, rescales, limb "
+        "recombination, ReLU, im2col, bias sums)"
         if status == "native"
         else f"not used ({status}); the torch kernels ran instead"
     )
-    where = "apt_core/kernels/c_update.py, c_elementwise.py"
+    where = "apt_core/kernels/c_update.py, c_step.py, c_elementwise.py"
     return [f"Native element-wise kernels ({where}): {what}.", ""]
 
 
