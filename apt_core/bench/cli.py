@@ -32,7 +32,7 @@ def bench(
     policy: Annotated[
         list[str] | None,
         typer.Option(
-            help="apt policy: a name (default, aggressive, accurate) or key=value,... "
+            help="apt policy: a name (default, aggressive, accurate, stochastic) or key=value,... "
             "(repeat for several)"
         ),
     ] = None,
