@@ -110,14 +110,19 @@ void aptk_combine(const int32_t *hi, int64_t hi_stride, const int32_t *lo, int64
 
 /* torch.relu and the uint8 mask (relu(x) != 0) that activations._ReLUMask saves, on the
    bits: x passes when it is positive (bits > 0) or NaN (NaN passes, as in torch.relu). */
+static inline void relu_block(const int32_t *restrict x, int64_t len, int32_t *restrict y,
+                              uint8_t *restrict m) {
+    for (int64_t j = 0; j < len; j++) {
+        int32_t b = x[j];
+        int32_t keep = (b > 0) | ((b & 0x7FFFFFFF) > 0x7F800000);
+        y[j] = keep ? b : 0;
+        m[j] = (uint8_t)keep;
+    }
+}
+
 void aptk_relu(const int32_t *restrict x, int64_t n, int32_t *restrict y,
                uint8_t *restrict mask) {
-    for (int64_t i = 0; i < n; i++) {
-        int32_t b = x[i];
-        int32_t keep = (b > 0) | ((b & 0x7FFFFFFF) > 0x7F800000);
-        y[i] = keep ? b : 0;
-        mask[i] = (uint8_t)keep;
-    }
+    relu_block(x, n, y, mask);
 }
 
 /* compiled._relu_grad: g where the mask is set, +0 elsewhere (on the float's bits). */
@@ -226,16 +231,6 @@ void aptk_channel_sums(const int8_t *src, int64_t A, int64_t C, int64_t B, int64
    an eighth of the memory the ReLU keeps for backward. bits holds (n + 7) / 8 bytes. Blocks
    of 64 run aptk_relu's vectorized loop into a byte mask, packed 8 bytes (each 0 or 1) at a
    time by one multiplication: byte j lands on bit 56 + j, with no carries below. */
-static inline void relu_block(const int32_t *restrict x, int64_t len, int32_t *restrict y,
-                              uint8_t *restrict m) {
-    for (int64_t j = 0; j < len; j++) {
-        int32_t b = x[j];
-        int32_t keep = (b > 0) | ((b & 0x7FFFFFFF) > 0x7F800000);
-        y[j] = keep ? b : 0;
-        m[j] = (uint8_t)keep;
-    }
-}
-
 static inline uint8_t pack8(const uint8_t *m) {
     uint64_t v;
     __builtin_memcpy(&v, m, 8);

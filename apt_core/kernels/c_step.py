@@ -63,24 +63,60 @@ static void slot_params(float *p, int g_exp, int f, float lr, float mu, float wd
    reads it. New codes go to SP_OHI/SP_OLO. Per slot: floats[4] and counts[3] of its one
    pass, res[SLOT_RES] = (new exponent, momentum exponent, shifts, changed codes as the
    stats count them, skipped). Returns 0, or -1 when scratch memory ran out. */
+typedef struct {
+    const int8_t *hi, *lo; /* stored codes (lo NULL below 9 bits) */
+    const void *g;
+    int8_t *o_hi, *o_lo; /* new codes */
+    int64_t n, base, index;
+    int bits, f, g_exp, g_float, e_guess;
+} slot_t;
+
+static slot_t slot_at(const int64_t *ptrs, const int64_t *ints, int64_t s,
+                      const int32_t *mom_exp) {
+    const int64_t *P = ptrs + s * SLOT_PTRS, *I = ints + s * SLOT_INTS;
+    slot_t t;
+    t.hi = (const int8_t *)P[SP_HI];
+    t.lo = (const int8_t *)P[SP_LO];
+    t.g = (const void *)P[SP_G];
+    t.o_hi = (int8_t *)P[SP_OHI];
+    t.o_lo = (int8_t *)P[SP_OLO];
+    t.n = I[SI_N];
+    t.base = I[SI_BASE];
+    t.index = I[SI_INDEX];
+    t.bits = (int)I[SI_BITS];
+    t.f = (int)I[SI_F];
+    t.g_exp = (int)I[SI_GEXP];
+    t.g_float = (int)I[SI_GFLOAT];
+    t.e_guess = mom_exp ? mom_exp[t.index] : 7; /* no momentum kept: fused_sgd's 7 */
+    return t;
+}
+
+/* min(choose_exponent(amax, 8), MAX_EXPONENT): the exponent of the int8 momentum */
+static int momentum_exponent(double amax) {
+    int e = choose_exponent_c(amax, 8);
+    return e > MAX_EXPONENT_C ? MAX_EXPONENT_C : e;
+}
+
 int aptk_step(int64_t n_slots, const int64_t *ptrs, const int64_t *ints, double lr_d,
               double mu_d, double wd_d, int has_prev, int stochastic, const int32_t *keys,
               int8_t *mom, int32_t *mom_exp, double *floats, int64_t *counts, int64_t *res) {
     const float lr = (float)lr_d, mu = (float)mu_d, wd = (float)wd_d;
     const int has_wd = wd_d != 0.0, keep = mom != 0;
-    int64_t biggest = 0;
-    for (int64_t i = 0; i < n_slots; i++)
-        biggest = ints[i * SLOT_INTS + SI_N] > biggest ? ints[i * SLOT_INTS + SI_N] : biggest;
-    int64_t layer_max = 0;
+    if (!keep) mom_exp = 0;
+    /* scratch: a layer's previous momentum (a redo reads it), or where unkept momentum goes */
+    int64_t scratch_n = 0;
     for (int64_t i = 0, j; i < n_slots; i = j) {
-        int64_t total = 0;
+        int64_t total = 0, biggest = 0;
         const int64_t layer = ints[i * SLOT_INTS + SI_LAYER];
-        for (j = i; j < n_slots && ints[j * SLOT_INTS + SI_LAYER] == layer; j++)
-            total += ints[j * SLOT_INTS + SI_N];
-        layer_max = total > layer_max ? total : layer_max;
+        for (j = i; j < n_slots && ints[j * SLOT_INTS + SI_LAYER] == layer; j++) {
+            const int64_t len = ints[j * SLOT_INTS + SI_N];
+            total += len;
+            biggest = len > biggest ? len : biggest;
+        }
+        const int64_t need = keep ? total : biggest;
+        scratch_n = need > scratch_n ? need : scratch_n;
     }
-    /* the layer's previous momentum (a redo reads it), or where the unkept momentum goes */
-    int8_t *scratch = (int8_t *)malloc((size_t)(keep ? layer_max : biggest) + 1);
+    int8_t *scratch = (int8_t *)malloc((size_t)scratch_n + 1);
     if (!scratch) return -1;
     float p[16];
     for (int64_t i = 0, j; i < n_slots; i = j) {
@@ -89,35 +125,29 @@ int aptk_step(int64_t n_slots, const int64_t *ptrs, const int64_t *ints, double 
         int all_ok = 1, skip = 0;
         int64_t at = 0;
         for (int64_t s = i; s < j; s++) {
-            const int64_t *I = ints + s * SLOT_INTS;
-            const int8_t **P = (const int8_t **)(ptrs + s * SLOT_PTRS);
-            int64_t len = I[SI_N];
-            int bits = (int)I[SI_BITS], f = (int)I[SI_F];
-            int e_guess = keep && mom_exp ? mom_exp[I[SI_INDEX]] : 7;
+            const slot_t t = slot_at(ptrs, ints, s, mom_exp);
             const int8_t *prev = 0;
             int8_t *m_out = scratch;
             if (keep) {
-                m_out = mom + I[SI_BASE];
+                m_out = mom + t.base;
                 if (has_prev) {
-                    memcpy(scratch + at, m_out, (size_t)len);
+                    memcpy(scratch + at, m_out, (size_t)t.n);
                     prev = scratch + at;
                 }
             }
-            at += len;
-            slot_params(p, (int)I[SI_GEXP], f, lr, mu, wd, has_prev ? e_guess : 0, bits, e_guess);
+            at += t.n;
+            slot_params(p, t.g_exp, t.f, lr, mu, wd, has_prev ? t.e_guess : 0, t.bits,
+                        t.e_guess);
             double *F = floats + s * 4;
-            aptk_one_pass(P[SP_HI], P[SP_LO], P[SP_G], (int)I[SI_GFLOAT], prev, p, keys,
-                          (int32_t)I[SI_BASE], len, has_wd, stochastic, (int8_t *)P[SP_OHI],
-                          (int8_t *)P[SP_OLO], m_out, F, counts + s * 3);
-            int e = isfinite(F[2]) ? choose_exponent_c(F[2], 8) : e_guess;
-            if (isfinite(F[2]) && e > MAX_EXPONENT_C) e = MAX_EXPONENT_C;
+            aptk_one_pass(t.hi, t.lo, t.g, t.g_float, prev, p, keys, (int32_t)t.base, t.n,
+                          has_wd, stochastic, t.o_hi, t.o_lo, m_out, F, counts + s * 3);
+            int e = isfinite(F[2]) ? momentum_exponent(F[2]) : t.e_guess;
             int shifts;
-            fit_c(F[1], bits, f, &shifts);
-            int ok = isfinite(F[0]) && shifts == 0 && (e == e_guess || mu_d == 0.0);
-            all_ok &= ok;
+            fit_c(F[1], t.bits, t.f, &shifts);
+            all_ok &= isfinite(F[0]) && shifts == 0 && (e == t.e_guess || mu_d == 0.0);
             skip |= !isfinite(F[0]);
             int64_t *R = res + s * SLOT_RES;
-            R[SR_F] = f;
+            R[SR_F] = t.f;
             R[SR_E] = e;
             R[SR_SHIFTS] = 0;
             R[SR_CHANGED] = counts[s * 3 + 2];
@@ -131,26 +161,20 @@ int aptk_step(int64_t n_slots, const int64_t *ptrs, const int64_t *ints, double 
         }
         at = 0;
         for (int64_t s = i; s < j; s++) {
-            const int64_t *I = ints + s * SLOT_INTS;
-            const int8_t **P = (const int8_t **)(ptrs + s * SLOT_PTRS);
-            int64_t len = I[SI_N];
-            int bits = (int)I[SI_BITS], f = (int)I[SI_F];
-            int e_guess = keep && mom_exp ? mom_exp[I[SI_INDEX]] : 7;
+            const slot_t t = slot_at(ptrs, ints, s, mom_exp);
             const double *F = floats + s * 4;
-            int shifts = 0, f_new = f;
-            if (!skip) f_new = fit_c(F[1], bits, f, &shifts);
-            int e = choose_exponent_c(skip ? F[3] : F[2], 8);
-            if (e > MAX_EXPONENT_C) e = MAX_EXPONENT_C;
-            slot_params(p, (int)I[SI_GEXP], f, lr, mu, wd, has_prev ? e_guess : 0, bits, e);
+            int shifts = 0, f_new = t.f;
+            if (!skip) f_new = fit_c(F[1], t.bits, t.f, &shifts);
+            int e = momentum_exponent(skip ? F[3] : F[2]);
+            slot_params(p, t.g_exp, t.f, lr, mu, wd, has_prev ? t.e_guess : 0, t.bits, e);
             p[F_SCALE] = (float)ldexp(1.0, f_new);
             p[SKIP] = skip ? 1.0f : 0.0f;
             const int8_t *prev = has_prev && keep ? scratch + at : 0;
-            at += len;
-            int64_t changed = aptk_write_pass(
-                P[SP_HI], P[SP_LO], P[SP_G], (int)I[SI_GFLOAT], prev, p, keys,
-                (int32_t)I[SI_BASE], len, has_wd, stochastic, (int8_t *)P[SP_OHI],
-                (int8_t *)P[SP_OLO], keep ? mom + I[SI_BASE] : 0);
-            if (keep) mom_exp[I[SI_INDEX]] = e;
+            at += t.n;
+            int64_t changed = aptk_write_pass(t.hi, t.lo, t.g, t.g_float, prev, p, keys,
+                                              (int32_t)t.base, t.n, has_wd, stochastic, t.o_hi,
+                                              t.o_lo, keep ? mom + t.base : 0);
+            if (keep) mom_exp[t.index] = e;
             int64_t *R = res + s * SLOT_RES;
             R[SR_F] = f_new;
             R[SR_E] = e;
