@@ -13,6 +13,9 @@ A train reply carries three records:
   ``history-gavg``, ``history-underflow``;
 * ``device`` (ConfigRecord): ``device-class`` and ``partition-id``.
 
+A ``query.identify`` message gets the ``device`` record alone: the server's seeded sampler
+(``server.flower.sampling``) draws each round's devices by partition id.
+
 Node config: ``partition-id``, ``num-partitions``, ``device-class`` (default "standard")
 and the test hook ``fail-at-round`` (raise in train at that server round).
 """
@@ -79,6 +82,13 @@ def create_client_app(node_config: Mapping[int, Mapping[str, Any]] | None = None
             }
         )
         return Message(content=content, reply_to=msg)
+
+    @app.query("identify")
+    def identify(msg: Message, context: Context) -> Message:
+        """Which device this is (the server's seeded sampler orders devices by it)."""
+        return Message(
+            content=RecordDict({keys.DEVICE: _device_record(_device(context))}), reply_to=msg
+        )
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:

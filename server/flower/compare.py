@@ -19,6 +19,7 @@ from typing import Any
 
 from apt_core import federated as fed
 from apt_core.config import NAMED_POLICIES
+from server.flower.sampling import SAMPLING
 
 #: Rounds at the end of a run whose test accuracies are averaged into its accuracy.
 LAST_ROUNDS = 5
@@ -111,7 +112,7 @@ def summarise(runs: Mapping[str, Mapping[int, Mapping[str, Any]]]) -> dict[str, 
 #: (batch_size is not recorded there).
 _RECORDED = (
     "task", "arch", "clients", "fraction", "rounds", "alpha", "local_epochs", "lr",
-    "seed", "method", "policy",
+    "seed", "method", "policy", "sampling",
 )  # fmt: skip
 
 
@@ -127,7 +128,13 @@ def load_or_run(
     run: Callable[..., dict[str, Any]],
 ) -> dict[str, Any]:
     """The results of one (seed, method) run, read from ``out`` if it holds the same run."""
-    want = {**settings, "seed": seed, "method": spec.method, "policy": spec.policy}
+    want = {
+        **settings,
+        "seed": seed,
+        "method": spec.method,
+        "policy": spec.policy,
+        "sampling": SAMPLING,
+    }
     path = out / "results.json"
     if path.exists():
         saved = json.loads(path.read_text())

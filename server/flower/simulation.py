@@ -21,6 +21,7 @@ from server.flower.budgets import class_node_config, class_report, with_budgets
 from server.flower.global_model import Recorder
 from server.flower.records import RoundReport
 from server.flower.run_health import RunFailed
+from server.flower.sampling import SAMPLING
 from server.flower.server_app import ServerSettings, create_server_app
 from server.flower.simulation_report import plot_all, write_markdown
 from server.flower.strategy import PolicyProvider
@@ -137,6 +138,7 @@ def _method_result(
             "mean_bits": r.mean_bits,
             "policy_version": r.policy_version,
             "global_bits": r.global_bits,
+            "partitions": sorted(c.partition_id for c in r.clients if c.partition_id is not None),
         }
         for r in records
     ]
@@ -152,6 +154,7 @@ def _method_result(
         "seed": s.seed,
         "local_epochs": s.local_epochs,
         "lr": s.lr,
+        "sampling": SAMPLING,
         "rounds_log": rounds_log,
         "final_accuracy": records[-1].accuracy if records else None,
         "total_energy_j": sum(r.energy_j for r in records),

@@ -7,10 +7,13 @@ import math
 from collections.abc import Callable, Iterable
 from typing import Any, cast
 
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
-from flwr.serverapp.strategy.strategy_utils import validate_message_reply_consistency
+from flwr.serverapp.strategy.strategy_utils import (
+    sample_nodes,
+    validate_message_reply_consistency,
+)
 
 from apt_core import federated as fed
 from apt_core.config import PrecisionPolicy
@@ -20,6 +23,7 @@ from apt_core.federated.device_class import DEFAULT_DEVICE_CLASS
 from client.array_records import array_record, numpy_arrays
 from server.flower.global_model import Evaluator, GlobalModel, Recorder
 from server.flower.records import ClientReport
+from server.flower.sampling import PartitionSampler
 from server.flower.validation import RoundTerms, check_reply, failure_reason
 
 log = logging.getLogger(__name__)
@@ -70,6 +74,10 @@ class APTFedAvg(GlobalModel, FedAvg):
     evaluator : Callable[[nn.Module], tuple[float, float]] | None (default: None)
         Central evaluation of the global model: (accuracy, loss). Used by
         :meth:`evaluate_global` (pass it to ``start(evaluate_fn=...)``) and for the record.
+    identify_timeout : float (default: 60.0)
+        Seconds to wait for the nodes' answers to the sampler's identification query
+        (:class:`server.flower.sampling.PartitionSampler`: training samples are drawn by
+        partition id, seeded by the run seed and round).
     **kwargs
         FedAvg's sampling arguments (``fraction_train``, ``min_available_nodes``, ...).
     """
@@ -83,6 +91,7 @@ class APTFedAvg(GlobalModel, FedAvg):
         evaluator: Evaluator | None = None,
         lr_rounds: int | None = None,
         round_offset: int = 0,
+        identify_timeout: float = 60.0,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("train_metrics_aggr_fn", aggregate_scalar_metrics)
@@ -99,6 +108,7 @@ class APTFedAvg(GlobalModel, FedAvg):
         self.policy_provider = policy_provider
         self.recorder = recorder
         self.evaluator = evaluator
+        self.sampler = PartitionSampler(settings.seed, identify_timeout)
         self.template = fed.make_model(settings.task, settings.arch, settings.method)
         self._layer_names = list(apt_layers(self.template))
         self._policy: tuple[int, PrecisionPolicy, dict[str, dict[str, Any]]] | None = None
@@ -182,7 +192,10 @@ class APTFedAvg(GlobalModel, FedAvg):
         cfg.update(self.settings.to_config())
         cfg[keys.LR] = self.round_lr(server_round + self.round_offset)
         cfg.update(fed.policy_to_config(version, policy, overrides))
-        messages = list(super().configure_train(server_round, arrays, cfg, grid))
+        cfg["server-round"] = server_round
+        record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: cfg})
+        nodes = self._sample_train(server_round, grid)
+        messages = list(self._construct_messages(record, nodes, MessageType.TRAIN))
         nbytes = fed.arrays_nbytes(numpy_arrays(arrays))
         self._sent[server_round] = {m.metadata.dst_node_id: nbytes for m in messages}
         # the Grid sets each message's id when it pushes it; aggregate_train maps replies
@@ -196,6 +209,17 @@ class APTFedAvg(GlobalModel, FedAvg):
             nbytes,
         )
         return messages
+
+    def _sample_train(self, server_round: int, grid: Grid) -> list[int]:
+        """FedAvg's sample size and wait for nodes, drawn by the seeded partition sampler."""
+        if self.fraction_train == 0.0:
+            return []
+        size = max(int(len(list(grid.get_node_ids())) * self.fraction_train), self.min_train_nodes)
+        sampled, connected = sample_nodes(grid, self.min_available_nodes, size)
+        self.sampler.identify(grid, connected)
+        nodes = self.sampler.sample(server_round + self.round_offset, connected, len(sampled))
+        log.info("Round %s: sampled %s of %s nodes.", server_round, len(nodes), len(connected))
+        return nodes
 
     def round_lr(self, server_round: int) -> float:
         """Local learning rate of a round: cosine decay over the run's rounds to 10% of base.

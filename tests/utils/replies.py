@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -28,13 +28,42 @@ from apt_core.federated import record_keys as keys
 
 
 class FakeGrid:
-    """Just enough of a Grid for ``configure_train``: a fixed set of connected nodes."""
+    """Just enough of a Grid for ``configure_train``: a fixed set of connected nodes.
 
-    def __init__(self, node_ids: list[int]) -> None:
+    Nodes answer the sampler's identification query with their partition id
+    (``partitions``; by default a node's index in ``node_ids``); a node mapped to None
+    answers with an error, one left out of ``partitions`` does not answer.
+    """
+
+    def __init__(self, node_ids: list[int], partitions: Mapping[int, int | None] | None = None):
         self.node_ids = node_ids
+        self.partitions = dict(
+            partitions if partitions is not None else {n: i for i, n in enumerate(node_ids)}
+        )
+        self.queries: list[list[int]] = []
 
     def get_node_ids(self) -> list[int]:
         return list(self.node_ids)
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> list[Message]:
+        sent = list(messages)
+        self.queries.append([m.metadata.dst_node_id for m in sent])
+        replies = []
+        for m in sent:
+            node = m.metadata.dst_node_id
+            if node not in self.partitions:
+                continue
+            pid = self.partitions[node]
+            if pid is None:
+                replies.append(create_error_reply(node, "no partition"))
+            else:
+                record = ConfigRecord({keys.PARTITION_ID: pid, keys.DEVICE_CLASS: "x"})
+                content = RecordDict({keys.DEVICE: record})
+                instruction = create_instruction(node, message_type=m.metadata.message_type)
+                replies.append(Message(content, reply_to=instruction))
+        return replies
 
 
 def create_instruction(

@@ -10,6 +10,7 @@ import pytest
 
 from server.flower.compare import MethodSpec, compare, parse_method, run_accuracy, summarise
 from server.flower.compare_report import plot_tradeoffs, verdicts, write_markdown
+from server.flower.sampling import SAMPLING
 
 SETTINGS = {"task": "digits", "clients": 4, "fraction": 0.5, "rounds": 6, "alpha": 0.5}
 
@@ -31,6 +32,7 @@ def _run(method: str, seed: int, accs: list[float], energy: float, up: int, **kw
         "method": method,
         "seed": seed,
         "policy": kw.get("policy", "default"),
+        "sampling": kw.get("sampling", SAMPLING),
         "rounds_log": log,
         "final_accuracy": accs[-1],
         "total_energy_j": energy,
@@ -81,19 +83,24 @@ def test_summarise_paired_gap_savings_and_spread_over_seeds() -> None:
 
 
 def test_compare_reuses_finished_runs_and_writes_report(tmp_path: Path) -> None:
-    # Prepare: fp32 of seed 0 is already on disk; the runner writes what it runs
+    # Prepare: fp32 of seed 0 is already on disk, fp32 of seed 1 too but sampled the old way
+    # (Flower's unseeded sampling, no "sampling" entry); the runner writes what it runs
     ran: list[tuple[str, int, str]] = []
 
     def runner(method: list[str], seed: int, policy: str, out: Path, **settings: Any) -> dict:
         ran.append((method[0], seed, policy))
         res = _run(method[0], seed, [0.5 + 0.01 * seed] * 6, 1.0 + seed, 100, policy=policy)
-        out.mkdir(parents=True)
+        out.mkdir(parents=True, exist_ok=True)
         (out / "results.json").write_text(json.dumps(res))
         return res
 
     saved = tmp_path / "seed-0" / "fp32"
     saved.mkdir(parents=True)
     (saved / "results.json").write_text(json.dumps(_run("fp32", 0, [0.4] * 6, 5.0, 400)))
+    old = _run("fp32", 1, [0.3] * 6, 5.0, 400)
+    del old["sampling"]
+    (tmp_path / "seed-1" / "fp32").mkdir(parents=True)
+    (tmp_path / "seed-1" / "fp32" / "results.json").write_text(json.dumps(old))
 
     # Execute
     result = compare(["fp32", "apt-aggressive"], [0, 1], tmp_path, SETTINGS, run=runner)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -86,6 +87,27 @@ def test_simulation_new_policy_version_reaches_every_client() -> None:
         assert all(10 <= x.bits <= top for x in client.layers)
     assert sorted(c.device_class for c in second.clients) == ["mcu", "standard", "standard"]
     assert all(10 <= b <= 12 for b in second.global_bits.values())
+
+
+@pytest.mark.slow
+def test_simulation_methods_of_one_seed_train_the_same_devices_each_round() -> None:
+    # Prepare: 6 devices, half sampled per round; each run's engine hands out new node ids
+    settings = dataclasses.replace(SETTINGS, rounds=3, fraction_train=0.5, min_nodes=6)
+
+    def partitions(method: str, seed: int) -> list[list[int]]:
+        run = dataclasses.replace(settings.run, method=method, seed=seed)
+        records = run_federated(
+            dataclasses.replace(settings, run=run), clients=6, provider=lambda: (1, POLICY, {})
+        )
+        return [sorted(c.partition_id for c in r.clients) for r in records]  # type: ignore[misc]
+
+    # Execute
+    apt, fp32, other_seed = partitions("apt", 0), partitions("fp32", 0), partitions("fp32", 1)
+
+    # Assert
+    assert apt == fp32
+    assert all(len(p) == 3 for p in apt)
+    assert other_seed != apt
 
 
 def test_results_files_and_comparison(tmp_path: Path) -> None:
