@@ -17,7 +17,12 @@ Two engines give bit-identical results; they differ only in speed, which depends
     small next to the int8 operands.
 
 ``set_gemm("auto")`` (the default, or ``APT_GEMM=auto|int8|fp32`` in the environment)
-times both engines once per process on a small product and keeps the faster.
+takes ``"int8"`` where the CPU reports int8 dot-product instructions
+(:data:`INT8_DOT_FLAGS` in ``/proc/cpuinfo``); elsewhere it times both engines once per
+process on a small product and keeps the faster (without those instructions ``_int_mm``
+is tens of times slower, a gap no load hides). A timing alone is not trusted where the
+flags answer: on a machine busy with other work it once picked ``"fp32"`` on an AVX-512
+VNNI CPU, which slowed the process and sent its convolutions to the float emulation.
 
 Convolutions on the ``"fp32"`` engine: the float32-carried im2col products measured
 slower and larger than the float emulation itself (digits CNN, batch 64, 8 bits, one
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -46,6 +52,9 @@ FLOAT_EXACT_REDUCTION = 1 << 10
 #: replay): 7.4 MB at 8 bits and 9.8 MB at 12 bits, against 9.0 MB and 11.3 MB with blocks
 #: of 2**18 elements, for GEMMs ~15% slower than with the larger blocks.
 FLOAT_BLOCK_ELEMENTS = 1 << 16
+
+#: ``/proc/cpuinfo`` flags of the x86 int8 dot-product instructions ``torch._int_mm`` uses.
+INT8_DOT_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
 
 _state: dict[str, str | None] = {"requested": os.environ.get("APT_GEMM", "auto"), "chosen": None}
 _conv = {"always": False}
@@ -105,7 +114,23 @@ def probe_times(m: int = 64, k: int = 512, n: int = 256, repeats: int = 2) -> di
     return times
 
 
+def cpu_has_int8_dot(cpuinfo: str | Path = "/proc/cpuinfo") -> bool | None:
+    """Whether the CPU reports int8 dot-product instructions (None: no flags to read)."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return None
+    flags: set[str] = set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            flags.update(value.split())
+    return bool(flags & INT8_DOT_FLAGS) if flags else None
+
+
 def _probe() -> str:
+    if cpu_has_int8_dot():
+        return "int8"
     with _one_thread():
         times = probe_times()
     return "int8" if times["int8"] <= times["fp32"] else "fp32"

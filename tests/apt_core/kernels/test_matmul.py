@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
@@ -77,6 +78,7 @@ def test_unknown_engine_is_refused_by_name() -> None:
 
 
 def test_auto_picks_the_faster_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(matmul, "cpu_has_int8_dot", lambda: None)  # no flags: timing decides
     times = probe_times(16, 64, 16, repeats=1)
     assert set(times) == {"int8", "fp32"} and all(t > 0 for t in times.values())
     monkeypatch.setattr(matmul, "probe_times", lambda: {"int8": 2.0, "fp32": 1.0})
@@ -86,3 +88,35 @@ def test_auto_picks_the_faster_engine(monkeypatch: pytest.MonkeyPatch) -> None:
     set_gemm("auto")
     assert get_gemm() == "int8"
     set_gemm("auto")
+
+
+def test_auto_takes_int8_where_the_cpu_has_int8_dot_products(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Prepare: a timing that (as on a busy machine) favours fp32
+    monkeypatch.setattr(matmul, "cpu_has_int8_dot", lambda: True)
+    monkeypatch.setattr(matmul, "probe_times", lambda: {"int8": 2.0, "fp32": 1.0})
+
+    # Execute / Assert
+    set_gemm("auto")
+    assert get_gemm() == "int8"
+    monkeypatch.setattr(matmul, "cpu_has_int8_dot", lambda: False)
+    set_gemm("auto")
+    assert get_gemm() == "fp32"
+    set_gemm("auto")
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n", True),
+        ("flags\t\t: fpu sse2 avx2 avx_vnni\n", True),
+        ("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n", False),
+        ("processor\t: 0\nFeatures\t: fp asimd\n", None),
+    ],
+)
+def test_cpu_int8_dot_flags_read_from_cpuinfo(tmp_path: Path, text: str, expected: bool) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(text)
+    assert matmul.cpu_has_int8_dot(cpuinfo) is expected
+    assert matmul.cpu_has_int8_dot(tmp_path / "absent") is None
