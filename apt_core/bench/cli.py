@@ -32,8 +32,8 @@ def bench(
     policy: Annotated[
         list[str] | None,
         typer.Option(
-            help="apt policy: a name (default, aggressive, accurate, stochastic) or key=value,... "
-            "(repeat for several)"
+            help="apt policy: a name (default, aggressive, accurate, nearest, stochastic) "
+            "or key=value,... (repeat for several)"
         ),
     ] = None,
     seeds: Annotated[int, typer.Option(min=1)] = 3,

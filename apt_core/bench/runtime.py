@@ -122,8 +122,15 @@ def _trainees(
             model = build_model(task, arch)
             model.load_state_dict(init)
             with _backend(backend):
-                model = to_apt(model, PrecisionPolicy(bits_init=b, bits_min=b, bits_max=b))
-                opt = APTSGD(model, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+                policy = PrecisionPolicy(bits_init=b, bits_min=b, bits_max=b)
+                model = to_apt(model, policy)
+                opt = APTSGD(
+                    model,
+                    lr=cfg.lr,
+                    momentum=cfg.momentum,
+                    weight_decay=cfg.weight_decay,
+                    rounding=policy.rounding,  # the default policy's
+                )
             out.append(_Trainee("apt", b, backend, model, opt, [], []))
     return out
 

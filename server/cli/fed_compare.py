@@ -30,7 +30,7 @@ def compare_cmd(
     methods: Annotated[
         str,
         typer.Option(help="comma-separated: fp32 (required), fp32-q8, qat8, apt, apt-<policy>"),
-    ] = "fp32,fp32-q8,apt,apt-aggressive",
+    ] = "fp32,fp32-q8,apt,apt-aggressive,apt-nearest",
     seeds: Annotated[str, typer.Option(help="comma-separated seeds")] = "0,1,2",
     clients: Annotated[int, typer.Option(min=1)] = 20,
     fraction: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.5,

@@ -22,7 +22,7 @@ from server.flower.settings import ServerSettings
 Task = Literal["digits", "mnist1d"]
 Method = Literal["apt", "fp32", "qat8", "fp32-q8"]
 #: The keys of ``apt_core.config.NAMED_POLICIES``, the policies a run may have of its own.
-PolicyName = Literal["default", "aggressive", "accurate", "stochastic"]
+PolicyName = Literal["default", "aggressive", "accurate", "nearest", "stochastic"]
 RunStatus = Literal["queued", "pending", "running", "completed", "failed", "stopped", "interrupted"]
 
 _INT32_MAX = 2**31 - 1

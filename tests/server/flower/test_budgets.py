@@ -38,7 +38,7 @@ def test_budgeted_provider_sends_each_class_its_cap() -> None:
         "gateway": Budget(10**9),
     }
     provider = budgeted_provider(
-        lambda: (3, POLICY, {"mcu": {"rounding": "stochastic"}}), budgets, capper
+        lambda: (3, POLICY, {"mcu": {"rounding": "nearest"}}), budgets, capper
     )
 
     # Execute
@@ -47,7 +47,7 @@ def test_budgeted_provider_sends_each_class_its_cap() -> None:
     # Assert
     assert (version, policy) == (3, POLICY)
     assert overrides == {
-        "mcu": {"rounding": "stochastic", "bits_max": 6},
+        "mcu": {"rounding": "nearest", "bits_max": 6},
         "phone": {"bits_max": 8},
         "gateway": {"bits_max": 12},
     }

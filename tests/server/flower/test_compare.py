@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from apt_core.config import NAMED_POLICIES
 from server.flower.compare import MethodSpec, compare, parse_method, run_accuracy, summarise
 from server.flower.compare_report import plot_tradeoffs, verdicts, write_markdown
 from server.flower.sampling import SAMPLING
@@ -33,6 +34,7 @@ def _run(method: str, seed: int, accs: list[float], energy: float, up: int, **kw
         "seed": seed,
         "policy": kw.get("policy", "default"),
         "sampling": kw.get("sampling", SAMPLING),
+        "policy_spec": NAMED_POLICIES[kw.get("policy", "default")].to_dict(),
         "rounds_log": log,
         "final_accuracy": accs[-1],
         "total_energy_j": energy,
@@ -83,8 +85,10 @@ def test_summarise_paired_gap_savings_and_spread_over_seeds() -> None:
 
 
 def test_compare_reuses_finished_runs_and_writes_report(tmp_path: Path) -> None:
-    # Prepare: fp32 of seed 0 is already on disk, fp32 of seed 1 too but sampled the old way
-    # (Flower's unseeded sampling, no "sampling" entry); the runner writes what it runs
+    # Prepare: on disk are fp32 of seed 0; fp32 of seed 1 sampled the old way (Flower's
+    # unseeded sampling, no "sampling" entry); apt default of seed 0 run while the default
+    # rounded to nearest; apt default of seed 1 as the default is now. The runner writes
+    # what it runs
     ran: list[tuple[str, int, str]] = []
 
     def runner(method: list[str], seed: int, policy: str, out: Path, **settings: Any) -> dict:
@@ -101,14 +105,24 @@ def test_compare_reuses_finished_runs_and_writes_report(tmp_path: Path) -> None:
     del old["sampling"]
     (tmp_path / "seed-1" / "fp32").mkdir(parents=True)
     (tmp_path / "seed-1" / "fp32" / "results.json").write_text(json.dumps(old))
+    for seed, rounding in ((0, "nearest"), (1, NAMED_POLICIES["default"].rounding)):
+        apt = _run("apt", seed, [0.6] * 6, 1.0, 100)
+        apt["policy_spec"] = {**apt["policy_spec"], "rounding": rounding}
+        (tmp_path / f"seed-{seed}" / "apt").mkdir(parents=True)
+        (tmp_path / f"seed-{seed}" / "apt" / "results.json").write_text(json.dumps(apt))
 
     # Execute
-    result = compare(["fp32", "apt-aggressive"], [0, 1], tmp_path, SETTINGS, run=runner)
+    result = compare(["fp32", "apt", "apt-aggressive"], [0, 1], tmp_path, SETTINGS, run=runner)
     write_markdown(result, tmp_path, "aptfleet federated-compare ...")
     plots = plot_tradeoffs(result, tmp_path)
 
     # Assert
-    assert ran == [("apt", 0, "aggressive"), ("fp32", 1, "default"), ("apt", 1, "aggressive")]
+    assert ran == [
+        ("apt", 0, "default"),
+        ("apt", 0, "aggressive"),
+        ("fp32", 1, "default"),
+        ("apt", 1, "aggressive"),
+    ]
     assert result["summary"]["fp32"]["seeds"][0]["accuracy"] == pytest.approx(0.4)
     assert json.loads((tmp_path / "compare.json").read_text())["seeds"] == [0, 1]
     text = (tmp_path / "compare.md").read_text()

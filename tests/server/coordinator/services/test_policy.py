@@ -40,7 +40,7 @@ def test_effective_policy_invalid_override_rejected() -> None:
 
 def test_apply_policy_update_partial_keeps_other_fields() -> None:
     # Prepare
-    current = PrecisionPolicy(bits_max=12, rounding="stochastic")
+    current = PrecisionPolicy(bits_max=12, rounding="nearest")
 
     # Execute
     policy, overrides = apply_policy_update(

@@ -32,7 +32,7 @@ def test_run_policy_provider_caps_budgeted_classes(db: Session, engine: Engine) 
     crud.create_policy_version(
         session=db,
         policy=PrecisionPolicy(),
-        overrides={"mcu": {"rounding": "stochastic"}},
+        overrides={"mcu": {"rounding": "nearest"}},
         budgets={
             "mcu": {"memory_bytes": _memory(6, RUN["clients"])},
             "phone": {"memory_bytes": _memory(8, RUN["clients"])},
@@ -47,7 +47,7 @@ def test_run_policy_provider_caps_budgeted_classes(db: Session, engine: Engine) 
     # Assert
     assert (version, policy) == (2, PrecisionPolicy())
     assert overrides == {
-        "mcu": {"rounding": "stochastic", "bits_max": 6},
+        "mcu": {"rounding": "nearest", "bits_max": 6},
         "phone": {"bits_max": 8},
     }
 

@@ -59,7 +59,7 @@ def test_update_policy_full_body(client: TestClient, admin_headers: dict[str, st
         bits_max=14,
         bits_init=10,
         check_every=20,
-        rounding="stochastic",
+        rounding="nearest",
         act_bits=10,
         err_bits=12,
         adaptive=False,
