@@ -56,6 +56,11 @@ def _reply_node(msg: Message, sent: dict[int, int], sent_to: dict[str, int]) -> 
     return node
 
 
+def _aggregation_key(client: ClientReport) -> tuple[bool, int, int]:
+    """Partition id (devices that gave none last), then node id."""
+    return client.partition_id is None, client.partition_id or 0, client.node_id
+
+
 class APTFedAvg(GlobalModel, FedAvg):
     """FedAvg for APT devices: bit-packed models both ways, validated replies, round records.
 
@@ -360,6 +365,9 @@ class APTFedAvg(GlobalModel, FedAvg):
         """
         if not accepted:
             return None, None, None, {}
+        # replies arrive in whatever order the devices finish; summing floats in that order
+        # made two runs of one configuration differ, so sum them in partition order
+        accepted = sorted(accepted, key=lambda a: _aggregation_key(a[2]))
         contents = [m.content for m, _, _ in accepted]
         validate_message_reply_consistency(contents, self.weighted_by_key, True)
         new = fed.aggregate(self.template, [(mod, c.num_examples) for _, mod, c in accepted])

@@ -90,24 +90,29 @@ def test_simulation_new_policy_version_reaches_every_client() -> None:
 
 
 @pytest.mark.slow
-def test_simulation_methods_of_one_seed_train_the_same_devices_each_round() -> None:
+def test_simulation_same_seed_same_devices_each_round_and_a_repeated_run_is_identical() -> None:
     # Prepare: 6 devices, half sampled per round; each run's engine hands out new node ids
     settings = dataclasses.replace(SETTINGS, rounds=3, fraction_train=0.5, min_nodes=6)
 
-    def partitions(method: str, seed: int) -> list[list[int]]:
+    def run(method: str, seed: int) -> list[RoundReport]:
         run = dataclasses.replace(settings.run, method=method, seed=seed)
-        records = run_federated(
+        return run_federated(
             dataclasses.replace(settings, run=run), clients=6, provider=lambda: (1, POLICY, {})
         )
+
+    def partitions(records: list[RoundReport]) -> list[list[int]]:
         return [sorted(c.partition_id for c in r.clients) for r in records]  # type: ignore[misc]
 
     # Execute
-    apt, fp32, other_seed = partitions("apt", 0), partitions("fp32", 0), partitions("fp32", 1)
+    apt, apt_again = run("apt", 0), run("apt", 0)
+    fp32, other_seed = run("fp32", 0), run("fp32", 1)
 
-    # Assert
-    assert apt == fp32
-    assert all(len(p) == 3 for p in apt)
-    assert other_seed != apt
+    # Assert: the same devices; and a run repeated is the same run, bit for bit
+    assert partitions(apt) == partitions(fp32) == partitions(apt_again)
+    assert all(len(p) == 3 for p in partitions(apt))
+    assert partitions(other_seed) != partitions(apt)
+    assert [r.accuracy for r in apt] == [r.accuracy for r in apt_again]
+    assert [r.packed_model for r in apt] == [r.packed_model for r in apt_again]
 
 
 def test_results_files_and_comparison(tmp_path: Path) -> None:

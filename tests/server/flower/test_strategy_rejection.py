@@ -217,3 +217,23 @@ def test_aggregate_train_fp32_rejects_inf_and_huge_values() -> None:
         torch.testing.assert_close(torch.from_numpy(v.numpy()), torch.from_numpy(state[k]))
     reasons = {c.node_id: c.rejected for c in records[0].clients}
     assert "NaN or Inf" in (reasons[2] or "") and "more than 64x" in (reasons[3] or "")
+
+
+def test_aggregate_train_same_model_whatever_order_the_replies_arrive_in() -> None:
+    # Prepare: five devices' float models; the same replies in two arrival orders
+    states = [fed.float_state(fed.make_model("digits", "mlp", "fp32", seed=s)) for s in range(5)]
+    replies = [
+        create_mock_reply(
+            {k: v.numpy() for k, v in state.items()}, 7 + 3 * i, node_id=90 - i, partition_id=i
+        )
+        for i, state in enumerate(states)
+    ]
+    orders = [replies, [replies[i] for i in (3, 0, 4, 2, 1)]]
+
+    # Execute
+    outs = [_strategy("fp32").aggregate_train(1, order)[0] for order in orders]
+
+    # Assert: bit for bit (float sums in arrival order differed in the last bits)
+    assert outs[0] is not None and outs[1] is not None
+    for k in outs[0]:
+        assert np.array_equal(outs[0][k].numpy(), outs[1][k].numpy()), k
