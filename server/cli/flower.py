@@ -79,6 +79,13 @@ def simulate_cmd(
             "default: start one on 127.0.0.1",
         ),
     ] = None,
+    sampling: Annotated[
+        str,
+        typer.Option(
+            help="seeded: each round's devices drawn by partition id with the seed (the same "
+            "devices in every run; each device is asked its partition once); random: Flower's"
+        ),
+    ] = "seeded",
 ) -> None:
     """Federated training on Flower's simulation engine (Ray).
 
@@ -128,6 +135,7 @@ def simulate_cmd(
                 device_classes=device_class,
                 budgets=budgets,
                 ray_address=ray_address,
+                sampling=sampling,
             )
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None

@@ -12,13 +12,17 @@ the engine handed out.
 
 Nodes that do not say (an error reply, no reply within the timeout, or a ClientApp
 without the query) are asked once, then sampled too, ordered after the identified ones by
-node id; a node that joins later is asked when it first appears.
+node id; a node that joins later is asked when it first appears. The query costs one
+message per device once per run (``docs/results/scale.md`` measures it on a 1,000-device
+fleet); ``ServerSettings.sampling = "random"`` (run config ``sampling``) skips it and
+samples as Flower does.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Iterable
 from typing import Protocol
 
@@ -28,9 +32,17 @@ from apt_core.federated import record_keys as keys
 
 log = logging.getLogger(__name__)
 
-#: how runs sample devices, recorded in results.json (a comparison reuses a saved run only
-#: if it was sampled the same way)
-SAMPLING = "seeded-by-partition"
+#: ``ServerSettings.sampling`` values: "seeded" (this module's sampler) or "random"
+#: (Flower's FedAvg: node ids drawn with the unseeded ``random`` module, no query)
+SAMPLINGS = ("seeded", "random")
+#: how a run sampled devices, as results.json records it (a comparison reuses a saved run
+#: only if it was sampled the same way)
+RECORDED_SAMPLING = {"seeded": "seeded-by-partition", "random": "flower-random"}
+SAMPLING = RECORDED_SAMPLING["seeded"]
+
+#: nodes asked at once: Flower's simulation engine checks every node against every
+#: message in flight, so one query to a whole 1,000-device fleet took longer than batches
+IDENTIFY_BATCH = 100
 
 #: message type of the identification query (ClientApp: ``@app.query("identify")``)
 IDENTIFY = "query.identify"
@@ -70,22 +82,29 @@ class PartitionSampler:
             return
         for n in new:
             self.partitions[n] = None
-        messages = [Message(RecordDict(), dst_node_id=n, message_type=IDENTIFY) for n in new]
-        for reply in grid.send_and_receive(messages, timeout=self.timeout):
-            node = int(reply.metadata.src_node_id)
-            if reply.has_error() or node not in self.partitions:
-                continue
-            device = reply.content.config_records.get(keys.DEVICE)
-            pid = None if device is None else device.get(keys.PARTITION_ID)
-            if isinstance(pid, int) and not isinstance(pid, bool):
-                self.partitions[node] = pid
+        start = time.perf_counter()
+        for i in range(0, len(new), IDENTIFY_BATCH):
+            batch = new[i : i + IDENTIFY_BATCH]
+            messages = [Message(RecordDict(), dst_node_id=n, message_type=IDENTIFY) for n in batch]
+            for reply in grid.send_and_receive(messages, timeout=self.timeout):
+                self._read_identity(reply)
         silent = sum(self.partitions[n] is None for n in new)
         log.info(
-            "Sampling: %s of %s new nodes identified their partition%s.",
+            "Sampling: %s of %s new nodes identified their partition in %.1f s%s.",
             len(new) - silent,
             len(new),
+            time.perf_counter() - start,
             f" ({silent} ordered by node id)" if silent else "",
         )
+
+    def _read_identity(self, reply: Message) -> None:
+        node = int(reply.metadata.src_node_id)
+        if reply.has_error() or node not in self.partitions:
+            return
+        device = reply.content.config_records.get(keys.DEVICE)
+        pid = None if device is None else device.get(keys.PARTITION_ID)
+        if isinstance(pid, int) and not isinstance(pid, bool):
+            self.partitions[node] = pid
 
     def order(self, node_ids: Iterable[int]) -> list[int]:
         """Identified nodes by (partition, node id), then the others by node id."""

@@ -182,6 +182,7 @@ def run_strategy(
         min_train_nodes=min(settings.min_nodes, 2),
         min_evaluate_nodes=1,
         min_available_nodes=settings.min_nodes,
+        sampling=settings.sampling,
         identify_timeout=min(settings.timeout, 60.0),
     )
     initial = (

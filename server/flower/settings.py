@@ -54,6 +54,11 @@ class ServerSettings:
         The run fails when more than this share of its sampled replies failed or were
         rejected (``max-failure-share``); a round with no aggregated reply fails it at
         once. See :mod:`server.flower.run_health`.
+    sampling : str (default: "seeded")
+        How each round's devices are drawn (``sampling``): "seeded" by partition id with
+        the run seed and round, so a seed trains the same devices in every run (each node
+        is asked its partition once, :mod:`server.flower.sampling`); "random" as Flower's
+        FedAvg does (no query, not reproducible).
     """
 
     run: RunSettings = field(default_factory=RunSettings)
@@ -65,6 +70,12 @@ class ServerSettings:
     start_round: int = 0
     checkpoint: bytes | None = None
     max_failure_share: float = 0.5
+    sampling: str = "seeded"
+
+    def __post_init__(self) -> None:
+        """Reject an unknown sampling mode by name."""
+        if self.sampling not in ("seeded", "random"):
+            raise ValueError(f"sampling={self.sampling!r} is not one of ('seeded', 'random').")
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> ServerSettings:
@@ -78,6 +89,7 @@ class ServerSettings:
             min_nodes=int(c["min-nodes"]),
             timeout=float(c["round-timeout"]),
             max_failure_share=float(c["max-failure-share"]),
+            sampling=str(c["sampling"]),
         )
 
     def to_run_config(self) -> dict[str, Any]:
@@ -90,6 +102,7 @@ class ServerSettings:
             "min-nodes": self.min_nodes,
             "round-timeout": float(self.timeout),
             "max-failure-share": float(self.max_failure_share),
+            "sampling": self.sampling,
         }
 
 

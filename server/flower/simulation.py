@@ -21,7 +21,7 @@ from server.flower.budgets import class_node_config, class_report, with_budgets
 from server.flower.global_model import Recorder
 from server.flower.records import RoundReport
 from server.flower.run_health import RunFailed
-from server.flower.sampling import SAMPLING
+from server.flower.sampling import RECORDED_SAMPLING
 from server.flower.server_app import ServerSettings, create_server_app
 from server.flower.simulation_report import plot_all, write_markdown
 from server.flower.strategy import PolicyProvider
@@ -154,7 +154,7 @@ def _method_result(
         "seed": s.seed,
         "local_epochs": s.local_epochs,
         "lr": s.lr,
-        "sampling": SAMPLING,
+        "sampling": RECORDED_SAMPLING[settings.sampling],
         "rounds_log": rounds_log,
         "final_accuracy": records[-1].accuracy if records else None,
         "total_energy_j": sum(r.energy_j for r in records),
@@ -206,6 +206,7 @@ def simulate(
     device_classes: Sequence[str] | None = None,
     budgets: Mapping[str, Budget] | None = None,
     ray_address: str | None = None,
+    sampling: str = "seeded",
 ) -> dict[str, Any]:
     """Run each method on the simulation engine and write results, report and plots.
 
@@ -234,6 +235,9 @@ def simulate(
         its budget allows for this model and workload (``server.flower.budgets``).
     ray_address : str | None
         Join the Ray cluster at ``host:port`` instead of starting one.
+    sampling : str (default: "seeded")
+        "seeded": a seed trains the same devices in every run and method
+        (:mod:`server.flower.sampling`); "random": Flower's sampling.
 
     Returns
     -------
@@ -262,7 +266,7 @@ def simulate(
             seed=seed,
         )
         settings = ServerSettings(
-            run=run, rounds=rounds, fraction_train=fraction, min_nodes=clients
+            run=run, rounds=rounds, fraction_train=fraction, min_nodes=clients, sampling=sampling
         )
         hook = None if on_round is None else (lambda r, m=m: on_round(m, r))
         capped = with_budgets(static, budgets, run, clients)

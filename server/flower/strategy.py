@@ -79,10 +79,12 @@ class APTFedAvg(GlobalModel, FedAvg):
     evaluator : Callable[[nn.Module], tuple[float, float]] | None (default: None)
         Central evaluation of the global model: (accuracy, loss). Used by
         :meth:`evaluate_global` (pass it to ``start(evaluate_fn=...)``) and for the record.
+    sampling : str (default: "seeded")
+        "seeded": training samples are drawn by partition id, seeded by the run seed and
+        round (:class:`server.flower.sampling.PartitionSampler`); "random": FedAvg's own.
     identify_timeout : float (default: 60.0)
-        Seconds to wait for the nodes' answers to the sampler's identification query
-        (:class:`server.flower.sampling.PartitionSampler`: training samples are drawn by
-        partition id, seeded by the run seed and round).
+        Seconds to wait for the nodes' answers to the seeded sampler's identification
+        query.
     **kwargs
         FedAvg's sampling arguments (``fraction_train``, ``min_available_nodes``, ...).
     """
@@ -96,6 +98,7 @@ class APTFedAvg(GlobalModel, FedAvg):
         evaluator: Evaluator | None = None,
         lr_rounds: int | None = None,
         round_offset: int = 0,
+        sampling: str = "seeded",
         identify_timeout: float = 60.0,
         **kwargs: Any,
     ) -> None:
@@ -113,7 +116,9 @@ class APTFedAvg(GlobalModel, FedAvg):
         self.policy_provider = policy_provider
         self.recorder = recorder
         self.evaluator = evaluator
-        self.sampler = PartitionSampler(settings.seed, identify_timeout)
+        self.sampler = (
+            PartitionSampler(settings.seed, identify_timeout) if sampling == "seeded" else None
+        )
         self.template = fed.make_model(settings.task, settings.arch, settings.method)
         self._layer_names = list(apt_layers(self.template))
         self._policy: tuple[int, PrecisionPolicy, dict[str, dict[str, Any]]] | None = None
@@ -216,11 +221,13 @@ class APTFedAvg(GlobalModel, FedAvg):
         return messages
 
     def _sample_train(self, server_round: int, grid: Grid) -> list[int]:
-        """FedAvg's sample size and wait for nodes, drawn by the seeded partition sampler."""
+        """FedAvg's sample size and wait for nodes; the seeded sampler's draw if there is one."""
         if self.fraction_train == 0.0:
             return []
         size = max(int(len(list(grid.get_node_ids())) * self.fraction_train), self.min_train_nodes)
         sampled, connected = sample_nodes(grid, self.min_available_nodes, size)
+        if self.sampler is None:
+            return sampled
         self.sampler.identify(grid, connected)
         nodes = self.sampler.sample(server_round + self.round_offset, connected, len(sampled))
         log.info("Round %s: sampled %s of %s nodes.", server_round, len(nodes), len(connected))

@@ -7,7 +7,8 @@ from flwr.app import ConfigRecord
 
 from apt_core import federated as fed
 from apt_core.config import PrecisionPolicy
-from server.flower.sampling import IDENTIFY, PartitionSampler
+from server.flower.sampling import IDENTIFY, IDENTIFY_BATCH, PartitionSampler
+from server.flower.settings import ServerSettings
 from server.flower.strategy import APTFedAvg
 from tests.utils.replies import FakeGrid, task_identity
 
@@ -89,3 +90,37 @@ def test_configure_train_sends_to_the_seeded_sample(fraction: float, expected: i
         runs.append(sorted(grid.partitions[m.metadata.dst_node_id] for m in msgs))  # type: ignore[misc]
     assert runs[0] == runs[1]
     assert runs[0] == _sampled_partitions(_fleet(nodes), seed=5, rounds=4, size=expected)[-1]
+
+
+def test_random_sampling_asks_nothing_and_is_a_run_config_setting() -> None:
+    # Prepare
+    settings = ServerSettings(sampling="random")
+    grid = _fleet([1000 + 37 * i for i in range(10)])
+    strategy = APTFedAvg(
+        settings=fed.RunSettings(task="digits", arch="mlp", method="fp32"),
+        policy_provider=lambda: (1, PrecisionPolicy(), {}),
+        sampling=ServerSettings.from_run_config(settings.to_run_config()).sampling,
+        fraction_train=0.5,
+        min_available_nodes=2,
+    )
+
+    # Execute
+    with task_identity():
+        msgs = list(strategy.configure_train(1, strategy.initial_arrays(), ConfigRecord(), grid))
+
+    # Assert
+    assert len(msgs) == 5 and grid.queries == []
+    assert ServerSettings().sampling == "seeded"
+    with pytest.raises(ValueError, match="sampling='fixed' is not one of"):
+        ServerSettings(sampling="fixed")
+
+
+def test_identify_asks_a_large_fleet_in_batches() -> None:
+    grid = _fleet(list(range(5, 5 + 2 * IDENTIFY_BATCH + 50)))
+    sampler = PartitionSampler(0, timeout=1.0)
+    with task_identity():
+        sampler.identify(grid, grid.get_node_ids())
+    assert [len(q) for q in grid.queries] == [IDENTIFY_BATCH, IDENTIFY_BATCH, 50]
+    assert sorted(p for p in sampler.partitions.values() if p is not None) == list(
+        range(2 * IDENTIFY_BATCH + 50)
+    )
