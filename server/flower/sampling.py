@@ -2,8 +2,8 @@
 
 Flower's FedAvg samples node ids with Python's unseeded ``random`` module, and the
 simulation engine gives its nodes random ids, so two runs of one configuration (or two
-methods compared under one seed) train different devices in a round; on a 20-device
-non-IID fleet that alone moves accuracy by about a point. :class:`PartitionSampler` asks
+methods compared under one seed) train different devices in a round, and a comparison of
+methods measures the draw as much as the method. :class:`PartitionSampler` asks
 every node once which partition (device) it is, with a ``query.identify`` message the
 ClientApp answers from its node config, orders the nodes by partition id, and draws each
 round's sample from that order with a generator seeded by (run seed, round). A run with the
@@ -32,16 +32,13 @@ from apt_core.federated import record_keys as keys
 
 log = logging.getLogger(__name__)
 
-#: ``ServerSettings.sampling`` values: "seeded" (this module's sampler) or "random"
-#: (Flower's FedAvg: node ids drawn with the unseeded ``random`` module, no query)
-SAMPLINGS = ("seeded", "random")
 #: how a run sampled devices, as results.json records it (a comparison reuses a saved run
 #: only if it was sampled the same way)
 RECORDED_SAMPLING = {"seeded": "seeded-by-partition", "random": "flower-random"}
 SAMPLING = RECORDED_SAMPLING["seeded"]
 
-#: nodes asked at once: Flower's simulation engine checks every node against every
-#: message in flight, so one query to a whole 1,000-device fleet took longer than batches
+#: nodes asked at once, to bound the messages in flight (Flower's simulation engine checks
+#: every node against every message in flight)
 IDENTIFY_BATCH = 100
 
 #: message type of the identification query (ClientApp: ``@app.query("identify")``)

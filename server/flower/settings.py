@@ -27,6 +27,11 @@ APP_CONFIG_DEFAULTS: dict[str, Any] = {
 }
 
 
+#: ``ServerSettings.sampling`` values: "seeded" (:mod:`server.flower.sampling`) or "random"
+#: (Flower's FedAvg: node ids drawn with the unseeded ``random`` module, no query)
+SAMPLINGS = ("seeded", "random")
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     """What the ServerApp needs besides the policy seam.
@@ -74,8 +79,8 @@ class ServerSettings:
 
     def __post_init__(self) -> None:
         """Reject an unknown sampling mode by name."""
-        if self.sampling not in ("seeded", "random"):
-            raise ValueError(f"sampling={self.sampling!r} is not one of ('seeded', 'random').")
+        if self.sampling not in SAMPLINGS:
+            raise ValueError(f"sampling={self.sampling!r} is not one of {SAMPLINGS}.")
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> ServerSettings:
