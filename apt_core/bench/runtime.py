@@ -129,7 +129,7 @@ def _trainees(
                     lr=cfg.lr,
                     momentum=cfg.momentum,
                     weight_decay=cfg.weight_decay,
-                    rounding=policy.rounding,  # the default policy's
+                    rounding=cfg.rounding,
                 )
             out.append(_Trainee("apt", b, backend, model, opt, [], []))
     return out

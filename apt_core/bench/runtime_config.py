@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from apt_core.config import PrecisionPolicy
+
 #: The issue-9 targets grid: (task, model, batch).
 DEFAULT_CASES: tuple[tuple[str, str, int], ...] = (
     ("digits", "mlp-wide", 64),
@@ -32,6 +34,8 @@ class RuntimeConfig:
         torch intra-op threads during the measurement.
     seed : int (default: 0)
         Seed of the initial weights (the same for every model of a case).
+    rounding : str (default: the default policy's)
+        Rounding of the APT models' weight updates.
     """
 
     steps: int = 25
@@ -41,6 +45,7 @@ class RuntimeConfig:
     weight_decay: float = 5e-4
     threads: int = 1
     seed: int = 0
+    rounding: str = PrecisionPolicy().rounding
 
     def __post_init__(self) -> None:
         for name, low in (("steps", 1), ("warmup", 0), ("threads", 1)):
