@@ -63,7 +63,8 @@ class PartitionSampler:
     seed : int
         The run seed (``RunSettings.seed``).
     timeout : float
-        Seconds to wait for the answers to one identification query.
+        Seconds the identification of new nodes may take in all (its batches share it);
+        nodes not asked or not answered by then count as silent.
     """
 
     def __init__(self, seed: int, timeout: float) -> None:
@@ -79,18 +80,21 @@ class PartitionSampler:
             return
         for n in new:
             self.partitions[n] = None
-        start = time.perf_counter()
+        start = time.monotonic()
         for i in range(0, len(new), IDENTIFY_BATCH):
+            left = start + self.timeout - time.monotonic()
+            if left <= 0:
+                break
             batch = new[i : i + IDENTIFY_BATCH]
             messages = [Message(RecordDict(), dst_node_id=n, message_type=IDENTIFY) for n in batch]
-            for reply in grid.send_and_receive(messages, timeout=self.timeout):
+            for reply in grid.send_and_receive(messages, timeout=left):
                 self._read_identity(reply)
         silent = sum(self.partitions[n] is None for n in new)
         log.info(
             "Sampling: %s of %s new nodes identified their partition in %.1f s%s.",
             len(new) - silent,
             len(new),
-            time.perf_counter() - start,
+            time.monotonic() - start,
             f" ({silent} ordered by node id)" if silent else "",
         )
 

@@ -83,8 +83,7 @@ class APTFedAvg(GlobalModel, FedAvg):
         "seeded": training samples are drawn by partition id, seeded by the run seed and
         round (:class:`server.flower.sampling.PartitionSampler`); "random": FedAvg's own.
     identify_timeout : float (default: 60.0)
-        Seconds to wait for the nodes' answers to the seeded sampler's identification
-        query.
+        Seconds the seeded sampler's identification of new nodes may take.
     **kwargs
         FedAvg's sampling arguments (``fraction_train``, ``min_available_nodes``, ...).
     """

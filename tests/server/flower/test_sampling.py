@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from flwr.app import ConfigRecord
 
@@ -61,7 +63,7 @@ def test_identify_sends_the_identify_query() -> None:
         def send_and_receive(self, messages, *, timeout=None):  # type: ignore[no-untyped-def]
             messages = list(messages)
             sent.extend(m.metadata.message_type for m in messages)
-            assert timeout == 2.5
+            assert timeout is not None and 0 < timeout <= 2.5
             return super().send_and_receive(messages, timeout=timeout)
 
     with task_identity():
@@ -124,3 +126,24 @@ def test_identify_asks_a_large_fleet_in_batches() -> None:
     assert sorted(p for p in sampler.partitions.values() if p is not None) == list(
         range(2 * IDENTIFY_BATCH + 50)
     )
+
+
+def test_identify_stops_asking_when_its_time_is_up() -> None:
+    # Prepare: a fleet whose first batch uses up the whole timeout
+    class Slow(FakeGrid):
+        def send_and_receive(self, messages, *, timeout=None):  # type: ignore[no-untyped-def]
+            replies = super().send_and_receive(messages, timeout=timeout)
+            time.sleep(0.3)
+            return replies
+
+    grid = Slow(list(range(2 * IDENTIFY_BATCH)))
+    sampler = PartitionSampler(0, timeout=0.2)
+
+    # Execute
+    with task_identity():
+        sampler.identify(grid, grid.get_node_ids())
+
+    # Assert: one batch asked and identified; the rest silent, sampled after them
+    assert [len(q) for q in grid.queries] == [IDENTIFY_BATCH]
+    assert sum(p is not None for p in sampler.partitions.values()) == IDENTIFY_BATCH
+    assert len(sampler.order(grid.node_ids)) == 2 * IDENTIFY_BATCH
