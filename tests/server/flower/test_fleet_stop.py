@@ -32,7 +32,19 @@ def test_flwr_stop_ends_the_clientapps(tmp_path: Path) -> None:
         config = ["-c", "num-server-rounds=1", "-c", "local-epochs=300", "-c", 'arch="mlp"']
         res = flwr(state.cli_home, ["run", str(REPO_ROOT), "--format", "json", *config], 120)
         run_id = int(json_out(res.stdout)["run-id"])
-        _wait("both ClientApps training", lambda: len(clientapp_pids(nodes)) == 2, 400)
+        # the ClientApp processes that answer the sampler's identify query come and go in
+        # seconds; the training ones are the two that stay
+        seen: dict[int, float] = {}
+
+        def training_for_15_s() -> bool:
+            now, pids = time.monotonic(), set(clientapp_pids(nodes))
+            for pid in set(seen) - pids:
+                del seen[pid]
+            for pid in pids:
+                seen.setdefault(pid, now)
+            return sum(now - t >= 15.0 for t in seen.values()) == 2
+
+        _wait("both ClientApps training", training_for_15_s, 400)
         training = clientapp_pids(nodes)
 
         # Execute: what a user types, with FLWR_HOME pointing at the fleet's CLI home
