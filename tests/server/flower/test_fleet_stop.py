@@ -25,11 +25,12 @@ def _wait(what: str, cond, timeout: float) -> None:  # type: ignore[no-untyped-d
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_flwr_stop_ends_the_clientapps(tmp_path: Path) -> None:
-    # Prepare: a run whose local round takes minutes (300 epochs of the digits MLP)
+    # Prepare: a run whose local round takes many minutes (5,000 epochs of the digits MLP;
+    # on the integer kernels 300 epochs ended within a minute, before the watcher's turn)
     state = fleet.up(2, tmp_path / "fleet", insecure=True)
     nodes = [p.pid for p in state.procs if p.role.startswith("supernode")]
     try:
-        config = ["-c", "num-server-rounds=1", "-c", "local-epochs=300", "-c", 'arch="mlp"']
+        config = ["-c", "num-server-rounds=1", "-c", "local-epochs=5000", "-c", 'arch="mlp"']
         res = flwr(state.cli_home, ["run", str(REPO_ROOT), "--format", "json", *config], 120)
         run_id = int(json_out(res.stdout)["run-id"])
         # the ClientApp processes that answer the sampler's identify query come and go in
